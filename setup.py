@@ -1,0 +1,46 @@
+"""Builds the compiled engine (sfu._fastpath._engine) from Cython and C.
+
+Options through the environment:
+  SFU_DEBUG=1       -O0 -g, assertions on
+  SFU_SANITIZE=1    AddressSanitizer + UndefinedBehaviorSanitizer (tests)
+  SFU_ANNOTATE=1    write Cython's HTML annotation next to the .pyx
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+SRC = "sfu/_fastpath/src"
+sources = ["sfu/_fastpath/_engine.pyx"] + [
+    f"{SRC}/{name}" for name in ("rtp.c", "rtcp.c", "engine.c", "io.c")
+]
+
+extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden"]
+extra_link_args = []
+if os.environ.get("SFU_DEBUG"):
+    extra_compile_args += ["-O0", "-g", "-UNDEBUG"]
+else:
+    extra_compile_args += ["-O2", "-DNDEBUG"]
+if os.environ.get("SFU_SANITIZE"):
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    extra_compile_args += flags
+    extra_link_args += flags
+
+extensions = [
+    Extension(
+        "sfu._fastpath._engine",
+        sources=sources,
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args + ["-lpthread"],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        annotate=bool(os.environ.get("SFU_ANNOTATE")),
+        compiler_directives={"embedsignature": True},
+    ),
+)

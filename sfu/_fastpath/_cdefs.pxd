@@ -1,0 +1,173 @@
+# C declarations of the engine (src/*.h) for Cython.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    struct sockaddr_storage:
+        unsigned short ss_family
+
+cdef extern from "src/sockaddr.h" nogil:
+    int sfu_sockaddr_from_ip(const char *ip, int port, sockaddr_storage *ss, socklen_t *len)
+    int sfu_sockaddr_to_ip(const sockaddr_storage *ss, char *ip)
+
+cdef extern from "src/rtp.h" nogil:
+    ctypedef struct sfu_rtp_t:
+        uint8_t version
+        uint8_t padding
+        uint8_t extension
+        uint8_t csrc_count
+        uint8_t marker
+        uint8_t payload_type
+        uint16_t seq
+        uint32_t timestamp
+        uint32_t ssrc
+        uint16_t ext_profile
+        uint32_t ext_offset
+        uint32_t ext_length
+        uint32_t header_length
+        uint32_t payload_length
+        uint32_t padding_length
+    ctypedef struct sfu_rtp_ext_elem_t:
+        uint8_t id
+        uint8_t length
+        uint16_t offset
+    int SFU_RTP_MAX_EXTENSIONS
+    int sfu_rtp_parse(const uint8_t *buf, size_t len, sfu_rtp_t *out)
+    int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p, sfu_rtp_ext_elem_t *elems, int max)
+    int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t *map)
+    int sfu_classify(const uint8_t *buf, size_t len)
+
+cdef extern from "src/rtcp.h" nogil:
+    ctypedef struct sfu_rtcp_item_t:
+        uint8_t packet_type
+        uint8_t count
+        uint8_t padding
+        uint32_t offset
+        uint32_t length
+    int SFU_RTCP_MAX_ITEMS
+    int sfu_rtcp_parse_compound(const uint8_t *buf, size_t len, sfu_rtcp_item_t *items, int max)
+
+cdef extern from "src/seqmgr.h" nogil:
+    ctypedef struct sfu_seqmgr_t:
+        int started
+        uint16_t base
+        uint16_t max_input
+        uint16_t max_output
+        int ndropped
+    void sfu_seqmgr_init(sfu_seqmgr_t *m, uint16_t initial_output)
+    void sfu_seqmgr_sync(sfu_seqmgr_t *m, uint16_t input)
+    void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
+    int sfu_seqmgr_input(sfu_seqmgr_t *m, uint16_t input, uint16_t *output)
+
+cdef extern from "src/engine.h" nogil:
+    int SFU_SLOT_SIZE
+    int SFU_C_COUNT
+    int SFU_UP_PACKET
+    int SFU_UP_TUPLE
+    ctypedef int (*sfu_srtp_fn)(void *ctx, void *buf, int *len)
+
+    ctypedef struct sfu_count_t:
+        uint64_t packets
+        uint64_t bytes
+    ctypedef struct sfu_addr_t:
+        sockaddr_storage addr
+        socklen_t len
+        int set
+    ctypedef struct sfu_slot_t:
+        uint32_t socket
+        uint32_t len
+        socklen_t dest_len
+        sockaddr_storage dest  # declared as sockaddr_in6 in C; read via cast
+        uint8_t data[1]
+    ctypedef struct sfu_socket_t:
+        uint32_t handle
+        int fd
+        uint32_t transport
+        int is_rtcp
+    ctypedef struct sfu_transport_t:
+        uint32_t handle
+        uint32_t rtp_socket
+        uint32_t rtcp_socket
+        int comedia
+        sfu_addr_t remote
+        sfu_addr_t remote_rtcp
+        sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out
+        uint64_t drops
+        uint32_t nconsumers
+    ctypedef struct sfu_producer_stream_t:
+        uint32_t ssrc
+        uint32_t rtx_ssrc
+        sfu_count_t received
+        uint16_t max_seq
+        uint64_t last_packet_ms
+    ctypedef struct sfu_producer_t:
+        uint32_t handle
+        int paused
+        int nstreams
+        sfu_producer_stream_t streams[4]
+        uint32_t nconsumers
+    ctypedef struct sfu_consumer_t:
+        uint32_t handle
+        void *producer
+        int paused
+        int producer_paused
+        uint32_t ssrc
+        sfu_seqmgr_t seq
+        sfu_count_t sent
+        uint64_t dropped
+    ctypedef struct sfu_upcall_t:
+        int type
+        uint32_t socket
+        uint32_t transport
+        int is_rtcp
+        int kind
+        sockaddr_storage addr
+        socklen_t addr_len
+        uint32_t len
+        uint8_t *data
+    ctypedef struct sfu_engine_t:
+        sfu_slot_t *outbox
+        uint32_t outbox_used
+        uint64_t counters[32]
+        int notify_fd
+        uint64_t loop_busy_ns
+
+    sfu_engine_t *sfu_engine_new()
+    void sfu_engine_free(sfu_engine_t *e)
+    void sfu_engine_lock(sfu_engine_t *e)
+    void sfu_engine_unlock(sfu_engine_t *e)
+    void sfu_srtp_set_functions(sfu_srtp_fn, sfu_srtp_fn, sfu_srtp_fn, sfu_srtp_fn)
+
+    uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
+    int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s)
+    uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia)
+    int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const sockaddr *rtp, socklen_t rtp_len,
+                                     const sockaddr *rtcp, socklen_t rtcp_len)
+    int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out)
+    int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t t)
+    uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,
+                                     const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
+                                     const uint8_t *pt_map, const uint8_t *ext_map, int paused)
+    int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused)
+    int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p)
+    uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
+                                     uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,
+                                     int paused, uint16_t initial_seq)
+    int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
+    int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c)
+
+    sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h)
+    sfu_transport_t *sfu_transport_get(sfu_engine_t *e, uint32_t h)
+    sfu_producer_t *sfu_producer_get(sfu_engine_t *e, uint32_t h)
+    sfu_consumer_t *sfu_consumer_get(sfu_engine_t *e, uint32_t h)
+
+    void sfu_engine_receive(sfu_engine_t *e, uint32_t socket, const sockaddr *src, socklen_t src_len,
+                            uint8_t *buf, size_t len, size_t cap, uint64_t now_ms)
+    void sfu_outbox_clear(sfu_engine_t *e)
+    int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
+    int sfu_io_start(sfu_engine_t *e)
+    void sfu_io_stop(sfu_engine_t *e)
+    void sfu_io_flush_locked(sfu_engine_t *e)
+    uint64_t sfu_now_ms()

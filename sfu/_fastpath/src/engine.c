@@ -1,0 +1,835 @@
+/* The forwarding engine core: object tables and the per-packet path.
+ * No syscalls here except through e->flush (io.c) and the upcall eventfd. */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rtcp.h"
+
+static sfu_srtp_fn srtp_protect_fn, srtp_unprotect_fn, srtp_protect_rtcp_fn, srtp_unprotect_rtcp_fn;
+
+void sfu_srtp_set_functions(sfu_srtp_fn protect, sfu_srtp_fn unprotect, sfu_srtp_fn protect_rtcp,
+                            sfu_srtp_fn unprotect_rtcp)
+{
+    srtp_protect_fn = protect;
+    srtp_unprotect_fn = unprotect;
+    srtp_protect_rtcp_fn = protect_rtcp;
+    srtp_unprotect_rtcp_fn = unprotect_rtcp;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+uint32_t sfu_table_add(sfu_table_t *t, void *obj)
+{
+    if (t->count + 1 >= t->cap) {
+        uint32_t ncap = t->cap ? t->cap * 2 : 64;
+        if (ncap > SFU_HANDLE_INDEX_MASK + 1)
+            return 0;
+        void **items = realloc(t->items, ncap * sizeof(void *));
+        if (!items)
+            return 0;
+        t->items = items;
+        uint32_t *gens = realloc(t->gens, ncap * sizeof(uint32_t));
+        if (!gens)
+            return 0;
+        t->gens = gens;
+        for (uint32_t i = t->cap; i < ncap; i++) {
+            t->items[i] = NULL;
+            t->gens[i] = 1;
+        }
+        t->cap = ncap;
+    }
+    uint32_t i = t->hint;
+    for (uint32_t n = 0; n < t->cap; n++, i++) {
+        if (i == 0 || i >= t->cap)
+            i = 1;
+        if (!t->items[i]) {
+            t->items[i] = obj;
+            t->count++;
+            t->hint = i + 1;
+            return (t->gens[i] << SFU_HANDLE_INDEX_BITS) | i;
+        }
+    }
+    return 0;
+}
+
+void sfu_table_del(sfu_table_t *t, uint32_t h)
+{
+    uint32_t i = h & SFU_HANDLE_INDEX_MASK;
+    if (!sfu_table_get(t, h))
+        return;
+    t->items[i] = NULL;
+    t->gens[i] = (t->gens[i] + 1) & ((1u << (32 - SFU_HANDLE_INDEX_BITS)) - 1);
+    if (t->gens[i] == 0)
+        t->gens[i] = 1;
+    t->count--;
+}
+
+sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h) { return sfu_table_get(&e->sockets, h); }
+sfu_transport_t *sfu_transport_get(sfu_engine_t *e, uint32_t h) { return sfu_table_get(&e->transports, h); }
+sfu_producer_t *sfu_producer_get(sfu_engine_t *e, uint32_t h) { return sfu_table_get(&e->producers, h); }
+sfu_consumer_t *sfu_consumer_get(sfu_engine_t *e, uint32_t h) { return sfu_table_get(&e->consumers, h); }
+
+/* ------------------------------------------------------------------ engine */
+
+sfu_engine_t *sfu_engine_new(void)
+{
+    sfu_engine_t *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    pthread_mutex_init(&e->lock, NULL);
+    e->outbox = malloc(sizeof(sfu_slot_t) * SFU_OUTBOX_SLOTS);
+    e->upcalls = calloc(SFU_UPCALL_CAP, sizeof(sfu_upcall_t));
+    if (!e->outbox || !e->upcalls) {
+        free(e->outbox);
+        free(e->upcalls);
+        free(e);
+        return NULL;
+    }
+    e->notify_fd = -1;
+    e->epoll_fd = -1;
+    e->stop_fd = -1;
+    return e;
+}
+
+static void free_table(sfu_table_t *t, void (*fn)(void *))
+{
+    for (uint32_t i = 1; i < t->cap; i++)
+        if (t->items[i] && fn)
+            fn(t->items[i]);
+    free(t->items);
+    free(t->gens);
+}
+
+static void free_socket(void *p)
+{
+    sfu_socket_t *s = p;
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+}
+
+static void free_transport(void *p)
+{
+    sfu_transport_t *t = p;
+    free(t->routes);
+    free(t);
+}
+
+static void free_producer(void *p)
+{
+    sfu_producer_t *pr = p;
+    free(pr->consumers);
+    free(pr);
+}
+
+void sfu_engine_free(sfu_engine_t *e)
+{
+    if (!e)
+        return;
+    sfu_io_stop(e);
+    free_table(&e->consumers, free);
+    free_table(&e->producers, free_producer);
+    free_table(&e->transports, free_transport);
+    free_table(&e->sockets, free_socket);
+    sfu_upcall_t up;
+    while (sfu_upcall_pop_locked(e, &up))
+        free(up.data);
+    free(e->upcalls);
+    free(e->outbox);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+}
+
+void sfu_engine_lock(sfu_engine_t *e) { pthread_mutex_lock(&e->lock); }
+void sfu_engine_unlock(sfu_engine_t *e) { pthread_mutex_unlock(&e->lock); }
+
+/* ------------------------------------------------------------------ sockets */
+
+uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
+{
+    sfu_socket_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return 0;
+    s->fd = fd;
+    s->pending_head = s->pending_tail = UINT32_MAX;
+    s->handle = sfu_table_add(&e->sockets, s);
+    if (!s->handle) {
+        free(s);
+        return 0;
+    }
+    if (fd >= 0 && e->epoll_fd >= 0 && sfu_io_watch_locked(e, s->handle) < 0) {
+        sfu_table_del(&e->sockets, s->handle);
+        free(s);
+        return 0;
+    }
+    return s->handle;
+}
+
+int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t h)
+{
+    sfu_socket_t *s = sfu_socket_get(e, h);
+    if (!s)
+        return -1;
+    /* Datagrams still queued for this socket are sent first. */
+    if (s->pending_count && e->flush)
+        e->flush(e);
+    sfu_transport_t *t = sfu_transport_get(e, s->transport);
+    if (t) {
+        if (t->rtp_socket == h)
+            t->rtp_socket = 0;
+        if (t->rtcp_socket == h)
+            t->rtcp_socket = 0;
+    }
+    sfu_table_del(&e->sockets, h);
+    free_socket(s); /* closing the fd removes it from epoll */
+    return 0;
+}
+
+/* ------------------------------------------------------------------ addresses */
+
+static void addr_set(sfu_addr_t *a, const struct sockaddr *sa, socklen_t len)
+{
+    if (!sa || len == 0 || len > sizeof(a->addr)) {
+        a->set = 0;
+        return;
+    }
+    memset(&a->addr, 0, sizeof(a->addr));
+    memcpy(&a->addr, sa, len);
+    a->len = len;
+    a->set = 1;
+}
+
+static int addr_equal(const sfu_addr_t *a, const struct sockaddr *sa)
+{
+    if (a->addr.ss_family != sa->sa_family)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)sa;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
+        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)sa;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ transports */
+
+uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia)
+{
+    sfu_socket_t *rs = sfu_socket_get(e, rtp_socket);
+    if (!rs || rs->transport)
+        return 0;
+    sfu_socket_t *cs = NULL;
+    if (rtcp_socket && rtcp_socket != rtp_socket) {
+        cs = sfu_socket_get(e, rtcp_socket);
+        if (!cs || cs->transport)
+            return 0;
+    }
+    sfu_transport_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return 0;
+    t->rtp_socket = rtp_socket;
+    t->rtcp_socket = cs ? rtcp_socket : rtp_socket;
+    t->comedia = comedia;
+    t->handle = sfu_table_add(&e->transports, t);
+    if (!t->handle) {
+        free(t);
+        return 0;
+    }
+    rs->transport = t->handle;
+    rs->is_rtcp = 0;
+    if (cs) {
+        cs->transport = t->handle;
+        cs->is_rtcp = 1;
+    }
+    return t->handle;
+}
+
+int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t h, const struct sockaddr *rtp, socklen_t rtp_len,
+                                 const struct sockaddr *rtcp, socklen_t rtcp_len)
+{
+    sfu_transport_t *t = sfu_transport_get(e, h);
+    if (!t)
+        return -1;
+    addr_set(&t->remote, rtp, rtp_len);
+    if (t->rtcp_socket == t->rtp_socket || !rtcp)
+        addr_set(&t->remote_rtcp, rtp, rtp_len);
+    else
+        addr_set(&t->remote_rtcp, rtcp, rtcp_len);
+    return 0;
+}
+
+int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t h, void *srtp_in, void *srtp_out)
+{
+    sfu_transport_t *t = sfu_transport_get(e, h);
+    if (!t)
+        return -1;
+    if ((srtp_in || srtp_out) && !srtp_protect_fn)
+        return -2;
+    t->srtp_in = srtp_in;
+    t->srtp_out = srtp_out;
+    return 0;
+}
+
+int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t h)
+{
+    sfu_transport_t *t = sfu_transport_get(e, h);
+    if (!t)
+        return -1;
+    /* Children first (the control plane normally closed them already). */
+    for (uint32_t i = 1; i < e->consumers.cap; i++) {
+        sfu_consumer_t *c = e->consumers.items[i];
+        if (c && c->transport == t)
+            sfu_consumer_remove_locked(e, c->handle);
+    }
+    for (uint32_t i = 1; i < e->producers.cap; i++) {
+        sfu_producer_t *p = e->producers.items[i];
+        if (p && p->transport == t)
+            sfu_producer_remove_locked(e, p->handle);
+    }
+    if (e->flush)
+        e->flush(e);
+    sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
+    if (s)
+        s->transport = 0;
+    s = sfu_socket_get(e, t->rtcp_socket);
+    if (s)
+        s->transport = 0;
+    sfu_table_del(&e->transports, h);
+    free_transport(t);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ producers */
+
+static int route_add(sfu_transport_t *t, uint32_t ssrc, sfu_producer_t *p, int stream, int is_rtx)
+{
+    for (uint32_t i = 0; i < t->nroutes; i++)
+        if (t->routes[i].ssrc == ssrc)
+            return -1;
+    if (t->nroutes == t->routes_cap) {
+        uint32_t ncap = t->routes_cap ? t->routes_cap * 2 : 8;
+        struct sfu_route *r = realloc(t->routes, ncap * sizeof(*r));
+        if (!r)
+            return -1;
+        t->routes = r;
+        t->routes_cap = ncap;
+    }
+    t->routes[t->nroutes].ssrc = ssrc;
+    t->routes[t->nroutes].producer = p;
+    t->routes[t->nroutes].stream = (uint16_t)stream;
+    t->routes[t->nroutes].is_rtx = (uint16_t)is_rtx;
+    t->nroutes++;
+    return 0;
+}
+
+static void routes_remove_producer(sfu_transport_t *t, sfu_producer_t *p)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < t->nroutes; i++)
+        if (t->routes[i].producer != p)
+            t->routes[j++] = t->routes[i];
+    t->nroutes = j;
+}
+
+static int map_is_identity(const uint8_t *map, int n)
+{
+    for (int i = 1; i < n; i++)
+        if (map[i] != i)
+            return 0;
+    return 1;
+}
+
+uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t th, int kind_video, int nstreams, const uint32_t *ssrcs,
+                                 const uint32_t *rtx_ssrcs, const uint8_t pt_map[128], const uint8_t ext_map[256],
+                                 int paused)
+{
+    sfu_transport_t *t = sfu_transport_get(e, th);
+    if (!t || nstreams < 1 || nstreams > SFU_MAX_STREAMS)
+        return 0;
+    sfu_producer_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return 0;
+    p->transport = t;
+    p->kind_video = kind_video;
+    p->paused = paused;
+    p->nstreams = nstreams;
+    memcpy(p->pt_map, pt_map, 128);
+    memcpy(p->ext_map, ext_map, 256);
+    p->ext_identity = map_is_identity(p->ext_map, 256);
+    uint32_t nroutes_before = t->nroutes;
+    for (int i = 0; i < nstreams; i++) {
+        p->streams[i].ssrc = ssrcs[i];
+        p->streams[i].rtx_ssrc = rtx_ssrcs ? rtx_ssrcs[i] : 0;
+        if (route_add(t, ssrcs[i], p, i, 0) < 0 || (p->streams[i].rtx_ssrc && route_add(t, p->streams[i].rtx_ssrc, p, i, 1) < 0)) {
+            t->nroutes = nroutes_before;
+            free(p);
+            return 0;
+        }
+    }
+    p->handle = sfu_table_add(&e->producers, p);
+    if (!p->handle) {
+        t->nroutes = nroutes_before;
+        free(p);
+        return 0;
+    }
+    return p->handle;
+}
+
+int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    if (p->paused && !paused)
+        for (uint32_t i = 0; i < p->nconsumers; i++)
+            p->consumers[i]->sync_required = 1;
+    p->paused = paused;
+    for (uint32_t i = 0; i < p->nconsumers; i++)
+        p->consumers[i]->producer_paused = paused;
+    return 0;
+}
+
+int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t h)
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    for (uint32_t i = 0; i < p->nconsumers; i++)
+        p->consumers[i]->producer = NULL;
+    routes_remove_producer(p->transport, p);
+    sfu_table_del(&e->producers, h);
+    free_producer(p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ consumers */
+
+uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint32_t ssrc, uint32_t rtx_ssrc,
+                                 uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
+                                 int paused, uint16_t initial_seq)
+{
+    sfu_transport_t *t = sfu_transport_get(e, th);
+    sfu_producer_t *p = sfu_producer_get(e, ph);
+    if (!t || !p || clock_rate == 0)
+        return 0;
+    if (p->nconsumers == p->consumers_cap) {
+        uint32_t ncap = p->consumers_cap ? p->consumers_cap * 2 : 8;
+        sfu_consumer_t **cs = realloc(p->consumers, ncap * sizeof(*cs));
+        if (!cs)
+            return 0;
+        p->consumers = cs;
+        p->consumers_cap = ncap;
+    }
+    sfu_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    c->transport = t;
+    c->producer = p;
+    c->stream = 0;
+    c->paused = paused;
+    c->producer_paused = p->paused;
+    c->sync_required = 1;
+    c->ssrc = ssrc;
+    c->rtx_ssrc = rtx_ssrc;
+    c->clock_rate = clock_rate;
+    memcpy(c->pt_map, pt_map, 128);
+    memcpy(c->ext_map, ext_map, 256);
+    c->ext_identity = map_is_identity(c->ext_map, 256);
+    sfu_seqmgr_init(&c->seq, initial_seq);
+    c->handle = sfu_table_add(&e->consumers, c);
+    if (!c->handle) {
+        free(c);
+        return 0;
+    }
+    p->consumers[p->nconsumers++] = c;
+    t->nconsumers++;
+    return c->handle;
+}
+
+int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    if (c->paused && !paused)
+        c->sync_required = 1;
+    c->paused = paused;
+    return 0;
+}
+
+int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    sfu_producer_t *p = c->producer;
+    if (p) {
+        for (uint32_t i = 0; i < p->nconsumers; i++) {
+            if (p->consumers[i] == c) {
+                p->consumers[i] = p->consumers[--p->nconsumers];
+                break;
+            }
+        }
+    }
+    c->transport->nconsumers--;
+    sfu_table_del(&e->consumers, h);
+    free(c);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ outbox and upcalls */
+
+void sfu_outbox_clear(sfu_engine_t *e)
+{
+    for (uint32_t i = 0; i < e->ndirty; i++) {
+        sfu_socket_t *s = sfu_socket_get(e, e->dirty_sockets[i]);
+        if (s) {
+            s->pending_head = s->pending_tail = UINT32_MAX;
+            s->pending_count = 0;
+            s->dirty = 0;
+        }
+    }
+    e->ndirty = 0;
+    e->outbox_used = 0;
+}
+
+static inline sfu_slot_t *outbox_reserve(sfu_engine_t *e)
+{
+    if (e->outbox_used == SFU_OUTBOX_SLOTS) {
+        if (e->flush)
+            e->flush(e);
+        if (e->outbox_used == SFU_OUTBOX_SLOTS) {
+            e->counters[SFU_C_DROP_OUTBOX_FULL]++;
+            return NULL;
+        }
+    }
+    return &e->outbox[e->outbox_used];
+}
+
+static inline void outbox_commit(sfu_engine_t *e, sfu_slot_t *slot, sfu_socket_t *s, const sfu_addr_t *dest,
+                                 uint32_t len)
+{
+    uint32_t idx = e->outbox_used++;
+    slot->socket = s->handle;
+    slot->len = len;
+    slot->next = UINT32_MAX;
+    slot->dest_len = dest->len;
+    memcpy(&slot->dest, &dest->addr, dest->len <= sizeof(slot->dest) ? dest->len : sizeof(slot->dest));
+    if (s->pending_tail == UINT32_MAX)
+        s->pending_head = idx;
+    else
+        e->outbox[s->pending_tail].next = idx;
+    s->pending_tail = idx;
+    s->pending_count++;
+    if (!s->dirty) {
+        s->dirty = 1;
+        e->dirty_sockets[e->ndirty++] = s->handle;
+    }
+}
+
+static void upcall_push(sfu_engine_t *e, int type, sfu_socket_t *s, uint32_t transport, int kind,
+                        const struct sockaddr *addr, socklen_t addr_len, const uint8_t *data, size_t len)
+{
+    if (e->up_count == SFU_UPCALL_CAP) {
+        e->counters[SFU_C_DROP_UPCALL_FULL]++;
+        return;
+    }
+    sfu_upcall_t *up = &e->upcalls[(e->up_head + e->up_count) % SFU_UPCALL_CAP];
+    memset(up, 0, sizeof(*up));
+    if (len) {
+        up->data = malloc(len);
+        if (!up->data) {
+            e->counters[SFU_C_DROP_UPCALL_FULL]++;
+            return;
+        }
+        memcpy(up->data, data, len);
+    }
+    up->type = type;
+    up->socket = s ? s->handle : 0;
+    up->transport = transport;
+    up->is_rtcp = s ? s->is_rtcp : 0;
+    up->kind = kind;
+    if (addr && addr_len <= sizeof(up->addr)) {
+        memcpy(&up->addr, addr, addr_len);
+        up->addr_len = addr_len;
+    }
+    up->len = (uint32_t)len;
+    e->up_count++;
+    if (e->up_count == 1 && e->notify_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(e->notify_fd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
+int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
+{
+    if (e->up_count == 0)
+        return 0;
+    *up = e->upcalls[e->up_head];
+    e->upcalls[e->up_head].data = NULL;
+    e->up_head = (e->up_head + 1) % SFU_UPCALL_CAP;
+    e->up_count--;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ the packet path */
+
+/* Keeps a resumed stream's timestamps moving forward: when the source's
+ * timeline jumped (a new encoder, a long pause with a reset clock), re-base
+ * so that output advances by the wall-clock time elapsed. */
+static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now_ms)
+{
+    if (!c->ts_started)
+        return;
+    uint32_t cand = ts + c->ts_offset;
+    int32_t diff = (int32_t)(cand - c->last_ts);
+    uint64_t elapsed = now_ms > c->last_ts_ms ? now_ms - c->last_ts_ms : 0;
+    int64_t expected = (int64_t)(elapsed * c->clock_rate / 1000);
+    int64_t slack = c->clock_rate; /* one second */
+    if (diff <= 0 || (int64_t)diff > expected + slack) {
+        uint32_t step = expected > 0 ? (uint32_t)expected : 1;
+        c->ts_offset = c->last_ts + step - ts;
+    }
+}
+
+static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
+                        const sfu_rtp_t *rtp, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < p->nconsumers; i++) {
+        sfu_consumer_t *c = p->consumers[i];
+        if (c->paused || c->producer_paused || c->stream != stream)
+            continue;
+        sfu_transport_t *t = c->transport;
+        if (!t->remote.set)
+            continue;
+        sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
+        if (!s)
+            continue;
+        uint8_t opt = c->pt_map[rtp->payload_type];
+        if (opt == SFU_PT_NONE) {
+            sfu_seqmgr_drop(&c->seq, rtp->seq);
+            c->dropped++;
+            continue;
+        }
+        if (c->sync_required) {
+            sfu_seqmgr_sync(&c->seq, (uint16_t)(rtp->seq - 1));
+            consumer_sync_timestamp(c, rtp->timestamp, now_ms);
+            c->sync_required = 0;
+        }
+        uint16_t oseq;
+        if (!sfu_seqmgr_input(&c->seq, rtp->seq, &oseq)) {
+            c->dropped++;
+            continue;
+        }
+        sfu_slot_t *slot = outbox_reserve(e);
+        if (!slot)
+            return;
+        uint8_t *out = slot->data;
+        memcpy(out, buf, len);
+        size_t olen = len;
+        uint32_t ots = rtp->timestamp + c->ts_offset;
+        sfu_rtp_set_ssrc(out, c->ssrc);
+        sfu_rtp_set_seq(out, oseq);
+        sfu_rtp_set_timestamp(out, ots);
+        sfu_rtp_set_payload_type(out, opt);
+        if (!c->ext_identity && rtp->extension) {
+            sfu_rtp_t q = *rtp;
+            if (sfu_rtp_map_extensions(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0) {
+                c->dropped++;
+                continue;
+            }
+        }
+        if (t->srtp_out) {
+            int l = (int)olen;
+            if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
+                e->counters[SFU_C_TX_SRTP_ERRORS]++;
+                continue;
+            }
+            olen = (size_t)l;
+        }
+        outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
+        c->sent.packets++;
+        c->sent.bytes += olen;
+        t->rtp_out.packets++;
+        t->rtp_out.bytes += olen;
+        if (!c->ts_started || (int32_t)(ots - c->last_ts) > 0) {
+            c->ts_started = 1;
+            c->last_ts = ots;
+            c->last_ts_ms = now_ms;
+        }
+    }
+}
+
+static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, size_t cap, uint64_t now_ms)
+{
+    if (t->srtp_out && !t->srtp_in) {
+        /* SRTP is on but the remote keys are not known yet. */
+        e->counters[SFU_C_DROP_SRTP]++;
+        t->drops++;
+        return;
+    }
+    if (t->srtp_in) {
+        int l = (int)len;
+        if (srtp_unprotect_fn(t->srtp_in, buf, &l) != 0) {
+            e->counters[SFU_C_DROP_SRTP]++;
+            t->drops++;
+            return;
+        }
+        len = (size_t)l;
+    }
+    sfu_rtp_t rtp;
+    if (sfu_rtp_parse(buf, len, &rtp) < 0) {
+        e->counters[SFU_C_DROP_RTP_MALFORMED]++;
+        t->drops++;
+        return;
+    }
+    t->rtp_in.packets++;
+    t->rtp_in.bytes += len;
+
+    struct sfu_route *r = NULL;
+    for (uint32_t i = 0; i < t->nroutes; i++) {
+        if (t->routes[i].ssrc == rtp.ssrc) {
+            r = &t->routes[i];
+            break;
+        }
+    }
+    if (!r) {
+        e->counters[SFU_C_DROP_UNKNOWN_SSRC]++;
+        t->drops++;
+        return;
+    }
+    if (r->is_rtx) {
+        /* RTX decapsulation arrives with NACK generation (loss recovery). */
+        e->counters[SFU_C_DROP_RTX]++;
+        return;
+    }
+    sfu_producer_t *p = r->producer;
+    uint8_t mpt = p->pt_map[rtp.payload_type];
+    if (mpt == SFU_PT_NONE) {
+        e->counters[SFU_C_DROP_UNKNOWN_PT]++;
+        t->drops++;
+        return;
+    }
+    if (rtp.extension && !p->ext_identity) {
+        if (sfu_rtp_map_extensions(buf, &len, cap - SFU_SRTP_TRAILER_ROOM, &rtp, p->ext_map) < 0) {
+            e->counters[SFU_C_DROP_RTP_MALFORMED]++;
+            t->drops++;
+            return;
+        }
+    }
+    sfu_producer_stream_t *st = &p->streams[r->stream];
+    st->received.packets++;
+    st->received.bytes += len;
+    if (!st->seq_started || sfu_seq_newer(rtp.seq, st->max_seq)) {
+        st->max_seq = rtp.seq;
+        st->seq_started = 1;
+    }
+    st->last_packet_ms = now_ms;
+    if (p->paused) {
+        e->counters[SFU_C_DROP_PRODUCER_PAUSED]++;
+        return;
+    }
+    if (mpt != rtp.payload_type) {
+        sfu_rtp_set_payload_type(buf, mpt);
+        rtp.payload_type = mpt;
+    }
+    forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms);
+}
+
+static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len)
+{
+    if (t->srtp_out && !t->srtp_in) {
+        e->counters[SFU_C_DROP_SRTP]++;
+        t->drops++;
+        return;
+    }
+    if (t->srtp_in) {
+        int l = (int)len;
+        if (srtp_unprotect_rtcp_fn(t->srtp_in, buf, &l) != 0) {
+            e->counters[SFU_C_DROP_SRTP]++;
+            t->drops++;
+            return;
+        }
+        len = (size_t)l;
+    }
+    sfu_rtcp_item_t items[SFU_RTCP_MAX_ITEMS];
+    int n = sfu_rtcp_parse_compound(buf, len, items, SFU_RTCP_MAX_ITEMS);
+    if (n < 0) {
+        e->counters[SFU_C_DROP_RTCP_MALFORMED]++;
+        t->drops++;
+        return;
+    }
+    t->rtcp_in.packets++;
+    t->rtcp_in.bytes += len;
+    /* Feedback (NACK, PLI/FIR, REMB, reports) is handled by the loss
+     * recovery layer; here the compound is validated and counted. */
+}
+
+void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src, socklen_t src_len, uint8_t *buf,
+                        size_t len, size_t cap, uint64_t now_ms)
+{
+    e->counters[SFU_C_RX_DATAGRAMS]++;
+    e->counters[SFU_C_RX_BYTES] += len;
+    sfu_socket_t *s = sfu_socket_get(e, sh);
+    if (!s)
+        return;
+    int kind = sfu_classify(buf, len);
+    switch (kind) {
+    case SFU_PKT_STUN:
+        e->counters[SFU_C_RX_STUN]++;
+        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        return;
+    case SFU_PKT_DTLS:
+        e->counters[SFU_C_RX_DTLS]++;
+        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        return;
+    case SFU_PKT_UNKNOWN:
+        e->counters[SFU_C_RX_UNKNOWN]++;
+        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        return;
+    default:
+        break;
+    }
+    if (len > SFU_MAX_DATAGRAM || cap < len + SFU_SRTP_TRAILER_ROOM) {
+        e->counters[SFU_C_DROP_TOO_BIG]++;
+        return;
+    }
+    sfu_transport_t *t = sfu_transport_get(e, s->transport);
+    if (!t) {
+        e->counters[SFU_C_DROP_NO_TRANSPORT]++;
+        return;
+    }
+    sfu_addr_t *remote = s->is_rtcp ? &t->remote_rtcp : &t->remote;
+    if (!remote->set) {
+        if (!t->comedia) {
+            e->counters[SFU_C_DROP_NOT_CONNECTED]++;
+            t->drops++;
+            return;
+        }
+        addr_set(remote, src, src_len);
+        if (!s->is_rtcp && t->rtcp_socket == t->rtp_socket)
+            addr_set(&t->remote_rtcp, src, src_len);
+        upcall_push(e, SFU_UP_TUPLE, s, t->handle, 0, src, src_len, NULL, 0);
+    } else if (!addr_equal(remote, src)) {
+        e->counters[SFU_C_DROP_UNKNOWN_SOURCE]++;
+        t->drops++;
+        return;
+    }
+    if (kind == SFU_PKT_RTP) {
+        e->counters[SFU_C_RX_RTP]++;
+        receive_rtp(e, t, buf, len, cap, now_ms);
+    } else {
+        e->counters[SFU_C_RX_RTCP]++;
+        receive_rtcp(e, t, buf, len);
+    }
+}

@@ -1,0 +1,278 @@
+/* The forwarding engine: sockets, transports, producers and consumers of one
+ * worker, and the per-packet path between them.
+ *
+ * The core is sans-IO: sfu_engine_receive() takes one datagram, the socket it
+ * arrived on, its source address and the time, and leaves its decisions in
+ * the outbox (datagrams to send) and the upcall queue (datagrams and events
+ * for the Python control plane). io.c is the thin shell that feeds it from
+ * real sockets (recvmmsg) and drains the outbox (sendmmsg) on its own thread.
+ *
+ * Every public function takes the engine lock; the *_locked variants and the
+ * per-packet functions assume it is held.
+ */
+#ifndef SFU_ENGINE_H
+#define SFU_ENGINE_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "rtp.h"
+#include "seqmgr.h"
+
+#define SFU_SLOT_SIZE 2048        /* one datagram + SRTP trailer room */
+#define SFU_MAX_DATAGRAM 1600     /* larger RTP/RTCP datagrams are dropped */
+#define SFU_OUTBOX_SLOTS 4096
+#define SFU_MAX_STREAMS 4         /* encodings per producer */
+#define SFU_SRTP_TRAILER_ROOM 160 /* tag + MKI + SRTCP index */
+#define SFU_PT_NONE 0xff
+
+enum sfu_counter {
+    SFU_C_RX_DATAGRAMS,
+    SFU_C_RX_BYTES,
+    SFU_C_RX_RTP,
+    SFU_C_RX_RTCP,
+    SFU_C_RX_STUN,
+    SFU_C_RX_DTLS,
+    SFU_C_RX_UNKNOWN,
+    SFU_C_DROP_NO_TRANSPORT,
+    SFU_C_DROP_NOT_CONNECTED,
+    SFU_C_DROP_UNKNOWN_SOURCE,
+    SFU_C_DROP_TOO_BIG,
+    SFU_C_DROP_SRTP,
+    SFU_C_DROP_RTP_MALFORMED,
+    SFU_C_DROP_RTCP_MALFORMED,
+    SFU_C_DROP_UNKNOWN_SSRC,
+    SFU_C_DROP_UNKNOWN_PT,
+    SFU_C_DROP_PRODUCER_PAUSED,
+    SFU_C_DROP_RTX,
+    SFU_C_DROP_OUTBOX_FULL,
+    SFU_C_DROP_UPCALL_FULL,
+    SFU_C_TX_DATAGRAMS,
+    SFU_C_TX_BYTES,
+    SFU_C_TX_ERRORS,
+    SFU_C_TX_SRTP_ERRORS,
+    SFU_C_RECV_CALLS,
+    SFU_C_SEND_CALLS,
+    SFU_C_LOOP_ITERATIONS,
+    SFU_C_COUNT
+};
+
+typedef struct {
+    uint64_t packets;
+    uint64_t bytes;
+} sfu_count_t;
+
+/* A table of objects addressed by generation-checked handles, so that a
+ * stale handle from Python never reaches a newer object in the same slot. */
+#define SFU_HANDLE_INDEX_BITS 20
+#define SFU_HANDLE_INDEX_MASK ((1u << SFU_HANDLE_INDEX_BITS) - 1)
+typedef struct {
+    void **items;
+    uint32_t *gens;
+    uint32_t cap;
+    uint32_t count;
+    uint32_t hint;
+} sfu_table_t;
+
+uint32_t sfu_table_add(sfu_table_t *t, void *obj);
+void sfu_table_del(sfu_table_t *t, uint32_t h);
+static inline void *sfu_table_get(const sfu_table_t *t, uint32_t h)
+{
+    uint32_t i = h & SFU_HANDLE_INDEX_MASK;
+    if (i == 0 || i >= t->cap || t->gens[i] != (h >> SFU_HANDLE_INDEX_BITS))
+        return NULL;
+    return t->items[i];
+}
+
+typedef struct {
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int set;
+} sfu_addr_t;
+
+/* One outgoing datagram waiting for sendmmsg. */
+typedef struct {
+    uint32_t socket;
+    uint32_t len;
+    uint32_t next;         /* next slot of the same socket, or UINT32_MAX */
+    socklen_t dest_len;
+    struct sockaddr_in6 dest; /* IPv4 or IPv6 */
+    uint8_t data[SFU_SLOT_SIZE];
+} sfu_slot_t;
+
+typedef struct sfu_socket {
+    uint32_t handle;
+    int fd;                /* -1 for a virtual socket (sans-IO tests) */
+    uint32_t transport;    /* dedicated transport, 0 if none yet */
+    int is_rtcp;           /* the RTCP socket of a non-muxed transport */
+    uint32_t pending_head, pending_tail, pending_count;
+    int dirty;
+} sfu_socket_t;
+
+typedef int (*sfu_srtp_fn)(void *ctx, void *buf, int *len);
+
+typedef struct sfu_transport {
+    uint32_t handle;
+    uint32_t rtp_socket;
+    uint32_t rtcp_socket;  /* == rtp_socket when rtcp-mux */
+    int comedia;
+    sfu_addr_t remote;
+    sfu_addr_t remote_rtcp;
+    void *srtp_in;         /* srtp_t of libsrtp, owned by Python */
+    void *srtp_out;
+    sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out;
+    uint64_t drops;
+    /* SSRC -> producer stream table (linear: a transport sends few streams) */
+    uint32_t nroutes, routes_cap;
+    struct sfu_route { uint32_t ssrc; struct sfu_producer *producer; uint16_t stream; uint16_t is_rtx; } *routes;
+    uint32_t nconsumers;   /* consumers sending on this transport */
+} sfu_transport_t;
+
+typedef struct {
+    uint32_t ssrc;
+    uint32_t rtx_ssrc;     /* 0 = none */
+    sfu_count_t received;
+    uint16_t max_seq;
+    int seq_started;
+    uint64_t last_packet_ms;
+} sfu_producer_stream_t;
+
+typedef struct sfu_producer {
+    uint32_t handle;
+    struct sfu_transport *transport;
+    int kind_video;
+    int paused;
+    int nstreams;
+    sfu_producer_stream_t streams[SFU_MAX_STREAMS];
+    uint8_t pt_map[128];   /* incoming payload type -> router payload type */
+    uint8_t ext_map[256];  /* incoming extension id -> router id (0 drops) */
+    int ext_identity;
+    uint32_t nconsumers, consumers_cap;
+    struct sfu_consumer **consumers;
+} sfu_producer_t;
+
+typedef struct sfu_consumer {
+    uint32_t handle;
+    struct sfu_transport *transport;
+    struct sfu_producer *producer; /* NULL once the producer is gone */
+    int stream;            /* producer stream forwarded */
+    int paused;
+    int producer_paused;
+    int sync_required;
+    uint32_t ssrc;
+    uint32_t rtx_ssrc;
+    uint32_t clock_rate;
+    uint8_t pt_map[128];   /* router payload type -> consumer payload type */
+    uint8_t ext_map[256];  /* router extension id -> consumer id (0 drops) */
+    int ext_identity;
+    sfu_seqmgr_t seq;
+    int ts_started;
+    uint32_t ts_offset;
+    uint32_t last_ts;
+    uint64_t last_ts_ms;
+    sfu_count_t sent;
+    uint64_t dropped;
+} sfu_consumer_t;
+
+/* A datagram or an event for Python. */
+enum { SFU_UP_PACKET = 1, SFU_UP_TUPLE = 2 };
+
+typedef struct {
+    int type;
+    uint32_t socket;
+    uint32_t transport;
+    int is_rtcp;
+    int kind;              /* SFU_PKT_* for packets */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint32_t len;
+    uint8_t *data;         /* malloc'd, owned by the consumer of the queue */
+} sfu_upcall_t;
+
+#define SFU_UPCALL_CAP 8192
+
+typedef struct sfu_engine {
+    pthread_mutex_t lock;
+
+    /* object tables; a handle is (generation << 20) | index, never 0 */
+    sfu_table_t sockets, transports, producers, consumers;
+
+    sfu_slot_t *outbox;
+    uint32_t outbox_used;
+    uint32_t dirty_sockets[SFU_OUTBOX_SLOTS];
+    uint32_t ndirty;
+    /* called when the outbox is full, with the lock held (io.c: sendmmsg) */
+    void (*flush)(struct sfu_engine *e);
+
+    sfu_upcall_t *upcalls;
+    uint32_t up_head, up_count;
+    int notify_fd;             /* eventfd written when upcalls arrive (-1: none) */
+
+    uint64_t counters[SFU_C_COUNT];
+
+    /* io.c */
+    int epoll_fd;
+    pthread_t thread;
+    int running;
+    int stop_fd;
+    uint64_t loop_busy_ns;
+} sfu_engine_t;
+
+sfu_engine_t *sfu_engine_new(void);
+void sfu_engine_free(sfu_engine_t *e);
+
+void sfu_engine_lock(sfu_engine_t *e);
+void sfu_engine_unlock(sfu_engine_t *e);
+
+void sfu_srtp_set_functions(sfu_srtp_fn protect, sfu_srtp_fn unprotect,
+                            sfu_srtp_fn protect_rtcp, sfu_srtp_fn unprotect_rtcp);
+
+/* Control plane (lock held by caller). Handles are > 0; 0 means failure. */
+uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd);
+int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s);
+
+uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia);
+int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const struct sockaddr *rtp, socklen_t rtp_len,
+                                 const struct sockaddr *rtcp, socklen_t rtcp_len);
+int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out);
+int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t t);
+
+uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,
+                                 const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
+                                 const uint8_t pt_map[128], const uint8_t ext_map[256], int paused);
+int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused);
+int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p);
+
+uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
+                                 uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
+                                 int paused, uint16_t initial_seq);
+int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
+int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c);
+
+sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h);
+sfu_transport_t *sfu_transport_get(sfu_engine_t *e, uint32_t h);
+sfu_producer_t *sfu_producer_get(sfu_engine_t *e, uint32_t h);
+sfu_consumer_t *sfu_consumer_get(sfu_engine_t *e, uint32_t h);
+
+/* Data plane (lock held). `buf` may be modified in place; cap is its size. */
+void sfu_engine_receive(sfu_engine_t *e, uint32_t socket, const struct sockaddr *src, socklen_t src_len,
+                        uint8_t *buf, size_t len, size_t cap, uint64_t now_ms);
+
+/* Outbox: the sans-IO output. */
+static inline uint32_t sfu_outbox_count(const sfu_engine_t *e) { return e->outbox_used; }
+void sfu_outbox_clear(sfu_engine_t *e);
+
+/* Upcalls: pops the oldest; returns 0 when empty. Caller frees up->data. */
+int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up);
+
+/* io.c */
+int sfu_io_start(sfu_engine_t *e);
+void sfu_io_stop(sfu_engine_t *e);
+int sfu_io_watch_locked(sfu_engine_t *e, uint32_t socket);
+void sfu_io_flush_locked(sfu_engine_t *e);
+uint64_t sfu_now_ms(void);
+
+#endif

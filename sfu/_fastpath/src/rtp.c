@@ -1,0 +1,178 @@
+#include "rtp.h"
+
+int sfu_rtp_parse(const uint8_t *buf, size_t len, sfu_rtp_t *p)
+{
+    if (len < SFU_RTP_FIXED_HEADER)
+        return SFU_RTP_ETOO_SHORT;
+    p->version = buf[0] >> 6;
+    if (p->version != 2)
+        return SFU_RTP_EVERSION;
+    p->padding = (buf[0] >> 5) & 1;
+    p->extension = (buf[0] >> 4) & 1;
+    p->csrc_count = buf[0] & 0x0f;
+    p->marker = buf[1] >> 7;
+    p->payload_type = buf[1] & 0x7f;
+    p->seq = sfu_load_be16(buf + 2);
+    p->timestamp = sfu_load_be32(buf + 4);
+    p->ssrc = sfu_load_be32(buf + 8);
+
+    size_t off = SFU_RTP_FIXED_HEADER + 4u * p->csrc_count;
+    if (off > len)
+        return SFU_RTP_ECSRC;
+
+    p->ext_profile = 0;
+    p->ext_offset = 0;
+    p->ext_length = 0;
+    if (p->extension) {
+        if (off + 4 > len)
+            return SFU_RTP_EEXT_HEADER;
+        p->ext_profile = sfu_load_be16(buf + off);
+        size_t words = sfu_load_be16(buf + off + 2);
+        off += 4;
+        if (off + 4 * words > len)
+            return SFU_RTP_EEXT_LENGTH;
+        p->ext_offset = (uint32_t)off;
+        p->ext_length = (uint32_t)(4 * words);
+        off += 4 * words;
+    }
+    p->header_length = (uint32_t)off;
+
+    size_t pad = 0;
+    if (p->padding) {
+        if (len == off)
+            return SFU_RTP_EPADDING;
+        pad = buf[len - 1];
+        if (pad == 0 || pad > len - off)
+            return SFU_RTP_EPADDING;
+    }
+    p->padding_length = (uint32_t)pad;
+    p->payload_length = (uint32_t)(len - off - pad);
+    return SFU_RTP_OK;
+}
+
+int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p, sfu_rtp_ext_elem_t *elems, int max)
+{
+    if (!p->extension || p->ext_length == 0)
+        return 0;
+    size_t pos = p->ext_offset;
+    size_t end = p->ext_offset + p->ext_length;
+    int n = 0;
+
+    if (p->ext_profile == SFU_RTP_EXT_ONE_BYTE) {
+        while (pos < end) {
+            uint8_t b = buf[pos];
+            uint8_t id = b >> 4;
+            if (id == 0) { /* padding byte */
+                pos += 1;
+                continue;
+            }
+            if (id == 15) /* reserved: stop processing (RFC 8285 4.2) */
+                break;
+            size_t elen = (size_t)(b & 0x0f) + 1;
+            if (pos + 1 + elen > end)
+                return SFU_RTP_EEXT_ELEMENT;
+            if (n >= max)
+                return SFU_RTP_EEXT_ELEMENT;
+            elems[n].id = id;
+            elems[n].length = (uint8_t)elen;
+            elems[n].offset = (uint16_t)(pos + 1);
+            n++;
+            pos += 1 + elen;
+        }
+        return n;
+    }
+    if ((p->ext_profile & 0xfff0) == SFU_RTP_EXT_TWO_BYTE) {
+        while (pos < end) {
+            uint8_t id = buf[pos];
+            if (id == 0) {
+                pos += 1;
+                continue;
+            }
+            if (pos + 2 > end)
+                return SFU_RTP_EEXT_ELEMENT;
+            size_t elen = buf[pos + 1];
+            if (pos + 2 + elen > end)
+                return SFU_RTP_EEXT_ELEMENT;
+            if (n >= max)
+                return SFU_RTP_EEXT_ELEMENT;
+            elems[n].id = id;
+            elems[n].length = (uint8_t)elen;
+            elems[n].offset = (uint16_t)(pos + 2);
+            n++;
+            pos += 2 + elen;
+        }
+        return n;
+    }
+    return 0; /* unknown profile: opaque, left untouched */
+}
+
+int sfu_rtp_ext_map_is_noop(const uint8_t *buf, const sfu_rtp_t *p, const uint8_t map[256])
+{
+    sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
+    int n = sfu_rtp_ext_elements(buf, p, elems, SFU_RTP_MAX_EXTENSIONS);
+    if (n <= 0)
+        return 1;
+    for (int i = 0; i < n; i++)
+        if (map[elems[i].id] != elems[i].id)
+            return 0;
+    return 1;
+}
+
+int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t map[256])
+{
+    sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
+    int n = sfu_rtp_ext_elements(buf, p, elems, SFU_RTP_MAX_EXTENSIONS);
+    if (n < 0)
+        return n;
+    if (n == 0)
+        return SFU_RTP_OK;
+
+    /* Encode the new block into a scratch buffer. The largest block is
+     * 32 two-byte elements of 255 bytes: 32 * 257 = 8224 bytes. */
+    uint8_t block[SFU_RTP_MAX_EXTENSIONS * 257 + 4];
+    int one_byte = 1;
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        uint8_t id = map[elems[i].id];
+        if (id == 0)
+            continue;
+        kept++;
+        if (id > 14 || elems[i].length == 0 || elems[i].length > 16)
+            one_byte = 0;
+    }
+    size_t blen = 0;
+    for (int i = 0; i < n; i++) {
+        uint8_t id = map[elems[i].id];
+        if (id == 0)
+            continue;
+        if (one_byte) {
+            block[blen++] = (uint8_t)((id << 4) | (elems[i].length - 1));
+        } else {
+            block[blen++] = id;
+            block[blen++] = elems[i].length;
+        }
+        memcpy(block + blen, buf + elems[i].offset, elems[i].length);
+        blen += elems[i].length;
+    }
+    size_t padded = (blen + 3) & ~(size_t)3;
+    memset(block + blen, 0, padded - blen);
+
+    size_t csrc_end = SFU_RTP_FIXED_HEADER + 4u * p->csrc_count;
+    size_t old_header = p->header_length;
+    size_t tail = *len - old_header; /* payload + padding */
+    size_t new_header = csrc_end + (kept ? 4 + padded : 0);
+    if (new_header + tail > cap)
+        return SFU_RTP_ENO_ROOM;
+
+    memmove(buf + new_header, buf + old_header, tail);
+    if (kept) {
+        sfu_store_be16(buf + csrc_end, one_byte ? SFU_RTP_EXT_ONE_BYTE : SFU_RTP_EXT_TWO_BYTE);
+        sfu_store_be16(buf + csrc_end + 2, (uint16_t)(padded / 4));
+        memcpy(buf + csrc_end + 4, block, padded);
+        buf[0] |= 0x10;
+    } else {
+        buf[0] &= (uint8_t)~0x10;
+    }
+    *len = new_header + tail;
+    return sfu_rtp_parse(buf, *len, p);
+}

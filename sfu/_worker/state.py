@@ -1,0 +1,446 @@
+"""Worker-side object tables: routers, transports, producers, consumers.
+
+Each object mirrors one in the parent and owns its handle in the engine.
+Closing cascades here as it does in the parent (router -> transports ->
+producers/consumers; producer -> its consumers), so the engine never keeps
+an orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import resource
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .._fastpath import _engine
+from ..errors import InvalidParametersError, InvalidStateError
+from ..srtp import (
+    SrtpContext,
+    crypto_suite,
+    decode_srtp_parameters,
+    encode_srtp_parameters,
+    engine_functions,
+    generate_key,
+)
+
+logger = logging.getLogger("sfu.worker")
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+Notify = Callable[[str, str, Any], None]
+
+
+@dataclass
+class ConsumerState:
+    id: str
+    handle: int
+    transport_id: str
+    producer_id: str
+
+
+@dataclass
+class ProducerState:
+    id: str
+    handle: int
+    transport_id: str
+    kind: str
+    consumer_ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class TransportState:
+    id: str
+    router_id: str
+    handle: int
+    sockets: list[int]
+    local_ip: str
+    local_port: int
+    rtcp_local_port: int | None
+    comedia: bool
+    rtcp_mux: bool
+    srtp_suite: Any = None
+    srtp_local_key: bytes | None = None
+    srtp_in: SrtpContext | None = None
+    srtp_out: SrtpContext | None = None
+    producer_ids: set[str] = field(default_factory=set)
+    consumer_ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RouterState:
+    id: str
+    transport_ids: set[str] = field(default_factory=set)
+
+
+def _bind_udp(ip: str, port: int, port_range: tuple[int, int] | None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    candidates: list[int]
+    if port:
+        candidates = [port]
+    elif port_range:
+        lo, hi = port_range
+        candidates = list(range(lo, hi + 1))
+        start = random.randrange(len(candidates))
+        candidates = candidates[start:] + candidates[:start]
+    else:
+        candidates = [0]
+    last: OSError | None = None
+    for p in candidates:
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            s.bind((ip, p))
+            s.setblocking(False)
+            return s
+        except OSError as exc:
+            s.close()
+            last = exc
+    if port:
+        raise InvalidParametersError(f"cannot bind UDP {ip}:{port}: {last}")
+    raise InvalidParametersError(f"no free UDP port on {ip} in range {port_range}: {last}")
+
+
+class WorkerState:
+    """Handles channel requests against the engine."""
+
+    def __init__(self, notify: Notify) -> None:
+        self.notify = notify
+        self.engine = _engine.Engine()
+        _engine.set_srtp_functions(*engine_functions())
+        self.routers: dict[str, RouterState] = {}
+        self.transports: dict[str, TransportState] = {}
+        self.producers: dict[str, ProducerState] = {}
+        self.consumers: dict[str, ConsumerState] = {}
+        self.transport_by_handle: dict[int, str] = {}
+        self.port_range: tuple[int, int] | None = None
+        self._efd = -1
+
+    # -- lifecycle
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.engine.set_notify_fd(self._efd)
+        loop.add_reader(self._efd, self._on_upcalls)
+        self.engine.start()
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    def _on_upcalls(self) -> None:
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            pass
+        for up in self.engine.poll_upcalls():
+            if up[0] == "tuple":
+                _, _sock, thandle, is_rtcp, addr = up
+                tid = self.transport_by_handle.get(thandle)
+                t = self.transports.get(tid or "")
+                if t is None or addr is None:
+                    continue
+                data = {
+                    "localIp": t.local_ip,
+                    "localPort": t.rtcp_local_port if is_rtcp else t.local_port,
+                    "remoteIp": addr[0],
+                    "remotePort": addr[1],
+                    "protocol": "udp",
+                }
+                self.notify(t.id, "rtcptuple" if is_rtcp else "tuple", data)
+            else:
+                _, _sock, thandle, kind, addr, data = up
+                logger.debug("ignoring %s datagram of %d bytes from %s", kind, len(data), addr)
+
+    # -- dispatch
+
+    def handle(self, method: str, handler_id: str | None, data: dict[str, Any]) -> Any:
+        fn = getattr(self, "_" + method.replace(".", "_"), None)
+        if fn is None:
+            raise InvalidParametersError(f"unknown method {method!r}")
+        return fn(handler_id, data)
+
+    # -- worker
+
+    def _worker_configure(self, _h: Any, data: dict[str, Any]) -> None:
+        lo, hi = data.get("rtcMinPort"), data.get("rtcMaxPort")
+        if lo and hi:
+            self.port_range = (int(lo), int(hi))
+
+    def _worker_dump(self, _h: Any, _d: Any) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "routerIds": sorted(self.routers),
+            "transportIds": sorted(self.transports),
+            "producerIds": sorted(self.producers),
+            "consumerIds": sorted(self.consumers),
+        }
+
+    def _worker_getResourceUsage(self, _h: Any, _d: Any) -> dict[str, Any]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "ru_utime": ru.ru_utime,
+            "ru_stime": ru.ru_stime,
+            "ru_maxrss": ru.ru_maxrss,
+            "ru_nvcsw": ru.ru_nvcsw,
+            "ru_nivcsw": ru.ru_nivcsw,
+        }
+
+    def _worker_getCounters(self, _h: Any, _d: Any) -> dict[str, int]:
+        return self.engine.counters()
+
+    def _worker_createRouter(self, _h: Any, data: dict[str, Any]) -> None:
+        rid = data["routerId"]
+        if rid in self.routers:
+            raise InvalidStateError(f"router {rid} already exists")
+        self.routers[rid] = RouterState(rid)
+
+    def _worker_closeRouter(self, rid: str, _d: Any) -> None:
+        router = self.routers.pop(rid, None)
+        if router is None:
+            return
+        for tid in list(router.transport_ids):
+            self._close_transport(tid)
+
+    # -- router
+
+    def _router(self, rid: str | None) -> RouterState:
+        router = self.routers.get(rid or "")
+        if router is None:
+            raise InvalidStateError(f"router {rid} not found")
+        return router
+
+    def _router_createPlainTransport(self, rid: str, data: dict[str, Any]) -> dict[str, Any]:
+        router = self._router(rid)
+        tid = data["transportId"]
+        listen_ip = data["listenIp"]
+        port_range = tuple(data["portRange"]) if data.get("portRange") else self.port_range
+        rtcp_mux = bool(data.get("rtcpMux", True))
+        sockets: list[socket.socket] = [_bind_udp(listen_ip, int(data.get("port") or 0), port_range)]
+        if not rtcp_mux:
+            try:
+                sockets.append(_bind_udp(listen_ip, 0, port_range))
+            except Exception:
+                sockets[0].close()
+                raise
+        local_port = sockets[0].getsockname()[1]
+        rtcp_port = sockets[1].getsockname()[1] if not rtcp_mux else None
+        handles: list[int] = []
+        try:
+            for s in sockets:
+                handles.append(self.engine.add_socket(s.detach()))
+            thandle = self.engine.add_transport(handles[0], handles[1] if len(handles) > 1 else 0,
+                                                bool(data.get("comedia")))
+        except Exception:
+            for h in handles:
+                self.engine.remove_socket(h)
+            for s in sockets:
+                if s.fileno() >= 0:
+                    s.close()
+            raise
+        t = TransportState(
+            id=tid,
+            router_id=router.id,
+            handle=thandle,
+            sockets=handles,
+            local_ip=data.get("announcedIp") or listen_ip,
+            local_port=local_port,
+            rtcp_local_port=rtcp_port,
+            comedia=bool(data.get("comedia")),
+            rtcp_mux=rtcp_mux,
+        )
+        result: dict[str, Any] = {
+            "tuple": {"localIp": t.local_ip, "localAddress": t.local_ip, "localPort": local_port, "protocol": "udp"},
+            "rtcpTuple": (
+                {"localIp": t.local_ip, "localAddress": t.local_ip, "localPort": rtcp_port, "protocol": "udp"}
+                if rtcp_port
+                else None
+            ),
+        }
+        if data.get("enableSrtp"):
+            t.srtp_suite = crypto_suite(data.get("srtpCryptoSuite") or "AES_CM_128_HMAC_SHA1_80")
+            t.srtp_local_key = generate_key(t.srtp_suite)
+            t.srtp_out = SrtpContext(t.srtp_suite, t.srtp_local_key, outbound=True)
+            self.engine.set_transport_srtp(thandle, 0, t.srtp_out.address)
+            result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
+        self.transports[tid] = t
+        self.transport_by_handle[thandle] = tid
+        router.transport_ids.add(tid)
+        return result
+
+    def _router_closeTransport(self, rid: str, data: dict[str, Any]) -> None:
+        self._close_transport(data["transportId"])
+
+    # -- transport
+
+    def _transport(self, tid: str | None) -> TransportState:
+        t = self.transports.get(tid or "")
+        if t is None:
+            raise InvalidStateError(f"transport {tid} not found")
+        return t
+
+    def _close_transport(self, tid: str) -> None:
+        t = self.transports.pop(tid, None)
+        if t is None:
+            return
+        for cid in list(t.consumer_ids):
+            self._close_consumer(cid)
+        for pid in list(t.producer_ids):
+            self._close_producer(pid)
+        self.engine.remove_transport(t.handle)
+        for h in t.sockets:
+            self.engine.remove_socket(h)
+        self.transport_by_handle.pop(t.handle, None)
+        router = self.routers.get(t.router_id)
+        if router:
+            router.transport_ids.discard(tid)
+        # SRTP sessions are freed only now that the engine no longer uses them.
+        t.srtp_in = t.srtp_out = None
+
+    def _transport_connect(self, tid: str, data: dict[str, Any]) -> dict[str, Any]:
+        t = self._transport(tid)
+        result: dict[str, Any] = {}
+        ip, port = data.get("ip"), data.get("port")
+        if t.srtp_suite is not None:
+            if data.get("srtpParameters") is None:
+                raise InvalidParametersError("srtpParameters: required because SRTP is enabled on this transport")
+            suite, key = decode_srtp_parameters(data["srtpParameters"])
+            if suite != t.srtp_suite:
+                # Follow the remote's suite: both directions use one suite.
+                t.srtp_suite = suite
+                t.srtp_local_key = generate_key(suite)
+                t.srtp_out = SrtpContext(suite, t.srtp_local_key, outbound=True)
+            t.srtp_in = SrtpContext(suite, key, outbound=False)
+            self.engine.set_transport_srtp(t.handle, t.srtp_in.address, t.srtp_out.address)
+            result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
+        elif data.get("srtpParameters") is not None:
+            raise InvalidParametersError("srtpParameters: given but SRTP is not enabled on this transport")
+        if ip is not None:
+            rtcp_addr = (ip, int(data["rtcpPort"])) if (not t.rtcp_mux and data.get("rtcpPort")) else None
+            self.engine.connect_transport(t.handle, (ip, int(port)), rtcp_addr)
+            result["tuple"] = {
+                "localIp": t.local_ip, "localAddress": t.local_ip, "localPort": t.local_port,
+                "remoteIp": ip, "remotePort": int(port), "protocol": "udp",
+            }
+            if rtcp_addr:
+                result["rtcpTuple"] = {
+                    "localIp": t.local_ip, "localAddress": t.local_ip, "localPort": t.rtcp_local_port,
+                    "remoteIp": ip, "remotePort": rtcp_addr[1], "protocol": "udp",
+                }
+        return result
+
+    def _transport_getStats(self, tid: str, _d: Any) -> list[dict[str, Any]]:
+        t = self._transport(tid)
+        stats = self.engine.transport_stats(t.handle)
+        rtp, rtcp = self.engine.transport_tuple(t.handle)
+        stats.update({"type": "plain-rtp-transport", "transportId": t.id})
+        if rtp:
+            stats["tuple"] = {"localIp": t.local_ip, "localPort": t.local_port, "remoteIp": rtp[0],
+                              "remotePort": rtp[1], "protocol": "udp"}
+        return [stats]
+
+    def _transport_produce(self, tid: str, data: dict[str, Any]) -> None:
+        t = self._transport(tid)
+        pid = data["producerId"]
+        if pid in self.producers:
+            raise InvalidStateError(f"producer {pid} already exists")
+        streams = [(int(s["ssrc"]), int(s.get("rtxSsrc") or 0)) for s in data["streams"]]
+        pt_map = {int(k): int(v) for k, v in data["ptMap"].items()}
+        ext_map = {int(k): int(v) for k, v in data["extMap"].items()}
+        handle = self.engine.add_producer(
+            t.handle, data["kind"] == "video", streams, pt_map, ext_map, bool(data.get("paused"))
+        )
+        self.producers[pid] = ProducerState(pid, handle, tid, data["kind"])
+        t.producer_ids.add(pid)
+
+    def _transport_consume(self, tid: str, data: dict[str, Any]) -> None:
+        t = self._transport(tid)
+        cid = data["consumerId"]
+        if cid in self.consumers:
+            raise InvalidStateError(f"consumer {cid} already exists")
+        p = self.producers.get(data["producerId"])
+        if p is None:
+            raise InvalidStateError(f"producer {data['producerId']} not found")
+        pt_map = {int(k): int(v) for k, v in data["ptMap"].items()}
+        ext_map = {int(k): int(v) for k, v in data["extMap"].items()}
+        handle = self.engine.add_consumer(
+            t.handle, p.handle, int(data["ssrc"]), int(data.get("rtxSsrc") or 0), int(data["clockRate"]),
+            pt_map, ext_map, bool(data.get("paused")), random.randrange(1, 0x8000),
+        )
+        self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
+        t.consumer_ids.add(cid)
+        p.consumer_ids.add(cid)
+
+    # -- producer
+
+    def _producer(self, pid: str | None) -> ProducerState:
+        p = self.producers.get(pid or "")
+        if p is None:
+            raise InvalidStateError(f"producer {pid} not found")
+        return p
+
+    def _close_producer(self, pid: str) -> None:
+        p = self.producers.pop(pid, None)
+        if p is None:
+            return
+        for cid in list(p.consumer_ids):
+            self._close_consumer(cid)
+        self.engine.remove_producer(p.handle)
+        t = self.transports.get(p.transport_id)
+        if t:
+            t.producer_ids.discard(pid)
+
+    def _producer_close(self, pid: str, _d: Any) -> None:
+        self._close_producer(pid)
+
+    def _producer_pause(self, pid: str, _d: Any) -> None:
+        self.engine.set_producer_paused(self._producer(pid).handle, True)
+
+    def _producer_resume(self, pid: str, _d: Any) -> None:
+        self.engine.set_producer_paused(self._producer(pid).handle, False)
+
+    def _producer_getStats(self, pid: str, _d: Any) -> list[dict[str, Any]]:
+        p = self._producer(pid)
+        stats = self.engine.producer_stats(p.handle)
+        for s in stats:
+            s.update({"type": "inbound-rtp", "kind": p.kind})
+        return stats
+
+    # -- consumer
+
+    def _consumer(self, cid: str | None) -> ConsumerState:
+        c = self.consumers.get(cid or "")
+        if c is None:
+            raise InvalidStateError(f"consumer {cid} not found")
+        return c
+
+    def _close_consumer(self, cid: str) -> None:
+        c = self.consumers.pop(cid, None)
+        if c is None:
+            return
+        self.engine.remove_consumer(c.handle)
+        t = self.transports.get(c.transport_id)
+        if t:
+            t.consumer_ids.discard(cid)
+        p = self.producers.get(c.producer_id)
+        if p:
+            p.consumer_ids.discard(cid)
+
+    def _consumer_close(self, cid: str, _d: Any) -> None:
+        self._close_consumer(cid)
+
+    def _consumer_pause(self, cid: str, _d: Any) -> None:
+        self.engine.set_consumer_paused(self._consumer(cid).handle, True)
+
+    def _consumer_resume(self, cid: str, _d: Any) -> None:
+        self.engine.set_consumer_paused(self._consumer(cid).handle, False)
+
+    def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
+        c = self._consumer(cid)
+        s = self.engine.consumer_stats(c.handle)
+        s.update({"type": "outbound-rtp"})
+        return [s]

@@ -1,0 +1,120 @@
+"""Consumers: one producer's media sent to one transport, rewritten for it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidStateError
+from .events import EventEmitter
+from .rtp_parameters import RtpParameters
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .transport import Transport
+
+
+class Consumer(EventEmitter):
+    """Events: ``"transportclose"``, ``"producerclose"``, ``"producerpause"``,
+    ``"producerresume"``; observer: ``"close"``, ``"pause"``, ``"resume"``."""
+
+    def __init__(
+        self,
+        consumer_id: str,
+        producer: "Producer",
+        rtp_parameters: RtpParameters,
+        transport: "Transport",
+        paused: bool,
+        app_data: Any,
+    ) -> None:
+        super().__init__()
+        self.id = consumer_id
+        self.producer_id = producer.id
+        self.kind = producer.kind
+        self.rtp_parameters = rtp_parameters
+        self.type = "simple"
+        self.transport = transport
+        self._paused = paused
+        self._producer_paused = producer.paused
+        self._closed = False
+        self.app_data = app_data
+        self.observer = EventEmitter()
+        producer.observer.on("close", self._on_producer_close)
+        producer.observer.on("pause", self._on_producer_pause)
+        producer.observer.on("resume", self._on_producer_resume)
+        self._producer = producer
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def paused(self) -> bool:
+        """Paused by this consumer's own :meth:`pause`."""
+        return self._paused
+
+    @property
+    def producer_paused(self) -> bool:
+        return self._producer_paused
+
+    def _worker(self) -> Any:
+        return self.transport.router.worker
+
+    async def pause(self) -> None:
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        await self._worker()._request("consumer.pause", self.id)
+        if not self._paused:
+            self._paused = True
+            self.observer.emit("pause")
+
+    async def resume(self) -> None:
+        """Resumes sending; sequence numbers continue without a gap and
+        timestamps stay monotonic."""
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        await self._worker()._request("consumer.resume", self.id)
+        if self._paused:
+            self._paused = False
+            self.observer.emit("resume")
+
+    async def get_stats(self) -> list[dict[str, Any]]:
+        """Packet and byte counts sent."""
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        return await self._worker()._request("consumer.getStats", self.id)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._mark_closed()
+        self._worker()._request_nowait("consumer.close", self.id)
+        self.observer.emit("close")
+
+    def _mark_closed(self) -> None:
+        self._closed = True
+        self._producer.observer.off("close", self._on_producer_close)
+        self._producer.observer.off("pause", self._on_producer_pause)
+        self._producer.observer.off("resume", self._on_producer_resume)
+
+    def _transport_closed(self) -> None:
+        if self._closed:
+            return
+        self._mark_closed()
+        self.emit("transportclose")
+        self.observer.emit("close")
+
+    def _on_producer_close(self) -> None:
+        if self._closed:
+            return
+        # The worker closes its side of the consumer with the producer.
+        self._mark_closed()
+        self.emit("producerclose")
+        self.observer.emit("close")
+
+    def _on_producer_pause(self) -> None:
+        self._producer_paused = True
+        self.emit("producerpause")
+
+    def _on_producer_resume(self) -> None:
+        self._producer_paused = False
+        self.emit("producerresume")

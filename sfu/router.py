@@ -1,0 +1,156 @@
+"""Routers: one per call. A router owns transports and knows its producers,
+so any transport of the router can consume any of them."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import ortc
+from .errors import InvalidParametersError, InvalidStateError
+from .events import EventEmitter
+from .rtp_parameters import RtpCapabilities
+
+if TYPE_CHECKING:
+    from .plain_transport import PlainTransport
+    from .producer import Producer
+    from .transport import Transport
+    from .worker import Worker
+
+
+class Router(EventEmitter):
+    """Events: ``"workerclose"``; observer: ``"close"``, ``"newtransport"(t)``."""
+
+    def __init__(self, router_id: str, worker: "Worker", rtp_capabilities: RtpCapabilities, app_data: Any) -> None:
+        super().__init__()
+        self.id = router_id
+        self.worker = worker
+        self._rtp_capabilities = rtp_capabilities
+        self._closed = False
+        self._transports: dict[str, "Transport"] = {}
+        self._producers: dict[str, "Producer"] = {}
+        self.app_data = app_data
+        self.observer = EventEmitter()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def rtp_capabilities(self) -> RtpCapabilities:
+        """The router's RTP capabilities (codecs with payload types, header
+        extensions), in mediasoup's JSON shape. A copy: safe to send/modify."""
+        return copy.deepcopy(self._rtp_capabilities)
+
+    @property
+    def transports(self) -> list["Transport"]:
+        return list(self._transports.values())
+
+    def get_producer(self, producer_id: str) -> Optional["Producer"]:
+        return self._producers.get(producer_id)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidStateError(f"router {self.id} is closed")
+
+    async def create_plain_transport(
+        self,
+        listen_ip: str = "127.0.0.1",
+        announced_ip: Optional[str] = None,
+        port: int = 0,
+        rtcp_mux: bool = True,
+        comedia: bool = False,
+        enable_srtp: bool = False,
+        srtp_crypto_suite: str = "AES_CM_128_HMAC_SHA1_80",
+        port_range: Optional[tuple[int, int]] = None,
+        app_data: Any = None,
+    ) -> "PlainTransport":
+        """Creates a plain RTP/RTCP transport over UDP (optionally SRTP).
+
+        ``port=0`` takes a free port (from ``port_range`` or the worker's
+        range when given). With ``comedia`` the remote address is learnt from
+        the first packet received; otherwise call :meth:`PlainTransport.connect`.
+        """
+        from .plain_transport import PlainTransport
+        from .srtp import crypto_suite
+
+        self._check_open()
+        if not isinstance(listen_ip, str) or not listen_ip:
+            raise InvalidParametersError("listen_ip: must be an IP address string")
+        if not isinstance(port, int) or not (0 <= port <= 65535):
+            raise InvalidParametersError(f"port: must be 0..65535, got {port!r}")
+        if port_range is not None and (
+            len(port_range) != 2 or not (1 <= port_range[0] <= port_range[1] <= 65535)
+        ):
+            raise InvalidParametersError(f"port_range: invalid range {port_range!r}")
+        if enable_srtp:
+            crypto_suite(srtp_crypto_suite)  # raises UnsupportedError naming it
+        transport_id = str(uuid.uuid4())
+        data = await self.worker._request(
+            "router.createPlainTransport",
+            self.id,
+            {
+                "transportId": transport_id,
+                "listenIp": listen_ip,
+                "announcedIp": announced_ip,
+                "port": port,
+                "portRange": list(port_range) if port_range else None,
+                "rtcpMux": rtcp_mux,
+                "comedia": comedia,
+                "enableSrtp": enable_srtp,
+                "srtpCryptoSuite": srtp_crypto_suite,
+            },
+        )
+        transport = PlainTransport(transport_id, self, data, rtcp_mux=rtcp_mux, comedia=comedia, app_data=app_data)
+        self._add_transport(transport)
+        return transport
+
+    def _add_transport(self, transport: "Transport") -> None:
+        self._transports[transport.id] = transport
+        self.worker._register(transport.id, transport)
+
+        def on_close() -> None:
+            self._transports.pop(transport.id, None)
+            self.worker._unregister(transport.id)
+
+        transport.observer.once("close", on_close)
+        self.observer.emit("newtransport", transport)
+
+    def _add_producer(self, producer: "Producer") -> None:
+        self._producers[producer.id] = producer
+        producer.observer.once("close", lambda: self._producers.pop(producer.id, None))
+
+    def can_consume(self, producer_id: str, rtp_capabilities: RtpCapabilities) -> bool:
+        """Whether a peer with these capabilities can consume the producer."""
+        producer = self._producers.get(producer_id)
+        if producer is None:
+            return False
+        try:
+            caps = copy.deepcopy(rtp_capabilities)
+            ortc.validate_rtp_capabilities(caps)
+        except Exception:
+            return False
+        return ortc.can_consume(producer.consumable_rtp_parameters, caps)
+
+    def close(self) -> None:
+        """Closes the router and, with it, its transports."""
+        if self._closed:
+            return
+        self._closed = True
+        self.worker._request_nowait("worker.closeRouter", self.id)
+        self._close_children()
+        self.observer.emit("close")
+
+    def _close_children(self) -> None:
+        for transport in list(self._transports.values()):
+            transport._router_closed()
+        self._producers.clear()
+
+    def _worker_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_children()
+        self.emit("workerclose")
+        self.observer.emit("close")

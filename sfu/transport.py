@@ -1,0 +1,198 @@
+"""The part of every transport kind that produces and consumes media."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import ortc
+from .consumer import Consumer
+from .errors import InvalidParametersError, InvalidStateError, UnsupportedError
+from .events import EventEmitter
+from .producer import Producer
+from .rtp_parameters import MediaKind, RtpCapabilities, RtpParameters
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+class Transport(EventEmitter):
+    """Events: ``"routerclose"``; observer: ``"close"``, ``"newproducer"(p)``,
+    ``"newconsumer"(c)``."""
+
+    def __init__(self, transport_id: str, router: "Router", app_data: Any) -> None:
+        super().__init__()
+        self.id = transport_id
+        self.router = router
+        self._closed = False
+        self._producers: dict[str, Producer] = {}
+        self._consumers: dict[str, Consumer] = {}
+        self._next_mid = 0
+        self.app_data = app_data
+        self.observer = EventEmitter()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def producers(self) -> list[Producer]:
+        return list(self._producers.values())
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return list(self._consumers.values())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidStateError(f"transport {self.id} is closed")
+
+    def _require_ssrcs(self, rtp_parameters: RtpParameters) -> None:
+        """Plain transports route by SSRC: every encoding must name one."""
+        for i, enc in enumerate(rtp_parameters.get("encodings") or []):
+            if "ssrc" not in enc:
+                raise InvalidParametersError(
+                    f"rtpParameters.encodings[{i}].ssrc: required on this transport (it routes by SSRC)"
+                )
+
+    async def produce(
+        self,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        paused: bool = False,
+        app_data: Any = None,
+        producer_id: Optional[str] = None,
+    ) -> Producer:
+        """Starts receiving a media stream described by ``rtp_parameters``.
+
+        Raises :class:`~sfu.errors.InvalidParametersError` for malformed
+        parameters and :class:`~sfu.errors.UnsupportedError` for codecs the
+        router does not have.
+        """
+        self._check_open()
+        if kind not in ("audio", "video"):
+            raise InvalidParametersError(f"kind: must be 'audio' or 'video', got {kind!r}")
+        if producer_id is not None and self.router.get_producer(producer_id) is not None:
+            raise InvalidStateError(f"a producer with id {producer_id} already exists")
+        params: RtpParameters = copy.deepcopy(rtp_parameters)
+        ortc.validate_rtp_parameters(params)
+        if not params.get("encodings"):
+            raise InvalidParametersError("rtpParameters.encodings: at least one encoding is required")
+        if len(params["encodings"]) > 4:
+            raise InvalidParametersError("rtpParameters.encodings: at most 4 encodings are supported")
+        for i, codec in enumerate(params["codecs"]):
+            codec_kind = codec["mimeType"].split("/")[0].lower()
+            if codec_kind != kind:
+                raise InvalidParametersError(
+                    f"rtpParameters.codecs[{i}].mimeType: {codec['mimeType']} is not a {kind} codec"
+                )
+        self._require_ssrcs(params)
+        caps = self.router._rtp_capabilities
+        mapping = ortc.get_producer_rtp_parameters_mapping(params, caps, kind)
+        consumable = ortc.get_consumable_rtp_parameters(kind, params, caps, mapping)
+        streams = [
+            {"ssrc": enc["ssrc"], "rtxSsrc": (enc.get("rtx") or {}).get("ssrc")} for enc in params["encodings"]
+        ]
+        pid = producer_id or str(uuid.uuid4())
+        await self.router.worker._request(
+            "transport.produce",
+            self.id,
+            {
+                "producerId": pid,
+                "kind": kind,
+                "streams": streams,
+                "ptMap": {str(m["payloadType"]): m["mappedPayloadType"] for m in mapping["codecs"]},
+                "extMap": {str(m["id"]): m["mappedId"] for m in mapping.get("headerExtensions", [])},
+                "paused": paused,
+            },
+        )
+        producer = Producer(pid, kind, params, consumable, self, paused, app_data)
+        self._producers[pid] = producer
+        self.router._add_producer(producer)
+        producer.observer.once("close", lambda: self._producers.pop(pid, None))
+        self.observer.emit("newproducer", producer)
+        return producer
+
+    async def consume(
+        self,
+        producer_id: str,
+        rtp_capabilities: RtpCapabilities,
+        paused: bool = False,
+        app_data: Any = None,
+    ) -> Consumer:
+        """Starts sending the producer's media to the remote end of this transport,
+        with parameters derived from the remote's ``rtp_capabilities``."""
+        self._check_open()
+        producer = self.router.get_producer(producer_id)
+        if producer is None:
+            raise InvalidParametersError(f"producer_id: producer {producer_id!r} not found in this router")
+        caps = copy.deepcopy(rtp_capabilities)
+        ortc.validate_rtp_capabilities(caps)
+        if not ortc.can_consume(producer.consumable_rtp_parameters, caps):
+            raise UnsupportedError(
+                f"cannot consume producer {producer_id}: no codec of rtp_capabilities matches its "
+                f"{producer.consumable_rtp_parameters['codecs'][0]['mimeType']}"
+            )
+        params = ortc.get_consumer_rtp_parameters(producer.consumable_rtp_parameters, caps, False, True)
+        params["mid"] = str(self._next_mid)
+        self._next_mid += 1
+        encoding = params["encodings"][0]
+        media_codecs = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
+        router_ext_ids = {e["uri"]: e["id"] for e in producer.consumable_rtp_parameters.get("headerExtensions", [])}
+        ext_map = {
+            str(router_ext_ids[e["uri"]]): e["id"] for e in params.get("headerExtensions", []) if e["uri"] in router_ext_ids
+        }
+        cid = str(uuid.uuid4())
+        await self.router.worker._request(
+            "transport.consume",
+            self.id,
+            {
+                "consumerId": cid,
+                "producerId": producer_id,
+                "kind": producer.kind,
+                "ssrc": encoding["ssrc"],
+                "rtxSsrc": (encoding.get("rtx") or {}).get("ssrc"),
+                "clockRate": media_codecs[0]["clockRate"],
+                # Consumer payload types are the router's (ORTC keeps them).
+                "ptMap": {str(c["payloadType"]): c["payloadType"] for c in params["codecs"]},
+                "extMap": ext_map,
+                "paused": paused,
+            },
+        )
+        consumer = Consumer(cid, producer, params, self, paused, app_data)
+        self._consumers[cid] = consumer
+        consumer.observer.once("close", lambda: self._consumers.pop(cid, None))
+        self.observer.emit("newconsumer", consumer)
+        return consumer
+
+    async def get_stats(self) -> list[dict[str, Any]]:
+        """Packet and byte counters of the transport."""
+        self._check_open()
+        return await self.router.worker._request("transport.getStats", self.id)
+
+    def close(self) -> None:
+        """Closes the transport and everything it produced and consumed."""
+        if self._closed:
+            return
+        self._closed = True
+        self.router.worker._request_nowait("router.closeTransport", self.router.id, {"transportId": self.id})
+        self._close_children()
+        self.observer.emit("close")
+
+    def _close_children(self) -> None:
+        for consumer in list(self._consumers.values()):
+            consumer._transport_closed()
+        for producer in list(self._producers.values()):
+            producer._transport_closed()
+
+    def _router_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_children()
+        self.emit("routerclose")
+        self.observer.emit("close")
+
+    def _on_notification(self, event: str, data: Any) -> None:
+        """Worker notifications addressed to this transport."""
