@@ -110,6 +110,27 @@ class Channel:
         finally:
             self._pending.pop(rid, None)
 
+    def request_nowait(self, method: str, handler_id: str | None = None, data: Any = None) -> None:
+        """Sends a request now (keeping channel order) without waiting for
+        its answer; a failure is only logged. Used by synchronous close()."""
+        if self._closed_error is not None:
+            return
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._pending.pop(rid, None)
+            if not f.cancelled() and f.exception() is not None:
+                logger.debug("%s failed: %s", method, f.exception())
+
+        fut.add_done_callback(done)
+        try:
+            self._writer.write(encode_frame({"id": rid, "method": method, "handlerId": handler_id, "data": data}))
+        except Exception as exc:
+            self._pending.pop(rid, None)
+            logger.debug("%s not sent: %s", method, exc)
+
     def close(self, error: Exception) -> None:
         """Fails every pending and future request with `error`."""
         if self._closed_error is not None:

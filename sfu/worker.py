@@ -44,7 +44,6 @@ class Worker(EventEmitter):
         self.observer = EventEmitter()
         channel.on_eof = self._on_channel_eof
         self._wait_task = asyncio.get_running_loop().create_task(self._wait_exit())
-        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def pid(self) -> int:
@@ -71,19 +70,10 @@ class Worker(EventEmitter):
         return await self._channel.request(method, handler_id, data)
 
     def _request_nowait(self, method: str, handler_id: Optional[str] = None, data: Any = None) -> None:
-        """Fire-and-forget request used by synchronous close() calls."""
-        if self._closed:
-            return
-
-        async def run() -> None:
-            try:
-                await self._channel.request(method, handler_id, data)
-            except Exception as exc:
-                logger.debug("%s failed: %s", method, exc)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Fire-and-forget request used by synchronous close() calls; it is
+        written at once, so later requests see its effect."""
+        if not self._closed:
+            self._channel.request_nowait(method, handler_id, data)
 
     def _closed_error(self) -> Exception:
         if self._died:

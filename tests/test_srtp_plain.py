@@ -1,0 +1,96 @@
+"""SRTP over plain transports, checked against pylibsrtp's Python API on the
+client side (an independent path into libsrtp from the engine's C calls)."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pylibsrtp
+import pytest
+
+import sfu
+from conftest import build_rtp, read_rtp, settle
+
+OPUS = {"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}
+VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
+
+SUITES = {
+    "AES_CM_128_HMAC_SHA1_80": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 30),
+    "AES_CM_128_HMAC_SHA1_32": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 30),
+    "AEAD_AES_128_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 28),
+    "AEAD_AES_256_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 44),
+}
+
+
+class SrtpClient:
+    """The remote side: protects with its own key, unprotects with the SFU's."""
+
+    def __init__(self, suite: str, sfu_params: dict) -> None:
+        profile, length = SUITES[suite]
+        self.key = os.urandom(length)
+        self.params = {"cryptoSuite": suite, "keyBase64": base64.b64encode(self.key).decode()}
+        self.tx = pylibsrtp.Session(pylibsrtp.Policy(key=self.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                     srtp_profile=profile))
+        self.rx = pylibsrtp.Session(pylibsrtp.Policy(key=base64.b64decode(sfu_params["keyBase64"]),
+                                                     ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                                                     srtp_profile=profile))
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+async def test_srtp_end_to_end_with_pylibsrtp_clients(worker, router, peers, suite):
+    pub_peer, sub_peer = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    assert tp.srtp_parameters["cryptoSuite"] == suite
+    pub, sub = SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tc.srtp_parameters)
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+    producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 0x1111}]})
+    consumer = await tc.consume(producer.id, router.rtp_capabilities)
+
+    payloads = [os.urandom(1100) for _ in range(30)]
+    for i, payload in enumerate(payloads):
+        pub_peer.send(pub.tx.protect(build_rtp(96, 100 + i, 9000 * i, 0x1111, payload)), tp.tuple["localPort"])
+    # A tampered packet fails authentication and is dropped.
+    bad = bytearray(pub.tx.protect(build_rtp(96, 200, 1, 0x1111, b"tampered" * 10)))
+    bad[20] ^= 0xFF
+    pub_peer.send(bytes(bad), tp.tuple["localPort"])
+    # Plain RTP on an SRTP transport is dropped too.
+    pub_peer.send(build_rtp(96, 201, 1, 0x1111, b"cleartext" * 10), tp.tuple["localPort"])
+
+    await sub_peer.wait_for(30)
+    await settle(0.1)
+    assert len(sub_peer.received) == 30
+    got = [read_rtp(sub.rx.unprotect(d)) for d in sub_peer.received]
+    assert [r.payload for r in got] == payloads
+    assert {r.ssrc for r in got} == {consumer.rtp_parameters["encodings"][0]["ssrc"]}
+    seqs = [r.seq for r in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    # What went over the wire was encrypted.
+    assert all(p not in d for p, d in zip(payloads, sub_peer.received))
+    counters = await worker.get_counters()
+    assert counters["drop_srtp"] == 2
+
+
+async def test_srtp_suite_follows_remote_and_parameters_are_validated(router, peers):
+    peer = peers()
+    t = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True)
+    with pytest.raises(sfu.InvalidParametersError, match="srtp_parameters: required"):
+        await t.connect(ip="127.0.0.1", port=peer.port)
+    with pytest.raises(sfu.InvalidParametersError, match="keyBase64"):
+        await t.connect(ip="127.0.0.1", port=peer.port,
+                        srtp_parameters={"cryptoSuite": "AEAD_AES_128_GCM", "keyBase64": "c2hvcnQ="})
+    with pytest.raises(sfu.UnsupportedError, match="NULL_CIPHER"):
+        await t.connect(ip="127.0.0.1", port=peer.port,
+                        srtp_parameters={"cryptoSuite": "NULL_CIPHER", "keyBase64": "AAAA"})
+    client = SrtpClient("AEAD_AES_128_GCM", {"keyBase64": base64.b64encode(b"\0" * 28).decode()})
+    await t.connect(ip="127.0.0.1", port=peer.port, srtp_parameters=client.params)
+    # The transport switched to the remote's suite with a fresh key of the right size.
+    assert t.srtp_parameters["cryptoSuite"] == "AEAD_AES_128_GCM"
+    assert len(base64.b64decode(t.srtp_parameters["keyBase64"])) == 28
+    plain = await router.create_plain_transport(listen_ip="127.0.0.1")
+    with pytest.raises(sfu.InvalidParametersError, match="not enabled"):
+        await plain.connect(ip="127.0.0.1", port=peer.port, srtp_parameters=client.params)
+    with pytest.raises(sfu.UnsupportedError, match="ROT13"):
+        await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite="ROT13")
