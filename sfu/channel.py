@@ -157,6 +157,8 @@ class Channel:
                     self._dispatch(msg)
         except asyncio.CancelledError:
             return
+        except ConnectionError as exc:
+            logger.debug("worker channel closed: %s", exc)
         except Exception:
             logger.exception("worker channel read failed")
         if self.on_eof is not None:

@@ -195,10 +195,16 @@ async def create_worker(
         raise InvalidParametersError(f"rtc port range {rtc_min_port}-{rtc_max_port} is invalid")
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        # The child must import the same `sfu` as this process, whatever the
+        # current directory holds: -P keeps the cwd off sys.path and
+        # PYTHONPATH starts with the directory this package was imported from.
         env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         level = "critical" if log_level == "none" else log_level
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",
             "-m",
             "sfu._worker.main",
             "--channel-fd",

@@ -15,6 +15,7 @@ from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from sfu._fastpath._cdefs cimport *
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC  # benchmark hooks
 
 COUNTER_NAMES = (
     "rx_datagrams", "rx_bytes", "rx_rtp", "rx_rtcp", "rx_stun", "rx_dtls", "rx_unknown",
@@ -515,3 +516,93 @@ cdef class Engine:
         finally:
             sfu_engine_unlock(self.e)
         return out
+
+    # ------------------------------------------------------------- benchmark hooks
+    # Used by benchmarks/bench_core.py and bench_srtp.py only; not control plane.
+
+    def bench_receive(self, uint32_t socket, object addr, bytes packet, uint64_t count, uint64_t now_ms):
+        """Feeds `packet` `count` times through the sans-IO core under one hold
+        of the engine lock, without the GIL, adding 1 to its RTP sequence
+        number each time and clearing the outbox after every call. Returns the
+        elapsed nanoseconds per input packet.
+
+        The header bytes are restored before every call because the core may
+        rewrite them in place (payload type, extension ids)."""
+        cdef sockaddr_storage ss
+        cdef socklen_t sl
+        cdef uint8_t buf[2048]
+        cdef uint8_t orig[2048]
+        cdef size_t n = len(packet)
+        cdef size_t hdr
+        cdef sfu_rtp_t p
+        cdef uint16_t seq
+        cdef uint64_t i
+        cdef timespec t0, t1
+        if count == 0:
+            raise ValueError("count must be > 0")
+        _sockaddr(addr, &ss, &sl)
+        if n < 12 or n > 1600:
+            raise ValueError("packet must be 12..1600 bytes")
+        memcpy(orig, PyBytes_AS_STRING(packet), n)
+        if sfu_rtp_parse(orig, n, &p) < 0:
+            raise ValueError("packet is not RTP")
+        hdr = p.header_length
+        seq = p.seq
+        memcpy(buf, orig, n)
+        with nogil:
+            sfu_engine_lock(self.e)
+            clock_gettime(CLOCK_MONOTONIC, &t0)
+            for i in range(count):
+                memcpy(buf, orig, hdr)
+                buf[2] = <uint8_t>(seq >> 8)
+                buf[3] = <uint8_t>seq
+                sfu_engine_receive(self.e, socket, <sockaddr *>&ss, sl, buf, n, 2048, now_ms)
+                sfu_outbox_clear(self.e)
+                seq += 1
+            clock_gettime(CLOCK_MONOTONIC, &t1)
+            sfu_engine_unlock(self.e)
+        return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / count
+
+
+# ----------------------------------------------------------------- benchmark hooks
+
+def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect_addr=None):
+    """Calls libsrtp's srtp_protect directly from a C loop (no GIL) on one
+    `size`-byte RTP packet `count` times, adding 1 to its sequence number and
+    resetting its length before every call; returns nanoseconds per packet.
+
+    protect_addr: the srtp_protect address; by default the one the engine
+    installs (sfu.srtp.engine_functions()[0])."""
+    cdef uint8_t buf[2048]
+    cdef uint64_t i
+    cdef int l, rc = 0
+    cdef uint16_t seq = 1
+    cdef timespec t0, t1
+    cdef sfu_srtp_fn fn
+    if protect_addr is None:
+        from sfu.srtp import engine_functions
+        protect_addr = engine_functions()[0]
+    fn = <sfu_srtp_fn><uintptr_t>protect_addr
+    if size < 12 or size > 2048 - 160:
+        raise ValueError("size must be 12..1888")
+    if count == 0 or srtp_ctx_addr == 0:
+        raise ValueError("count and srtp_ctx_addr must be non-zero")
+    memset(buf, 0x5a, sizeof(buf))
+    buf[0] = 0x80
+    buf[1] = 96
+    buf[4] = 0; buf[5] = 0; buf[6] = 0x10; buf[7] = 0
+    buf[8] = 0x12; buf[9] = 0x34; buf[10] = 0x56; buf[11] = 0x78
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for i in range(count):
+            buf[2] = <uint8_t>(seq >> 8)
+            buf[3] = <uint8_t>seq
+            l = size
+            rc = fn(<void *>srtp_ctx_addr, buf, &l)
+            if rc != 0:
+                break
+            seq += 1
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+    if rc != 0:
+        raise RuntimeError(f"srtp_protect failed with status {rc}")
+    return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / count

@@ -1,8 +1,8 @@
 #include "rtcp.h"
 
-static int check_item(const sfu_rtcp_item_t *it)
+static int check_item(const sfu_rtcp_item_t *it, uint32_t pad)
 {
-    uint32_t words = it->length / 4; /* incl. header word */
+    uint32_t words = (it->length - pad) / 4; /* incl. header word, padding excluded */
     switch (it->packet_type) {
     case SFU_RTCP_SR:
         /* header + SSRC + 5 words sender info + 6 words per report block */
@@ -59,15 +59,16 @@ int sfu_rtcp_parse_compound(const uint8_t *buf, size_t len, sfu_rtcp_item_t *ite
         it->padding = (h[0] >> 5) & 1;
         it->offset = (uint32_t)pos;
         it->length = (uint32_t)plen;
+        uint8_t pad = 0;
         if (it->padding) {
             /* Only the last packet of a compound may be padded. */
             if (pos + plen != len)
                 return SFU_RTCP_EPADDING;
-            uint8_t pad = buf[pos + plen - 1];
+            pad = buf[pos + plen - 1];
             if (pad == 0 || pad > plen - 4)
                 return SFU_RTCP_EPADDING;
         }
-        int rc = check_item(it);
+        int rc = check_item(it, pad);
         if (rc < 0)
             return rc;
         n++;

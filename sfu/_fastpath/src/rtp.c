@@ -69,7 +69,8 @@ int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p, sfu_rtp_ext_ele
             if (id == 15) /* reserved: stop processing (RFC 8285 4.2) */
                 break;
             size_t elen = (size_t)(b & 0x0f) + 1;
-            if (pos + 1 + elen > end)
+            /* element data must lie in the block and its offset fit elems[].offset */
+            if (pos + 1 + elen > end || pos + 1 > UINT16_MAX)
                 return SFU_RTP_EEXT_ELEMENT;
             if (n >= max)
                 return SFU_RTP_EEXT_ELEMENT;
@@ -91,7 +92,7 @@ int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p, sfu_rtp_ext_ele
             if (pos + 2 > end)
                 return SFU_RTP_EEXT_ELEMENT;
             size_t elen = buf[pos + 1];
-            if (pos + 2 + elen > end)
+            if (pos + 2 + elen > end || pos + 2 > UINT16_MAX)
                 return SFU_RTP_EEXT_ELEMENT;
             if (n >= max)
                 return SFU_RTP_EEXT_ELEMENT;

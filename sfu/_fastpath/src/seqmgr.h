@@ -63,6 +63,16 @@ static inline void sfu_seqmgr_fold(sfu_seqmgr_t *m, int k)
     m->ndropped -= k;
 }
 
+/* Folds the dropped entries SFU_SEQ_FOLD_DISTANCE or more behind max_input. */
+static inline void sfu_seqmgr_fold_old(sfu_seqmgr_t *m)
+{
+    int k = 0;
+    while (k < m->ndropped && (uint16_t)(m->max_input - m->dropped[k]) >= SFU_SEQ_FOLD_DISTANCE)
+        k++;
+    if (k)
+        sfu_seqmgr_fold(m, k);
+}
+
 static inline void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
 {
     if (m->started && !sfu_seq_newer(input, m->max_input))
@@ -78,15 +88,17 @@ static inline void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
     if (m->ndropped == SFU_SEQ_DROPPED_MAX)
         sfu_seqmgr_fold(m, 1);
     m->dropped[m->ndropped++] = input;
-    int k = 0;
-    while (k < m->ndropped && (uint16_t)(m->max_input - m->dropped[k]) >= SFU_SEQ_FOLD_DISTANCE)
-        k++;
-    if (k)
-        sfu_seqmgr_fold(m, k);
+    sfu_seqmgr_fold_old(m);
 }
 
 static inline int sfu_seqmgr_input(sfu_seqmgr_t *m, uint16_t input, uint16_t *output)
 {
+    /* Fold here too: a stream that stops dropping must not keep old entries
+     * until serial arithmetic wraps (gap at +32768, false drop at +65536). */
+    if (m->started && m->ndropped && sfu_seq_newer(input, m->max_input)) {
+        m->max_input = input;
+        sfu_seqmgr_fold_old(m);
+    }
     uint16_t base = m->base;
     for (int i = 0; i < m->ndropped; i++) {
         uint16_t d = m->dropped[i];
