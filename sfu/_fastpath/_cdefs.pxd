@@ -91,6 +91,8 @@ cdef extern from "src/engine.h" nogil:
         uint32_t rtp_socket
         uint32_t rtcp_socket
         int comedia
+        int ice
+        int require_srtp
         sfu_addr_t remote
         sfu_addr_t remote_rtcp
         sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out
@@ -142,7 +144,14 @@ cdef extern from "src/engine.h" nogil:
 
     uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
     int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s)
-    uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia)
+    uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int flags)
+    int SFU_TRANSPORT_COMEDIA
+    int SFU_TRANSPORT_ICE
+    int SFU_TRANSPORT_REQUIRE_SRTP
+    int sfu_tuple_bind_locked(sfu_engine_t *e, uint32_t socket, const sockaddr *addr, socklen_t len, uint32_t transport)
+    int sfu_tuple_unbind_locked(sfu_engine_t *e, uint32_t socket, const sockaddr *addr, socklen_t len)
+    int sfu_send_raw_locked(sfu_engine_t *e, uint32_t socket, const sockaddr *addr, socklen_t len,
+                            const uint8_t *data, size_t n)
     int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const sockaddr *rtp, socklen_t rtp_len,
                                      const sockaddr *rtcp, socklen_t rtcp_len)
     int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out)

@@ -68,10 +68,12 @@ cdef object _addr_tuple(const sockaddr_storage *ss):
     return (ip.decode(), port)
 
 
-cdef void _fill_map(uint8_t *out, int n, object mapping, uint8_t default_identity) except *:
+cdef void _fill_map(uint8_t *out, int n, object mapping, uint8_t unmapped) except *:
+    """out[k] = mapping[k], and `unmapped` for keys not in mapping (0xFF for
+    payload types = drop; 0 for extension ids = remove)."""
     cdef int i
     for i in range(n):
-        out[i] = <uint8_t>i if default_identity else 0xFF
+        out[i] = unmapped
     if mapping:
         for k, v in mapping.items():
             if not (0 <= k < n) or not (0 <= v < 256):
@@ -143,9 +145,6 @@ def map_extensions(bytes data, dict mapping):
     try:
         _fill_map(m, 256, mapping, 0)
         m[0] = 0
-        for i in range(1, 256):
-            if m[i] == 0xFF:
-                m[i] = 0
         memcpy(buf, PyBytes_AS_STRING(data), n)
         rc = sfu_rtp_parse(buf, n, &p)
         if rc < 0:
@@ -251,15 +250,55 @@ cdef class Engine:
             sfu_socket_remove_locked(self.e, h)
             sfu_engine_unlock(self.e)
 
-    def add_transport(self, uint32_t rtp_socket, uint32_t rtcp_socket=0, bint comedia=False):
+    def add_transport(self, uint32_t rtp_socket, uint32_t rtcp_socket=0, bint comedia=False,
+                      bint ice=False, bint require_srtp=False):
+        """A plain transport owns its socket(s); an ICE transport (ice=True)
+        shares its socket and accepts media only from tuples bound with
+        bind_tuple, and always requires SRTP."""
         cdef uint32_t h
+        cdef int flags = ((SFU_TRANSPORT_COMEDIA if comedia else 0) | (SFU_TRANSPORT_ICE if ice else 0)
+                          | (SFU_TRANSPORT_REQUIRE_SRTP if require_srtp else 0))
         with nogil:
             sfu_engine_lock(self.e)
-            h = sfu_transport_add_locked(self.e, rtp_socket, rtcp_socket, comedia)
+            h = sfu_transport_add_locked(self.e, rtp_socket, rtcp_socket, flags)
             sfu_engine_unlock(self.e)
         if h == 0:
             raise ValueError("invalid socket for a new transport")
         return h
+
+    def bind_tuple(self, uint32_t socket, object addr, uint32_t transport):
+        """Routes datagrams from `addr` on `socket` to an ICE transport."""
+        cdef sockaddr_storage ss
+        cdef socklen_t sl
+        _sockaddr(addr, &ss, &sl)
+        sfu_engine_lock(self.e)
+        rc = sfu_tuple_bind_locked(self.e, socket, <sockaddr *>&ss, sl, transport)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"cannot bind {addr!r}: unknown socket or non-ICE transport {transport}")
+
+    def unbind_tuple(self, uint32_t socket, object addr):
+        cdef sockaddr_storage ss
+        cdef socklen_t sl
+        _sockaddr(addr, &ss, &sl)
+        sfu_engine_lock(self.e)
+        rc = sfu_tuple_unbind_locked(self.e, socket, <sockaddr *>&ss, sl)
+        sfu_engine_unlock(self.e)
+        return rc == 0
+
+    def send_raw(self, uint32_t socket, object addr, bytes data):
+        """Sends a control datagram (STUN, DTLS) from one of the engine's sockets."""
+        cdef sockaddr_storage ss
+        cdef socklen_t sl
+        _sockaddr(addr, &ss, &sl)
+        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(data)
+        cdef size_t n = len(data)
+        with nogil:
+            sfu_engine_lock(self.e)
+            rc = sfu_send_raw_locked(self.e, socket, <sockaddr *>&ss, sl, p, n)
+            sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise ValueError(f"cannot send {n} bytes on socket {socket}")
 
     def connect_transport(self, uint32_t h, object addr, object rtcp_addr=None):
         """Sets the remote RTP (and RTCP) address; addr=None disconnects."""
@@ -338,11 +377,9 @@ cdef class Engine:
         for i, (ssrc, rtx_ssrc) in enumerate(streams):
             ssrcs[i] = ssrc
             rtx[i] = rtx_ssrc or 0
-        _fill_map(ptm, 128, pt_map, 0)
+        _fill_map(ptm, 128, pt_map, 0xFF)
         _fill_map(extm, 256, ext_map, 0)
-        for i in range(256):
-            if extm[i] == 0xFF:
-                extm[i] = 0
+        extm[0] = 0
         cdef uint32_t h
         with nogil:
             sfu_engine_lock(self.e)
@@ -385,11 +422,9 @@ cdef class Engine:
         extension id -> consumer id (others removed)."""
         cdef uint8_t ptm[128]
         cdef uint8_t extm[256]
-        _fill_map(ptm, 128, pt_map, 0)
+        _fill_map(ptm, 128, pt_map, 0xFF)
         _fill_map(extm, 256, ext_map, 0)
-        for i in range(256):
-            if extm[i] == 0xFF:
-                extm[i] = 0
+        extm[0] = 0
         cdef uint32_t h
         with nogil:
             sfu_engine_lock(self.e)

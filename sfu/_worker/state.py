@@ -233,8 +233,12 @@ class WorkerState:
         try:
             for s in sockets:
                 handles.append(self.engine.add_socket(s.detach()))
-            thandle = self.engine.add_transport(handles[0], handles[1] if len(handles) > 1 else 0,
-                                                bool(data.get("comedia")))
+            thandle = self.engine.add_transport(
+                handles[0],
+                handles[1] if len(handles) > 1 else 0,
+                comedia=bool(data.get("comedia")),
+                require_srtp=bool(data.get("enableSrtp")),
+            )
         except Exception:
             for h in handles:
                 self.engine.remove_socket(h)

@@ -109,6 +109,7 @@ static void free_socket(void *p)
     sfu_socket_t *s = p;
     if (s->fd >= 0)
         close(s->fd);
+    free(s->tuples.slots);
     free(s);
 }
 
@@ -220,14 +221,163 @@ static int addr_equal(const sfu_addr_t *a, const struct sockaddr *sa)
     return 0;
 }
 
+static int sockaddr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return 0;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+    }
+    return 0;
+}
+
+static uint32_t sockaddr_hash(const struct sockaddr *sa)
+{
+    uint32_t h = 2166136261u;
+    const uint8_t *p;
+    size_t n;
+    uint16_t port;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        p = (const uint8_t *)&a->sin_addr;
+        n = 4;
+        port = a->sin_port;
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        p = (const uint8_t *)&a->sin6_addr;
+        n = 16;
+        port = a->sin6_port;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    h = (h ^ (port & 0xff)) * 16777619u;
+    h = (h ^ (port >> 8)) * 16777619u;
+    return h;
+}
+
+uint32_t sfu_tuple_lookup(const sfu_socket_t *s, const struct sockaddr *addr)
+{
+    const sfu_tuple_map_t *m = &s->tuples;
+    if (!m->count)
+        return 0;
+    uint32_t mask = m->cap - 1;
+    for (uint32_t i = sockaddr_hash(addr) & mask;; i = (i + 1) & mask) {
+        const sfu_tuple_slot_t *slot = &m->slots[i];
+        if (!slot->transport)
+            return 0;
+        if (sockaddr_equal((const struct sockaddr *)&slot->addr, addr))
+            return slot->transport;
+    }
+}
+
+static int tuple_map_put(sfu_tuple_map_t *m, const struct sockaddr *addr, socklen_t len, uint32_t transport)
+{
+    if (len > sizeof(struct sockaddr_in6))
+        return -1;
+    if ((m->count + 1) * 2 > m->cap) {
+        uint32_t ncap = m->cap ? m->cap * 2 : 16;
+        sfu_tuple_slot_t *ns = calloc(ncap, sizeof(*ns));
+        if (!ns)
+            return -1;
+        for (uint32_t i = 0; i < m->cap; i++) {
+            if (!m->slots[i].transport)
+                continue;
+            uint32_t j = sockaddr_hash((struct sockaddr *)&m->slots[i].addr) & (ncap - 1);
+            while (ns[j].transport)
+                j = (j + 1) & (ncap - 1);
+            ns[j] = m->slots[i];
+        }
+        free(m->slots);
+        m->slots = ns;
+        m->cap = ncap;
+    }
+    uint32_t mask = m->cap - 1;
+    uint32_t i = sockaddr_hash(addr) & mask;
+    for (;; i = (i + 1) & mask) {
+        sfu_tuple_slot_t *slot = &m->slots[i];
+        if (!slot->transport) {
+            memset(&slot->addr, 0, sizeof(slot->addr));
+            memcpy(&slot->addr, addr, len);
+            slot->transport = transport;
+            m->count++;
+            return 0;
+        }
+        if (sockaddr_equal((struct sockaddr *)&slot->addr, addr)) {
+            slot->transport = transport;
+            return 0;
+        }
+    }
+}
+
+static void tuple_map_delete_at(sfu_tuple_map_t *m, uint32_t i)
+{
+    uint32_t mask = m->cap - 1;
+    m->slots[i].transport = 0;
+    m->count--;
+    /* backward-shift the entries that probed past the hole */
+    for (uint32_t j = (i + 1) & mask; m->slots[j].transport; j = (j + 1) & mask) {
+        uint32_t home = sockaddr_hash((struct sockaddr *)&m->slots[j].addr) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = m->slots[j];
+            m->slots[j].transport = 0;
+            i = j;
+        }
+    }
+}
+
+static void tuple_map_remove_transport(sfu_tuple_map_t *m, uint32_t transport)
+{
+    for (uint32_t i = 0; i < m->cap;) {
+        if (m->slots[i].transport == transport)
+            tuple_map_delete_at(m, i); /* re-examine slot i: something may have shifted in */
+        else
+            i++;
+    }
+}
+
+int sfu_tuple_bind_locked(sfu_engine_t *e, uint32_t sh, const struct sockaddr *addr, socklen_t len, uint32_t th)
+{
+    sfu_socket_t *s = sfu_socket_get(e, sh);
+    sfu_transport_t *t = sfu_transport_get(e, th);
+    if (!s || !t || !t->ice)
+        return -1;
+    return tuple_map_put(&s->tuples, addr, len, th);
+}
+
+int sfu_tuple_unbind_locked(sfu_engine_t *e, uint32_t sh, const struct sockaddr *addr, socklen_t len)
+{
+    (void)len;
+    sfu_socket_t *s = sfu_socket_get(e, sh);
+    if (!s || !s->tuples.count)
+        return -1;
+    uint32_t mask = s->tuples.cap - 1;
+    for (uint32_t i = sockaddr_hash(addr) & mask; s->tuples.slots[i].transport; i = (i + 1) & mask) {
+        if (sockaddr_equal((struct sockaddr *)&s->tuples.slots[i].addr, addr)) {
+            tuple_map_delete_at(&s->tuples, i);
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------------ transports */
 
-uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia)
+uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int flags)
 {
+    int ice = (flags & SFU_TRANSPORT_ICE) != 0;
     sfu_socket_t *rs = sfu_socket_get(e, rtp_socket);
-    if (!rs || rs->transport)
+    if (!rs || (!ice && rs->transport))
         return 0;
     sfu_socket_t *cs = NULL;
+    if (ice && rtcp_socket && rtcp_socket != rtp_socket)
+        return 0; /* ICE transports multiplex RTCP */
     if (rtcp_socket && rtcp_socket != rtp_socket) {
         cs = sfu_socket_get(e, rtcp_socket);
         if (!cs || cs->transport)
@@ -238,12 +388,16 @@ uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t
         return 0;
     t->rtp_socket = rtp_socket;
     t->rtcp_socket = cs ? rtcp_socket : rtp_socket;
-    t->comedia = comedia;
+    t->comedia = (flags & SFU_TRANSPORT_COMEDIA) != 0;
+    t->ice = ice;
+    t->require_srtp = ice || (flags & SFU_TRANSPORT_REQUIRE_SRTP) != 0;
     t->handle = sfu_table_add(&e->transports, t);
     if (!t->handle) {
         free(t);
         return 0;
     }
+    if (ice)
+        return t->handle; /* sources come from the socket's tuple map */
     rs->transport = t->handle;
     rs->is_rtcp = 0;
     if (cs) {
@@ -298,10 +452,13 @@ int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t h)
     if (e->flush)
         e->flush(e);
     sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
-    if (s)
-        s->transport = 0;
+    if (s) {
+        if (s->transport == h)
+            s->transport = 0;
+        tuple_map_remove_transport(&s->tuples, h);
+    }
     s = sfu_socket_get(e, t->rtcp_socket);
-    if (s)
+    if (s && s->transport == h)
         s->transport = 0;
     sfu_table_del(&e->transports, h);
     free_transport(t);
@@ -672,7 +829,7 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
 
 static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, size_t cap, uint64_t now_ms)
 {
-    if (t->srtp_out && !t->srtp_in) {
+    if (t->require_srtp && !t->srtp_in) {
         /* SRTP is on but the remote keys are not known yet. */
         e->counters[SFU_C_DROP_SRTP]++;
         t->drops++;
@@ -748,7 +905,7 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
 
 static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len)
 {
-    if (t->srtp_out && !t->srtp_in) {
+    if (t->require_srtp && !t->srtp_in) {
         e->counters[SFU_C_DROP_SRTP]++;
         t->drops++;
         return;
@@ -783,19 +940,24 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
     sfu_socket_t *s = sfu_socket_get(e, sh);
     if (!s)
         return;
+    /* ICE tuples first (shared or per-transport port), then the socket's
+     * dedicated plain transport. */
+    uint32_t th = s->tuples.count ? sfu_tuple_lookup(s, src) : 0;
+    if (!th)
+        th = s->transport;
     int kind = sfu_classify(buf, len);
     switch (kind) {
     case SFU_PKT_STUN:
         e->counters[SFU_C_RX_STUN]++;
-        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
         return;
     case SFU_PKT_DTLS:
         e->counters[SFU_C_RX_DTLS]++;
-        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
         return;
     case SFU_PKT_UNKNOWN:
         e->counters[SFU_C_RX_UNKNOWN]++;
-        upcall_push(e, SFU_UP_PACKET, s, s->transport, kind, src, src_len, buf, len);
+        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
         return;
     default:
         break;
@@ -804,13 +966,15 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
         e->counters[SFU_C_DROP_TOO_BIG]++;
         return;
     }
-    sfu_transport_t *t = sfu_transport_get(e, s->transport);
+    sfu_transport_t *t = sfu_transport_get(e, th);
     if (!t) {
         e->counters[SFU_C_DROP_NO_TRANSPORT]++;
         return;
     }
     sfu_addr_t *remote = s->is_rtcp ? &t->remote_rtcp : &t->remote;
-    if (!remote->set) {
+    if (t->ice) {
+        /* the tuple map already vouched for the source */
+    } else if (!remote->set) {
         if (!t->comedia) {
             e->counters[SFU_C_DROP_NOT_CONNECTED]++;
             t->drops++;
@@ -832,4 +996,23 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
         e->counters[SFU_C_RX_RTCP]++;
         receive_rtcp(e, t, buf, len);
     }
+}
+
+int sfu_send_raw_locked(sfu_engine_t *e, uint32_t sh, const struct sockaddr *addr, socklen_t len, const uint8_t *data,
+                        size_t n)
+{
+    sfu_socket_t *s = sfu_socket_get(e, sh);
+    if (!s || n > SFU_SLOT_SIZE || len > sizeof(struct sockaddr_in6))
+        return -1;
+    sfu_slot_t *slot = outbox_reserve(e);
+    if (!slot)
+        return -1;
+    memcpy(slot->data, data, n);
+    sfu_addr_t dest;
+    memset(&dest, 0, sizeof(dest));
+    addr_set(&dest, addr, len);
+    outbox_commit(e, slot, s, &dest, (uint32_t)n);
+    if (e->flush)
+        e->flush(e);
+    return 0;
 }

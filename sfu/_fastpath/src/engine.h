@@ -103,10 +103,25 @@ typedef struct {
     uint8_t data[SFU_SLOT_SIZE];
 } sfu_slot_t;
 
+/* Remote address -> transport, for sockets that serve ICE transports
+ * (a shared port, or a port whose transport accepts several tuples).
+ * Open addressing with linear probing and backward-shift deletion. */
+typedef struct {
+    struct sockaddr_in6 addr; /* IPv4 or IPv6 */
+    uint32_t transport;       /* 0 = empty slot */
+} sfu_tuple_slot_t;
+
+typedef struct {
+    sfu_tuple_slot_t *slots;
+    uint32_t cap;             /* power of two, or 0 */
+    uint32_t count;
+} sfu_tuple_map_t;
+
 typedef struct sfu_socket {
     uint32_t handle;
     int fd;                /* -1 for a virtual socket (sans-IO tests) */
-    uint32_t transport;    /* dedicated transport, 0 if none yet */
+    uint32_t transport;    /* dedicated plain transport, 0 if none */
+    sfu_tuple_map_t tuples;
     int is_rtcp;           /* the RTCP socket of a non-muxed transport */
     uint32_t pending_head, pending_tail, pending_count;
     int dirty;
@@ -118,7 +133,9 @@ typedef struct sfu_transport {
     uint32_t handle;
     uint32_t rtp_socket;
     uint32_t rtcp_socket;  /* == rtp_socket when rtcp-mux */
-    int comedia;
+    int comedia;           /* plain: learn the remote from the first packet */
+    int ice;               /* sources are the tuples bound in the socket's map */
+    int require_srtp;      /* drop media until srtp_in is installed */
     sfu_addr_t remote;
     sfu_addr_t remote_rtcp;
     void *srtp_in;         /* srtp_t of libsrtp, owned by Python */
@@ -234,7 +251,17 @@ void sfu_srtp_set_functions(sfu_srtp_fn protect, sfu_srtp_fn unprotect,
 uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd);
 int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s);
 
-uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int comedia);
+#define SFU_TRANSPORT_COMEDIA 1
+#define SFU_TRANSPORT_ICE 2
+#define SFU_TRANSPORT_REQUIRE_SRTP 4
+uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int flags);
+/* ICE transports: a remote tuple that passed connectivity checks. */
+int sfu_tuple_bind_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len, uint32_t transport);
+int sfu_tuple_unbind_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len);
+uint32_t sfu_tuple_lookup(const sfu_socket_t *s, const struct sockaddr *addr);
+/* Queues one datagram from the control plane (STUN, DTLS) and sends it. */
+int sfu_send_raw_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len,
+                        const uint8_t *data, size_t n);
 int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const struct sockaddr *rtp, socklen_t rtp_len,
                                  const struct sockaddr *rtcp, socklen_t rtcp_len);
 int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out);
