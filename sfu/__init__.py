@@ -33,6 +33,7 @@ from .plain_transport import PlainTransport
 from .producer import Producer
 from .router import Router
 from .transport import Transport
+from .webrtc_transport import WebRtcServer, WebRtcTransport
 from .worker import Worker, create_worker
 
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ __all__ = [
     "Transport",
     "UnsupportedError",
     "Worker",
+    "WebRtcServer",
+    "WebRtcTransport",
     "WorkerDiedError",
     "create_worker",
 ]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .plain_transport import PlainTransport
     from .producer import Producer
     from .transport import Transport
+    from .webrtc_transport import WebRtcServer, WebRtcTransport
     from .worker import Worker
 
 
@@ -103,6 +104,55 @@ class Router(EventEmitter):
             },
         )
         transport = PlainTransport(transport_id, self, data, rtcp_mux=rtcp_mux, comedia=comedia, app_data=app_data)
+        self._add_transport(transport)
+        return transport
+
+    async def create_webrtc_transport(
+        self,
+        listen_ip: str = "127.0.0.1",
+        announced_ip: Optional[str] = None,
+        port: int = 0,
+        port_range: Optional[tuple[int, int]] = None,
+        webrtc_server: Optional["WebRtcServer"] = None,
+        srtp_crypto_suites: Optional[list[str]] = None,
+        app_data: Any = None,
+    ) -> "WebRtcTransport":
+        """Creates an ICE-lite + DTLS-SRTP transport.
+
+        With ``webrtc_server`` it shares that server's UDP port; otherwise it
+        binds its own (``port``, or a free one from ``port_range`` / the
+        worker's range). ``srtp_crypto_suites`` is the DTLS-SRTP preference
+        order (default: AEAD_AES_256_GCM, AEAD_AES_128_GCM,
+        AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32).
+        """
+        from .srtp import crypto_suite
+        from .webrtc_transport import WebRtcTransport
+
+        self._check_open()
+        if webrtc_server is not None:
+            if webrtc_server.closed or webrtc_server.worker is not self.worker:
+                raise InvalidParametersError("webrtc_server: closed or belongs to another worker")
+        elif not isinstance(listen_ip, str) or not listen_ip:
+            raise InvalidParametersError("listen_ip: must be an IP address string")
+        if not isinstance(port, int) or not (0 <= port <= 65535):
+            raise InvalidParametersError(f"port: must be 0..65535, got {port!r}")
+        for name in srtp_crypto_suites or []:
+            crypto_suite(name)
+        transport_id = str(uuid.uuid4())
+        data = await self.worker._request(
+            "router.createWebRtcTransport",
+            self.id,
+            {
+                "transportId": transport_id,
+                "listenIp": listen_ip,
+                "announcedIp": announced_ip,
+                "port": port,
+                "portRange": list(port_range) if port_range else None,
+                "webRtcServerId": webrtc_server.id if webrtc_server else None,
+                "srtpCryptoSuites": srtp_crypto_suites,
+            },
+        )
+        transport = WebRtcTransport(transport_id, self, data, webrtc_server, app_data)
         self._add_transport(transport)
         return transport
 

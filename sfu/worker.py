@@ -39,6 +39,7 @@ class Worker(EventEmitter):
         self._closed = False
         self._died = False
         self._routers: dict[str, Any] = {}
+        self.dtls_fingerprints: list[dict[str, str]] = []
         self._handlers: dict[str, Any] = {}
         self.app_data = app_data
         self.observer = EventEmitter()
@@ -113,6 +114,21 @@ class Worker(EventEmitter):
         self.observer.emit("newrouter", router)
         return router
 
+    async def create_webrtc_server(
+        self, listen_ip: str = "127.0.0.1", port: int = 0, announced_ip: Optional[str] = None
+    ) -> "WebRtcServer":
+        """Binds one UDP port that WebRTC transports of this worker can share."""
+        from .webrtc_transport import WebRtcServer
+
+        if self._closed:
+            raise self._closed_error()
+        server_id = str(uuid.uuid4())
+        data = await self._request(
+            "worker.createWebRtcServer", None,
+            {"webRtcServerId": server_id, "listenIp": listen_ip, "port": port, "announcedIp": announced_ip},
+        )
+        return WebRtcServer(server_id, self, announced_ip or listen_ip, data["localPort"])
+
     async def get_resource_usage(self) -> dict[str, Any]:
         """getrusage() of the worker process."""
         return await self._request("worker.getResourceUsage")
@@ -180,12 +196,16 @@ async def create_worker(
     rtc_min_port: Optional[int] = None,
     rtc_max_port: Optional[int] = None,
     request_timeout: float = 15.0,
+    dtls_certificate_file: Optional[str] = None,
+    dtls_private_key_file: Optional[str] = None,
     app_data: Any = None,
 ) -> Worker:
     """Starts a worker subprocess and returns it once it answers.
 
     ``rtc_min_port``/``rtc_max_port`` bound the UDP ports that transports
     without an explicit port use (default: any free port).
+    The DTLS certificate is an ECDSA P-256 one generated per worker unless
+    ``dtls_certificate_file``/``dtls_private_key_file`` (PEM) are given.
     """
     if log_level not in LOG_LEVELS:
         raise InvalidParametersError(f"log_level: must be one of {LOG_LEVELS}, got {log_level!r}")
@@ -193,6 +213,11 @@ async def create_worker(
         raise InvalidParametersError("rtc_min_port and rtc_max_port must be given together")
     if rtc_min_port is not None and not (1 <= rtc_min_port <= rtc_max_port <= 65535):  # type: ignore[operator]
         raise InvalidParametersError(f"rtc port range {rtc_min_port}-{rtc_max_port} is invalid")
+    if (dtls_certificate_file is None) != (dtls_private_key_file is None):
+        raise InvalidParametersError("dtls_certificate_file and dtls_private_key_file must be given together")
+    for path in (dtls_certificate_file, dtls_private_key_file):
+        if path is not None and not os.path.isfile(path):
+            raise InvalidParametersError(f"DTLS certificate/key file not found: {path}")
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # The child must import the same `sfu` as this process, whatever the
@@ -227,9 +252,17 @@ async def create_worker(
     channel = Channel(reader, writer, on_notification, timeout=request_timeout)
     worker = Worker(process, channel, app_data)
     try:
-        await worker._request(
-            "worker.configure", None, {"rtcMinPort": rtc_min_port, "rtcMaxPort": rtc_max_port}
+        data = await worker._request(
+            "worker.configure",
+            None,
+            {
+                "rtcMinPort": rtc_min_port,
+                "rtcMaxPort": rtc_max_port,
+                "dtlsCertificateFile": os.path.abspath(dtls_certificate_file) if dtls_certificate_file else None,
+                "dtlsPrivateKeyFile": os.path.abspath(dtls_private_key_file) if dtls_private_key_file else None,
+            },
         )
+        worker.dtls_fingerprints = data["fingerprints"]
     except Exception:
         worker.close()
         raise
@@ -237,3 +270,4 @@ async def create_worker(
 
 
 from .router import Router  # noqa: E402  (type reference for create_router)
+from .webrtc_transport import WebRtcServer  # noqa: E402

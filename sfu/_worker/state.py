@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .._fastpath import _engine
+from ..dtls import DEFAULT_SRTP_PROFILES, Certificate
 from ..errors import InvalidParametersError, InvalidStateError
+from ..ice import username_ufrag
 from ..srtp import (
     SrtpContext,
     crypto_suite,
@@ -27,6 +29,8 @@ from ..srtp import (
     engine_functions,
     generate_key,
 )
+
+from .webrtc import WebRtcTransportState
 
 logger = logging.getLogger("sfu.worker")
 
@@ -120,10 +124,18 @@ class WorkerState:
         self.transport_by_handle: dict[int, str] = {}
         self.port_range: tuple[int, int] | None = None
         self._efd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.certificate: Certificate | None = None
+        # WebRTC: shared-port servers, and first-contact demultiplexing
+        self.webrtc_servers: dict[str, dict[str, Any]] = {}
+        self.socket_owner: dict[int, str] = {}               # dedicated socket -> transport id
+        self.ufrag_index: dict[tuple[int, str], str] = {}     # (socket, ufrag) -> transport id
+        self.unroutable_stun = 0
 
     # -- lifecycle
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.engine.set_notify_fd(self._efd)
         loop.add_reader(self._efd, self._on_upcalls)
@@ -153,8 +165,27 @@ class WorkerState:
                 }
                 self.notify(t.id, "rtcptuple" if is_rtcp else "tuple", data)
             else:
-                _, _sock, thandle, kind, addr, data = up
-                logger.debug("ignoring %s datagram of %d bytes from %s", kind, len(data), addr)
+                _, sock, thandle, kind, addr, data = up
+                self._on_datagram(sock, thandle, kind, addr, data)
+
+    def _on_datagram(self, sock: int, thandle: int, kind: str, addr: Any, data: bytes) -> None:
+        """STUN and DTLS for WebRTC transports; anything else is dropped."""
+        tid = self.transport_by_handle.get(thandle) if thandle else None
+        if tid is None and kind == "stun":
+            tid = self.socket_owner.get(sock)
+            if tid is None:
+                ufrag = username_ufrag(data)
+                tid = self.ufrag_index.get((sock, ufrag)) if ufrag else None
+        t = self.transports.get(tid or "")
+        if not isinstance(t, WebRtcTransportState) or addr is None:
+            if kind == "stun":
+                self.unroutable_stun += 1
+            logger.debug("dropping %s datagram of %d bytes from %s", kind, len(data), addr)
+            return
+        if kind == "stun":
+            t.on_stun(data, addr)
+        elif kind == "dtls":
+            t.on_dtls(data, addr)
 
     # -- dispatch
 
@@ -166,10 +197,32 @@ class WorkerState:
 
     # -- worker
 
-    def _worker_configure(self, _h: Any, data: dict[str, Any]) -> None:
+    def _worker_configure(self, _h: Any, data: dict[str, Any]) -> dict[str, Any]:
         lo, hi = data.get("rtcMinPort"), data.get("rtcMaxPort")
         if lo and hi:
             self.port_range = (int(lo), int(hi))
+        if data.get("dtlsCertificateFile"):
+            self.certificate = Certificate.load(data["dtlsCertificateFile"], data["dtlsPrivateKeyFile"])
+        else:
+            self.certificate = Certificate.generate()
+        return {"fingerprints": self.certificate.fingerprints}
+
+    def _worker_createWebRtcServer(self, _h: Any, data: dict[str, Any]) -> dict[str, Any]:
+        sid = data["webRtcServerId"]
+        sock = _bind_udp(data["listenIp"], int(data.get("port") or 0), self.port_range)
+        port = sock.getsockname()[1]
+        handle = self.engine.add_socket(sock.detach())
+        self.webrtc_servers[sid] = {"socket": handle, "ip": data.get("announcedIp") or data["listenIp"],
+                                    "port": port, "transports": set()}
+        return {"localPort": port}
+
+    def _worker_closeWebRtcServer(self, sid: str, _d: Any) -> None:
+        server = self.webrtc_servers.pop(sid, None)
+        if server is None:
+            return
+        for tid in list(server["transports"]):
+            self._close_transport(tid)
+        self.engine.remove_socket(server["socket"])
 
     def _worker_dump(self, _h: Any, _d: Any) -> dict[str, Any]:
         return {
@@ -279,6 +332,62 @@ class WorkerState:
     def _router_closeTransport(self, rid: str, data: dict[str, Any]) -> None:
         self._close_transport(data["transportId"])
 
+    def _router_createWebRtcTransport(self, rid: str, data: dict[str, Any]) -> dict[str, Any]:
+        router = self._router(rid)
+        tid = data["transportId"]
+        server = None
+        if data.get("webRtcServerId"):
+            server = self.webrtc_servers.get(data["webRtcServerId"])
+            if server is None:
+                raise InvalidStateError(f"WebRTC server {data['webRtcServerId']} not found")
+            sock_handle, local_ip, local_port = server["socket"], server["ip"], server["port"]
+        else:
+            port_range = tuple(data["portRange"]) if data.get("portRange") else self.port_range
+            sock = _bind_udp(data["listenIp"], int(data.get("port") or 0), port_range)
+            local_port = sock.getsockname()[1]
+            local_ip = data.get("announcedIp") or data["listenIp"]
+            sock_handle = self.engine.add_socket(sock.detach())
+        assert self._loop is not None and self.certificate is not None
+        try:
+            t = WebRtcTransportState(
+                transport_id=tid, router_id=router.id, engine=self.engine, socket=sock_handle,
+                own_socket=server is None, local_ip=local_ip, local_port=local_port,
+                certificate=self.certificate,
+                srtp_profiles=list(data.get("srtpCryptoSuites") or DEFAULT_SRTP_PROFILES),
+                loop=self._loop, notify=self.notify, on_ufrag_change=self._on_ufrag_change,
+                on_fatal=self._on_transport_fatal,
+            )
+        except Exception:
+            if server is None:
+                self.engine.remove_socket(sock_handle)
+            raise
+        self.transports[tid] = t  # type: ignore[assignment]
+        self.transport_by_handle[t.handle] = tid
+        router.transport_ids.add(tid)
+        if server is None:
+            self.socket_owner[sock_handle] = tid
+        else:
+            server["transports"].add(tid)
+        self.ufrag_index[(sock_handle, t.ice.ufrag)] = tid
+        return t.parameters()
+
+    def _on_ufrag_change(self, t: WebRtcTransportState, old: str, new: str) -> None:
+        self.ufrag_index.pop((t.socket, old), None)
+        self.ufrag_index[(t.socket, new)] = t.id
+
+    def _on_transport_fatal(self, t: WebRtcTransportState, reason: str) -> None:
+        logger.info("closing transport %s: %s", t.id, reason)
+        if self._loop is not None:
+            # not while the DTLS endpoint is still inside its own callback
+            self._loop.call_soon(self._close_transport, t.id)
+        self.notify(t.id, "close", {"reason": reason})
+
+    def _transport_restartIce(self, tid: str, _d: Any) -> dict[str, Any]:
+        t = self._transport(tid)
+        if not isinstance(t, WebRtcTransportState):
+            raise InvalidStateError("restartIce: not a WebRTC transport")
+        return t.restart_ice()
+
     # -- transport
 
     def _transport(self, tid: str | None) -> TransportState:
@@ -295,18 +404,31 @@ class WorkerState:
             self._close_consumer(cid)
         for pid in list(t.producer_ids):
             self._close_producer(pid)
-        self.engine.remove_transport(t.handle)
-        for h in t.sockets:
-            self.engine.remove_socket(h)
-        self.transport_by_handle.pop(t.handle, None)
         router = self.routers.get(t.router_id)
         if router:
             router.transport_ids.discard(tid)
+        self.transport_by_handle.pop(t.handle, None)
+        if isinstance(t, WebRtcTransportState):
+            t.close()
+            self.ufrag_index.pop((t.socket, t.ice.ufrag), None)
+            for server in self.webrtc_servers.values():
+                server["transports"].discard(tid)
+            if t.own_socket:
+                self.socket_owner.pop(t.socket, None)
+                self.engine.remove_socket(t.socket)
+            return
+        self.engine.remove_transport(t.handle)
+        for h in t.sockets:
+            self.engine.remove_socket(h)
         # SRTP sessions are freed only now that the engine no longer uses them.
         t.srtp_in = t.srtp_out = None
 
     def _transport_connect(self, tid: str, data: dict[str, Any]) -> dict[str, Any]:
         t = self._transport(tid)
+        if isinstance(t, WebRtcTransportState):
+            if not isinstance(data.get("dtlsParameters"), dict):
+                raise InvalidParametersError("dtlsParameters: required, an object with role and fingerprints")
+            return t.connect(data["dtlsParameters"])
         result: dict[str, Any] = {}
         ip, port = data.get("ip"), data.get("port")
         if t.srtp_suite is not None:
@@ -339,6 +461,8 @@ class WorkerState:
 
     def _transport_getStats(self, tid: str, _d: Any) -> list[dict[str, Any]]:
         t = self._transport(tid)
+        if isinstance(t, WebRtcTransportState):
+            return [t.stats()]
         stats = self.engine.transport_stats(t.handle)
         rtp, rtcp = self.engine.transport_tuple(t.handle)
         stats.update({"type": "plain-rtp-transport", "transportId": t.id})

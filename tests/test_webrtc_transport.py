@@ -1,0 +1,233 @@
+"""WebRTC transports (ICE-lite + DTLS-SRTP) with aiortc as the remote peer.
+
+aiortc is driven through its ORTC objects (RTCIceTransport, RTCDtlsTransport,
+RTCRtpSender/Receiver), so no SDP and no client-side WebRTC code of ours is
+involved. aioice's host address gathering is pinned to 127.0.0.1 so that all
+traffic stays on loopback, and no STUN server is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+aiortc = pytest.importorskip("aiortc")
+from aioice import ice as aioice_ice  # noqa: E402
+from aiortc import (  # noqa: E402
+    RTCCertificate,
+    RTCDtlsFingerprint,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+    RTCIceCandidate,
+    RTCIceGatherer,
+    RTCIceParameters,
+    RTCIceTransport,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
+from aiortc.mediastreams import VideoStreamTrack  # noqa: E402
+from aiortc.rtcrtpreceiver import RemoteStreamTrack  # noqa: E402
+from aiortc.rtcrtpparameters import (  # noqa: E402
+    RTCRtcpParameters,
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpEncodingParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+
+import sfu  # noqa: E402
+
+VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    monkeypatch.setattr(aioice_ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+class AiortcPeer:
+    """aiortc's ICE + DTLS transports pointed at one of our WebRTC transports."""
+
+    def __init__(self) -> None:
+        self.gatherer = RTCIceGatherer(iceServers=[])
+        self.ice = RTCIceTransport(self.gatherer)
+        self.ice._connection.ice_controlling = True  # ORTC: the full agent controls a lite server
+        self.certificate = RTCCertificate.generateCertificate()
+        self.dtls = RTCDtlsTransport(self.ice, [self.certificate])
+
+    def dtls_parameters(self, role: str = "server") -> dict:
+        return {"role": role, "fingerprints": [
+            {"algorithm": f.algorithm, "value": f.value} for f in self.dtls.getLocalParameters().fingerprints]}
+
+    async def connect(self, transport: sfu.WebRtcTransport, password: str | None = None,
+                      timeout: float = 10.0) -> None:
+        await self.gatherer.gather()
+        params = transport.ice_parameters
+        for c in transport.ice_candidates:
+            await self.ice.addRemoteCandidate(RTCIceCandidate(
+                component=1, foundation=c["foundation"], ip=c["ip"], port=c["port"], priority=c["priority"],
+                protocol=c["protocol"], type=c["type"]))
+        await self.ice.addRemoteCandidate(None)
+        await asyncio.wait_for(self.ice.start(RTCIceParameters(
+            usernameFragment=params["usernameFragment"], password=password or params["password"], iceLite=True)),
+            timeout)
+
+    async def start_dtls(self, transport: sfu.WebRtcTransport) -> None:
+        fps = [RTCDtlsFingerprint(algorithm=f["algorithm"], value=f["value"])
+               for f in transport.dtls_parameters["fingerprints"]]
+        await asyncio.wait_for(self.dtls.start(RTCDtlsParameters(fingerprints=fps, role="client")), 10)
+
+    async def close(self) -> None:
+        await self.dtls.stop()
+        await self.ice.stop()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_aiortc_publishes_vp8_and_another_aiortc_decodes_it(worker, router):
+    server = await worker.create_webrtc_server(listen_ip="127.0.0.1")
+    send_t = await router.create_webrtc_transport(listen_ip="127.0.0.1")          # own port
+    recv_t = await router.create_webrtc_transport(webrtc_server=server)           # shared port
+    assert recv_t.ice_candidates[0]["port"] == server.port
+    states = []
+    send_t.on("dtlsstatechange", states.append)
+
+    pub, sub = AiortcPeer(), AiortcPeer()
+    try:
+        await send_t.connect(pub.dtls_parameters())
+        await recv_t.connect(sub.dtls_parameters())
+        await asyncio.gather(pub.connect(send_t), sub.connect(recv_t))
+        await asyncio.gather(pub.start_dtls(send_t), sub.start_dtls(recv_t))
+        await wait_until(lambda: send_t.dtls_state == "connected" and recv_t.dtls_state == "connected")
+        assert send_t.ice_state == "completed" and send_t.ice_selected_tuple["remoteIp"] == "127.0.0.1"
+        assert states == ["connecting", "connected"]
+
+        track = VideoStreamTrack()
+        sender = RTCRtpSender(track, pub.dtls)
+        producer = await send_t.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": sender._ssrc}]})
+        consumer = await recv_t.consume(producer.id, router.rtp_capabilities)
+        pt = consumer.rtp_parameters["codecs"][0]["payloadType"]
+        receiver = RTCRtpReceiver("video", sub.dtls)
+        receiver._track = RemoteStreamTrack(kind="video")  # what RTCPeerConnection does for ORTC use
+        await receiver.receive(RTCRtpReceiveParameters(
+            codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=pt)],
+            encodings=[RTCRtpDecodingParameters(ssrc=consumer.rtp_parameters["encodings"][0]["ssrc"],
+                                                payloadType=pt)],
+            rtcp=RTCRtcpParameters(cname="viewer", mux=True)))
+        await sender.send(RTCRtpSendParameters(
+            codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)],
+            encodings=[RTCRtpEncodingParameters(ssrc=sender._ssrc, payloadType=96)],
+            rtcp=RTCRtcpParameters(cname="publisher", mux=True)))
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        frames = 0
+        while frames < 30:
+            frame = await asyncio.wait_for(receiver.track.recv(), 10)
+            assert frame.width == 640 and frame.height == 480
+            frames += 1
+        fps = frames / (loop.time() - start)
+        print(f"aiortc viewer decoded {frames} frames at {fps:.1f} fps (sender: 30 fps)")
+        assert fps > 20
+        stats = (await recv_t.get_stats())[0]
+        assert stats["rtpPacketsSent"] > 0 and stats["iceState"] == "completed"
+        assert send_t.srtp_crypto_suite in ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80")
+        await sender.stop()
+        await receiver.stop()
+    finally:
+        await pub.close()
+        await sub.close()
+
+
+async def test_wrong_ice_password_is_rejected_and_counted(worker, router):
+    t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+    other = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+    peer = AiortcPeer()
+    try:
+        with pytest.raises((asyncio.TimeoutError, ConnectionError)):
+            await peer.connect(t, password="x" * 24, timeout=3)
+        assert peer.ice.state != "completed"
+        stats = (await t.get_stats())[0]
+        assert stats["iceState"] == "new" and stats["iceStats"]["bad_integrity"] > 0
+        assert (await other.get_stats())[0]["iceStats"]["bad_integrity"] == 0
+    finally:
+        await peer.close()
+
+
+async def test_fingerprint_mismatch_closes_transport_with_reason(worker, router):
+    t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+    peer = AiortcPeer()
+    closed = asyncio.Event()
+    t.observer.on("close", closed.set)
+    try:
+        wrong = peer.dtls_parameters()
+        wrong["fingerprints"] = [{"algorithm": "sha-256", "value": ":".join(["AB"] * 32)}]
+        await t.connect(wrong)
+        await peer.connect(t)
+        # aiortc may or may not notice (it is the DTLS server here); we must.
+        start = asyncio.ensure_future(peer.start_dtls(t))
+        await asyncio.wait_for(closed.wait(), 10)
+        start.cancel()
+        assert t.closed and "fingerprint" in (t.close_reason or "")
+        assert t.dtls_state == "failed"
+    finally:
+        await peer.close()
+
+
+async def test_rtp_before_dtls_and_dtls_garbage_are_dropped(worker, router):
+    t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+    await t.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 1234}]})
+    peer = AiortcPeer()
+    try:
+        await peer.connect(t)
+        conn = peer.ice._connection
+        rtp = bytes([0x80, 96, 0, 1]) + bytes(4) + (1234).to_bytes(4, "big") + os.urandom(100)
+        await conn.send(rtp)
+        await conn.send(bytes([22, 0xFE, 0xFD]) + os.urandom(40))  # a "handshake record" of garbage
+        await asyncio.sleep(0.2)
+        counters = await worker.get_counters()
+        assert counters["drop_srtp"] >= 1
+        stats = (await t.get_stats())[0]
+        assert stats["rtpPacketsReceived"] == 0
+        # DTLS has not started (no connect() yet): the garbage is buffered/ignored, nothing breaks.
+        assert stats["dtlsState"] == "new" and stats["iceState"] == "completed"
+    finally:
+        await peer.close()
+
+
+async def test_unknown_ufrag_on_shared_port_is_not_answered(worker, router):
+    from aioice import stun
+
+    server = await worker.create_webrtc_server(listen_ip="127.0.0.1")
+    t = await router.create_webrtc_transport(webrtc_server=server)
+    loop = asyncio.get_running_loop()
+    got = []
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+    try:
+        req = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        req.attributes["USERNAME"] = "nosuchufrag:peer"
+        req.attributes["PRIORITY"] = 1
+        req.attributes["ICE-CONTROLLING"] = 1
+        req.add_message_integrity(b"whatever-password-123456")
+        req.add_fingerprint()
+        transport.sendto(bytes(req), ("127.0.0.1", server.port))
+        await asyncio.sleep(0.2)
+        assert got == []
+        assert (await t.get_stats())[0]["iceState"] == "new"
+    finally:
+        transport.close()
