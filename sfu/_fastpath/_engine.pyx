@@ -68,15 +68,16 @@ cdef object _addr_tuple(const sockaddr_storage *ss):
     return (ip.decode(), port)
 
 
-cdef void _fill_map(uint8_t *out, int n, object mapping, uint8_t unmapped) except *:
+cdef void _fill_map(uint8_t *out, int n, object mapping, uint8_t unmapped, int max_value=255) except *:
     """out[k] = mapping[k], and `unmapped` for keys not in mapping (0xFF for
-    payload types = drop; 0 for extension ids = remove)."""
+    payload types = drop; 0 for extension ids = remove). Values above
+    max_value are rejected (payload types are 7-bit)."""
     cdef int i
     for i in range(n):
         out[i] = unmapped
     if mapping:
         for k, v in mapping.items():
-            if not (0 <= k < n) or not (0 <= v < 256):
+            if not (0 <= k < n) or not (0 <= v <= max_value):
                 raise ValueError(f"map entry {k}->{v} out of range")
             out[k] = v
 
@@ -377,7 +378,7 @@ cdef class Engine:
         for i, (ssrc, rtx_ssrc) in enumerate(streams):
             ssrcs[i] = ssrc
             rtx[i] = rtx_ssrc or 0
-        _fill_map(ptm, 128, pt_map, 0xFF)
+        _fill_map(ptm, 128, pt_map, 0xFF, 127)
         _fill_map(extm, 256, ext_map, 0)
         extm[0] = 0
         cdef uint32_t h
@@ -422,7 +423,7 @@ cdef class Engine:
         extension id -> consumer id (others removed)."""
         cdef uint8_t ptm[128]
         cdef uint8_t extm[256]
-        _fill_map(ptm, 128, pt_map, 0xFF)
+        _fill_map(ptm, 128, pt_map, 0xFF, 127)
         _fill_map(extm, 256, ext_map, 0)
         extm[0] = 0
         cdef uint32_t h
@@ -479,13 +480,16 @@ cdef class Engine:
         cdef size_t n = len(data)
         _sockaddr(addr, &ss, &sl)
         if n > 2048:
-            n = 2048 + 1  # too big: the core drops it
-        else:
-            memcpy(buf, PyBytes_AS_STRING(data), n)
+            # Larger than a receive buffer: counted like io.c's truncated reads.
+            sfu_engine_lock(self.e)
+            self.e.counters[0] += 1   # rx_datagrams
+            self.e.counters[10] += 1  # drop_too_big
+            sfu_engine_unlock(self.e)
+            return
+        memcpy(buf, PyBytes_AS_STRING(data), n)
         with nogil:
             sfu_engine_lock(self.e)
-            if n <= 2048:
-                sfu_engine_receive(self.e, socket, <sockaddr *>&ss, sl, buf, n, 2048, now_ms)
+            sfu_engine_receive(self.e, socket, <sockaddr *>&ss, sl, buf, n, 2048, now_ms)
             sfu_engine_unlock(self.e)
 
     def receive_many(self, uint32_t socket, object addr, list datagrams, uint64_t now_ms):
@@ -514,12 +518,15 @@ cdef class Engine:
         """[(socket, (ip, port), bytes)] queued by the core, then clears it."""
         cdef uint32_t i
         cdef sfu_slot_t *s
+        cdef sockaddr_storage dest
         out = []
         sfu_engine_lock(self.e)
         try:
             for i in range(self.e.outbox_used):
                 s = &self.e.outbox[i]
-                out.append((s.socket, _addr_tuple(<sockaddr_storage *>&s.dest),
+                memset(&dest, 0, sizeof(dest))
+                memcpy(&dest, &s.dest, s.dest_len)  # slots are not sockaddr_storage-aligned
+                out.append((s.socket, _addr_tuple(&dest),
                             PyBytes_FromStringAndSize(<char *>s.data, s.len)))
             sfu_outbox_clear(self.e)
         finally:
@@ -601,17 +608,19 @@ cdef class Engine:
 
 # ----------------------------------------------------------------- benchmark hooks
 
-def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect_addr=None):
+def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect_addr=None, int first_seq=1):
     """Calls libsrtp's srtp_protect directly from a C loop (no GIL) on one
     `size`-byte RTP packet `count` times, adding 1 to its sequence number and
     resetting its length before every call; returns nanoseconds per packet.
 
     protect_addr: the srtp_protect address; by default the one the engine
-    installs (sfu.srtp.engine_functions()[0])."""
+    installs (sfu.srtp.engine_functions()[0]). first_seq: the first sequence
+    number (a later call on the same session must continue after the last
+    one, or libsrtp's replay check refuses the packets)."""
     cdef uint8_t buf[2048]
     cdef uint64_t i
     cdef int l, rc = 0
-    cdef uint16_t seq = 1
+    cdef uint16_t seq = <uint16_t>first_seq
     cdef timespec t0, t1
     cdef sfu_srtp_fn fn
     if protect_addr is None:

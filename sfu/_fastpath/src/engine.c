@@ -741,6 +741,24 @@ int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
 
 /* ------------------------------------------------------------------ the packet path */
 
+/* A comedia transport's first valid packet sets its remote address. */
+struct sfu_latch {
+    sfu_socket_t *socket;  /* NULL: nothing to learn */
+    sfu_addr_t *remote;
+    const struct sockaddr *src;
+    socklen_t src_len;
+};
+
+static void latch_apply(sfu_engine_t *e, sfu_transport_t *t, const struct sfu_latch *l)
+{
+    if (!l->socket)
+        return;
+    addr_set(l->remote, l->src, l->src_len);
+    if (!l->socket->is_rtcp && t->rtcp_socket == t->rtp_socket)
+        addr_set(&t->remote_rtcp, l->src, l->src_len);
+    upcall_push(e, SFU_UP_TUPLE, l->socket, t->handle, 0, l->src, l->src_len, NULL, 0);
+}
+
 /* Keeps a resumed stream's timestamps moving forward: when the source's
  * timeline jumped (a new encoder, a long pause with a reset clock), re-base
  * so that output advances by the wall-clock time elapsed. */
@@ -827,7 +845,8 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
     }
 }
 
-static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, size_t cap, uint64_t now_ms)
+static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, size_t cap, uint64_t now_ms,
+                        const struct sfu_latch *latch)
 {
     if (t->require_srtp && !t->srtp_in) {
         /* SRTP is on but the remote keys are not known yet. */
@@ -850,6 +869,7 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         t->drops++;
         return;
     }
+    latch_apply(e, t, latch);
     t->rtp_in.packets++;
     t->rtp_in.bytes += len;
 
@@ -903,7 +923,7 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
     forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms);
 }
 
-static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len)
+static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, const struct sfu_latch *latch)
 {
     if (t->require_srtp && !t->srtp_in) {
         e->counters[SFU_C_DROP_SRTP]++;
@@ -926,6 +946,7 @@ static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size
         t->drops++;
         return;
     }
+    latch_apply(e, t, latch);
     t->rtcp_in.packets++;
     t->rtcp_in.bytes += len;
     /* Feedback (NACK, PLI/FIR, REMB, reports) is handled by the loss
@@ -972,6 +993,7 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
         return;
     }
     sfu_addr_t *remote = s->is_rtcp ? &t->remote_rtcp : &t->remote;
+    struct sfu_latch latch = {NULL, NULL, src, src_len};
     if (t->ice) {
         /* the tuple map already vouched for the source */
     } else if (!remote->set) {
@@ -980,10 +1002,10 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
             t->drops++;
             return;
         }
-        addr_set(remote, src, src_len);
-        if (!s->is_rtcp && t->rtcp_socket == t->rtp_socket)
-            addr_set(&t->remote_rtcp, src, src_len);
-        upcall_push(e, SFU_UP_TUPLE, s, t->handle, 0, src, src_len, NULL, 0);
+        /* comedia: learn the remote only from a packet that authenticates
+         * and parses (a forged datagram must not capture the tuple) */
+        latch.socket = s;
+        latch.remote = remote;
     } else if (!addr_equal(remote, src)) {
         e->counters[SFU_C_DROP_UNKNOWN_SOURCE]++;
         t->drops++;
@@ -991,10 +1013,10 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
     }
     if (kind == SFU_PKT_RTP) {
         e->counters[SFU_C_RX_RTP]++;
-        receive_rtp(e, t, buf, len, cap, now_ms);
+        receive_rtp(e, t, buf, len, cap, now_ms, &latch);
     } else {
         e->counters[SFU_C_RX_RTCP]++;
-        receive_rtcp(e, t, buf, len);
+        receive_rtcp(e, t, buf, len, &latch);
     }
 }
 
