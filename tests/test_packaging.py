@@ -1,0 +1,25 @@
+"""Packaging: the compiled engine is the only runtime path."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_without_compiled_engine_says_how_to_build_it(tmp_path):
+    shutil.copytree(ROOT / "sfu", tmp_path / "sfu", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    run = subprocess.run([sys.executable, "-P", "-c", "import sfu"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert run.returncode != 0
+    assert "compiled engine (sfu._fastpath._engine) is not built" in run.stderr
+    assert "pip install" in run.stderr and "build_ext --inplace" in run.stderr
+
+
+def test_engine_is_compiled_code():
+    import sfu._fastpath._engine as engine
+
+    assert engine.__file__.endswith(".so")
