@@ -34,6 +34,14 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args + ["-lpthread"],
     ),
+    # The benchmarks' plain-RTP load generator (C core in benchmarks/src/_loadgen.c).
+    Extension(
+        "benchmarks._loadgen",
+        sources=["benchmarks/_loadgen.pyx", "benchmarks/src/_loadgen.c"],
+        include_dirs=["benchmarks/src"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
 ]
 
 setup(

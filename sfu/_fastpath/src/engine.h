@@ -125,6 +125,7 @@ typedef struct sfu_socket {
     int is_rtcp;           /* the RTCP socket of a non-muxed transport */
     uint32_t pending_head, pending_tail, pending_count;
     int dirty;
+    int connected;         /* connect()ed to its one remote: sends need no address */
 } sfu_socket_t;
 
 typedef int (*sfu_srtp_fn)(void *ctx, void *buf, int *len);

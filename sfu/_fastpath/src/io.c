@@ -60,8 +60,8 @@ void sfu_io_flush_locked(sfu_engine_t *e)
                 iovs[n].iov_base = slot->data;
                 iovs[n].iov_len = slot->len;
                 memset(&msgs[n].msg_hdr, 0, sizeof(msgs[n].msg_hdr));
-                msgs[n].msg_hdr.msg_name = &slot->dest;
-                msgs[n].msg_hdr.msg_namelen = slot->dest_len;
+                msgs[n].msg_hdr.msg_name = s->connected ? NULL : &slot->dest;
+                msgs[n].msg_hdr.msg_namelen = s->connected ? 0 : slot->dest_len;
                 msgs[n].msg_hdr.msg_iov = &iovs[n];
                 msgs[n].msg_hdr.msg_iovlen = 1;
                 n++;

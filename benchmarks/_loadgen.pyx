@@ -1,0 +1,270 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython wrapper of the compiled plain-RTP load generator (src/_loadgen.c).
+
+`run()` blocks while the C loop sends and receives (without the GIL) and
+returns a dict of results. Use it from its own process
+(`benchmarks.loadgen`), never from the asyncio process that drives the SFU.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+
+import os
+import socket as _socket
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    struct sockaddr_storage:
+        unsigned short ss_family
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    uint16_t htons(uint16_t)
+
+cdef extern from "<arpa/inet.h>":
+    int inet_pton(int af, const char *src, void *dst)
+
+cdef extern from "_loadgen.h" nogil:
+    int LG_HIST_BUCKETS
+    int LG_TRAILER
+    ctypedef struct lg_config_t:
+        int nparts
+        const int *fds
+        const sockaddr_storage *dests
+        const socklen_t *dest_lens
+        const uint32_t *audio_ssrcs
+        const uint32_t *video_ssrcs
+        const uint32_t *nsubscribers
+        uint8_t audio_pt, video_pt
+        int audio_enabled, video_enabled
+        double audio_pps
+        int audio_payload
+        double video_fps
+        double video_bps
+        double keyframe_interval_s
+        double keyframe_factor
+        double frame_jitter
+        int max_packet
+        int send_batch
+        double duration_s
+        double drain_s
+        double start_delay_s
+        uint64_t seed
+        int worker_pid
+        double late_ms
+        double tick_us
+        int kernel_timestamps
+    ctypedef struct lg_rx_stream_t:
+        uint32_t ssrc
+        uint32_t ssrc_changes
+        int started
+        int64_t base_ext, max_ext
+        uint64_t packets, bytes
+        uint64_t reordered
+        uint32_t last_pub_seq
+    ctypedef struct lg_result_t:
+        uint64_t t_start_ns, t_end_ns, t_done_ns
+        uint64_t sent_packets, sent_bytes, send_errors, send_calls
+        uint64_t recv_packets, recv_bytes, recv_calls, recv_foreign
+        uint64_t recv_in_window, recv_during_window, recv_late
+        uint64_t max_send_lag_ns, total_send_lag_ns
+        uint64_t expected_total
+        uint64_t self_utime_us, self_stime_us
+        uint64_t worker_ticks_start, worker_ticks_end
+        uint64_t sys_busy_start, sys_total_start, sys_busy_end, sys_total_end, sys_softirq_start, sys_softirq_end
+        int worker_sampled
+        uint64_t ticks, ticks_missed
+        int64_t clock_drift_ns
+        int error
+    int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_stream_t *rx, uint32_t *hist)
+    uint64_t lg_hist_bucket_low(int idx)
+    int lg_hist_index(uint64_t us)
+
+HIST_BUCKETS = LG_HIST_BUCKETS
+TRAILER_BYTES = LG_TRAILER
+
+
+def bucket_low(int idx):
+    """Lower bound in microseconds of latency histogram bucket `idx`."""
+    return lg_hist_bucket_low(idx)
+
+
+def bucket_index(uint64_t us):
+    return lg_hist_index(us)
+
+
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+
+
+def percentiles(dict hist):
+    """{"p50": us, "p90", "p99", "p999"} from a sparse histogram
+    {bucket_low_us: count}; each value is its bucket's lower bound (1 us
+    resolution below 256 us, 1/128 relative above)."""
+    total = sum(hist.values())
+    out = {}
+    if not total:
+        return {name: None for name, _ in QUANTILES}
+    items = sorted((int(k), v) for k, v in hist.items())
+    for name, q in QUANTILES:
+        target = q * total
+        acc = 0
+        for low, count in items:
+            acc += count
+            if acc >= target:
+                out[name] = low
+                break
+    return out
+
+
+cdef dict _sparse(uint32_t *h):
+    cdef int i
+    return {lg_hist_bucket_low(i): h[i] for i in range(LG_HIST_BUCKETS) if h[i]}
+
+
+def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscribers, *,
+        int audio_pt=111, int video_pt=96, bint audio=True, bint video=True,
+        double audio_pps=50.0, int audio_payload=100, double video_fps=30.0, double video_bps=1e6,
+        double keyframe_interval=3.0, double keyframe_factor=5.0, double frame_jitter=0.2,
+        int max_packet=1200, int send_batch=32, double duration=5.0, double drain=1.0,
+        double start_delay=0.05, uint64_t seed=1, int worker_pid=0, double late_ms=100.0,
+        double tick_us=1000.0, bint kernel_timestamps=True):
+    """Runs the load and returns its results.
+
+    fds: bound non-blocking UDP sockets, one per participant; dests: the
+    (ip, port) each participant sends to; nsubscribers: how many receivers
+    get each participant's packets (for early stop and expected counts)."""
+    cdef int n = len(fds)
+    if not (len(dests) == len(audio_ssrcs) == len(video_ssrcs) == len(nsubscribers) == n) or n < 1:
+        raise ValueError("fds, dests, ssrcs and nsubscribers must have one entry per participant")
+    cdef lg_config_t cfg
+    cdef lg_result_t res
+    memset(&cfg, 0, sizeof(cfg))
+    cdef int *c_fds = <int *>calloc(n, sizeof(int))
+    cdef sockaddr_storage *c_dests = <sockaddr_storage *>calloc(n, sizeof(sockaddr_storage))
+    cdef socklen_t *c_lens = <socklen_t *>calloc(n, sizeof(socklen_t))
+    cdef uint32_t *c_a = <uint32_t *>calloc(n, sizeof(uint32_t))
+    cdef uint32_t *c_v = <uint32_t *>calloc(n, sizeof(uint32_t))
+    cdef uint32_t *c_subs = <uint32_t *>calloc(n, sizeof(uint32_t))
+    cdef uint64_t *sent = <uint64_t *>calloc(2 * n, sizeof(uint64_t))
+    cdef lg_rx_stream_t *rx = <lg_rx_stream_t *>calloc(2 * n * n, sizeof(lg_rx_stream_t))
+    cdef uint32_t *hist = <uint32_t *>calloc(2 * LG_HIST_BUCKETS, sizeof(uint32_t))
+    cdef sockaddr_in *sin
+    cdef int rc, i, j, k
+    cdef bytes ipb
+    cdef lg_rx_stream_t *s
+    try:
+        if not (c_fds and c_dests and c_lens and c_a and c_v and c_subs and sent and rx and hist):
+            raise MemoryError()
+        for i in range(n):
+            c_fds[i] = fds[i]
+            ip, port = dests[i]
+            sin = <sockaddr_in *>&c_dests[i]
+            sin.sin_family = _socket.AF_INET
+            sin.sin_port = htons(<uint16_t>port)
+            ipb = str(ip).encode()
+            if inet_pton(_socket.AF_INET, ipb, &sin.sin_addr) != 1:
+                raise ValueError(f"only IPv4 destinations are supported, got {ip!r}")
+            c_lens[i] = sizeof(sockaddr_in)
+            c_a[i] = audio_ssrcs[i]
+            c_v[i] = video_ssrcs[i]
+            c_subs[i] = nsubscribers[i]
+        cfg.nparts = n
+        cfg.fds = c_fds
+        cfg.dests = c_dests
+        cfg.dest_lens = c_lens
+        cfg.audio_ssrcs = c_a
+        cfg.video_ssrcs = c_v
+        cfg.nsubscribers = c_subs
+        cfg.audio_pt = <uint8_t>audio_pt
+        cfg.video_pt = <uint8_t>video_pt
+        cfg.audio_enabled = audio
+        cfg.video_enabled = video
+        cfg.audio_pps = audio_pps
+        cfg.audio_payload = audio_payload
+        cfg.video_fps = video_fps
+        cfg.video_bps = video_bps
+        cfg.keyframe_interval_s = keyframe_interval
+        cfg.keyframe_factor = keyframe_factor
+        cfg.frame_jitter = frame_jitter
+        cfg.max_packet = max_packet
+        cfg.send_batch = send_batch
+        cfg.duration_s = duration
+        cfg.drain_s = drain
+        cfg.start_delay_s = start_delay
+        cfg.seed = seed
+        cfg.worker_pid = worker_pid
+        cfg.late_ms = late_ms
+        cfg.tick_us = tick_us
+        cfg.kernel_timestamps = kernel_timestamps
+        with nogil:
+            rc = lg_run(&cfg, &res, sent, rx, hist)
+        if rc != 0:
+            raise OSError(-rc, f"load generator failed: {os.strerror(-rc)}")
+
+        streams = []
+        for j in range(n):          # subscriber
+            for i in range(n):      # publisher
+                for k in range(2):
+                    s = &rx[(j * n + i) * 2 + k]
+                    if s.started:
+                        streams.append({
+                            "subscriber": j, "publisher": i, "kind": "audio" if k == 0 else "video",
+                            "ssrc": s.ssrc, "packets": s.packets, "bytes": s.bytes,
+                            "expected_seq": s.max_ext - s.base_ext + 1,
+                            "expected_sent": sent[i * 2 + k],
+                            "reordered": s.reordered, "ssrc_changes": s.ssrc_changes,
+                        })
+        hist_audio = _sparse(hist)
+        hist_video = _sparse(hist + LG_HIST_BUCKETS)
+        hist_all = dict(hist_audio)
+        for low, c in hist_video.items():
+            hist_all[low] = hist_all.get(low, 0) + c
+        window = (res.t_end_ns - res.t_start_ns) / 1e9
+        clk = os.sysconf("SC_CLK_TCK")
+        sys_total = res.sys_total_end - res.sys_total_start
+        out = {
+            "participants": n,
+            "duration_s": window,
+            "elapsed_s": (res.t_done_ns - res.t_start_ns) / 1e9,
+            "sent_packets": res.sent_packets, "sent_bytes": res.sent_bytes,
+            "send_errors": res.send_errors, "send_calls": res.send_calls,
+            "sent_per_stream": [[sent[2 * i], sent[2 * i + 1]] for i in range(n)],
+            "recv_packets": res.recv_packets, "recv_bytes": res.recv_bytes,
+            "recv_calls": res.recv_calls, "recv_foreign": res.recv_foreign,
+            "recv_in_window": res.recv_in_window,
+            "recv_during_window": res.recv_during_window,
+            "recv_late": res.recv_late, "late_ms": late_ms,
+            "tick_us": tick_us, "ticks": res.ticks, "ticks_missed": res.ticks_missed,
+            "kernel_timestamps": bool(kernel_timestamps), "clock_drift_ns": res.clock_drift_ns,
+            "expected_total": res.expected_total,
+            "max_send_lag_us": res.max_send_lag_ns / 1e3,
+            "mean_send_lag_us": (res.total_send_lag_ns / res.sent_packets / 1e3) if res.sent_packets else 0.0,
+            "gen_cpu_s": (res.self_utime_us + res.self_stime_us) / 1e6,
+            "gen_cpu_pct": 100.0 * (res.self_utime_us + res.self_stime_us) / 1e6 / window if window else 0.0,
+            "worker_cpu_pct": (100.0 * (res.worker_ticks_end - res.worker_ticks_start) / clk / window
+                               if res.worker_sampled and window else None),
+            "machine_busy_pct": (100.0 * (res.sys_busy_end - res.sys_busy_start) / sys_total if sys_total else None),
+            "machine_softirq_pct": (100.0 * (res.sys_softirq_end - res.sys_softirq_start) / sys_total
+                                    if sys_total else None),
+            "streams": streams,
+            "latency_hist_us": {"audio": hist_audio, "video": hist_video},
+            "latency_us": {name: percentiles(h) for name, h in
+                           (("all", hist_all), ("audio", hist_audio), ("video", hist_video))},
+            "latency_max_us": max(hist_all) if hist_all else None,
+        }
+        return out
+    finally:
+        free(c_fds)
+        free(c_dests)
+        free(c_lens)
+        free(c_a)
+        free(c_v)
+        free(c_subs)
+        free(sent)
+        free(rx)
+        free(hist)
