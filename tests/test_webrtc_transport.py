@@ -39,59 +39,14 @@ from aiortc.rtcrtpparameters import (  # noqa: E402
 )
 
 import sfu  # noqa: E402
+from aiortc_peer import AiortcPeer, pin_loopback, wait_until  # noqa: E402
 
 VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
 
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch):
-    monkeypatch.setattr(aioice_ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-
-
-class AiortcPeer:
-    """aiortc's ICE + DTLS transports pointed at one of our WebRTC transports."""
-
-    def __init__(self) -> None:
-        self.gatherer = RTCIceGatherer(iceServers=[])
-        self.ice = RTCIceTransport(self.gatherer)
-        self.ice._connection.ice_controlling = True  # ORTC: the full agent controls a lite server
-        self.certificate = RTCCertificate.generateCertificate()
-        self.dtls = RTCDtlsTransport(self.ice, [self.certificate])
-
-    def dtls_parameters(self, role: str = "server") -> dict:
-        return {"role": role, "fingerprints": [
-            {"algorithm": f.algorithm, "value": f.value} for f in self.dtls.getLocalParameters().fingerprints]}
-
-    async def connect(self, transport: sfu.WebRtcTransport, password: str | None = None,
-                      timeout: float = 10.0) -> None:
-        await self.gatherer.gather()
-        params = transport.ice_parameters
-        for c in transport.ice_candidates:
-            await self.ice.addRemoteCandidate(RTCIceCandidate(
-                component=1, foundation=c["foundation"], ip=c["ip"], port=c["port"], priority=c["priority"],
-                protocol=c["protocol"], type=c["type"]))
-        await self.ice.addRemoteCandidate(None)
-        await asyncio.wait_for(self.ice.start(RTCIceParameters(
-            usernameFragment=params["usernameFragment"], password=password or params["password"], iceLite=True)),
-            timeout)
-
-    async def start_dtls(self, transport: sfu.WebRtcTransport) -> None:
-        fps = [RTCDtlsFingerprint(algorithm=f["algorithm"], value=f["value"])
-               for f in transport.dtls_parameters["fingerprints"]]
-        await asyncio.wait_for(self.dtls.start(RTCDtlsParameters(fingerprints=fps, role="client")), 10)
-
-    async def close(self) -> None:
-        await self.dtls.stop()
-        await self.ice.stop()
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+    pin_loopback(monkeypatch)
 
 
 async def test_aiortc_publishes_vp8_and_another_aiortc_decodes_it(worker, router):

@@ -1,0 +1,1 @@
+"""The standalone server: HTTP + WebSocket signaling, WHIP/WHEP, demo page."""
