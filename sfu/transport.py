@@ -135,6 +135,7 @@ class Transport(EventEmitter):
                 f"{producer.consumable_rtp_parameters['codecs'][0]['mimeType']}"
             )
         params = ortc.get_consumer_rtp_parameters(producer.consumable_rtp_parameters, caps, False, True)
+        pt_map = _adopt_remote_payload_types(params, caps)
         params["mid"] = str(self._next_mid)
         self._next_mid += 1
         encoding = params["encodings"][0]
@@ -154,8 +155,8 @@ class Transport(EventEmitter):
                 "ssrc": encoding["ssrc"],
                 "rtxSsrc": (encoding.get("rtx") or {}).get("ssrc"),
                 "clockRate": media_codecs[0]["clockRate"],
-                # Consumer payload types are the router's (ORTC keeps them).
-                "ptMap": {str(c["payloadType"]): c["payloadType"] for c in params["codecs"]},
+                # router payload type -> the consumer's (its remote's preferred ones)
+                "ptMap": {str(k): v for k, v in pt_map.items()},
                 "extMap": ext_map,
                 "paused": paused,
             },
@@ -196,3 +197,55 @@ class Transport(EventEmitter):
 
     def _on_notification(self, event: str, data: Any) -> None:
         """Worker notifications addressed to this transport."""
+
+
+def _adopt_remote_payload_types(params: RtpParameters, caps: RtpCapabilities) -> dict[int, int]:
+    """Gives each consumer codec the payload type its remote prefers for it.
+
+    ORTC keeps the router's payload types; a remote that negotiated through
+    the router's capabilities (mediasoup-client) prefers exactly those, but an
+    SDP offerer (WHEP) has its own numbers, which the answer must use. The
+    engine rewrites the payload type per consumer, so any mapping is free.
+    Returns {router payload type: consumer payload type}; `params` is updated.
+    """
+    remote = caps.get("codecs") or []
+    mapping: dict[int, int] = {}
+    taken: set[int] = set()
+    for codec in params["codecs"]:
+        if ortc.is_rtx_codec(codec):
+            continue
+        for rc in remote:
+            pt = rc.get("preferredPayloadType")
+            if not ortc.is_rtx_codec(rc) and pt not in taken and ortc.match_codecs(codec, rc, strict=True):
+                mapping[codec["payloadType"]] = pt
+                taken.add(pt)
+                break
+    for codec in params["codecs"]:
+        if not ortc.is_rtx_codec(codec):
+            continue
+        apt = (codec.get("parameters") or {}).get("apt")
+        new_apt = mapping.get(apt, apt)
+        for rc in remote:
+            pt = rc.get("preferredPayloadType")
+            if (ortc.is_rtx_codec(rc) and pt not in taken
+                    and (rc.get("parameters") or {}).get("apt") == new_apt):
+                mapping[codec["payloadType"]] = pt
+                taken.add(pt)
+                break
+    for codec in params["codecs"]:
+        old = codec["payloadType"]
+        if old not in mapping:
+            mapping[old] = old if old not in taken else _free_payload_type(taken)
+            taken.add(mapping[old])
+        codec["payloadType"] = mapping[old]
+        if ortc.is_rtx_codec(codec):
+            apt = codec["parameters"].get("apt")
+            codec["parameters"]["apt"] = mapping.get(apt, apt)
+    return mapping
+
+
+def _free_payload_type(taken: set[int]) -> int:
+    for pt in list(range(96, 128)) + list(range(35, 64)):
+        if pt not in taken:
+            return pt
+    raise UnsupportedError("no free payload type left for this consumer")

@@ -274,3 +274,27 @@ async def test_two_routers_are_isolated(worker, peers):
         await t2.consume(p1.id, r2.rtp_capabilities)
     assert not r2.can_consume(p1.id, r2.rtp_capabilities)
     assert r1.can_consume(p1.id, r1.rtp_capabilities)
+
+
+async def test_consumer_uses_the_remote_payload_types(router, peers):
+    """An SDP offerer (WHEP) has its own payload type numbers; the consumer
+    adopts them and the engine rewrites the payload type per consumer."""
+    pub, sub = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tp.connect(ip="127.0.0.1", port=pub.port)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tc.connect(ip="127.0.0.1", port=sub.port)
+    producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 31}]})
+    caps = {"codecs": [
+        {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000, "preferredPayloadType": 120,
+         "rtcpFeedback": [{"type": "nack"}]},
+        {"kind": "video", "mimeType": "video/rtx", "clockRate": 90000, "preferredPayloadType": 121,
+         "parameters": {"apt": 120}},
+    ], "headerExtensions": []}
+    consumer = await tc.consume(producer.id, caps)
+    codecs = consumer.rtp_parameters["codecs"]
+    assert [(c["mimeType"], c["payloadType"]) for c in codecs] == [("video/VP8", 120), ("video/rtx", 121)]
+    assert codecs[1]["parameters"]["apt"] == 120
+    pub.send(build_rtp(96, 1, 1, 31, b"vp8"), tp.tuple["localPort"])
+    await sub.wait_for(1)
+    assert [r.pt for r in sub.rtp()] == [120]

@@ -1,0 +1,810 @@
+"""SDP for WHIP (RFC 9725) publish and WHEP subscribe, sans-IO.
+
+The SFU is always the answerer, ICE-lite and the DTLS server. This module
+turns a client's SDP offer into mediasoup-shaped RTP parameters and
+capabilities (see :mod:`sfu.rtp_parameters`) and builds the SDP answer from
+the transport's ICE/DTLS parameters and the producers'/consumers' RTP
+parameters. It does no I/O and uses only the standard library plus
+:mod:`sfu.ortc` for codec matching.
+
+Typical WHIP flow::
+
+    offer = parse_offer(sdp)
+    answers = whip_media_answers(offer, router.rtp_capabilities)
+    for section, answer in zip(offer.media, answers):
+        if answer:
+            await transport.produce(section.kind, answer["rtp_parameters"])
+    sdp_answer = build_answer(offer, transport, answers)
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sfu.ortc import is_rtx_codec, match_codecs
+from sfu.rtp_parameters import (
+    RtcpFeedback,
+    RtpCapabilities,
+    RtpCodecCapability,
+    RtpCodecParameters,
+    RtpEncodingParameters,
+    RtpHeaderExtension,
+    RtpHeaderExtensionParameters,
+    RtpParameters,
+)
+
+CRLF = "\r\n"
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
+_STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+}
+# fmtp keys whose values are never turned into numbers (hex strings etc.).
+_STRING_FMTP_KEYS = frozenset({"profile-level-id", "sprop-parameter-sets"})
+
+
+class SdpError(ValueError):
+    """The SDP is malformed or lacks something WHIP/WHEP requires."""
+
+
+# ---------------------------------------------------------------------------
+# Parsed offer.
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Codec:
+    """One payload type of an m-section (``a=rtpmap``/``a=fmtp``/``a=rtcp-fb``)."""
+
+    payload_type: int
+    name: str
+    clock_rate: int
+    channels: int | None = None
+    parameters: dict[str, str | int] = field(default_factory=dict)
+    rtcp_feedback: list[RtcpFeedback] = field(default_factory=list)
+
+    @property
+    def is_rtx(self) -> bool:
+        """True for an ``rtx`` codec."""
+        return self.name.lower() == "rtx"
+
+
+@dataclass
+class Extmap:
+    """An ``a=extmap`` line."""
+
+    id: int
+    uri: str
+    direction: str | None = None
+
+
+@dataclass
+class Rid:
+    """An ``a=rid`` line (RFC 8851)."""
+
+    id: str
+    direction: str
+    params: str = ""
+
+
+@dataclass
+class MediaSection:
+    """One ``m=`` section of an offer."""
+
+    kind: str
+    port: int
+    protocol: str
+    formats: list[str]
+    mid: str | None = None
+    direction: str = "sendrecv"
+    codecs: list[Codec] = field(default_factory=list)
+    extmaps: list[Extmap] = field(default_factory=list)
+    ssrcs: dict[int, dict[str, str]] = field(default_factory=dict)
+    ssrc_groups: list[tuple[str, list[int]]] = field(default_factory=list)
+    rids: list[Rid] = field(default_factory=list)
+    simulcast_send: list[str] = field(default_factory=list)
+    simulcast_recv: list[str] = field(default_factory=list)
+    rtcp_mux: bool = False
+    rtcp_rsize: bool = False
+    msid: str | None = None
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+    fingerprints: list[dict[str, str]] = field(default_factory=list)
+    setup: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        """True when the offerer disabled the section (port 0)."""
+        return self.port == 0
+
+    @property
+    def cname(self) -> str | None:
+        """The first ``a=ssrc:... cname:`` value."""
+        return next((a["cname"] for a in self.ssrcs.values() if "cname" in a), None)
+
+    @property
+    def fid(self) -> dict[int, int]:
+        """Media SSRC -> RTX SSRC from ``a=ssrc-group:FID``."""
+        return {g[0]: g[1] for sem, g in self.ssrc_groups if sem == "FID" and len(g) == 2}
+
+    def codec(self, payload_type: int) -> Codec | None:
+        """The codec with the given payload type, if any."""
+        return next((c for c in self.codecs if c.payload_type == payload_type), None)
+
+
+@dataclass
+class Offer:
+    """A parsed SDP offer: transport-wide ICE/DTLS data and the m-sections."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprints: list[dict[str, str]]
+    setup: str
+    bundle_mids: list[str]
+    media: list[MediaSection]
+    ice_lite: bool = False
+    ice_options: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Parsing.
+# ---------------------------------------------------------------------------
+
+
+def _int(value: str, what: str) -> int:
+    """``int(value)`` or :class:`SdpError` naming ``what``."""
+    try:
+        return int(value)
+    except ValueError:
+        raise SdpError(f"{what}: {value!r} is not an integer") from None
+
+
+def _fmtp_value(key: str, value: str) -> str | int:
+    """Numeric fmtp values become ints (as sdp-transform does), hex ids stay strings."""
+    if key not in _STRING_FMTP_KEYS and value.isdigit():
+        return int(value)
+    return value
+
+
+def parse_fmtp(config: str) -> dict[str, str | int]:
+    """``a=fmtp`` parameters, e.g. ``"apt=96;x=y"`` -> ``{"apt": 96, "x": "y"}``.
+
+    Tokens without ``=`` (telephone-event's ``0-16``) map to ``""``.
+    """
+    params: dict[str, str | int] = {}
+    for token in config.split(";"):
+        token = token.strip()
+        if not token:
+            continue
+        key, sep, value = token.partition("=")
+        params[key.strip()] = _fmtp_value(key.strip(), value.strip()) if sep else ""
+    return params
+
+
+def _parse_m_line(value: str, lineno: int) -> MediaSection:
+    """``m=<kind> <port>[/n] <proto> <fmt>...``."""
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(f"line {lineno}: bad m-line 'm={value}'")
+    port = parts[1].split("/")[0]
+    if not port.isdigit():
+        raise SdpError(f"line {lineno}: bad m-line port {parts[1]!r}")
+    section = MediaSection(kind=parts[0], port=int(port), protocol=parts[2], formats=parts[3:])
+    if section.kind in ("audio", "video"):
+        for fmt in section.formats:
+            _int(fmt, f"line {lineno}: m-line payload type")
+    return section
+
+
+def _parse_rtpmap(section: MediaSection, value: str, where: str) -> None:
+    """``a=rtpmap:<pt> <name>/<clock>[/<channels>]``."""
+    pt, _, encoding = value.partition(" ")
+    parts = encoding.strip().split("/")
+    if len(parts) < 2:
+        raise SdpError(f"{where}: bad a=rtpmap:{value}")
+    codec = Codec(
+        payload_type=_int(pt, f"{where}: a=rtpmap payload type"),
+        name=parts[0],
+        clock_rate=_int(parts[1], f"{where}: a=rtpmap clock rate"),
+        channels=_int(parts[2], f"{where}: a=rtpmap channels") if len(parts) > 2 else None,
+    )
+    section.codecs.append(codec)
+
+
+def _parse_rtcp_fb(value: str, where: str) -> tuple[str, RtcpFeedback]:
+    """``a=rtcp-fb:<pt|*> <type> [<parameter>]`` -> (pt, feedback)."""
+    parts = value.split()
+    if len(parts) < 2:
+        raise SdpError(f"{where}: bad a=rtcp-fb:{value}")
+    return parts[0], {"type": parts[1], "parameter": " ".join(parts[2:])}
+
+
+def _parse_extmap(value: str, where: str) -> Extmap:
+    """``a=extmap:<id>[/<direction>] <uri> [<attributes>]``."""
+    parts = value.split()
+    if len(parts) < 2:
+        raise SdpError(f"{where}: bad a=extmap:{value}")
+    ext_id, _, direction = parts[0].partition("/")
+    return Extmap(_int(ext_id, f"{where}: a=extmap id"), parts[1], direction or None)
+
+
+def _parse_ssrc(section: MediaSection, value: str, where: str) -> None:
+    """``a=ssrc:<ssrc> <attribute>[:<value>]``."""
+    ssrc, _, attr = value.partition(" ")
+    attrs = section.ssrcs.setdefault(_int(ssrc, f"{where}: a=ssrc"), {})
+    name, _, attr_value = attr.partition(":")
+    if name:
+        attrs[name] = attr_value
+
+
+def _parse_ssrc_group(value: str, where: str) -> tuple[str, list[int]]:
+    """``a=ssrc-group:<semantics> <ssrc>...``."""
+    parts = value.split()
+    if not parts:
+        raise SdpError(f"{where}: bad a=ssrc-group:{value}")
+    return parts[0], [_int(s, f"{where}: a=ssrc-group") for s in parts[1:]]
+
+
+def _simulcast_rids(alternatives: str) -> list[str]:
+    """Rids of a simulcast stream list ``"h;m;~l"`` (first alternative, paused kept)."""
+    return [s.split(",")[0].lstrip("~") for s in alternatives.split(";") if s]
+
+
+def _parse_simulcast(section: MediaSection, value: str, where: str) -> None:
+    """``a=simulcast:send <list> [recv <list>]`` (RFC 8853)."""
+    parts = value.split()
+    if len(parts) % 2:
+        raise SdpError(f"{where}: bad a=simulcast:{value}")
+    for direction, streams in zip(parts[::2], parts[1::2]):
+        if direction == "send":
+            section.simulcast_send = _simulcast_rids(streams)
+        elif direction == "recv":
+            section.simulcast_recv = _simulcast_rids(streams)
+        else:
+            raise SdpError(f"{where}: bad a=simulcast direction {direction!r}")
+
+
+def _parse_fingerprint(value: str, where: str) -> dict[str, str]:
+    """``a=fingerprint:<algorithm> <hex:pairs>``."""
+    parts = value.split()
+    if len(parts) != 2:
+        raise SdpError(f"{where}: bad a=fingerprint:{value}")
+    return {"algorithm": parts[0].lower(), "value": parts[1].upper()}
+
+
+def _parse_rid(section: MediaSection, value: str, where: str) -> None:
+    """``a=rid:<id> <send|recv> [<params>]``."""
+    parts = value.split(maxsplit=2)
+    if len(parts) < 2 or parts[1] not in ("send", "recv"):
+        raise SdpError(f"{where}: bad a=rid:{value}")
+    section.rids.append(Rid(parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
+
+
+def _parse_setup(section: MediaSection, value: str, where: str) -> None:
+    """``a=setup:<actpass|active|passive|holdconn>``."""
+    if value not in SETUP_ROLES:
+        raise SdpError(f"{where}: bad a=setup:{value}")
+    section.setup = value
+
+
+_SIMPLE_ATTRIBUTES = {"mid": "mid", "msid": "msid", "ice-ufrag": "ice_ufrag", "ice-pwd": "ice_pwd"}
+_FLAG_ATTRIBUTES = {"rtcp-mux": "rtcp_mux", "rtcp-rsize": "rtcp_rsize"}
+_SECTION_PARSERS: dict[str, Callable[[MediaSection, str, str], None]] = {
+    "rtpmap": _parse_rtpmap,
+    "extmap": lambda s, v, w: s.extmaps.append(_parse_extmap(v, w)),
+    "ssrc": _parse_ssrc,
+    "ssrc-group": lambda s, v, w: s.ssrc_groups.append(_parse_ssrc_group(v, w)),
+    "rid": _parse_rid,
+    "simulcast": _parse_simulcast,
+    "fingerprint": lambda s, v, w: s.fingerprints.append(_parse_fingerprint(v, w)),
+    "setup": _parse_setup,
+}
+
+
+class _Parser:
+    """Line-by-line state machine: session level, then one m-section at a time."""
+
+    def __init__(self) -> None:
+        self.session = MediaSection(kind="session", port=0, protocol="", formats=[])
+        self.media: list[MediaSection] = []
+        self.fmtp: list[tuple[MediaSection, str, str]] = []
+        self.rtcp_fb: list[tuple[MediaSection, str, RtcpFeedback]] = []
+        self.bundle_mids: list[str] = []
+        self.ice_lite = False
+        self.ice_options: list[str] = []
+
+    @property
+    def current(self) -> MediaSection:
+        return self.media[-1] if self.media else self.session
+
+    def line(self, lineno: int, line: str) -> None:
+        """Dispatch one ``x=value`` line."""
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"line {lineno}: not a '<type>=<value>' line: {line!r}")
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            self.media.append(_parse_m_line(value, lineno))
+        elif kind == "a":
+            name, _, attr_value = value.partition(":")
+            self.attribute(name, attr_value.strip(), f"line {lineno}")
+
+    def attribute(self, name: str, value: str, where: str) -> None:
+        """Apply one ``a=`` attribute to the current section (or the session)."""
+        s = self.current
+        if name in _SIMPLE_ATTRIBUTES:
+            setattr(s, _SIMPLE_ATTRIBUTES[name], value)
+        elif name in _FLAG_ATTRIBUTES:
+            setattr(s, _FLAG_ATTRIBUTES[name], True)
+        elif name in DIRECTIONS:
+            s.direction = name
+        elif name in _SECTION_PARSERS:
+            _SECTION_PARSERS[name](s, value, where)
+        elif name == "fmtp":
+            pt, _, config = value.partition(" ")
+            self.fmtp.append((s, pt, config))
+        elif name == "rtcp-fb":
+            self.rtcp_fb.append((s, *_parse_rtcp_fb(value, where)))
+        else:
+            self.session_attribute(name, value)
+
+    def session_attribute(self, name: str, value: str) -> None:
+        """BUNDLE group, ice-lite and ice-options; unknown attributes are ignored."""
+        if name == "group":
+            parts = value.split()
+            if parts and parts[0] == "BUNDLE":
+                self.bundle_mids = parts[1:]
+        elif name == "ice-lite":
+            self.ice_lite = True
+        elif name == "ice-options":
+            self.ice_options = value.split()
+
+    def finish_codecs(self) -> None:
+        """Add static payload types, then apply fmtp and rtcp-fb to the codecs."""
+        for section in self.media:
+            self._add_static_codecs(section)
+        for section, pt, config in self.fmtp:
+            codec = section.codec(int(pt)) if pt.isdigit() else None
+            if codec is not None:
+                codec.parameters.update(parse_fmtp(config))
+        for section, pt, fb in self.rtcp_fb:
+            targets = section.codecs if pt == "*" else [section.codec(int(pt))] if pt.isdigit() else []
+            for codec in targets:
+                if codec is not None and fb not in codec.rtcp_feedback:
+                    codec.rtcp_feedback.append(dict(fb))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _add_static_codecs(section: MediaSection) -> None:
+        """Codecs in m-line order; static payload types without rtpmap get defaults."""
+        if section.kind not in ("audio", "video"):
+            return
+        by_pt = {c.payload_type: c for c in section.codecs}
+        for fmt in section.formats:
+            pt = int(fmt)
+            if pt not in by_pt and pt in _STATIC_PAYLOAD_TYPES:
+                name, clock, channels = _STATIC_PAYLOAD_TYPES[pt]
+                by_pt[pt] = Codec(pt, name, clock, channels)
+        section.codecs = [by_pt[int(f)] for f in section.formats if int(f) in by_pt]
+
+
+def _transport_attr(parser: _Parser, name: str) -> Any:
+    """Session-level value of an ICE/DTLS attribute, else the first media-level one."""
+    for section in [parser.session, *parser.media]:
+        value = getattr(section, name)
+        if value:
+            return value
+    return None
+
+
+def parse_offer(sdp: str) -> Offer:
+    """Parse an SDP offer (WHIP or WHEP).
+
+    ICE credentials, DTLS fingerprints and setup may be at session or media
+    level (the session level wins). Raises :class:`SdpError` naming the line
+    or attribute on malformed input or when ``a=ice-ufrag``, ``a=ice-pwd`` or
+    ``a=fingerprint`` is missing everywhere.
+    """
+    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+    if not lines or not lines[0].startswith("v="):
+        raise SdpError("line 1: SDP must start with 'v='")
+    parser = _Parser()
+    for lineno, line in enumerate(lines, start=1):
+        parser.line(lineno, line.rstrip())
+    if not parser.media:
+        raise SdpError("no m= section")
+    parser.finish_codecs()
+    values = {n: _transport_attr(parser, n) for n in ("ice_ufrag", "ice_pwd", "fingerprints")}
+    for name, attr in (("ice_ufrag", "ice-ufrag"), ("ice_pwd", "ice-pwd"), ("fingerprints", "fingerprint")):
+        if not values[name]:
+            raise SdpError(f"missing a={attr}")
+    return Offer(
+        ice_ufrag=values["ice_ufrag"],
+        ice_pwd=values["ice_pwd"],
+        fingerprints=copy.deepcopy(values["fingerprints"]),
+        setup=_transport_attr(parser, "setup") or "actpass",
+        bundle_mids=parser.bundle_mids,
+        media=parser.media,
+        ice_lite=parser.ice_lite,
+        ice_options=parser.ice_options,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Offer -> mediasoup RTP parameters / capabilities.
+# ---------------------------------------------------------------------------
+
+
+def codec_to_parameters(kind: str, codec: Codec) -> RtpCodecParameters:
+    """A parsed codec as mediasoup ``RtpCodecParameters``."""
+    params: RtpCodecParameters = {
+        "mimeType": f"{kind}/{codec.name}",
+        "payloadType": codec.payload_type,
+        "clockRate": codec.clock_rate,
+        "parameters": dict(codec.parameters),
+        "rtcpFeedback": copy.deepcopy(codec.rtcp_feedback),
+    }
+    if kind == "audio":
+        params["channels"] = codec.channels or 1
+    return params
+
+
+def _router_codec(codec: RtpCodecParameters, router_codecs: list[Any]) -> Any:
+    """The router codec (non-RTX) matching ``codec`` strictly (H264 profile, VP9 profile-id)."""
+    return next(
+        (c for c in router_codecs if not is_rtx_codec(c) and match_codecs(cast(Any, codec), c, strict=True)),
+        None,
+    )
+
+
+def _router_has_rtx(router_codecs: list[Any], payload_type: int) -> bool:
+    """True if the router has an RTX codec for its codec ``payload_type``."""
+    return any(
+        is_rtx_codec(c) and (c.get("parameters") or {}).get("apt") == payload_type for c in router_codecs
+    )
+
+
+def _supported_feedback(codec: RtpCodecParameters, router_codec: Any) -> list[RtcpFeedback]:
+    """The offer's rtcp-fb entries the router codec also lists."""
+    router_fb = {(f["type"], f.get("parameter", "")) for f in router_codec.get("rtcpFeedback") or []}
+    return [f for f in codec.get("rtcpFeedback", []) if (f["type"], f.get("parameter", "")) in router_fb]
+
+
+def _producer_codecs(section: MediaSection, router_codecs: list[Any]) -> list[RtpCodecParameters]:
+    """Offered codecs the router supports, each followed by its offered RTX codec."""
+    result: list[RtpCodecParameters] = []
+    rtx_by_apt = {c.parameters.get("apt"): c for c in section.codecs if c.is_rtx}
+    for codec in section.codecs:
+        if codec.is_rtx:
+            continue
+        params = codec_to_parameters(section.kind, codec)
+        router_codec = _router_codec(params, router_codecs)
+        if router_codec is None:
+            continue
+        params["rtcpFeedback"] = _supported_feedback(params, router_codec)
+        result.append(params)
+        rtx = rtx_by_apt.get(codec.payload_type)
+        if rtx is not None and _router_has_rtx(router_codecs, router_codec["preferredPayloadType"]):
+            rtx_params = codec_to_parameters(section.kind, rtx)
+            rtx_params["rtcpFeedback"] = []
+            result.append(rtx_params)
+    return result
+
+
+def _producer_header_extensions(
+    section: MediaSection, router_extensions: list[Any]
+) -> list[RtpHeaderExtensionParameters]:
+    """Offered extmaps whose URI the router receives for this kind."""
+    supported = {
+        e["uri"]
+        for e in router_extensions
+        if e.get("kind") == section.kind and e.get("direction", "sendrecv") in ("sendrecv", "recvonly")
+    }
+    return [
+        {"uri": e.uri, "id": e.id, "encrypt": False, "parameters": {}}
+        for e in section.extmaps
+        if e.uri in supported
+    ]
+
+
+def _ssrc_encodings(section: MediaSection) -> list[RtpEncodingParameters]:
+    """Encodings from a=ssrc: the SIM group's SSRCs, else the first non-RTX SSRC."""
+    fid = section.fid
+    sim = next((g for sem, g in section.ssrc_groups if sem == "SIM"), None)
+    rtx_ssrcs = set(fid.values())
+    ssrcs = sim or [next(s for s in section.ssrcs if s not in rtx_ssrcs)]
+    encodings: list[RtpEncodingParameters] = []
+    for ssrc in ssrcs:
+        encoding: RtpEncodingParameters = {"ssrc": ssrc}
+        if ssrc in fid:
+            encoding["rtx"] = {"ssrc": fid[ssrc]}
+        encodings.append(encoding)
+    return encodings
+
+
+def offer_encodings(section: MediaSection) -> list[RtpEncodingParameters]:
+    """Producer encodings of a send m-section.
+
+    An ``a=ssrc-group:SIM`` gives one encoding per SSRC; otherwise simulcast
+    rids (``a=simulcast:send``, else the ``a=rid ... send`` lines) give one
+    encoding per rid; otherwise the first non-RTX ``a=ssrc``. RTX SSRCs come
+    from ``a=ssrc-group:FID``. Raises :class:`SdpError` if there is neither.
+    """
+    has_sim = any(sem == "SIM" for sem, _ in section.ssrc_groups)
+    rids = section.simulcast_send or [r.id for r in section.rids if r.direction == "send"]
+    if rids and not has_sim:
+        return [{"rid": rid} for rid in rids]
+    if section.ssrcs:
+        return _ssrc_encodings(section)
+    raise SdpError(f"m-section mid={section.mid}: no a=ssrc or a=rid to identify the stream")
+
+
+def offer_to_producer_parameters(
+    offer_media: MediaSection, router_rtp_capabilities: RtpCapabilities
+) -> RtpParameters:
+    """mediasoup ``RtpParameters`` for ``transport.produce(kind, ...)`` from a WHIP m-section.
+
+    Keeps the offered codecs the router supports (with the offer's payload
+    types, their RTX codecs and the rtcp-fb both sides list), the extmaps
+    whose URI the router receives, encodings from a=ssrc/FID or rids, rtcp
+    cname/reduced-size and the mid. Raises :class:`SdpError` when the section
+    is rejected, has no supported codec or no stream identification.
+    """
+    if offer_media.rejected:
+        raise SdpError(f"m-section mid={offer_media.mid}: rejected (port 0)")
+    caps = cast(Mapping[str, Any], router_rtp_capabilities)
+    codecs = _producer_codecs(offer_media, list(caps.get("codecs") or []))
+    if not codecs:
+        offered = ", ".join(f"{c.name}/{c.clock_rate}" for c in offer_media.codecs) or "none"
+        raise SdpError(f"m-section mid={offer_media.mid}: no codec supported by the router (offered: {offered})")
+    params: RtpParameters = {
+        "codecs": codecs,
+        "headerExtensions": _producer_header_extensions(offer_media, list(caps.get("headerExtensions") or [])),
+        "encodings": offer_encodings(offer_media),
+        "rtcp": {"reducedSize": offer_media.rtcp_rsize},
+    }
+    if offer_media.cname:
+        params["rtcp"]["cname"] = offer_media.cname
+    if offer_media.mid is not None:
+        params["mid"] = offer_media.mid
+    return params
+
+
+def offer_to_consumer_capabilities(offer_media: MediaSection) -> RtpCapabilities:
+    """mediasoup ``RtpCapabilities`` of a WHEP (recvonly) viewer for one m-section.
+
+    Every offered codec (RTX included) with the offer's payload type as
+    ``preferredPayloadType`` and its rtcp-fb; every extmap as a header
+    extension with the offer's id as ``preferredId``.
+    """
+    kind = offer_media.kind
+    codecs: list[RtpCodecCapability] = []
+    for codec in offer_media.codecs:
+        params = codec_to_parameters(kind, codec)
+        cap: RtpCodecCapability = {
+            "kind": cast(Any, kind),
+            "mimeType": params["mimeType"],
+            "preferredPayloadType": codec.payload_type,
+            "clockRate": codec.clock_rate,
+            "parameters": params["parameters"],
+            "rtcpFeedback": params["rtcpFeedback"],
+        }
+        if "channels" in params:
+            cap["channels"] = params["channels"]
+        codecs.append(cap)
+    extensions: list[RtpHeaderExtension] = [
+        {"kind": cast(Any, kind), "uri": e.uri, "preferredId": e.id, "preferredEncrypt": False, "direction": "sendrecv"}
+        for e in offer_media.extmaps
+    ]
+    return {"codecs": codecs, "headerExtensions": extensions}
+
+
+def whip_media_answers(
+    offer: Offer, router_rtp_capabilities: RtpCapabilities
+) -> list[dict[str, Any] | None]:
+    """One ``media_answers`` entry per m-section for a WHIP publish.
+
+    ``None`` (rejected) for port-0, non-audio/video or non-sending sections
+    and for sections without a codec the router supports; otherwise
+    ``{"direction": "recvonly", "rtp_parameters": ...}``.
+    """
+    answers: list[dict[str, Any] | None] = []
+    for section in offer.media:
+        if section.rejected or section.kind not in ("audio", "video") or section.direction not in (
+            "sendrecv",
+            "sendonly",
+        ):
+            answers.append(None)
+            continue
+        try:
+            params = offer_to_producer_parameters(section, router_rtp_capabilities)
+        except SdpError:
+            answers.append(None)
+            continue
+        answers.append({"direction": "recvonly", "rtp_parameters": params})
+    return answers
+
+
+# ---------------------------------------------------------------------------
+# Answer.
+# ---------------------------------------------------------------------------
+
+
+def _get(obj: Any, snake: str, camel: str) -> Any:
+    """``obj[snake]``/``obj[camel]`` for mappings, else ``obj.snake`` (a WebRtcTransport)."""
+    if isinstance(obj, Mapping):
+        return obj[snake] if snake in obj else obj[camel]
+    return getattr(obj, snake)
+
+
+def answer_setup(offer_setup: str) -> str:
+    """DTLS role of the SFU: passive (server) unless the offerer insists on passive."""
+    return "active" if offer_setup == "passive" else "passive"
+
+
+def _fingerprint_lines(dtls_parameters: Mapping[str, Any]) -> list[str]:
+    """``a=fingerprint`` for sha-256 (else every fingerprint given)."""
+    fps = list(dtls_parameters.get("fingerprints") or [])
+    sha256 = [f for f in fps if str(f["algorithm"]).lower() == "sha-256"]
+    chosen = sha256 or fps
+    if not chosen:
+        raise SdpError("transport dtls_parameters have no fingerprint")
+    return [f"a=fingerprint:{f['algorithm']} {f['value']}" for f in chosen]
+
+
+def candidate_line(candidate: Mapping[str, Any]) -> str:
+    """``a=candidate:...`` (component 1) from a mediasoup-shaped ICE candidate."""
+    ip = candidate.get("ip") or candidate.get("address")
+    protocol = str(candidate.get("protocol", "udp")).lower()
+    line = (
+        f"a=candidate:{candidate['foundation']} 1 {protocol} {candidate['priority']} "
+        f"{ip} {candidate['port']} typ {candidate.get('type', 'host')}"
+    )
+    if protocol == "tcp":
+        line += f" tcptype {candidate.get('tcpType', 'passive')}"
+    return line
+
+
+def _codec_lines(codec: Mapping[str, Any]) -> list[str]:
+    """``a=rtpmap``, ``a=rtcp-fb`` and ``a=fmtp`` lines of one codec."""
+    name = str(codec["mimeType"]).split("/", 1)[1]
+    pt = codec["payloadType"]
+    rtpmap = f"a=rtpmap:{pt} {name}/{codec['clockRate']}"
+    if str(codec["mimeType"]).lower().startswith("audio/") and codec.get("channels", 1) > 1:
+        rtpmap += f"/{codec['channels']}"
+    lines = [rtpmap]
+    for fb in codec.get("rtcpFeedback") or []:
+        lines.append(f"a=rtcp-fb:{pt} {fb['type']}" + (f" {fb['parameter']}" if fb.get("parameter") else ""))
+    params = codec.get("parameters") or {}
+    if params:
+        lines.append(f"a=fmtp:{pt} " + ";".join(f"{k}={v}" if v != "" else k for k, v in params.items()))
+    return lines
+
+
+def _ssrc_lines(params: Mapping[str, Any], msid: str) -> list[str]:
+    """``a=ssrc``/``a=ssrc-group:FID`` lines of a sending (WHEP) section."""
+    cname = (params.get("rtcp") or {}).get("cname") or "sfu"
+    lines: list[str] = []
+    for encoding in params.get("encodings") or []:
+        ssrcs = [encoding["ssrc"]] if "ssrc" in encoding else []
+        if "rtx" in encoding and ssrcs:
+            ssrcs.append(encoding["rtx"]["ssrc"])
+            lines.append(f"a=ssrc-group:FID {ssrcs[0]} {ssrcs[1]}")
+        for ssrc in ssrcs:
+            lines += [f"a=ssrc:{ssrc} cname:{cname}", f"a=ssrc:{ssrc} msid:{msid}"]
+    return lines
+
+
+def _rejected_section(section: MediaSection, transport_lines: list[str], setup: str) -> list[str]:
+    """A port-0 m-section mirroring the offered one.
+
+    ICE credentials, fingerprint, setup, rtcp-mux and the offered rtpmaps are
+    repeated (no candidates): some stacks (aiortc) validate them on every
+    m-section, rejected or not. ``a=inactive`` keeps such stacks from sending.
+    """
+    lines = [f"m={section.kind} 0 {section.protocol} {' '.join(section.formats)}", "c=IN IP4 0.0.0.0"]
+    lines += transport_lines[:-1] + [f"a=setup:{setup}"]
+    if section.mid is not None:
+        lines.append(f"a=mid:{section.mid}")
+    lines += ["a=inactive", "a=rtcp-mux"]
+    for codec in section.codecs if section.kind in ("audio", "video") else []:
+        lines += [ln for ln in _codec_lines(codec_to_parameters(section.kind, codec)) if "rtcp-fb" not in ln]
+    return lines
+
+
+def _accepted_section(
+    section: MediaSection, answer: Mapping[str, Any], transport_lines: list[str], setup: str
+) -> list[str]:
+    """One accepted m-section of the answer."""
+    params = answer["rtp_parameters"]
+    direction = answer.get("direction", "recvonly")
+    pts = " ".join(str(c["payloadType"]) for c in params["codecs"])
+    lines = [f"m={section.kind} 9 {section.protocol} {pts}", "c=IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0.0.0.0"]
+    lines += transport_lines[:-1]  # ICE credentials and fingerprints; candidates go last
+    lines += [f"a=setup:{setup}", f"a=mid:{section.mid}"]
+    lines += [f"a=extmap:{e['id']} {e['uri']}" for e in params.get("headerExtensions") or []]
+    lines.append(f"a={direction}")
+    msid = answer.get("msid") or f"sfu-{section.mid} {section.kind}-{section.mid}"
+    if direction in ("sendonly", "sendrecv"):
+        lines.append(f"a=msid:{msid}")
+    lines.append("a=rtcp-mux")
+    if (params.get("rtcp") or {}).get("reducedSize", True):
+        lines.append("a=rtcp-rsize")
+    for codec in params["codecs"]:
+        lines += _codec_lines(codec)
+    if direction in ("sendonly", "sendrecv"):
+        lines += _ssrc_lines(params, msid)
+    return lines + transport_lines[-1].split(CRLF)
+
+
+def _transport_lines(transport_params: Any) -> list[str]:
+    """ICE credentials, fingerprints and (as one joined last item) candidates."""
+    ice = _get(transport_params, "ice_parameters", "iceParameters")
+    candidates = _get(transport_params, "ice_candidates", "iceCandidates")
+    dtls = _get(transport_params, "dtls_parameters", "dtlsParameters")
+    lines = [f"a=ice-ufrag:{ice['usernameFragment']}", f"a=ice-pwd:{ice['password']}"]
+    lines += _fingerprint_lines(dtls)
+    candidate_block = [candidate_line(c) for c in candidates] + ["a=end-of-candidates"]
+    return lines + [CRLF.join(candidate_block)]
+
+
+def build_answer(
+    offer: Offer, transport_params: Any, media_answers: Sequence[Mapping[str, Any] | None]
+) -> str:
+    """The SDP answer of the SFU (ICE-lite, DTLS server), CRLF-terminated.
+
+    ``transport_params`` is a mapping with ``ice_parameters``,
+    ``ice_candidates`` and ``dtls_parameters`` (camelCase keys also work) or
+    a :class:`~sfu.webrtc_transport.WebRtcTransport`. ``media_answers`` has
+    one entry per offer m-section: ``None`` (or ``{"rejected": True}``) for a
+    port-0 section, else ``{"direction", "rtp_parameters"[, "msid"]}`` with
+    the producer's parameters (WHIP, ``recvonly``) or the consumer's (WHEP,
+    ``sendonly``; ssrc/FID/msid lines are added). Raises :class:`SdpError`
+    if the counts differ or nothing is accepted.
+    """
+    if len(media_answers) != len(offer.media):
+        raise SdpError(f"{len(media_answers)} media answers for {len(offer.media)} m-sections")
+    transport_lines = _transport_lines(transport_params)
+    setup = answer_setup(offer.setup)
+    accepted = [
+        i for i, (s, a) in enumerate(zip(offer.media, media_answers)) if a and not a.get("rejected") and not s.rejected
+    ]
+    if not accepted:
+        raise SdpError("no m-section accepted")
+    for i in accepted:
+        if offer.media[i].mid is None:
+            raise SdpError(f"m-section {i}: missing a=mid")
+    session_id = random.randint(1, 2**62)
+    lines = ["v=0", f"o=- {session_id} 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
+    mids = " ".join(str(offer.media[i].mid) for i in accepted)
+    lines += [f"a=group:BUNDLE {mids}", "a=ice-lite", "a=msid-semantic: WMS *"]
+    for i, (section, answer) in enumerate(zip(offer.media, media_answers)):
+        if i in accepted and answer:
+            lines += _accepted_section(section, answer, transport_lines, setup)
+        else:
+            lines += _rejected_section(section, transport_lines, setup)
+    return CRLF.join(lines) + CRLF
+
+
+__all__ = [
+    "Codec",
+    "Extmap",
+    "MediaSection",
+    "Offer",
+    "Rid",
+    "SdpError",
+    "answer_setup",
+    "build_answer",
+    "candidate_line",
+    "codec_to_parameters",
+    "offer_encodings",
+    "offer_to_consumer_capabilities",
+    "offer_to_producer_parameters",
+    "parse_fmtp",
+    "parse_offer",
+    "whip_media_answers",
+]
