@@ -235,6 +235,9 @@ def create_app(rooms: RoomManager) -> web.Application:
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/{action:resume|pause}", consumer_action)
     r.add_post("/api/rooms/{roomId}/participants/{participantId}/leave", leave)
     r.add_get("/api/rooms/{roomId}/ws", websocket)
+    from .whip import add_routes as add_whip_routes
+
+    add_whip_routes(app)
     return app
 
 

@@ -104,6 +104,7 @@ cdef extern from "src/engine.h" nogil:
         sfu_count_t received
         uint16_t max_seq
         uint64_t last_packet_ms
+        uint64_t keyframe_requests
     ctypedef struct sfu_producer_t:
         uint32_t handle
         int paused
@@ -165,6 +166,7 @@ cdef extern from "src/engine.h" nogil:
                                      uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,
                                      int paused, uint16_t initial_seq)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
+    int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c)
 
     sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h)

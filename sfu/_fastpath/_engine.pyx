@@ -23,7 +23,7 @@ COUNTER_NAMES = (
     "drop_srtp", "drop_rtp_malformed", "drop_rtcp_malformed", "drop_unknown_ssrc",
     "drop_unknown_pt", "drop_producer_paused", "drop_rtx", "drop_outbox_full",
     "drop_upcall_full", "tx_datagrams", "tx_bytes", "tx_errors", "tx_srtp_errors",
-    "recv_calls", "send_calls", "loop_iterations",
+    "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
 )
 
 PACKET_KINDS = {1: "stun", 2: "dtls", 3: "rtp", 4: "rtcp", 5: "unknown"}
@@ -413,6 +413,7 @@ cdef class Engine:
                 "ssrc": p.streams[i].ssrc, "rtxSsrc": p.streams[i].rtx_ssrc or None,
                 "packetCount": p.streams[i].received.packets, "byteCount": p.streams[i].received.bytes,
                 "highestSequenceNumber": p.streams[i].max_seq,
+                "keyframeRequests": p.streams[i].keyframe_requests,
             } for i in range(p.nstreams)]
         finally:
             sfu_engine_unlock(self.e)
@@ -439,6 +440,14 @@ cdef class Engine:
     def set_consumer_paused(self, uint32_t h, bint paused):
         sfu_engine_lock(self.e)
         rc = sfu_consumer_set_paused_locked(self.e, h, paused)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
+    def request_keyframe(self, uint32_t h, uint64_t now_ms):
+        """Sends a PLI to the consumer's producer (throttled per stream)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_request_keyframe_locked(self.e, h, now_ms)
         sfu_engine_unlock(self.e)
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")

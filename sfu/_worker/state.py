@@ -502,6 +502,9 @@ class WorkerState:
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)
+        if not data.get("paused"):
+            # a new viewer must not wait for the publisher's next periodic keyframe
+            self.engine.request_keyframe(handle, _engine.now_ms())
 
     # -- producer
 
@@ -565,7 +568,9 @@ class WorkerState:
         self.engine.set_consumer_paused(self._consumer(cid).handle, True)
 
     def _consumer_resume(self, cid: str, _d: Any) -> None:
-        self.engine.set_consumer_paused(self._consumer(cid).handle, False)
+        c = self._consumer(cid)
+        self.engine.set_consumer_paused(c.handle, False)
+        self.engine.request_keyframe(c.handle, _engine.now_ms())
 
     def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
         c = self._consumer(cid)

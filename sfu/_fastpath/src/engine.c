@@ -950,7 +950,69 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
     forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms);
 }
 
-static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, const struct sfu_latch *latch)
+/* Sends a PLI (RFC 4585 6.3.1) for one producer stream, at most once per
+ * SFU_KEYFRAME_REQUEST_INTERVAL_MS: requests from many consumers coalesce. */
+static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms)
+{
+    if (!p->kind_video || stream < 0 || stream >= p->nstreams)
+        return;
+    sfu_producer_stream_t *st = &p->streams[stream];
+    if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < SFU_KEYFRAME_REQUEST_INTERVAL_MS)
+        return;
+    sfu_transport_t *t = p->transport;
+    if (!t->remote_rtcp.set)
+        return;
+    sfu_socket_t *s = sfu_socket_get(e, t->rtcp_socket);
+    if (!s)
+        return;
+    if (t->require_srtp && !t->srtp_out)
+        return;
+    sfu_slot_t *slot = outbox_reserve(e);
+    if (!slot)
+        return;
+    uint8_t *b = slot->data;
+    b[0] = 0x80 | 1; /* V=2, FMT=1 (PLI) */
+    b[1] = SFU_RTCP_PSFB;
+    sfu_store_be16(b + 2, 2);
+    sfu_store_be32(b + 4, 1);          /* sender SSRC: the SFU has none of its own here */
+    sfu_store_be32(b + 8, st->ssrc);   /* media source */
+    int len = 12;
+    if (t->srtp_out && srtp_protect_rtcp_fn(t->srtp_out, b, &len) != 0) {
+        e->counters[SFU_C_TX_SRTP_ERRORS]++;
+        return;
+    }
+    outbox_commit(e, slot, s, &t->remote_rtcp, (uint32_t)len);
+    t->rtcp_out.packets++;
+    t->rtcp_out.bytes += (uint64_t)len;
+    st->last_keyframe_request_ms = now_ms ? now_ms : 1;
+    st->keyframe_requests++;
+    e->counters[SFU_C_TX_PLI]++;
+}
+
+int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t now_ms)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    if (c->producer)
+        request_keyframe(e, c->producer, c->stream, now_ms);
+    return 0;
+}
+
+/* PLI/FIR from a consumer's remote: find the consumer by media SSRC. */
+static void on_keyframe_feedback(sfu_engine_t *e, sfu_transport_t *t, uint32_t media_ssrc, uint64_t now_ms)
+{
+    for (uint32_t i = 1; i < e->consumers.cap; i++) {
+        sfu_consumer_t *c = e->consumers.items[i];
+        if (c && c->transport == t && c->ssrc == media_ssrc && c->producer) {
+            request_keyframe(e, c->producer, c->stream, now_ms);
+            return;
+        }
+    }
+}
+
+static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, const struct sfu_latch *latch,
+                         uint64_t now_ms)
 {
     if (t->require_srtp && !t->srtp_in) {
         e->counters[SFU_C_DROP_SRTP]++;
@@ -976,6 +1038,19 @@ static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size
     latch_apply(e, t, latch);
     t->rtcp_in.packets++;
     t->rtcp_in.bytes += len;
+    for (int i = 0; i < n; i++) {
+        const sfu_rtcp_item_t *it = &items[i];
+        if (it->packet_type != SFU_RTCP_PSFB || !t->nconsumers)
+            continue;
+        const uint8_t *pk = buf + it->offset;
+        if (it->count == 1 && it->length >= 12) { /* PLI */
+            e->counters[SFU_C_RX_PLI]++;
+            on_keyframe_feedback(e, t, sfu_load_be32(pk + 8), now_ms);
+        } else if (it->count == 4 && it->length >= 20) { /* FIR: first FCI entry's SSRC */
+            e->counters[SFU_C_RX_FIR]++;
+            on_keyframe_feedback(e, t, sfu_load_be32(pk + 12), now_ms);
+        }
+    }
     /* Feedback (NACK, PLI/FIR, REMB, reports) is handled by the loss
      * recovery layer; here the compound is validated and counted. */
 }
@@ -1043,7 +1118,7 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
         receive_rtp(e, t, buf, len, cap, now_ms, &latch);
     } else {
         e->counters[SFU_C_RX_RTCP]++;
-        receive_rtcp(e, t, buf, len, &latch);
+        receive_rtcp(e, t, buf, len, &latch, now_ms);
     }
 }
 

@@ -57,6 +57,9 @@ enum sfu_counter {
     SFU_C_RECV_CALLS,
     SFU_C_SEND_CALLS,
     SFU_C_LOOP_ITERATIONS,
+    SFU_C_RX_PLI,
+    SFU_C_RX_FIR,
+    SFU_C_TX_PLI,
     SFU_C_COUNT
 };
 
@@ -156,6 +159,8 @@ typedef struct {
     uint16_t max_seq;
     int seq_started;
     uint64_t last_packet_ms;
+    uint64_t last_keyframe_request_ms;
+    uint64_t keyframe_requests;     /* PLIs sent to the producer */
 } sfu_producer_stream_t;
 
 typedef struct sfu_producer {
@@ -278,6 +283,9 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32
                                  uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
                                  int paused, uint16_t initial_seq);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
+/* Asks the producer of a consumer for a keyframe (PLI), throttled per stream. */
+int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms);
+#define SFU_KEYFRAME_REQUEST_INTERVAL_MS 500
 int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c);
 
 sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h);

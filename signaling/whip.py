@@ -1,0 +1,153 @@
+"""WHIP (RFC 9725) publish and WHEP subscribe: SDP offer in, SDP answer out.
+
+    POST   /whip/{roomId}              application/sdp offer -> 201 answer, Location: /whip/{roomId}/{session}
+    DELETE /whip/{roomId}/{session}    ends the session (its producers close)
+    POST   /whep/{roomId}[?participant=ID]  recvonly offer -> 201 answer with the room's newest
+                                            audio/video producers (or those of participant ID)
+    DELETE /whep/{roomId}/{session}
+
+The SFU answers as an ICE-lite agent and DTLS server (a=setup:passive) with
+its candidate in the answer, so no trickle ICE is needed. A session is a
+hidden participant of the room; its URL carries the participant's secret
+token, so only the client that made it can end it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from aiohttp import web
+
+import sfu
+
+from .rooms import ApiError, Participant, Room
+from .sdp import (
+    SdpError,
+    answer_setup,
+    build_answer,
+    offer_to_consumer_capabilities,
+    parse_offer,
+    whip_media_answers,
+)
+from .server import ROOMS
+
+logger = logging.getLogger("sfu.signaling.whip")
+
+SDP = "application/sdp"
+
+
+async def _read_offer(request: web.Request) -> Any:
+    if request.content_type != SDP:
+        raise ApiError(415, f"Content-Type: must be {SDP}, got {request.content_type or 'none'}")
+    text = await request.text()
+    try:
+        return parse_offer(text)
+    except SdpError as exc:
+        raise ApiError(400, f"SDP offer: {exc}") from None
+
+
+def _dtls_for_offer(offer: Any) -> dict[str, Any]:
+    """Our answer's setup decides the remote's DTLS role."""
+    ours = answer_setup(offer.setup)
+    return {"role": "client" if ours == "passive" else "server", "fingerprints": offer.fingerprints}
+
+
+def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str) -> web.Response:
+    location = f"/{kind}/{room.id}/{p.token}"
+    return web.Response(status=201, text=sdp, content_type=SDP,
+                        headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+
+
+async def whip_publish(request: web.Request) -> web.Response:
+    offer = await _read_offer(request)
+    room, _ = await request.app[ROOMS].create_room(request.match_info["roomId"])
+    answers = whip_media_answers(offer, room.router.rtp_capabilities)
+    if not any(answers):
+        raise ApiError(400, "SDP offer: no sending audio/video section with a codec the SFU supports "
+                            "(opus, VP8, VP9, H264 constrained baseline)")
+    p = room.join()
+    try:
+        t = await room.create_transport(p, "send")
+        for section, answer in zip(offer.media, answers):
+            if answer is not None:
+                await room.produce(p, t.id, section.kind, answer["rtp_parameters"])
+        await t.connect(_dtls_for_offer(offer))
+        sdp = build_answer(offer, t, answers)
+    except Exception:
+        await room.leave(p)
+        raise
+    return _answer(request, "whip", room, p, sdp)
+
+
+def _pick_producer(room: Room, kind: str, participant_id: Optional[str], exclude: str) -> Optional[sfu.Producer]:
+    newest: Optional[sfu.Producer] = None
+    for p in room.participants.values():
+        if p.id == exclude or (participant_id and p.id != participant_id):
+            continue
+        for prod in p.producers.values():
+            if prod.kind == kind and not prod.closed:
+                newest = prod  # dicts keep insertion order: the last one is the newest
+    return newest
+
+
+async def whep_view(request: web.Request) -> web.Response:
+    offer = await _read_offer(request)
+    room = request.app[ROOMS].room(request.match_info["roomId"])
+    wanted = request.query.get("participant")
+    p = room.join()
+    try:
+        t = await room.create_transport(p, "recv")
+        answers: list[Optional[dict[str, Any]]] = []
+        consumers: list[sfu.Consumer] = []
+        for section in offer.media:
+            producer = None
+            if not section.rejected and section.kind in ("audio", "video") and section.direction in (
+                "recvonly", "sendrecv"
+            ):
+                producer = _pick_producer(room, section.kind, wanted, p.id)
+            if producer is None:
+                answers.append(None)
+                continue
+            caps = offer_to_consumer_capabilities(section)
+            try:
+                consumer = await room.consume(p, t.id, producer.id, caps)
+            except sfu.UnsupportedError:
+                answers.append(None)
+                continue
+            consumers.append(consumer)
+            answers.append({"direction": "sendonly", "rtp_parameters": consumer.rtp_parameters})
+        if not consumers:
+            raise ApiError(404 if not any(pp.producers for pp in room.participants.values()) else 400,
+                           "nothing to view: no producer in this room matches the offer's recvonly sections")
+        await t.connect(_dtls_for_offer(offer))
+        sdp = build_answer(offer, t, answers)
+        for c in consumers:
+            await c.resume()
+    except Exception:
+        await room.leave(p)
+        raise
+    return _answer(request, "whep", room, p, sdp)
+
+
+async def end_session(request: web.Request) -> web.Response:
+    room = request.app[ROOMS].room(request.match_info["roomId"])
+    p = room.participant_by_token(request.match_info["session"])
+    await room.leave(p)
+    return web.Response(status=200)
+
+
+async def options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={
+        "Accept-Post": SDP,
+        "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    })
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    for kind, handler in (("whip", whip_publish), ("whep", whep_view)):
+        r.add_post(f"/{kind}/{{roomId}}", handler)
+        r.add_route("OPTIONS", f"/{kind}/{{roomId}}", options)
+        r.add_delete(f"/{kind}/{{roomId}}/{{session}}", end_session)

@@ -1,0 +1,78 @@
+"""PLI/FIR from viewers reach the publisher as one throttled PLI (sans-IO)."""
+
+from __future__ import annotations
+
+import struct
+
+from sfu._fastpath import _engine
+
+PUB = ("127.0.0.1", 5000)
+SUB = ("127.0.0.1", 6000)
+SUB2 = ("127.0.0.1", 6001)
+
+
+def rig():
+    e = _engine.Engine()
+    s_in, s_out, s_out2 = e.add_socket(-1), e.add_socket(-1), e.add_socket(-1)
+    t_in, t_out, t_out2 = e.add_transport(s_in), e.add_transport(s_out), e.add_transport(s_out2)
+    e.connect_transport(t_in, PUB)
+    e.connect_transport(t_out, SUB)
+    e.connect_transport(t_out2, SUB2)
+    p = e.add_producer(t_in, True, [(0xAAAA, 0)], {96: 101}, {})
+    c1 = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {})
+    c2 = e.add_consumer(t_out2, p, 0xC2, 0, 90000, {101: 101}, {})
+    return e, (s_in, s_out, s_out2), (t_in, t_out, t_out2), p, (c1, c2)
+
+
+def pli(sender: int, media: int) -> bytes:
+    return struct.pack("!BBHII", 0x81, 206, 2, sender, media)
+
+
+def fir(sender: int, media: int) -> bytes:
+    return struct.pack("!BBHIIIBxxx", 0x84, 206, 4, sender, 0, media, 7)
+
+
+def plis_to_publisher(out, s_in):
+    return [struct.unpack("!BBHII", d) for sock, addr, d in out if sock == s_in and addr == PUB]
+
+
+def test_viewer_pli_becomes_one_pli_to_the_publisher_for_its_stream():
+    e, (s_in, s_out, s_out2), _, p, _ = rig()
+    e.receive(s_out, SUB, pli(0x1234, 0xC1), 1000)
+    assert plis_to_publisher(e.take_outbox(), s_in) == [(0x81, 206, 2, 1, 0xAAAA)]
+    # A second viewer asking within the interval is coalesced into the first request.
+    e.receive(s_out2, SUB2, fir(0x5678, 0xC2), 1200)
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    # After the interval a new request goes out.
+    e.receive(s_out2, SUB2, fir(0x5678, 0xC2), 1600)
+    assert plis_to_publisher(e.take_outbox(), s_in) == [(0x81, 206, 2, 1, 0xAAAA)]
+    c = e.counters()
+    assert (c["rx_pli"], c["rx_fir"], c["tx_pli"]) == (1, 2, 2)
+    assert e.producer_stats(p)[0]["keyframeRequests"] == 2
+
+
+def test_pli_for_an_unknown_ssrc_or_from_the_wrong_transport_is_ignored():
+    e, (s_in, s_out, s_out2), _, _, _ = rig()
+    e.receive(s_out, SUB, pli(1, 0xDEAD), 1000)      # no such consumer
+    e.receive(s_out, SUB, pli(1, 0xC2), 1000)        # c2 is not on this transport
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    assert e.counters()["tx_pli"] == 0
+
+
+def test_new_or_resumed_consumer_requests_a_keyframe():
+    e, (s_in, s_out, _), (_, t_out, _), p, (c1, _) = rig()
+    e.request_keyframe(c1, 5000)
+    assert plis_to_publisher(e.take_outbox(), s_in) == [(0x81, 206, 2, 1, 0xAAAA)]
+
+
+def test_audio_producers_get_no_pli():
+    e = _engine.Engine()
+    s_in, s_out = e.add_socket(-1), e.add_socket(-1)
+    t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
+    e.connect_transport(t_in, PUB)
+    e.connect_transport(t_out, SUB)
+    p = e.add_producer(t_in, False, [(0xB, 0)], {111: 100}, {})
+    c = e.add_consumer(t_out, p, 0xC, 0, 48000, {100: 100}, {})
+    e.request_keyframe(c, 1000)
+    e.receive(s_out, SUB, pli(1, 0xC), 1000)
+    assert e.take_outbox() == []

@@ -1,0 +1,105 @@
+"""WHIP publish and WHEP view with aiortc's RTCPeerConnection (a standard
+WebRTC client: SDP offer/answer, no code of ours on the client side)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("aiortc")
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack  # noqa: E402
+
+from aiortc_peer import pin_loopback  # noqa: E402
+from signaling.server import create_app, start_rooms  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    pin_loopback(monkeypatch)
+
+
+@pytest.fixture
+async def client():
+    rooms = await start_rooms(workers=1, rtc_port=47400)
+    c = TestClient(TestServer(create_app(rooms), host="127.0.0.1"))
+    await c.start_server()
+    try:
+        yield c
+    finally:
+        await c.close()
+        await rooms.close()
+
+
+async def negotiate(client, pc: RTCPeerConnection, url: str) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    resp = await client.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"})
+    body = await resp.text()
+    assert resp.status == 201, body
+    assert resp.content_type == "application/sdp"
+    assert "a=ice-lite" in body and "a=setup:passive" in body and "a=candidate:" in body
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+    return resp.headers["Location"]
+
+
+async def count_frames(track, n: int, timeout: float = 15.0) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(n):
+        await asyncio.wait_for(track.recv(), timeout)
+    return n / (loop.time() - start)
+
+
+async def test_whip_publisher_and_two_whep_viewers_decode(client):
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    viewers = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2)]
+    tracks: list[dict] = [{}, {}]
+    try:
+        location = await negotiate(client, publisher, "/whip/live")
+        assert location.startswith("/whip/live/")
+        for i, v in enumerate(viewers):
+            v.addTransceiver("audio", direction="recvonly")
+            v.addTransceiver("video", direction="recvonly")
+            v.on("track", lambda track, i=i: tracks[i].__setitem__(track.kind, track))
+            await negotiate(client, v, "/whep/live")
+        for i in range(2):
+            for _ in range(100):
+                if len(tracks[i]) == 2:
+                    break
+                await asyncio.sleep(0.05)
+        rates = await asyncio.gather(*(count_frames(t["video"], 30) for t in tracks))
+        print("WHEP viewers decoded video at", [f"{r:.1f} fps" for r in rates], "(sender: 30 fps)")
+        assert all(r > 20 for r in rates)
+        audio = await asyncio.gather(*(asyncio.wait_for(t["audio"].recv(), 10) for t in tracks))
+        assert all(frame.sample_rate == 48000 for frame in audio)
+
+        resp = await client.delete(location)
+        assert resp.status == 200
+        resp = await client.delete(location)
+        assert resp.status == 401
+    finally:
+        await publisher.close()
+        for v in viewers:
+            await v.close()
+
+
+async def test_whip_rejects_bad_offers(client):
+    resp = await client.post("/whip/x", data="v=0\r\n", headers={"Content-Type": "text/plain"})
+    assert resp.status == 415 and "application/sdp" in (await resp.json())["error"]
+    resp = await client.post("/whip/x", data="v=0\r\nm=video\r\n", headers={"Content-Type": "application/sdp"})
+    assert resp.status == 400 and "SDP offer" in (await resp.json())["error"]
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        resp = await client.post("/whep/nobody-here", data=pc.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp"})
+        assert resp.status == 404
+    finally:
+        await pc.close()
+    resp = await client.options("/whip/x")
+    assert resp.status == 204 and resp.headers["Accept-Post"] == "application/sdp"
