@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -219,11 +220,24 @@ async def healthz(request: web.Request) -> web.Response:
                              status=200 if alive else 503)
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+async def demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def demo_script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "demo.js", headers={"Content-Type": "text/javascript"})
+
+
 def create_app(rooms: RoomManager) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[ROOMS] = rooms
     r = app.router
+    r.add_get("/", demo_page)
+    r.add_get("/demo.js", demo_script)
     r.add_get("/healthz", healthz)
     r.add_post("/api/rooms/{roomId}/create", create_room)
     r.add_post("/api/rooms/{roomId}/participants", join)

@@ -56,7 +56,8 @@ def _dtls_for_offer(offer: Any) -> dict[str, Any]:
 def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str) -> web.Response:
     location = f"/{kind}/{room.id}/{p.token}"
     return web.Response(status=201, text=sdp, content_type=SDP,
-                        headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+                        headers={"Location": location, "X-Sfu-Participant-Id": p.id,
+                                 "Access-Control-Expose-Headers": "Location, X-Sfu-Participant-Id"})
 
 
 async def whip_publish(request: web.Request) -> web.Response:

@@ -103,3 +103,28 @@ async def test_whip_rejects_bad_offers(client):
         await pc.close()
     resp = await client.options("/whip/x")
     assert resp.status == 204 and resp.headers["Accept-Post"] == "application/sdp"
+
+
+async def test_demo_page_is_served(client):
+    resp = await client.get("/")
+    page = await resp.text()
+    assert resp.status == 200 and "<video" in page and "/demo.js" in page
+    resp = await client.get("/demo.js")
+    script = await resp.text()
+    assert resp.status == 200 and "/whip/" in script and "/whep/" in script
+
+
+async def test_whip_answer_names_the_participant(client):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        resp = await client.post("/whip/named", data=pc.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp"})
+        assert resp.status == 201
+        token = resp.headers["Location"].rsplit("/", 1)[1]
+        listed = await (await client.get("/api/rooms/named/producers",
+                                         headers={"Authorization": f"Bearer {token}"})).json()
+        assert {p["participantId"] for p in listed["producers"]} == {resp.headers["X-Sfu-Participant-Id"]}
+    finally:
+        await pc.close()
