@@ -10,7 +10,7 @@ import random
 import pytest
 
 import sfu
-from conftest import Peer, build_rtp, settle
+from conftest import build_rtp, settle
 
 OPUS = {"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}
 VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}

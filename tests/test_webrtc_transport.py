@@ -14,16 +14,7 @@ import os
 import pytest
 
 aiortc = pytest.importorskip("aiortc")
-from aioice import ice as aioice_ice  # noqa: E402
 from aiortc import (  # noqa: E402
-    RTCCertificate,
-    RTCDtlsFingerprint,
-    RTCDtlsParameters,
-    RTCDtlsTransport,
-    RTCIceCandidate,
-    RTCIceGatherer,
-    RTCIceParameters,
-    RTCIceTransport,
     RTCRtpReceiver,
     RTCRtpSender,
 )
@@ -38,7 +29,6 @@ from aiortc.rtcrtpparameters import (  # noqa: E402
     RTCRtpSendParameters,
 )
 
-import sfu  # noqa: E402
 from aiortc_peer import AiortcPeer, pin_loopback, wait_until  # noqa: E402
 
 VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
