@@ -1,0 +1,94 @@
+"""Runs sfu-server and N headless Chromium pages of the demo room, then prints
+one JSON line with what each page's getStats() showed.
+
+Meant to run inside a network namespace that has only `lo` (see
+tests/test_chromium.py), so Chromium can only gather 127.0.0.1.
+Usage: python tests/browser/demo_pages.py PAGES SECONDS
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from aiohttp import web
+from playwright.async_api import async_playwright
+
+from signaling.server import create_app, start_rooms
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+    # the namespace has only lo; Chromium skips loopback for WebRTC unless told
+    "--allow-loopback-in-peer-connection",
+]
+
+STATS_JS = """async () => {
+  const out = {};
+  for (const [id, v] of window.sfuViewers) {
+    const stats = await v.pc.getStats();
+    const s = {framesDecoded: 0, audioPackets: 0};
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') s.framesDecoded = r.framesDecoded || 0;
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') s.audioPackets = r.packetsReceived || 0;
+    });
+    out[id] = s;
+  }
+  return {status: window.sfuStatus || null, viewers: out};
+}"""
+
+
+async def main(pages: int, seconds: float) -> dict:
+    rooms = await start_rooms(workers=1)
+    runner = web.AppRunner(create_app(rooms))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/?room=chromium"
+    result: dict = {}
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            tabs = []
+            for _ in range(pages):
+                tab = await ctx.new_page()
+                await tab.goto(url)
+                tabs.append(tab)
+                await asyncio.sleep(1.0)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while loop.time() < deadline:
+                counts = [await t.evaluate("() => window.sfuViewers ? window.sfuViewers.size : 0") for t in tabs]
+                if all(c == pages - 1 for c in counts):
+                    break
+                await asyncio.sleep(0.25)
+            first = [await t.evaluate(STATS_JS) for t in tabs]
+            await asyncio.sleep(seconds)
+            second = [await t.evaluate(STATS_JS) for t in tabs]
+            result = {"url": url, "first": first, "second": second,
+                      "counters": await rooms.workers[0].get_counters(), "transports": []}
+            for room in rooms.rooms.values():
+                for t in room.router.transports:
+                    st = (await t.get_stats())[0]
+                    result["transports"].append({k: st.get(k) for k in (
+                        "iceState", "dtlsState", "rtpPacketsReceived", "rtpPacketsSent", "rtcpPacketsReceived",
+                        "packetsDiscarded", "dtlsStats", "iceStats")})
+            await browser.close()
+    finally:
+        await runner.cleanup()
+        await rooms.close()
+    return result
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+    print(json.dumps(asyncio.run(main(n, secs))), flush=True)
