@@ -128,3 +128,45 @@ async def test_whip_answer_names_the_participant(client):
         assert {p["participantId"] for p in listed["producers"]} == {resp.headers["X-Sfu-Participant-Id"]}
     finally:
         await pc.close()
+
+
+async def test_three_aiortc_peers_each_publish_and_decode_the_other_two(client):
+    """The group-call shape: every peer publishes (WHIP) and views both others (WHEP)."""
+    publishers, ids = [], []
+    viewers: list[tuple[int, int, RTCPeerConnection, dict]] = []
+    try:
+        for i in range(3):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+            pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            resp = await client.post("/whip/group", data=pc.localDescription.sdp,
+                                     headers={"Content-Type": "application/sdp"})
+            assert resp.status == 201
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=await resp.text(), type="answer"))
+            publishers.append(pc)
+            ids.append(resp.headers["X-Sfu-Participant-Id"])
+        for me in range(3):
+            for other in range(3):
+                if me == other:
+                    continue
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pc.addTransceiver("audio", direction="recvonly")
+                pc.addTransceiver("video", direction="recvonly")
+                got: dict = {}
+                pc.on("track", lambda track, got=got: got.__setitem__(track.kind, track))
+                await negotiate(client, pc, f"/whep/group?participant={ids[other]}")
+                viewers.append((me, other, pc, got))
+        for _ in range(100):
+            if all(len(got) == 2 for *_, got in viewers):
+                break
+            await asyncio.sleep(0.05)
+        rates = await asyncio.gather(*(count_frames(got["video"], 15, timeout=20) for *_, got in viewers))
+        print("3-peer room, decoded fps per (viewer, publisher):",
+              {f"{me}<-{other}": f"{r:.1f}" for (me, other, _, _), r in zip(viewers, rates)})
+        assert all(r > 5 for r in rates)
+        audio = await asyncio.gather(*(asyncio.wait_for(got["audio"].recv(), 10) for *_, got in viewers))
+        assert len(audio) == 6
+    finally:
+        for pc in publishers + [v[2] for v in viewers]:
+            await pc.close()
