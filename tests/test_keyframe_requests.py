@@ -76,3 +76,29 @@ def test_audio_producers_get_no_pli():
     e.request_keyframe(c, 1000)
     e.receive(s_out, SUB, pli(1, 0xC), 1000)
     assert e.take_outbox() == []
+
+
+def test_a_request_inside_the_interval_is_sent_when_the_interval_ends():
+    """A viewer that joins just after a keyframe went by must not wait for the
+    publisher's own schedule: its throttled request is deferred, not dropped."""
+    e, (s_in, s_out, s_out2), _, p, _ = rig()
+    e.receive(s_out, SUB, pli(1, 0xC1), 1000)
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
+    e.receive(s_out2, SUB2, pli(2, 0xC2), 1100)
+    e.receive(s_out, SUB, pli(1, 0xC1), 1200)   # coalesced with the one above
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    assert e.tick(1300) == 200                   # due at 1500
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    assert e.tick(1500) == -1
+    assert plis_to_publisher(e.take_outbox(), s_in) == [(0x81, 206, 2, 1, 0xAAAA)]
+    assert e.tick(2500) == -1 and e.take_outbox() == []
+    assert e.producer_stats(p)[0]["keyframeRequests"] == 2
+
+
+def test_deferred_request_of_a_removed_producer_is_dropped():
+    e, (s_in, s_out, _), _, p, _ = rig()
+    e.receive(s_out, SUB, pli(1, 0xC1), 1000)
+    e.receive(s_out, SUB, pli(1, 0xC1), 1100)
+    e.take_outbox()
+    e.remove_producer(p)
+    assert e.tick(2000) == -1 and e.take_outbox() == []

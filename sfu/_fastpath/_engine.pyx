@@ -452,6 +452,14 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 
+    def tick(self, uint64_t now_ms):
+        """Time-driven work (deferred keyframe requests), as the I/O thread
+        does every loop; returns ms until the next due work or -1."""
+        sfu_engine_lock(self.e)
+        rc = sfu_engine_tick(self.e, now_ms)
+        sfu_engine_unlock(self.e)
+        return rc
+
     def remove_consumer(self, uint32_t h):
         with nogil:
             sfu_engine_lock(self.e)

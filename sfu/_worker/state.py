@@ -356,6 +356,7 @@ class WorkerState:
                 srtp_profiles=list(data.get("srtpCryptoSuites") or DEFAULT_SRTP_PROFILES),
                 loop=self._loop, notify=self.notify, on_ufrag_change=self._on_ufrag_change,
                 on_fatal=self._on_transport_fatal,
+                on_media_ready=self._on_transport_media_ready,
             )
         except Exception:
             if server is None:
@@ -374,6 +375,13 @@ class WorkerState:
     def _on_ufrag_change(self, t: WebRtcTransportState, old: str, new: str) -> None:
         self.ufrag_index.pop((t.socket, old), None)
         self.ufrag_index[(t.socket, new)] = t.id
+
+    def _on_transport_media_ready(self, t: WebRtcTransportState) -> None:
+        now = _engine.now_ms()
+        for cid in t.consumer_ids:
+            c = self.consumers.get(cid)
+            if c is not None:
+                self.engine.request_keyframe(c.handle, now)
 
     def _on_transport_fatal(self, t: WebRtcTransportState, reason: str) -> None:
         logger.info("closing transport %s: %s", t.id, reason)

@@ -50,6 +50,7 @@ class WebRtcTransportState:
         notify: Notify,
         on_ufrag_change: Callable[["WebRtcTransportState", str, str], None],
         on_fatal: Callable[["WebRtcTransportState", str], None],
+        on_media_ready: Callable[["WebRtcTransportState"], None] = lambda t: None,
     ) -> None:
         self.id = transport_id
         self.router_id = router_id
@@ -62,6 +63,7 @@ class WebRtcTransportState:
         self.notify = notify
         self.on_ufrag_change = on_ufrag_change
         self.on_fatal = on_fatal
+        self.on_media_ready = on_media_ready
         self.ice = IceLiteAgent()
         self.dtls = DtlsEndpoint(certificate, role="auto", srtp_profiles=srtp_profiles)
         self.handle = engine.add_transport(socket, 0, ice=True)
@@ -187,6 +189,8 @@ class WebRtcTransportState:
                 self.srtp_in = SrtpContext(suite, ev.remote_master, outbound=False)
                 self.srtp_out = SrtpContext(suite, ev.local_master, outbound=True)
                 self.engine.set_transport_srtp(self.handle, self.srtp_in.address, self.srtp_out.address)
+                # Media can flow to this transport only now: its viewers need a keyframe.
+                self.on_media_ready(self)
             elif isinstance(ev, DtlsStateChange):
                 data: dict[str, Any] = {"dtlsState": ev.state}
                 if ev.reason:

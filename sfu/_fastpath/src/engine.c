@@ -141,6 +141,7 @@ void sfu_engine_free(sfu_engine_t *e)
         free(up.data);
     free(e->upcalls);
     free(e->outbox);
+    free(e->kf_pending);
     pthread_mutex_destroy(&e->lock);
     free(e);
 }
@@ -812,8 +813,8 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
         if (c->paused || c->producer_paused || c->stream != stream)
             continue;
         sfu_transport_t *t = c->transport;
-        if (!t->remote.set)
-            continue;
+        if (!t->remote.set || (t->require_srtp && !t->srtp_out))
+            continue; /* no destination yet, or DTLS not done: never send cleartext */
         sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
         if (!s)
             continue;
@@ -957,8 +958,25 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
     if (!p->kind_video || stream < 0 || stream >= p->nstreams)
         return;
     sfu_producer_stream_t *st = &p->streams[stream];
-    if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < SFU_KEYFRAME_REQUEST_INTERVAL_MS)
+    if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < SFU_KEYFRAME_REQUEST_INTERVAL_MS) {
+        /* Coalesce: one more request when the interval ends, whatever the
+         * number of viewers asking meanwhile (a viewer that joined after
+         * the last keyframe passed still gets one). */
+        if (!st->keyframe_pending) {
+            if (e->nkf_pending == e->kf_pending_cap) {
+                uint32_t ncap = e->kf_pending_cap ? e->kf_pending_cap * 2 : 16;
+                uint32_t *n = realloc(e->kf_pending, ncap * sizeof(*n));
+                if (!n)
+                    return;
+                e->kf_pending = n;
+                e->kf_pending_cap = ncap;
+            }
+            e->kf_pending[e->nkf_pending++] = p->handle;
+            st->keyframe_pending = 1;
+        }
         return;
+    }
+    st->keyframe_pending = 0;
     sfu_transport_t *t = p->transport;
     if (!t->remote_rtcp.set)
         return;
@@ -989,11 +1007,47 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
     e->counters[SFU_C_TX_PLI]++;
 }
 
+int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
+{
+    int next = -1;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < e->nkf_pending; i++) {
+        sfu_producer_t *p = sfu_producer_get(e, e->kf_pending[i]);
+        if (!p)
+            continue;
+        int still = 0;
+        for (int s = 0; s < p->nstreams; s++) {
+            sfu_producer_stream_t *st = &p->streams[s];
+            if (!st->keyframe_pending)
+                continue;
+            uint64_t due = st->last_keyframe_request_ms + SFU_KEYFRAME_REQUEST_INTERVAL_MS;
+            if (now_ms >= due) {
+                st->keyframe_pending = 0;
+                request_keyframe(e, p, s, now_ms);
+            } else {
+                still = 1;
+                int wait = (int)(due - now_ms);
+                if (next < 0 || wait < next)
+                    next = wait;
+            }
+        }
+        if (still)
+            e->kf_pending[j++] = e->kf_pending[i];
+    }
+    e->nkf_pending = j;
+    return next;
+}
+
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t now_ms)
 {
     sfu_consumer_t *c = sfu_consumer_get(e, h);
     if (!c)
         return -1;
+    /* A keyframe is useless to a consumer whose transport cannot carry media
+     * yet (DTLS not done); asking now would only use up the throttle window.
+     * The control plane asks again when the transport becomes ready. */
+    if (c->transport->require_srtp && !c->transport->srtp_out)
+        return 0;
     if (c->producer)
         request_keyframe(e, c->producer, c->stream, now_ms);
     return 0;

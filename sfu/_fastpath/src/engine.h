@@ -161,6 +161,7 @@ typedef struct {
     uint64_t last_packet_ms;
     uint64_t last_keyframe_request_ms;
     uint64_t keyframe_requests;     /* PLIs sent to the producer */
+    int keyframe_pending;           /* asked for within the interval: send when it ends */
 } sfu_producer_stream_t;
 
 typedef struct sfu_producer {
@@ -236,6 +237,10 @@ typedef struct sfu_engine {
 
     uint64_t counters[SFU_C_COUNT];
 
+    /* producers with a deferred keyframe request (see sfu_engine_tick) */
+    uint32_t *kf_pending;
+    uint32_t nkf_pending, kf_pending_cap;
+
     /* io.c */
     int epoll_fd;
     pthread_t thread;
@@ -283,6 +288,9 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32
                                  uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
                                  int paused, uint16_t initial_seq);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
+/* Time-driven work: deferred keyframe requests. Returns the ms until it
+ * wants to run again (or -1 for nothing pending). */
+int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms);
 /* Asks the producer of a consumer for a keyframe (PLI), throttled per stream. */
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms);
 #define SFU_KEYFRAME_REQUEST_INTERVAL_MS 500

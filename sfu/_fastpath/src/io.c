@@ -140,8 +140,9 @@ static void *io_main(void *arg)
     sfu_engine_t *e = arg;
     struct epoll_event events[64];
 
+    int timeout = 100;
     for (;;) {
-        int n = epoll_wait(e->epoll_fd, events, 64, 100);
+        int n = epoll_wait(e->epoll_fd, events, 64, timeout);
         if (n < 0 && errno != EINTR)
             break;
         uint64_t t0 = now_ns();
@@ -159,6 +160,8 @@ static void *io_main(void *arg)
             if (s && s->fd >= 0)
                 drain_socket(e, s, now_ms);
         }
+        int next = e->nkf_pending ? sfu_engine_tick(e, now_ms) : -1;
+        timeout = next < 0 ? 100 : (next < 100 ? next + 1 : 100);
         sfu_io_flush_locked(e);
         e->loop_busy_ns += now_ns() - t0;
         pthread_mutex_unlock(&e->lock);
