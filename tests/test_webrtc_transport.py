@@ -176,3 +176,52 @@ async def test_unknown_ufrag_on_shared_port_is_not_answered(worker, router):
         assert (await t.get_stats())[0]["iceState"] == "new"
     finally:
         transport.close()
+
+
+async def _binding(port: int, username: str, password: str) -> bytes | None:
+    """One STUN binding request as a controlling agent; the response or None."""
+    from aioice import stun
+
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future = loop.create_future()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+    try:
+        req = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        req.attributes["USERNAME"] = username
+        req.attributes["PRIORITY"] = 1853824767
+        req.attributes["ICE-CONTROLLING"] = 1
+        req.attributes["USE-CANDIDATE"] = None
+        req.add_message_integrity(password.encode())
+        req.add_fingerprint()
+        transport.sendto(bytes(req), ("127.0.0.1", port))
+        return await asyncio.wait_for(got, 1)
+    except asyncio.TimeoutError:
+        return None
+    finally:
+        transport.close()
+
+
+async def test_restart_ice_changes_credentials_and_only_the_new_ones_work(worker, router):
+    from aioice import stun
+
+    t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+    port = t.ice_candidates[0]["port"]
+    old = dict(t.ice_parameters)
+    states = []
+    t.on("icestatechange", states.append)
+    resp = stun.parse_message(await _binding(port, f"{old['usernameFragment']}:peer", old["password"]))
+    assert resp.message_class == stun.Class.RESPONSE
+    new = await t.restart_ice()
+    assert new["usernameFragment"] != old["usernameFragment"] and new["password"] != old["password"]
+    assert t.ice_parameters == new
+    rejected = await _binding(port, f"{old['usernameFragment']}:peer", old["password"])
+    assert rejected is None or stun.parse_message(rejected).message_class == stun.Class.ERROR
+    resp = stun.parse_message(await _binding(port, f"{new['usernameFragment']}:peer", new["password"]))
+    assert resp.message_class == stun.Class.RESPONSE
+    await wait_until(lambda: "completed" in states)
