@@ -104,6 +104,13 @@ class Transport(EventEmitter):
                 "streams": streams,
                 "ptMap": {str(m["payloadType"]): m["mappedPayloadType"] for m in mapping["codecs"]},
                 "extMap": {str(m["id"]): m["mappedId"] for m in mapping.get("headerExtensions", [])},
+                # router payload type -> mimeType, for keyframe detection in the engine
+                "codecs": {
+                    str(m["mappedPayloadType"]): c["mimeType"].lower()
+                    for m in mapping["codecs"]
+                    for c in params["codecs"]
+                    if c["payloadType"] == m["payloadType"] and not ortc.is_rtx_codec(c)
+                },
                 "paused": paused,
             },
         )

@@ -105,6 +105,7 @@ cdef extern from "src/engine.h" nogil:
         uint16_t max_seq
         uint64_t last_packet_ms
         uint64_t keyframe_requests
+        uint64_t keyframes
     ctypedef struct sfu_producer_t:
         uint32_t handle
         int paused
@@ -161,6 +162,7 @@ cdef extern from "src/engine.h" nogil:
                                      const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
                                      const uint8_t *pt_map, const uint8_t *ext_map, int paused)
     int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused)
+    int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t *codec_of_pt)
     int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p)
     uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
                                      uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,
@@ -183,3 +185,6 @@ cdef extern from "src/engine.h" nogil:
     void sfu_io_stop(sfu_engine_t *e)
     void sfu_io_flush_locked(sfu_engine_t *e)
     uint64_t sfu_now_ms()
+
+cdef extern from "src/keyframe.h" nogil:
+    int sfu_is_keyframe(int codec, const uint8_t *p, size_t n)

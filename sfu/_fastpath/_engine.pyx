@@ -26,6 +26,8 @@ COUNTER_NAMES = (
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
 )
 
+CODEC_IDS = {"vp8": 1, "video/vp8": 1, "vp9": 2, "video/vp9": 2, "h264": 3, "video/h264": 3}
+
 PACKET_KINDS = {1: "stun", 2: "dtls", 3: "rtp", 4: "rtcp", 5: "unknown"}
 
 RTP_ERRORS = {
@@ -156,6 +158,13 @@ def map_extensions(bytes data, dict mapping):
         return PyBytes_FromStringAndSize(<char *>buf, n)
     finally:
         free(buf)
+
+
+def is_keyframe(str codec, bytes payload):
+    """Whether an RTP payload of codec 'vp8' | 'vp9' | 'h264' starts a keyframe."""
+    if codec.lower() not in CODEC_IDS:
+        raise ValueError(f"unknown codec {codec!r}")
+    return bool(sfu_is_keyframe(CODEC_IDS[codec.lower()], <const uint8_t *>PyBytes_AS_STRING(payload), len(payload)))
 
 
 def parse_rtcp(bytes data):
@@ -365,9 +374,10 @@ cdef class Engine:
     # -- producers and consumers
 
     def add_producer(self, uint32_t transport, bint video, list streams, dict pt_map, dict ext_map,
-                     bint paused=False):
+                     bint paused=False, dict codecs=None):
         """streams: [(ssrc, rtx_ssrc or 0)]; pt_map: incoming PT -> router PT;
-        ext_map: incoming extension id -> router id (ids absent are removed)."""
+        ext_map: incoming extension id -> router id (ids absent are removed);
+        codecs: router PT -> 'vp8' | 'vp9' | 'h264', for keyframe detection."""
         cdef uint32_t ssrcs[4]
         cdef uint32_t rtx[4]
         cdef uint8_t ptm[128]
@@ -388,6 +398,16 @@ cdef class Engine:
             sfu_engine_unlock(self.e)
         if h == 0:
             raise ValueError("could not add producer (unknown transport or SSRC already in use)")
+        cdef uint8_t cod[128]
+        if codecs:
+            memset(cod, 0, 128)
+            for k, v in codecs.items():
+                if not (0 <= k < 128):
+                    raise ValueError(f"codecs: payload type {k} out of range")
+                cod[k] = CODEC_IDS.get(str(v).lower(), 0)
+            sfu_engine_lock(self.e)
+            sfu_producer_set_codecs_locked(self.e, h, cod)
+            sfu_engine_unlock(self.e)
         return h
 
     def set_producer_paused(self, uint32_t h, bint paused):
@@ -414,6 +434,7 @@ cdef class Engine:
                 "packetCount": p.streams[i].received.packets, "byteCount": p.streams[i].received.bytes,
                 "highestSequenceNumber": p.streams[i].max_seq,
                 "keyframeRequests": p.streams[i].keyframe_requests,
+                "keyframes": p.streams[i].keyframes,
             } for i in range(p.nstreams)]
         finally:
             sfu_engine_unlock(self.e)

@@ -487,8 +487,9 @@ class WorkerState:
         streams = [(int(s["ssrc"]), int(s.get("rtxSsrc") or 0)) for s in data["streams"]]
         pt_map = {int(k): int(v) for k, v in data["ptMap"].items()}
         ext_map = {int(k): int(v) for k, v in data["extMap"].items()}
+        codecs = {int(k): str(v) for k, v in (data.get("codecs") or {}).items()}
         handle = self.engine.add_producer(
-            t.handle, data["kind"] == "video", streams, pt_map, ext_map, bool(data.get("paused"))
+            t.handle, data["kind"] == "video", streams, pt_map, ext_map, bool(data.get("paused")), codecs
         )
         self.producers[pid] = ProducerState(pid, handle, tid, data["kind"])
         t.producer_ids.add(pid)

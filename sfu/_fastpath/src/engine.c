@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keyframe.h"
 #include "rtcp.h"
 
 static sfu_srtp_fn srtp_protect_fn, srtp_unprotect_fn, srtp_protect_rtcp_fn, srtp_unprotect_rtcp_fn;
@@ -582,6 +583,15 @@ int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     return 0;
 }
 
+int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t h, const uint8_t codec_of_pt[128])
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    memcpy(p->codec_of_pt, codec_of_pt, 128);
+    return 0;
+}
+
 int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t h)
 {
     sfu_producer_t *p = sfu_producer_get(e, h);
@@ -940,6 +950,14 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         st->seq_started = 1;
     }
     st->last_packet_ms = now_ms;
+    if (p->kind_video && sfu_is_keyframe(p->codec_of_pt[mpt], buf + rtp.header_length, rtp.payload_length)) {
+        st->keyframes++;
+        st->last_keyframe_ms = now_ms;
+        /* The keyframe asked for has arrived: whoever asked meanwhile gets
+         * it too, and the next request may go out at once. */
+        st->last_keyframe_request_ms = 0;
+        st->keyframe_pending = 0;
+    }
     if (p->paused) {
         e->counters[SFU_C_DROP_PRODUCER_PAUSED]++;
         return;

@@ -162,6 +162,8 @@ typedef struct {
     uint64_t last_keyframe_request_ms;
     uint64_t keyframe_requests;     /* PLIs sent to the producer */
     int keyframe_pending;           /* asked for within the interval: send when it ends */
+    uint64_t keyframes;             /* keyframe packets seen */
+    uint64_t last_keyframe_ms;
 } sfu_producer_stream_t;
 
 typedef struct sfu_producer {
@@ -174,6 +176,7 @@ typedef struct sfu_producer {
     uint8_t pt_map[128];   /* incoming payload type -> router payload type */
     uint8_t ext_map[256];  /* incoming extension id -> router id (0 drops) */
     int ext_identity;
+    uint8_t codec_of_pt[128]; /* router payload type -> SFU_CODEC_* (keyframe detection) */
     uint32_t nconsumers, consumers_cap;
     struct sfu_consumer **consumers;
 } sfu_producer_t;
@@ -282,6 +285,8 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, in
                                  const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
                                  const uint8_t pt_map[128], const uint8_t ext_map[256], int paused);
 int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused);
+/* Which codec each router payload type carries (SFU_CODEC_*), for keyframe detection. */
+int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t codec_of_pt[128]);
 int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p);
 
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
