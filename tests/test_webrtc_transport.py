@@ -29,6 +29,7 @@ from aiortc.rtcrtpparameters import (  # noqa: E402
     RTCRtpSendParameters,
 )
 
+import sfu  # noqa: E402
 from aiortc_peer import AiortcPeer, pin_loopback, wait_until  # noqa: E402
 
 VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
@@ -225,3 +226,45 @@ async def test_restart_ice_changes_credentials_and_only_the_new_ones_work(worker
     resp = stun.parse_message(await _binding(port, f"{new['usernameFragment']}:peer", new["password"]))
     assert resp.message_class == stun.Class.RESPONSE
     await wait_until(lambda: "completed" in states)
+
+
+async def test_announced_ip_and_port_range_shape_the_candidate(worker, router):
+    t = await router.create_webrtc_transport(listen_ip="127.0.0.1", announced_ip="203.0.113.7",
+                                             port_range=(47600, 47610))
+    (c,) = t.ice_candidates
+    assert c["ip"] == c["address"] == "203.0.113.7" and 47600 <= c["port"] <= 47610
+    assert c["protocol"] == "udp" and c["type"] == "host"
+    assert t.ice_parameters["iceLite"] is True and t.ice_role == "controlled"
+    assert t.dtls_parameters["role"] == "auto" and {f["algorithm"] for f in t.dtls_parameters["fingerprints"]} >= {
+        "sha-256", "sha-1", "sha-384", "sha-512"}
+
+
+async def test_worker_certificate_from_files_and_srtp_preference(tmp_path):
+    from sfu.dtls import Certificate
+
+    cert = Certificate.generate()
+    cert.save(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    w = await sfu.create_worker(dtls_certificate_file=str(tmp_path / "cert.pem"),
+                                dtls_private_key_file=str(tmp_path / "key.pem"))
+    peer = AiortcPeer()
+    try:
+        assert w.dtls_fingerprints == cert.fingerprints
+        r = await w.create_router([{"kind": "video", "mimeType": "video/VP8", "clockRate": 90000}])
+        t = await r.create_webrtc_transport(listen_ip="127.0.0.1", srtp_crypto_suites=["AES_CM_128_HMAC_SHA1_80"])
+        assert t.dtls_parameters["fingerprints"] == cert.fingerprints
+        # We are the DTLS server (the peer says it is the client): our order decides.
+        await t.connect(peer.dtls_parameters(role="client"))
+        await peer.connect(t)
+        from aiortc import RTCDtlsFingerprint, RTCDtlsParameters
+
+        fps = [RTCDtlsFingerprint(algorithm=f["algorithm"], value=f["value"]) for f in t.dtls_parameters["fingerprints"]]
+        peer.dtls._set_role("client")
+        await asyncio.wait_for(peer.dtls.start(RTCDtlsParameters(fingerprints=fps, role="server")), 10)
+        await wait_until(lambda: t.dtls_state == "connected")
+        assert t.srtp_crypto_suite == "AES_CM_128_HMAC_SHA1_80"
+    finally:
+        await peer.close()
+        w.close()
+        await w.wait_closed()
+    with pytest.raises(sfu.InvalidParametersError, match="together"):
+        await sfu.create_worker(dtls_certificate_file=str(tmp_path / "cert.pem"))
