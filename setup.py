@@ -12,7 +12,12 @@ from setuptools import Extension, setup
 
 SRC = "sfu/_fastpath/src"
 sources = ["sfu/_fastpath/_engine.pyx"] + [
-    f"{SRC}/{name}" for name in ("rtp.c", "rtcp.c", "engine.c", "io.c")
+    f"{SRC}/{name}"
+    for name in (
+        "rtp.c", "rtcp.c", "engine.c", "io.c",
+        # loss recovery and feedback
+        "nack.c", "rtx_buffer.c", "rtcp_build.c", "remb.c", "twcc.c", "rtp_stats.c",
+    )
 ]
 
 extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden"]

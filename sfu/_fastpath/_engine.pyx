@@ -688,3 +688,8 @@ def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect
     if rc != 0:
         raise RuntimeError(f"srtp_protect failed with status {rc}")
     return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / count
+
+
+# ----------------------------------------------------------------- loss recovery test hooks
+include "nack.pxi"
+include "feedback.pxi"

@@ -1,0 +1,1 @@
+# Test hooks for src/feedback (filled by the loss-recovery work).

@@ -1,0 +1,1 @@
+# Test hooks for src/nack (filled by the loss-recovery work).
