@@ -14,6 +14,10 @@ from conftest import build_rtp, settle
 
 OPUS = {"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}
 VP8 = {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}
+# VP8 payload starts (RFC 7741): a keyframe's first packet and any other packet.
+# A new consumer's video starts at a keyframe, so streams begin with one.
+VP8_KEY = b"\x10\x00"
+VP8_DELTA = b"\x00\x01"
 
 
 async def publish(transport, audio_ssrc: int, video_ssrc: int, extensions=None):
@@ -53,7 +57,8 @@ async def test_three_participants_receive_each_other_rewritten_in_order_and_comp
                 for k in range(count):
                     seq = 1000 + len(lst)
                     ts = 5000 + rnd * 3000
-                    payload = f"{idx}-{kind}-{seq}-".encode() + os.urandom(200)
+                    head = b"" if kind == "audio" else (VP8_KEY if seq == 1000 else VP8_DELTA)
+                    payload = head + f"{idx}-{kind}-{seq}-".encode() + os.urandom(200)
                     m["peer"].send(build_rtp(pt, seq, ts, ssrc, payload, marker=(k == count - 1)), port)
                     lst.append((seq, ts, payload))
         await asyncio.sleep(0.002)
@@ -171,12 +176,12 @@ async def test_header_extension_ids_are_mapped_to_router_then_to_consumer(router
     caps["headerExtensions"] = [e for e in caps["headerExtensions"] if e["preferredId"] != 3 or e["uri"].endswith("abs-send-time")]
     consumer = await tc.consume(producer.id, caps)
     assert [e["id"] for e in consumer.rtp_parameters["headerExtensions"] if e["uri"].endswith("abs-send-time")] == [3]
-    pub.send(build_rtp(96, 1, 1, 4242, b"payload", extensions=[(7, b"\x01\x02\x03"), (9, b"\xff")]),
+    pub.send(build_rtp(96, 1, 1, 4242, VP8_KEY + b"payload", extensions=[(7, b"\x01\x02\x03"), (9, b"\xff")]),
              tp.tuple["localPort"])
     await sub.wait_for(1)
     (r,) = sub.rtp()
     assert r.extensions == [(3, b"\x01\x02\x03")]
-    assert r.payload == b"payload"
+    assert r.payload == VP8_KEY + b"payload"
 
 
 async def test_comedia_learns_remote_and_emits_tuple(router, peers):
@@ -295,6 +300,30 @@ async def test_consumer_uses_the_remote_payload_types(router, peers):
     codecs = consumer.rtp_parameters["codecs"]
     assert [(c["mimeType"], c["payloadType"]) for c in codecs] == [("video/VP8", 120), ("video/rtx", 121)]
     assert codecs[1]["parameters"]["apt"] == 120
-    pub.send(build_rtp(96, 1, 1, 31, b"vp8"), tp.tuple["localPort"])
+    pub.send(build_rtp(96, 1, 1, 31, VP8_KEY + b"vp8"), tp.tuple["localPort"])
     await sub.wait_for(1)
     assert [r.pt for r in sub.rtp()] == [120]
+
+
+async def test_new_video_consumer_starts_at_a_keyframe(router, peers):
+    pub, sub = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tp.connect(ip="127.0.0.1", port=pub.port)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tc.connect(ip="127.0.0.1", port=sub.port)
+    producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 51}]})
+    await tc.consume(producer.id, router.rtp_capabilities)
+    port = tp.tuple["localPort"]
+    for seq in range(5):                      # mid-stream: delta frames only
+        pub.send(build_rtp(96, seq, seq * 3000, 51, VP8_DELTA + bytes([seq])), port)
+    pub.send(build_rtp(96, 5, 15000, 51, VP8_KEY + b"key"), port)
+    pub.send(build_rtp(96, 6, 18000, 51, VP8_DELTA + b"after"), port)
+    await sub.wait_for(2)
+    await settle(0.05)
+    got = sub.rtp()
+    assert [r.payload for r in got] == [VP8_KEY + b"key", VP8_DELTA + b"after"]
+    assert (got[1].seq - got[0].seq) & 0xFFFF == 1
+    # The PLI sent when the consumer was created reached the publisher.
+    await pub.wait_for(1)
+    plis = [d for d in pub.received if len(d) >= 12 and d[1] == 206 and d[0] & 0x1F == 1]
+    assert plis and int.from_bytes(plis[0][8:12], "big") == 51

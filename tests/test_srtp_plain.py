@@ -49,7 +49,8 @@ async def test_srtp_end_to_end_with_pylibsrtp_clients(worker, router, peers, sui
     producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 0x1111}]})
     consumer = await tc.consume(producer.id, router.rtp_capabilities)
 
-    payloads = [os.urandom(1100) for _ in range(30)]
+    # the first packet starts a VP8 keyframe (a new consumer's video starts at one)
+    payloads = [(b"\x10\x00" if i == 0 else b"\x00\x01") + os.urandom(1100) for i in range(30)]
     for i, payload in enumerate(payloads):
         pub_peer.send(pub.tx.protect(build_rtp(96, 100 + i, 9000 * i, 0x1111, payload)), tp.tuple["localPort"])
     # A tampered packet fails authentication and is dropped.

@@ -815,8 +815,10 @@ static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now
     }
 }
 
+/* keyframe: -1 when the codec gives no way to tell (audio, unknown video
+ * codec), else whether this packet starts a keyframe. */
 static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
-                        const sfu_rtp_t *rtp, uint64_t now_ms)
+                        const sfu_rtp_t *rtp, uint64_t now_ms, int keyframe)
 {
     for (uint32_t i = 0; i < p->nconsumers; i++) {
         sfu_consumer_t *c = p->consumers[i];
@@ -835,6 +837,12 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
             continue;
         }
         if (c->sync_required) {
+            /* A new or resumed video consumer starts at a keyframe: what comes
+             * before it cannot be decoded (mediasoup does the same). */
+            if (keyframe == 0) {
+                c->dropped++;
+                continue;
+            }
             sfu_seqmgr_sync(&c->seq, (uint16_t)(rtp->seq - 1));
             consumer_sync_timestamp(c, rtp->timestamp, now_ms);
             c->sync_required = 0;
@@ -950,7 +958,9 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         st->seq_started = 1;
     }
     st->last_packet_ms = now_ms;
-    if (p->kind_video && sfu_is_keyframe(p->codec_of_pt[mpt], buf + rtp.header_length, rtp.payload_length)) {
+    int codec = p->kind_video ? p->codec_of_pt[mpt] : SFU_CODEC_NONE;
+    int keyframe = codec == SFU_CODEC_NONE ? -1 : sfu_is_keyframe(codec, buf + rtp.header_length, rtp.payload_length);
+    if (keyframe == 1) {
         st->keyframes++;
         st->last_keyframe_ms = now_ms;
         /* The keyframe asked for has arrived: whoever asked meanwhile gets
@@ -966,7 +976,7 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         sfu_rtp_set_payload_type(buf, mpt);
         rtp.payload_type = mpt;
     }
-    forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms);
+    forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms, keyframe);
 }
 
 /* Sends a PLI (RFC 4585 6.3.1) for one producer stream, at most once per

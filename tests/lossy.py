@@ -1,0 +1,77 @@
+"""A lossy UDP relay on loopback for loss-recovery tests.
+
+    client  <->  relay (listens on `port`)  <->  SFU transport
+
+Datagrams in each direction are dropped with probability `loss`, delayed by
+`delay_ms` ± `jitter_ms` (so they may reorder), all from a seeded generator,
+so a failing run can be replayed. The SFU sees the relay's upstream socket as
+the client's address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class Leg:
+    """Impairment of one direction."""
+
+    loss: float = 0.0
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    sent: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class LossyRelay:
+    sfu_addr: tuple[str, int]
+    to_sfu: Leg = field(default_factory=Leg)
+    to_client: Leg = field(default_factory=Leg)
+    seed: int = 1
+    port: int = 0
+    _client_addr: Optional[tuple[str, int]] = None
+
+    async def start(self) -> "LossyRelay":
+        loop = asyncio.get_running_loop()
+        self._rng = random.Random(self.seed)
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                relay._client_addr = addr
+                relay._pass(data, relay.to_sfu, relay._back, relay.sfu_addr)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                if relay._client_addr is not None:
+                    relay._pass(data, relay.to_client, relay._front, relay._client_addr)
+
+        self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self._back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
+        self.port = self._front.get_extra_info("sockname")[1]
+        return self
+
+    @property
+    def upstream_port(self) -> int:
+        """The port the SFU sees packets coming from (connect the SFU's transport to it)."""
+        return self._back.get_extra_info("sockname")[1]
+
+    def _pass(self, data: bytes, leg: Leg, transport, addr) -> None:
+        if self._rng.random() < leg.loss:
+            leg.dropped += 1
+            return
+        leg.sent += 1
+        delay = max(0.0, leg.delay_ms + self._rng.uniform(-leg.jitter_ms, leg.jitter_ms)) / 1000
+        if delay <= 0:
+            transport.sendto(data, addr)
+        else:
+            asyncio.get_running_loop().call_later(delay, transport.sendto, data, addr)
+
+    def close(self) -> None:
+        self._front.close()
+        self._back.close()
