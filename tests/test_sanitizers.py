@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["tests/test_rtp.py", "tests/test_rtcp.py", "tests/test_seqmgr.py", "tests/test_differential.py",
+          "tests/test_nack.py", "tests/test_rtx_buffer.py", "tests/test_rtcp_build.py", "tests/test_remb.py",
+          "tests/test_twcc.py", "tests/test_rtp_stats.py", "tests/test_keyframe_detection.py",
           "tests/test_engine_core.py"]
 
 
