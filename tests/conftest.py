@@ -130,11 +130,16 @@ class Peer:
     def send(self, data: bytes, port: int) -> None:
         self.sock.sendto(data, ("127.0.0.1", port))
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        """Waits until at least `count` datagrams arrived (or times out)."""
+    def count(self, rtcp: bool = False) -> int:
+        """Datagrams received: RTP ones, or RTCP ones with rtcp=True (the SFU
+        also sends reports)."""
+        return sum(1 for d in self.received if len(d) >= 2 and (192 <= d[1] <= 223) == rtcp)
+
+    async def wait_for(self, count: int, timeout: float = 5.0, rtcp: bool = False) -> None:
+        """Waits until at least `count` RTP (or RTCP) datagrams arrived (or times out)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(self.received) < count and loop.time() < deadline:
+        while self.count(rtcp) < count and loop.time() < deadline:
             self.event.clear()
             try:
                 await asyncio.wait_for(self.event.wait(), max(0.0, deadline - loop.time()))

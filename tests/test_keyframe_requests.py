@@ -33,7 +33,9 @@ def fir(sender: int, media: int) -> bytes:
 
 
 def plis_to_publisher(out, s_in):
-    return [struct.unpack("!BBHII", d) for sock, addr, d in out if sock == s_in and addr == PUB]
+    """The PLIs among what was sent to the publisher (reports may go there too)."""
+    return [struct.unpack("!BBHII", d) for sock, addr, d in out
+            if sock == s_in and addr == PUB and len(d) == 12 and d[1] == 206 and d[0] & 0x1F == 1]
 
 
 def test_viewer_pli_becomes_one_pli_to_the_publisher_for_its_stream():
@@ -87,11 +89,12 @@ def test_a_request_inside_the_interval_is_sent_when_the_interval_ends():
     e.receive(s_out2, SUB2, pli(2, 0xC2), 1100)
     e.receive(s_out, SUB, pli(1, 0xC1), 1200)   # coalesced with the one above
     assert plis_to_publisher(e.take_outbox(), s_in) == []
-    assert e.tick(1300) == 200                   # due at 1500
+    assert 0 < e.tick(1300) <= 200               # due at 1500 (periodic work may come sooner)
     assert plis_to_publisher(e.take_outbox(), s_in) == []
-    assert e.tick(1500) == -1
+    e.tick(1500)
     assert plis_to_publisher(e.take_outbox(), s_in) == [(0x81, 206, 2, 1, 0xAAAA)]
-    assert e.tick(2500) == -1 and e.take_outbox() == []
+    e.tick(2500)
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
     assert e.producer_stats(p)[0]["keyframeRequests"] == 2
 
 
@@ -101,4 +104,5 @@ def test_deferred_request_of_a_removed_producer_is_dropped():
     e.receive(s_out, SUB, pli(1, 0xC1), 1100)
     e.take_outbox()
     e.remove_producer(p)
-    assert e.tick(2000) == -1 and e.take_outbox() == []
+    e.tick(2000)
+    assert plis_to_publisher(e.take_outbox(), s_in) == []

@@ -306,7 +306,8 @@ static void emit_audio(gen_t *g, part_t *p, int idx)
 static void start_frame(gen_t *g, part_t *p)
 {
     const lg_config_t *c = g->cfg;
-    p->f_key = ((p->f_index + p->kf_phase) % (uint32_t)g->kf_every) == 0;
+    /* an encoder starts with a keyframe (and an SFU starts new consumers at one) */
+    p->f_key = p->f_index == 0 || ((p->f_index + p->kf_phase) % (uint32_t)g->kf_every) == 0;
     double size = p->f_key ? g->key_bytes : g->delta_bytes * (1.0 + c->frame_jitter * (2.0 * rng_unit(&p->rng) - 1.0));
     int min_payload = LG_TRAILER + 11;
     int npkts = (int)((size + g->max_payload - 1) / g->max_payload);

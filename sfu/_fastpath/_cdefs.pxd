@@ -1,5 +1,5 @@
 # C declarations of the engine (src/*.h) for Cython.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "<sys/socket.h>":
     ctypedef unsigned int socklen_t
@@ -106,6 +106,12 @@ cdef extern from "src/engine.h" nogil:
         uint64_t last_packet_ms
         uint64_t keyframe_requests
         uint64_t keyframes
+        char stats  # sfu_rtp_stats_t, used by address only
+        uint64_t rtx_received
+        uint64_t nack_packets_sent
+        uint64_t rate_bps
+        uint8_t last_fraction_lost
+        int score
     ctypedef struct sfu_producer_t:
         uint32_t handle
         int paused
@@ -121,6 +127,14 @@ cdef extern from "src/engine.h" nogil:
         sfu_seqmgr_t seq
         sfu_count_t sent
         uint64_t dropped
+        int nack_enabled
+        uint64_t nack_packets_received, nacked_seqs, retransmitted, pli_received, fir_received
+        uint32_t rtt_ms
+        uint8_t fraction_lost
+        int32_t packets_lost
+        uint32_t jitter
+        uint64_t rate_bps
+        int score
     ctypedef struct sfu_upcall_t:
         int type
         uint32_t socket
@@ -163,6 +177,11 @@ cdef extern from "src/engine.h" nogil:
                                      const uint8_t *pt_map, const uint8_t *ext_map, int paused)
     int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused)
     int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t *codec_of_pt)
+    int sfu_producer_set_feedback_locked(sfu_engine_t *e, uint32_t p, int nack, const uint8_t *rtx_apt,
+                                         uint8_t twcc_ext_id, uint64_t remb_floor_bps, uint32_t clock_rate)
+    int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t c, int nack, uint8_t rtx_pt)
+    int64_t sfu_producer_stream_packets_lost "sfu_rtp_stats_packets_lost"(const void *stats)
+    uint32_t sfu_producer_stream_jitter "sfu_rtp_stats_jitter"(const void *stats)
     int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p)
     uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
                                      uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,

@@ -24,6 +24,8 @@ COUNTER_NAMES = (
     "drop_unknown_pt", "drop_producer_paused", "drop_rtx", "drop_outbox_full",
     "drop_upcall_full", "tx_datagrams", "tx_bytes", "tx_errors", "tx_srtp_errors",
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
+    "rx_nack", "tx_nack", "rx_rtx", "tx_retransmissions", "retransmission_misses", "rx_remb", "tx_remb",
+    "tx_sr", "tx_rr", "tx_twcc",
 )
 
 CODEC_IDS = {"vp8": 1, "video/vp8": 1, "vp9": 2, "video/vp9": 2, "h264": 3, "video/h264": 3}
@@ -410,6 +412,29 @@ cdef class Engine:
             sfu_engine_unlock(self.e)
         return h
 
+    def set_producer_feedback(self, uint32_t h, bint nack=False, dict rtx_apt=None, int twcc_ext_id=0,
+                              uint64_t remb_floor_bps=30000, uint32_t clock_rate=0):
+        """Loss recovery for a producer: NACK its losses (rtx_apt: incoming RTX
+        payload type -> media payload type, to decapsulate), transport-cc
+        feedback (router extension id), REMB floor, clock rate for jitter."""
+        cdef uint8_t apt[128]
+        _fill_map(apt, 128, rtx_apt, 0xFF, 127)
+        sfu_engine_lock(self.e)
+        rc = sfu_producer_set_feedback_locked(self.e, h, nack, apt, <uint8_t>twcc_ext_id, remb_floor_bps, clock_rate)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown producer handle {h}")
+
+    def set_consumer_feedback(self, uint32_t h, bint nack=False, int rtx_pt=0):
+        """Answer the consumer's NACKs (as RTX with rtx_pt when non-zero)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_feedback_locked(self.e, h, nack, <uint8_t>rtx_pt)
+        sfu_engine_unlock(self.e)
+        if rc == -2:
+            raise MemoryError("no memory for the retransmission buffer")
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
     def set_producer_paused(self, uint32_t h, bint paused):
         sfu_engine_lock(self.e)
         rc = sfu_producer_set_paused_locked(self.e, h, paused)
@@ -433,6 +458,14 @@ cdef class Engine:
                 "ssrc": p.streams[i].ssrc, "rtxSsrc": p.streams[i].rtx_ssrc or None,
                 "packetCount": p.streams[i].received.packets, "byteCount": p.streams[i].received.bytes,
                 "highestSequenceNumber": p.streams[i].max_seq,
+                "packetsLost": max(0, sfu_producer_stream_packets_lost(&p.streams[i].stats)),
+                "fractionLost": p.streams[i].last_fraction_lost / 256.0,
+                "jitter": sfu_producer_stream_jitter(&p.streams[i].stats),
+                "nackCount": p.streams[i].nack_packets_sent,
+                "pliCount": p.streams[i].keyframe_requests,
+                "retransmittedPackets": p.streams[i].rtx_received,
+                "bitrate": p.streams[i].rate_bps,
+                "score": p.streams[i].score,
                 "keyframeRequests": p.streams[i].keyframe_requests,
                 "keyframes": p.streams[i].keyframes,
             } for i in range(p.nstreams)]
@@ -494,7 +527,12 @@ cdef class Engine:
             if c == NULL:
                 raise KeyError(f"unknown consumer handle {h}")
             return {"ssrc": c.ssrc, "packetCount": c.sent.packets, "byteCount": c.sent.bytes,
-                    "packetsDiscarded": c.dropped, "producerClosed": c.producer == NULL}
+                    "packetsDiscarded": c.dropped, "producerClosed": c.producer == NULL,
+                    "nackCount": c.nack_packets_received, "nackPacketCount": c.nacked_seqs,
+                    "retransmittedPackets": c.retransmitted, "pliCount": c.pli_received,
+                    "firCount": c.fir_received, "roundTripTime": c.rtt_ms,
+                    "fractionLost": c.fraction_lost / 256.0, "packetsLost": c.packets_lost,
+                    "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score}
         finally:
             sfu_engine_unlock(self.e)
 

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -76,8 +77,23 @@ sfu_consumer_t *sfu_consumer_get(sfu_engine_t *e, uint32_t h) { return sfu_table
 
 /* ------------------------------------------------------------------ engine */
 
+/* Unix time minus the monotonic clock, taken once: SR timestamps are NTP
+ * (wall clock) while the engine's `now_ms` is monotonic. */
+static int64_t wallclock_offset_ms;
+
+static uint64_t ntp_now(uint64_t now_ms)
+{
+    return sfu_ntp_from_ms((uint64_t)((int64_t)now_ms + wallclock_offset_ms));
+}
+
 sfu_engine_t *sfu_engine_new(void)
 {
+    struct timespec rt, mono;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    wallclock_offset_ms = ((int64_t)rt.tv_sec - (int64_t)mono.tv_sec) * 1000 +
+                          ((int64_t)rt.tv_nsec - (int64_t)mono.tv_nsec) / 1000000;
+
     sfu_engine_t *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
@@ -118,12 +134,16 @@ static void free_transport(void *p)
 {
     sfu_transport_t *t = p;
     free(t->routes);
+    free(t->consumers);
+    free(t->twcc);
     free(t);
 }
 
 static void free_producer(void *p)
 {
     sfu_producer_t *pr = p;
+    for (int i = 0; i < pr->nstreams; i++)
+        sfu_packet_store_free(&pr->streams[i].store);
     free(pr->consumers);
     free(pr);
 }
@@ -551,7 +571,12 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t th, int kind_video, i
     memcpy(p->ext_map, ext_map, 256);
     p->ext_identity = map_is_identity(p->ext_map, 256);
     uint32_t nroutes_before = t->nroutes;
+    memset(p->rtx_apt, 0xff, sizeof(p->rtx_apt));
+    sfu_remb_agg_init(&p->remb);
     for (int i = 0; i < nstreams; i++) {
+        sfu_nack_init(&p->streams[i].nack);
+        sfu_rtp_stats_init(&p->streams[i].stats, kind_video ? 90000 : 48000);
+        p->streams[i].score = 10;
         p->streams[i].ssrc = ssrcs[i];
         p->streams[i].rtx_ssrc = rtx_ssrcs ? rtx_ssrcs[i] : 0;
         if (route_add(t, ssrcs[i], p, i, 0) < 0 || (p->streams[i].rtx_ssrc && route_add(t, p->streams[i].rtx_ssrc, p, i, 1) < 0)) {
@@ -589,6 +614,45 @@ int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t h, const uint8_t co
     if (!p)
         return -1;
     memcpy(p->codec_of_pt, codec_of_pt, 128);
+    return 0;
+}
+
+int sfu_producer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, const uint8_t rtx_apt[128],
+                                     uint8_t twcc_ext_id, uint64_t remb_floor_bps, uint32_t clock_rate)
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    p->nack_enabled = nack;
+    if (rtx_apt)
+        memcpy(p->rtx_apt, rtx_apt, 128);
+    p->twcc_ext_id = twcc_ext_id;
+    p->remb_floor_bps = remb_floor_bps;
+    if (clock_rate)
+        for (int i = 0; i < p->nstreams; i++)
+            sfu_rtp_stats_init(&p->streams[i].stats, clock_rate);
+    return 0;
+}
+
+int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, uint8_t rtx_pt)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    c->nack_enabled = nack;
+    c->rtx_pt = rtx_pt;
+    if (nack && !c->seq_map) {
+        c->seq_map = malloc(sizeof(*c->seq_map));
+        if (!c->seq_map)
+            return -2;
+        sfu_seq_map_init(c->seq_map);
+    }
+    /* the producer keeps its packets for retransmission from now on */
+    sfu_producer_t *p = c->producer;
+    if (nack && p && p->kind_video && c->stream < p->nstreams && !p->streams[c->stream].store.slots) {
+        if (sfu_packet_store_init(&p->streams[c->stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+            return -2;
+    }
     return 0;
 }
 
@@ -644,8 +708,20 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
         free(c);
         return 0;
     }
+    if (t->nconsumers == t->consumers_cap) {
+        uint32_t ncap = t->consumers_cap ? t->consumers_cap * 2 : 8;
+        sfu_consumer_t **cs = realloc(t->consumers, ncap * sizeof(*cs));
+        if (!cs) {
+            sfu_table_del(&e->consumers, c->handle);
+            free(c);
+            return 0;
+        }
+        t->consumers = cs;
+        t->consumers_cap = ncap;
+    }
+    c->score = 10;
     p->consumers[p->nconsumers++] = c;
-    t->nconsumers++;
+    t->consumers[t->nconsumers++] = c;
     return c->handle;
 }
 
@@ -674,7 +750,16 @@ int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
             }
         }
     }
-    c->transport->nconsumers--;
+    sfu_transport_t *t = c->transport;
+    for (uint32_t i = 0; i < t->nconsumers; i++) {
+        if (t->consumers[i] == c) {
+            t->consumers[i] = t->consumers[--t->nconsumers];
+            break;
+        }
+    }
+    if (p)
+        sfu_remb_agg_remove(&p->remb, c->handle);
+    free(c->seq_map);
     sfu_table_del(&e->consumers, h);
     free(c);
     return 0;
@@ -778,6 +863,10 @@ int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
 
 /* ------------------------------------------------------------------ the packet path */
 
+static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms);
+static void send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len);
+static void send_nacks(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms);
+
 /* A comedia transport's first valid packet sets its remote address. */
 struct sfu_latch {
     sfu_socket_t *socket;  /* NULL: nothing to learn */
@@ -852,6 +941,8 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
             c->dropped++;
             continue;
         }
+        if (c->seq_map)
+            sfu_seq_map_put(c->seq_map, oseq, rtp->seq);
         sfu_slot_t *slot = outbox_reserve(e);
         if (!slot)
             return;
@@ -931,12 +1022,25 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         t->drops++;
         return;
     }
-    if (r->is_rtx) {
-        /* RTX decapsulation arrives with NACK generation (loss recovery). */
-        e->counters[SFU_C_DROP_RTX]++;
-        return;
-    }
     sfu_producer_t *p = r->producer;
+    sfu_producer_stream_t *st = &p->streams[r->stream];
+    int recovered = 0;
+    if (r->is_rtx) {
+        /* RFC 4588: the original sequence number leads the payload. */
+        uint8_t apt = p->rtx_apt[rtp.payload_type];
+        if (apt == 0xff || rtp.payload_length < 2) {
+            e->counters[SFU_C_DROP_RTX]++;
+            return;
+        }
+        if (rtp.payload_length == 2 || sfu_rtx_decapsulate(buf, &len, apt, st->ssrc) < 0 ||
+            sfu_rtp_parse(buf, len, &rtp) < 0) {
+            e->counters[SFU_C_DROP_RTX]++; /* padding-only probes land here too */
+            return;
+        }
+        e->counters[SFU_C_RX_RTX]++;
+        st->rtx_received++;
+        recovered = 1;
+    }
     uint8_t mpt = p->pt_map[rtp.payload_type];
     if (mpt == SFU_PT_NONE) {
         e->counters[SFU_C_DROP_UNKNOWN_PT]++;
@@ -950,7 +1054,31 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
             return;
         }
     }
-    sfu_producer_stream_t *st = &p->streams[r->stream];
+    if (p->nack_enabled) {
+        if (!sfu_nack_on_packet(&st->nack, rtp.seq, recovered, now_ms) && recovered)
+            return; /* a retransmission of something we already have */
+        if (sfu_nack_missing_count(&st->nack))
+            send_nacks(e, p, r->stream, now_ms);
+        if (sfu_nack_keyframe_needed(&st->nack))
+            request_keyframe(e, p, r->stream, now_ms);
+    }
+    sfu_rtp_stats_update(&st->stats, rtp.seq, rtp.timestamp, now_ms);
+    if (p->twcc_ext_id && rtp.extension) {
+        sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
+        int n = sfu_rtp_ext_elements(buf, &rtp, elems, SFU_RTP_MAX_EXTENSIONS);
+        for (int i = 0; i < n; i++) {
+            uint16_t tseq;
+            if (elems[i].id == p->twcc_ext_id && sfu_twcc_read_ext(buf + elems[i].offset, elems[i].length, &tseq) == 0) {
+                if (!t->twcc && (t->twcc = malloc(sizeof(*t->twcc))) != NULL)
+                    sfu_twcc_recv_init(t->twcc);
+                if (t->twcc) {
+                    sfu_twcc_on_packet(t->twcc, tseq, now_ms * 1000);
+                    t->twcc_media_ssrc = st->ssrc;
+                }
+                break;
+            }
+        }
+    }
     st->received.packets++;
     st->received.bytes += len;
     if (!st->seq_started || sfu_seq_newer(rtp.seq, st->max_seq)) {
@@ -976,6 +1104,8 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         sfu_rtp_set_payload_type(buf, mpt);
         rtp.payload_type = mpt;
     }
+    if (st->store.slots)
+        sfu_packet_store_put(&st->store, rtp.seq, buf, len, now_ms);
     forward_rtp(e, p, r->stream, buf, len, &rtp, now_ms, keyframe);
 }
 
@@ -1035,9 +1165,133 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
     e->counters[SFU_C_TX_PLI]++;
 }
 
+/* Receiver reports for the producer streams of a transport (RFC 3550 6.4.2). */
+static void send_receiver_reports(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
+{
+    sfu_report_block_t blocks[31];
+    int n = 0;
+    for (uint32_t i = 0; i < t->nroutes && n < 31; i++) {
+        struct sfu_route *r = &t->routes[i];
+        if (r->is_rtx)
+            continue;
+        sfu_producer_stream_t *st = &r->producer->streams[r->stream];
+        sfu_stats_block_t b;
+        if (!sfu_rtp_stats_report_block(&st->stats, st->ssrc, now_ms, st->sr_lsr, st->sr_arrival_ms, &b))
+            continue;
+        st->last_fraction_lost = b.fraction_lost;
+        st->score = sfu_rtp_stats_score(&st->stats, 0);
+        blocks[n].ssrc = b.ssrc;
+        blocks[n].fraction_lost = b.fraction_lost;
+        blocks[n].cumulative_lost = b.cumulative_lost;
+        blocks[n].ext_highest_seq = b.ext_highest_seq;
+        blocks[n].jitter = b.jitter;
+        blocks[n].lsr = b.lsr;
+        blocks[n].dlsr = b.dlsr;
+        n++;
+    }
+    if (!n)
+        return;
+    uint8_t pkt[8 + 31 * 24];
+    int len = sfu_rtcp_build_rr(pkt, sizeof(pkt), 1, blocks, n);
+    if (len > 0) {
+        send_rtcp(e, t, pkt, (size_t)len);
+        e->counters[SFU_C_TX_RR]++;
+    }
+}
+
+/* A sender report for one consumer stream: NTP now and the RTP time that
+ * corresponds to it on the consumer's (rewritten) timeline. */
+static void send_sender_report(sfu_engine_t *e, sfu_consumer_t *c, uint64_t now_ms)
+{
+    if (!c->ts_started)
+        return;
+    uint32_t rtp_ts = c->last_ts + (uint32_t)((now_ms - c->last_ts_ms) * c->clock_rate / 1000);
+    uint8_t pkt[64];
+    int len = sfu_rtcp_build_sr(pkt, sizeof(pkt), c->ssrc, ntp_now(now_ms), rtp_ts, (uint32_t)c->sent.packets,
+                                (uint32_t)c->sent.bytes, NULL, 0);
+    if (len > 0) {
+        send_rtcp(e, c->transport, pkt, (size_t)len);
+        e->counters[SFU_C_TX_SR]++;
+    }
+}
+
+static void send_remb(sfu_engine_t *e, sfu_producer_t *p, uint64_t bps)
+{
+    uint32_t ssrcs[SFU_MAX_STREAMS];
+    for (int i = 0; i < p->nstreams; i++)
+        ssrcs[i] = p->streams[i].ssrc;
+    uint8_t pkt[64];
+    int len = sfu_remb_build(pkt, sizeof(pkt), 1, bps, ssrcs, p->nstreams);
+    if (len > 0) {
+        send_rtcp(e, p->transport, pkt, (size_t)len);
+        p->last_remb_bps = bps;
+        e->counters[SFU_C_TX_REMB]++;
+    }
+}
+
+/* Timer work, every SFU_PERIODIC_MS: NACK retries, transport-cc feedback,
+ * REMB, and once a second reports, rates and scores. */
+static void periodic(sfu_engine_t *e, uint64_t now_ms)
+{
+    for (uint32_t i = 1; i < e->producers.cap; i++) {
+        sfu_producer_t *p = e->producers.items[i];
+        if (!p)
+            continue;
+        if (p->nack_enabled)
+            for (int s = 0; s < p->nstreams; s++)
+                if (sfu_nack_missing_count(&p->streams[s].nack))
+                    send_nacks(e, p, s, now_ms);
+        uint64_t bps;
+        if (sfu_remb_agg_poll(&p->remb, now_ms, p->remb_floor_bps, &bps))
+            send_remb(e, p, bps);
+    }
+    for (uint32_t i = 1; i < e->transports.cap; i++) {
+        sfu_transport_t *t = e->transports.items[i];
+        if (!t)
+            continue;
+        if (t->twcc && sfu_twcc_pending(t->twcc) && now_ms - t->last_twcc_ms >= SFU_TWCC_INTERVAL_MS) {
+            uint8_t pkt[1200];
+            for (int k = 0; k < 8; k++) {
+                int len = sfu_twcc_build_feedback(t->twcc, pkt, sizeof(pkt), 1, t->twcc_media_ssrc);
+                if (len <= 0)
+                    break;
+                send_rtcp(e, t, pkt, (size_t)len);
+                e->counters[SFU_C_TX_TWCC]++;
+            }
+            t->last_twcc_ms = now_ms;
+        }
+        if (now_ms - t->last_rr_ms >= SFU_RTCP_INTERVAL_MS) {
+            uint64_t elapsed = t->last_rr_ms ? now_ms - t->last_rr_ms : 0;
+            t->last_rr_ms = now_ms;
+            send_receiver_reports(e, t, now_ms);
+            for (uint32_t k = 0; k < t->nconsumers; k++) {
+                sfu_consumer_t *c = t->consumers[k];
+                send_sender_report(e, c, now_ms);
+                if (elapsed) {
+                    c->rate_bps = (c->sent.bytes - c->bytes_at_last_rate) * 8000 / elapsed;
+                }
+                c->bytes_at_last_rate = c->sent.bytes;
+            }
+            for (uint32_t k = 0; k < t->nroutes; k++) {
+                struct sfu_route *r = &t->routes[k];
+                if (r->is_rtx)
+                    continue;
+                sfu_producer_stream_t *st = &r->producer->streams[r->stream];
+                if (elapsed)
+                    st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
+                st->bytes_at_last_rate = st->received.bytes;
+            }
+        }
+    }
+}
+
 int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
 {
-    int next = -1;
+    if (now_ms >= e->next_periodic_ms) {
+        e->next_periodic_ms = now_ms + SFU_PERIODIC_MS;
+        periodic(e, now_ms);
+    }
+    int next = (int)(e->next_periodic_ms - now_ms);
     uint32_t j = 0;
     for (uint32_t i = 0; i < e->nkf_pending; i++) {
         sfu_producer_t *p = sfu_producer_get(e, e->kf_pending[i]);
@@ -1081,15 +1335,207 @@ int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t n
     return 0;
 }
 
-/* PLI/FIR from a consumer's remote: find the consumer by media SSRC. */
-static void on_keyframe_feedback(sfu_engine_t *e, sfu_transport_t *t, uint32_t media_ssrc, uint64_t now_ms)
+static sfu_consumer_t *consumer_by_ssrc(sfu_transport_t *t, uint32_t ssrc)
 {
-    for (uint32_t i = 1; i < e->consumers.cap; i++) {
-        sfu_consumer_t *c = e->consumers.items[i];
-        if (c && c->transport == t && c->ssrc == media_ssrc && c->producer) {
-            request_keyframe(e, c->producer, c->stream, now_ms);
-            return;
+    for (uint32_t i = 0; i < t->nconsumers; i++)
+        if (t->consumers[i]->ssrc == ssrc)
+            return t->consumers[i];
+    return NULL;
+}
+
+/* Queues an RTCP packet built in `data` toward a transport's remote. */
+static void send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len)
+{
+    if (!t->remote_rtcp.set || len > SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM)
+        return;
+    if (t->require_srtp && !t->srtp_out)
+        return;
+    sfu_socket_t *s = sfu_socket_get(e, t->rtcp_socket);
+    if (!s)
+        return;
+    sfu_slot_t *slot = outbox_reserve(e);
+    if (!slot)
+        return;
+    memcpy(slot->data, data, len);
+    int l = (int)len;
+    if (t->srtp_out && srtp_protect_rtcp_fn(t->srtp_out, slot->data, &l) != 0) {
+        e->counters[SFU_C_TX_SRTP_ERRORS]++;
+        return;
+    }
+    outbox_commit(e, slot, s, &t->remote_rtcp, (uint32_t)l);
+    t->rtcp_out.packets++;
+    t->rtcp_out.bytes += (uint64_t)l;
+}
+
+/* NACKs what the producer stream is missing and is due (RFC 4585 generic NACK). */
+static void send_nacks(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms)
+{
+    sfu_producer_stream_t *st = &p->streams[stream];
+    uint16_t seqs[64];
+    int n = sfu_nack_poll(&st->nack, now_ms, 0, seqs, 64);
+    if (n <= 0)
+        return;
+    uint8_t pkt[512];
+    int len = sfu_rtcp_build_nack(pkt, sizeof(pkt), 1, st->ssrc, seqs, n);
+    if (len <= 0)
+        return;
+    send_rtcp(e, p->transport, pkt, (size_t)len);
+    st->nack_packets_sent++;
+    e->counters[SFU_C_TX_NACK]++;
+}
+
+/* Answers a consumer's NACK from the producer's packet store, as RTX when the
+ * consumer negotiated it, else as the original packet. */
+static void retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, size_t plen, uint64_t now_ms)
+{
+    uint16_t seqs[256];
+    int n = sfu_rtcp_parse_nack(pkt, plen, seqs, 256);
+    c->nack_packets_received++;
+    e->counters[SFU_C_RX_NACK]++;
+    sfu_producer_t *p = c->producer;
+    if (n <= 0 || !c->seq_map || !p || c->stream >= p->nstreams || !p->streams[c->stream].store.slots)
+        return;
+    sfu_producer_stream_t *st = &p->streams[c->stream];
+    sfu_transport_t *t = c->transport;
+    sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
+    if (!s || !t->remote.set || (t->require_srtp && !t->srtp_out))
+        return;
+    for (int i = 0; i < n; i++) {
+        uint16_t out_seq = seqs[i], in_seq;
+        size_t len;
+        c->nacked_seqs++;
+        if (!sfu_seq_map_get(c->seq_map, out_seq, &in_seq)) {
+            e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            continue;
         }
+        const uint8_t *orig = sfu_packet_store_get(&st->store, in_seq, &len, now_ms, SFU_RETRANSMISSION_MAX_AGE_MS);
+        if (!orig) {
+            e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            continue;
+        }
+        if (!sfu_seq_map_may_resend(c->seq_map, out_seq, now_ms, c->rtt_ms))
+            continue;
+        sfu_rtp_t rtp;
+        if (sfu_rtp_parse(orig, len, &rtp) < 0)
+            continue;
+        uint8_t opt = c->pt_map[rtp.payload_type];
+        if (opt == SFU_PT_NONE)
+            continue;
+        sfu_slot_t *slot = outbox_reserve(e);
+        if (!slot)
+            return;
+        uint8_t *out = slot->data;
+        memcpy(out, orig, len);
+        size_t olen = len;
+        sfu_rtp_set_ssrc(out, c->ssrc);
+        sfu_rtp_set_seq(out, out_seq);
+        sfu_rtp_set_timestamp(out, rtp.timestamp + c->ts_offset);
+        sfu_rtp_set_payload_type(out, opt);
+        if (!c->ext_identity && rtp.extension) {
+            sfu_rtp_t q = rtp;
+            if (sfu_rtp_map_extensions(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0)
+                continue;
+        }
+        if (c->rtx_pt && c->rtx_ssrc) {
+            c->rtx_seq++;
+            if (sfu_rtx_encapsulate(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, c->rtx_pt, c->rtx_ssrc,
+                                    c->rtx_seq) < 0)
+                continue;
+        }
+        if (t->srtp_out) {
+            int l = (int)olen;
+            if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
+                e->counters[SFU_C_TX_SRTP_ERRORS]++;
+                continue;
+            }
+            olen = (size_t)l;
+        }
+        outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
+        c->retransmitted++;
+        t->rtp_out.packets++;
+        t->rtp_out.bytes += olen;
+        e->counters[SFU_C_TX_RETRANSMISSIONS]++;
+    }
+}
+
+/* One RTCP packet of a compound received on transport t. */
+static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk, const sfu_rtcp_item_t *it,
+                         uint64_t now_ms)
+{
+    size_t len = it->length;
+    switch (it->packet_type) {
+    case SFU_RTCP_PSFB: {
+        if (it->count == 1 && len >= 12) { /* PLI */
+            e->counters[SFU_C_RX_PLI]++;
+            sfu_consumer_t *c = consumer_by_ssrc(t, sfu_load_be32(pk + 8));
+            if (c) {
+                c->pli_received++;
+                if (c->producer)
+                    request_keyframe(e, c->producer, c->stream, now_ms);
+            }
+        } else if (it->count == 4 && len >= 20) { /* FIR: first FCI entry's SSRC */
+            e->counters[SFU_C_RX_FIR]++;
+            sfu_consumer_t *c = consumer_by_ssrc(t, sfu_load_be32(pk + 12));
+            if (c) {
+                c->fir_received++;
+                if (c->producer)
+                    request_keyframe(e, c->producer, c->stream, now_ms);
+            }
+        } else if (it->count == 15) { /* REMB: aggregated per producer */
+            uint64_t bps;
+            uint32_t ssrcs[16];
+            int n = sfu_remb_parse(pk, len, &bps, ssrcs, 16);
+            if (n < 0)
+                break;
+            e->counters[SFU_C_RX_REMB]++;
+            for (int i = 0; i < n && i < 16; i++) {
+                sfu_consumer_t *c = consumer_by_ssrc(t, ssrcs[i]);
+                if (c && c->producer)
+                    sfu_remb_agg_update(&c->producer->remb, c->handle, bps, now_ms);
+            }
+        }
+        break;
+    }
+    case SFU_RTCP_RTPFB:
+        if (it->count == 1 && len >= 16) { /* generic NACK */
+            sfu_consumer_t *c = consumer_by_ssrc(t, sfu_load_be32(pk + 8));
+            if (c && c->nack_enabled)
+                retransmit(e, c, pk, len, now_ms);
+        }
+        break;
+    case SFU_RTCP_SR: {
+        uint32_t ssrc;
+        uint64_t ntp;
+        if (sfu_rtcp_parse_sr(pk, len, &ssrc, &ntp, NULL, NULL, NULL) >= 0) {
+            for (uint32_t i = 0; i < t->nroutes; i++) {
+                struct sfu_route *r = &t->routes[i];
+                if (r->ssrc == ssrc && !r->is_rtx) {
+                    r->producer->streams[r->stream].sr_lsr = sfu_ntp_compact(ntp);
+                    r->producer->streams[r->stream].sr_arrival_ms = now_ms;
+                }
+            }
+        }
+    }
+        /* fall through: an SR carries report blocks too */
+    case SFU_RTCP_RR: {
+        sfu_report_block_t blocks[31];
+        int n = sfu_rtcp_parse_report_blocks(pk, len, blocks, 31);
+        uint32_t now_compact = sfu_ntp_compact(ntp_now(now_ms));
+        for (int i = 0; i < n; i++) {
+            sfu_consumer_t *c = consumer_by_ssrc(t, blocks[i].ssrc);
+            if (!c)
+                continue;
+            c->fraction_lost = blocks[i].fraction_lost;
+            c->packets_lost = blocks[i].cumulative_lost;
+            c->jitter = blocks[i].jitter;
+            if (blocks[i].lsr)
+                c->rtt_ms = sfu_rtcp_rtt_ms(now_compact, blocks[i].lsr, blocks[i].dlsr);
+            c->score = sfu_stream_score(c->fraction_lost, 0, 0);
+        }
+        break;
+    }
+    default:
+        break;
     }
 }
 
@@ -1120,19 +1566,8 @@ static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size
     latch_apply(e, t, latch);
     t->rtcp_in.packets++;
     t->rtcp_in.bytes += len;
-    for (int i = 0; i < n; i++) {
-        const sfu_rtcp_item_t *it = &items[i];
-        if (it->packet_type != SFU_RTCP_PSFB || !t->nconsumers)
-            continue;
-        const uint8_t *pk = buf + it->offset;
-        if (it->count == 1 && it->length >= 12) { /* PLI */
-            e->counters[SFU_C_RX_PLI]++;
-            on_keyframe_feedback(e, t, sfu_load_be32(pk + 8), now_ms);
-        } else if (it->count == 4 && it->length >= 20) { /* FIR: first FCI entry's SSRC */
-            e->counters[SFU_C_RX_FIR]++;
-            on_keyframe_feedback(e, t, sfu_load_be32(pk + 12), now_ms);
-        }
-    }
+    for (int i = 0; i < n; i++)
+        on_rtcp_item(e, t, buf + items[i].offset, &items[i], now_ms);
     /* Feedback (NACK, PLI/FIR, REMB, reports) is handled by the loss
      * recovery layer; here the compound is validated and counted. */
 }

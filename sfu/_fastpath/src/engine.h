@@ -19,8 +19,14 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "nack.h"
+#include "remb.h"
+#include "rtcp_build.h"
 #include "rtp.h"
+#include "rtp_stats.h"
+#include "rtx_buffer.h"
 #include "seqmgr.h"
+#include "twcc.h"
 
 #define SFU_SLOT_SIZE 2048        /* one datagram + SRTP trailer room */
 #define SFU_MAX_DATAGRAM 1600     /* larger RTP/RTCP datagrams are dropped */
@@ -60,6 +66,16 @@ enum sfu_counter {
     SFU_C_RX_PLI,
     SFU_C_RX_FIR,
     SFU_C_TX_PLI,
+    SFU_C_RX_NACK,
+    SFU_C_TX_NACK,
+    SFU_C_RX_RTX,
+    SFU_C_TX_RETRANSMISSIONS,
+    SFU_C_RETRANSMISSION_MISSES,
+    SFU_C_RX_REMB,
+    SFU_C_TX_REMB,
+    SFU_C_TX_SR,
+    SFU_C_TX_RR,
+    SFU_C_TX_TWCC,
     SFU_C_COUNT
 };
 
@@ -146,6 +162,13 @@ typedef struct sfu_transport {
     void *srtp_out;
     sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out;
     uint64_t drops;
+    /* feedback */
+    struct sfu_consumer **consumers;  /* consumers sending on this transport */
+    uint32_t consumers_cap;
+    sfu_twcc_recv_t *twcc;            /* transport-wide CC receiver (lazy) */
+    uint32_t twcc_media_ssrc;         /* a producer SSRC, for the feedback's media SSRC */
+    uint64_t last_rr_ms;
+    uint64_t last_twcc_ms;
     /* SSRC -> producer stream table (linear: a transport sends few streams) */
     uint32_t nroutes, routes_cap;
     struct sfu_route { uint32_t ssrc; struct sfu_producer *producer; uint16_t stream; uint16_t is_rtx; } *routes;
@@ -164,6 +187,17 @@ typedef struct {
     int keyframe_pending;           /* asked for within the interval: send when it ends */
     uint64_t keyframes;             /* keyframe packets seen */
     uint64_t last_keyframe_ms;
+    /* loss recovery and statistics */
+    sfu_nack_gen_t nack;
+    sfu_rtp_stats_t stats;
+    sfu_packet_store_t store;       /* router-level packets for consumers' retransmissions (lazy) */
+    uint32_t sr_lsr;                /* middle 32 bits of the last SR's NTP time */
+    uint64_t sr_arrival_ms;
+    uint64_t rtx_received;
+    uint64_t nack_packets_sent;
+    uint64_t bytes_at_last_rate, rate_bps;
+    uint8_t last_fraction_lost;
+    int score;
 } sfu_producer_stream_t;
 
 typedef struct sfu_producer {
@@ -177,6 +211,12 @@ typedef struct sfu_producer {
     uint8_t ext_map[256];  /* incoming extension id -> router id (0 drops) */
     int ext_identity;
     uint8_t codec_of_pt[128]; /* router payload type -> SFU_CODEC_* (keyframe detection) */
+    int nack_enabled;         /* the producer negotiated generic NACK */
+    uint8_t rtx_apt[128];     /* incoming RTX payload type -> incoming media payload type (0xff: none) */
+    uint8_t twcc_ext_id;      /* router id of the transport-cc extension (0: not negotiated) */
+    sfu_remb_agg_t remb;
+    uint64_t remb_floor_bps;
+    uint64_t last_remb_bps;
     uint32_t nconsumers, consumers_cap;
     struct sfu_consumer **consumers;
 } sfu_producer_t;
@@ -202,6 +242,19 @@ typedef struct sfu_consumer {
     uint64_t last_ts_ms;
     sfu_count_t sent;
     uint64_t dropped;
+    /* loss recovery and statistics */
+    int nack_enabled;
+    uint8_t rtx_pt;           /* consumer RTX payload type (0: plain retransmission) */
+    uint16_t rtx_seq;
+    sfu_seq_map_t *seq_map;   /* output seq -> producer seq (lazy) */
+    uint64_t nack_packets_received, nacked_seqs, retransmitted, pli_received, fir_received;
+    uint64_t last_sr_ms;
+    uint32_t rtt_ms;
+    uint8_t fraction_lost;    /* from the remote's receiver reports */
+    int32_t packets_lost;
+    uint32_t jitter;
+    uint64_t bytes_at_last_rate, rate_bps;
+    int score;
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */
@@ -239,6 +292,8 @@ typedef struct sfu_engine {
     int notify_fd;             /* eventfd written when upcalls arrive (-1: none) */
 
     uint64_t counters[SFU_C_COUNT];
+
+    uint64_t next_periodic_ms;
 
     /* producers with a deferred keyframe request (see sfu_engine_tick) */
     uint32_t *kf_pending;
@@ -287,6 +342,11 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, in
 int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused);
 /* Which codec each router payload type carries (SFU_CODEC_*), for keyframe detection. */
 int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t codec_of_pt[128]);
+/* NACK (and the RTX payload types to decapsulate: rtx_apt[rtx pt] = media pt,
+ * 0xff none), transport-cc extension id (router id, 0 none), REMB floor. */
+int sfu_producer_set_feedback_locked(sfu_engine_t *e, uint32_t p, int nack, const uint8_t rtx_apt[128],
+                                     uint8_t twcc_ext_id, uint64_t remb_floor_bps, uint32_t clock_rate);
+int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t c, int nack, uint8_t rtx_pt);
 int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p);
 
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
@@ -299,6 +359,10 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms);
 /* Asks the producer of a consumer for a keyframe (PLI), throttled per stream. */
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms);
 #define SFU_KEYFRAME_REQUEST_INTERVAL_MS 500
+#define SFU_RTCP_INTERVAL_MS 1000        /* SR / RR period */
+#define SFU_TWCC_INTERVAL_MS 100         /* transport-cc feedback period */
+#define SFU_RETRANSMISSION_MAX_AGE_MS 1000
+#define SFU_PERIODIC_MS 20               /* granularity of timer work (NACK retries) */
 int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c);
 
 sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h);

@@ -160,7 +160,7 @@ static void *io_main(void *arg)
             if (s && s->fd >= 0)
                 drain_socket(e, s, now_ms);
         }
-        int next = e->nkf_pending ? sfu_engine_tick(e, now_ms) : -1;
+        int next = sfu_engine_tick(e, now_ms);
         timeout = next < 0 ? 100 : (next < 100 ? next + 1 : 100);
         sfu_io_flush_locked(e);
         e->loop_busy_ns += now_ns() - t0;
