@@ -111,6 +111,7 @@ class Transport(EventEmitter):
                     for c in params["codecs"]
                     if c["payloadType"] == m["payloadType"] and not ortc.is_rtx_codec(c)
                 },
+                "feedback": _producer_feedback(params, mapping),
                 "paused": paused,
             },
         )
@@ -165,6 +166,7 @@ class Transport(EventEmitter):
                 # router payload type -> the consumer's (its remote's preferred ones)
                 "ptMap": {str(k): v for k, v in pt_map.items()},
                 "extMap": ext_map,
+                "feedback": _consumer_feedback(params),
                 "paused": paused,
             },
         )
@@ -256,3 +258,36 @@ def _free_payload_type(taken: set[int]) -> int:
         if pt not in taken:
             return pt
     raise UnsupportedError("no free payload type left for this consumer")
+
+
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def _has_nack(codec: dict[str, Any]) -> bool:
+    return any(fb.get("type") == "nack" and not fb.get("parameter") for fb in codec.get("rtcpFeedback") or [])
+
+
+def _producer_feedback(params: RtpParameters, mapping: dict[str, Any]) -> dict[str, Any]:
+    """What the engine needs to recover the producer's losses."""
+    media = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
+    return {
+        "nack": any(_has_nack(c) for c in media),
+        "rtxApt": {str(c["payloadType"]): int(c["parameters"]["apt"])
+                   for c in params["codecs"] if ortc.is_rtx_codec(c) and "apt" in (c.get("parameters") or {})},
+        "twccExtId": next((m["mappedId"] for m in mapping.get("headerExtensions", [])
+                           if m.get("uri") == TRANSPORT_CC_URI), 0),
+        "clockRate": media[0]["clockRate"] if media else 0,
+    }
+
+
+def _consumer_feedback(params: RtpParameters) -> dict[str, Any]:
+    """Whether to answer the consumer's NACKs, and with which RTX payload type."""
+    media = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
+    first = media[0] if media else None
+    rtx = next((c for c in params["codecs"] if ortc.is_rtx_codec(c) and first is not None
+                and (c.get("parameters") or {}).get("apt") == first["payloadType"]), None)
+    has_rtx_ssrc = bool((params["encodings"][0].get("rtx") or {}).get("ssrc"))
+    return {
+        "nack": bool(first is not None and _has_nack(first)),
+        "rtxPt": rtx["payloadType"] if rtx is not None and has_rtx_ssrc else 0,
+    }

@@ -107,6 +107,7 @@ class Viewer:
     nacks_sent: int = 0
     recovered: int = 0
     retry_ms: float = 30
+    pid_offset: int = 0  # where the sender's packet id sits in the payload
 
     def on_datagram(self, data: bytes, now: float) -> None:
         if len(data) < 12 or 192 <= data[1] <= 223:
@@ -120,7 +121,9 @@ class Viewer:
             self.recovered += 1
         elif ssrc != self.ssrc:
             return
-        pid = struct.unpack_from("!I", payload)[0]
+        if len(payload) < self.pid_offset + 4:
+            return
+        pid = struct.unpack_from("!I", payload, self.pid_offset)[0]
         self.arrivals.setdefault(pid, now)
         self.missing.pop(seq, None)
         if self.highest is None:

@@ -491,6 +491,14 @@ class WorkerState:
         handle = self.engine.add_producer(
             t.handle, data["kind"] == "video", streams, pt_map, ext_map, bool(data.get("paused")), codecs
         )
+        fb = data.get("feedback") or {}
+        self.engine.set_producer_feedback(
+            handle,
+            nack=bool(fb.get("nack")),
+            rtx_apt={int(k): int(v) for k, v in (fb.get("rtxApt") or {}).items()},
+            twcc_ext_id=int(fb.get("twccExtId") or 0),
+            clock_rate=int(fb.get("clockRate") or 0),
+        )
         self.producers[pid] = ProducerState(pid, handle, tid, data["kind"])
         t.producer_ids.add(pid)
 
@@ -508,6 +516,8 @@ class WorkerState:
             t.handle, p.handle, int(data["ssrc"]), int(data.get("rtxSsrc") or 0), int(data["clockRate"]),
             pt_map, ext_map, bool(data.get("paused")), random.randrange(1, 0x8000),
         )
+        fb = data.get("feedback") or {}
+        self.engine.set_consumer_feedback(handle, nack=bool(fb.get("nack")), rtx_pt=int(fb.get("rtxPt") or 0))
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)
