@@ -39,8 +39,11 @@ CONSUMER_EXT_MAP = {1: 4, 3: 2, 5: 7}
 IDENTITY_EXT_MAP = {1: 1, 3: 3, 5: 5}
 
 
-def build(n_consumers: int, remap: bool) -> tuple[Engine, int, list[int]]:
-    """A sans-IO engine: one producer transport and n consumer transports."""
+def build(n_consumers: int, remap: bool, feedback: bool = False) -> tuple[Engine, int, list[int]]:
+    """A sans-IO engine: one producer transport and n consumer transports.
+    With `feedback`, loss recovery is on as a browser would negotiate it: NACK
+    generation and receive statistics on the producer, a retransmission store
+    and sequence map per consumer (RTX), reports on the timer."""
     e = Engine()
     s = e.add_socket(-1)
     t = e.add_transport(s)
@@ -52,13 +55,17 @@ def build(n_consumers: int, remap: bool) -> tuple[Engine, int, list[int]]:
         cs = e.add_socket(-1)
         ct = e.add_transport(cs)
         e.connect_transport(ct, ("127.0.0.1", 41000 + i))
-        consumers.append(e.add_consumer(ct, p, 0x20000000 + i, 0, 90000, {ROUTER_PT: ROUTER_PT},
-                                        CONSUMER_EXT_MAP if remap else IDENTITY_EXT_MAP))
+        consumers.append(e.add_consumer(ct, p, 0x20000000 + i, 0x30000000 + i if feedback else 0, 90000,
+                                        {ROUTER_PT: ROUTER_PT}, CONSUMER_EXT_MAP if remap else IDENTITY_EXT_MAP))
+        if feedback:
+            e.set_consumer_feedback(consumers[-1], nack=True, rtx_pt=ROUTER_PT + 1)
+    if feedback:
+        e.set_producer_feedback(p, nack=True, rtx_apt={IN_PT + 1: IN_PT}, clock_rate=90000)
     return e, s, consumers
 
 
-def measure(n_consumers: int, remap: bool, packets: int, repeats: int) -> dict[str, Any]:
-    e, s, consumers = build(n_consumers, remap)
+def measure(n_consumers: int, remap: bool, packets: int, repeats: int, feedback: bool = False) -> dict[str, Any]:
+    e, s, consumers = build(n_consumers, remap, feedback)
     pkt = rtp_packet(SIZE, pt=IN_PT, ssrc=PRODUCER_SSRC, extensions=EXTENSIONS if remap else ())
     # check that the case really forwards what it should, then warm up
     e.receive(s, SRC, pkt, 1000)
@@ -83,6 +90,7 @@ def measure(n_consumers: int, remap: bool, packets: int, repeats: int) -> dict[s
     return {
         "consumers": n_consumers,
         "ext_remap": remap,
+        "feedback": feedback,
         "packets_per_run": packets,
         "runs_ns_per_input": runs,
         "ns_per_input": per_input,
@@ -109,17 +117,17 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     results = []
-    for remap in (False, True):
+    for remap, feedback in ((False, False), (True, False), (False, True)):
         for n in counts:
-            if remap and n == 0:
+            if (remap or feedback) and n == 0:
                 continue
             packets = max(20_000, forwards // max(1, n))
-            results.append(measure(n, remap, packets, repeats))
+            results.append(measure(n, remap, packets, repeats, feedback))
     rows = []
     for r in results:
         per = r["ns_per_packet_consumer"] if r["consumers"] else None
         rows.append([
-            r["consumers"], "yes" if r["ext_remap"] else "no", r["packets_per_run"],
+            r["consumers"], "yes" if r["ext_remap"] else "no", "yes" if r["feedback"] else "no", r["packets_per_run"],
             f"{r['ns_per_input']:.1f}", f"{per:.1f}" if per is not None else "-",
             f"{r['ns_per_packet_consumer_best']:.1f}" if r["consumers"] else "-",
             f"{r['mpps_out']:.2f}" if r["mpps_out"] else "-",
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Sans-IO core: {SIZE}-byte RTP, no crypto, no syscalls "
           f"(median of {repeats} runs; target < {TARGET_NS:.0f} ns per packet per consumer)\n")
     print(markdown_table(
-        ["consumers", "ext remap", "packets/run", "ns/input packet", "ns/packet/consumer",
+        ["consumers", "ext remap", "loss recovery", "packets/run", "ns/input packet", "ns/packet/consumer",
          "best ns/packet/consumer", "Mpps out (1 core)", "< 150 ns"], rows))
     print(f"\n({time.monotonic() - t0:.1f} s)")
     if args.json:

@@ -138,8 +138,9 @@ class SfuTarget:
 
     name = "sfu"
 
-    def __init__(self) -> None:
+    def __init__(self, feedback: bool = True) -> None:
         self.worker: Any = None
+        self.feedback = feedback
 
     async def start(self) -> int:
         self.worker = await sfu.create_worker(log_level="warning")
@@ -148,6 +149,14 @@ class SfuTarget:
     async def setup(self, ports: list[int], audio_ssrcs: list[int], video_ssrcs: list[int]) -> list[tuple[str, int]]:
         router = await self.worker.create_router(MEDIA_CODECS)
         caps = router.rtp_capabilities
+        video_fb: list[dict[str, Any]] = []
+        if self.feedback:
+            # as a browser negotiates: NACK generation toward the publisher,
+            # retransmission store + sequence maps for the viewers
+            video_fb = [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]
+        else:
+            for codec in caps["codecs"]:
+                codec["rtcpFeedback"] = [fb for fb in codec.get("rtcpFeedback", []) if fb["type"] != "nack"]
         transports = []
         for i, port in enumerate(ports):
             t = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True, comedia=False)
@@ -157,7 +166,8 @@ class SfuTarget:
                 "encodings": [{"ssrc": audio_ssrcs[i]}],
             })
             await t.produce("video", {
-                "codecs": [{"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000}],
+                "codecs": [{"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000,
+                            "rtcpFeedback": video_fb}],
                 "encodings": [{"ssrc": video_ssrcs[i]}],
             })
             transports.append(t)
@@ -226,9 +236,9 @@ class TrivialTarget:
 
 async def run_point(n: int, mbps: float, duration: float, drain: float, seed: int,
                     perf_dir: str | None = None, tick_us: float = 1000.0, pin: bool = True,
-                    worker_cpu: int = 0, target_name: str = "sfu") -> dict[str, Any]:
+                    worker_cpu: int = 0, target_name: str = "sfu", feedback: bool = True) -> dict[str, Any]:
     rnd = random.Random(seed * 1000 + n)
-    target: Any = SfuTarget() if target_name == "sfu" else TrivialTarget()
+    target: Any = SfuTarget(feedback) if target_name == "sfu" else TrivialTarget()
     gen = LoadGenerator()
     try:
         pid = await target.start()
@@ -375,7 +385,7 @@ async def amain(args: argparse.Namespace) -> int:
             if args.wait_idle:
                 await wait_idle()
             r = await run_point(n, mbps, seconds, drain, seed, perf, args.tick_us, args.pin, args.worker_cpu,
-                                args.target)
+                                args.target, args.feedback == "on")
             r["attempt"] = attempt
             if r["other_cpu_pct"] is None or r["other_cpu_pct"] < args.max_other_cpu:
                 break
@@ -446,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not pin the worker and the generator to CPUs of their own")
     ap.add_argument("--worker-cpu", type=int, default=0,
                     help="the worker's CPU when pinned (the generator gets CPU 1, or 0 when this is 1)")
+    ap.add_argument("--feedback", choices=("on", "off"), default="on",
+                    help="loss recovery negotiated (NACK both legs) or not, to measure its cost")
     ap.add_argument("--json", help="also write all results to this file")
     ap.add_argument("--perf", metavar="DIR", help="record `perf record -g` of the worker for every sweep point into DIR")
     args = ap.parse_args(argv)
