@@ -39,6 +39,7 @@ class LossyRelay:
     async def start(self) -> "LossyRelay":
         loop = asyncio.get_running_loop()
         self._rng = random.Random(self.seed)
+        self._pending: set[asyncio.TimerHandle] = set()
         relay = self
 
         class Front(asyncio.DatagramProtocol):
@@ -70,8 +71,17 @@ class LossyRelay:
         if delay <= 0:
             transport.sendto(data, addr)
         else:
-            asyncio.get_running_loop().call_later(delay, transport.sendto, data, addr)
+            handle = asyncio.get_running_loop().call_later(delay, self._deliver, transport, data, addr)
+            self._pending.add(handle)
+
+    def _deliver(self, transport, data: bytes, addr) -> None:
+        self._pending = {h for h in self._pending if not h.cancelled() and h.when() > asyncio.get_running_loop().time()}
+        if not transport.is_closing():
+            transport.sendto(data, addr)
 
     def close(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
         self._front.close()
         self._back.close()

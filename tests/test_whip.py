@@ -13,6 +13,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack  # noqa: E402
 
 from aiortc_peer import pin_loopback  # noqa: E402
+from signaling.server import ROOMS as ROOMS_KEY  # noqa: E402
 from signaling.server import create_app, start_rooms  # noqa: E402
 
 
@@ -170,3 +171,50 @@ async def test_three_aiortc_peers_each_publish_and_decode_the_other_two(client):
     finally:
         for pc in publishers + [v[2] for v in viewers]:
             await pc.close()
+
+
+async def test_aiortc_viewer_keeps_decoding_over_a_lossy_link(client):
+    """5% loss each way on the viewer's path (a relay whose port replaces the
+    SFU's in the WHEP answer): the viewer NACKs, the SFU retransmits (RTX), and
+    frames keep coming."""
+    from lossy import Leg, LossyRelay
+
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    relay = None
+    try:
+        publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await negotiate(client, publisher, "/whip/lossy")
+        viewer.addTransceiver("video", direction="recvonly")
+        got: dict = {}
+        viewer.on("track", lambda track: got.__setitem__(track.kind, track))
+        await viewer.setLocalDescription(await viewer.createOffer())
+        resp = await client.post("/whep/lossy", data=viewer.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp"})
+        answer = await resp.text()
+        assert resp.status == 201
+        sfu_port = int(next(line for line in answer.split("\r\n") if line.startswith("a=candidate:")).split()[5])
+        relay = await LossyRelay(("127.0.0.1", sfu_port), to_sfu=Leg(loss=0.05, delay_ms=5),
+                                 to_client=Leg(loss=0.05, delay_ms=5), seed=3).start()
+        await viewer.setRemoteDescription(RTCSessionDescription(
+            sdp=answer.replace(f" {sfu_port} typ host", f" {relay.port} typ host"), type="answer"))
+        for _ in range(100):
+            if "video" in got:
+                break
+            await asyncio.sleep(0.05)
+        fps = await count_frames(got["video"], 60, timeout=20)
+        rooms = client.server.app[ROOMS_KEY]
+        consumers = [c for room in rooms.rooms.values() for p in room.participants.values()
+                     for c in p.consumers.values()]
+        stats = (await consumers[0].get_stats())[0]
+        print(f"aiortc viewer over 5% loss: {fps:.1f} fps decoded, SFU got {stats['nackCount']} NACKs, "
+              f"retransmitted {stats['retransmittedPackets']} packets; relay dropped "
+              f"{relay.to_client.dropped}+{relay.to_sfu.dropped}")
+        assert relay.to_client.dropped > 0
+        assert stats["nackCount"] > 0 and stats["retransmittedPackets"] > 0
+        assert fps > 15
+    finally:
+        if relay:
+            relay.close()
+        await publisher.close()
+        await viewer.close()
