@@ -115,9 +115,16 @@ class Worker(EventEmitter):
         return router
 
     async def create_webrtc_server(
-        self, listen_ip: str = "127.0.0.1", port: int = 0, announced_ip: Optional[str] = None
+        self,
+        listen_ip: str = "127.0.0.1",
+        port: int = 0,
+        announced_ip: Optional[str] = None,
+        announced_port: Optional[int] = None,
     ) -> "WebRtcServer":
-        """Binds one UDP port that WebRTC transports of this worker can share."""
+        """Binds one UDP port that WebRTC transports of this worker can share.
+
+        ``announced_ip``/``announced_port`` go into ICE candidates instead of
+        the bound address, for a server behind NAT or port forwarding."""
         from .webrtc_transport import WebRtcServer
 
         if self._closed:
@@ -125,7 +132,8 @@ class Worker(EventEmitter):
         server_id = str(uuid.uuid4())
         data = await self._request(
             "worker.createWebRtcServer", None,
-            {"webRtcServerId": server_id, "listenIp": listen_ip, "port": port, "announcedIp": announced_ip},
+            {"webRtcServerId": server_id, "listenIp": listen_ip, "port": port, "announcedIp": announced_ip,
+             "announcedPort": announced_port},
         )
         return WebRtcServer(server_id, self, announced_ip or listen_ip, data["localPort"])
 

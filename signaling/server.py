@@ -263,6 +263,7 @@ async def start_rooms(
     rtc_min_port: int | None = None,
     rtc_max_port: int | None = None,
     log_level: str = "warning",
+    announced_rtc_port: int | None = None,
 ) -> RoomManager:
     """Starts the workers (and, with ``rtc_port``, one shared WebRTC port per
     worker: rtc_port, rtc_port+1, ...)."""
@@ -272,5 +273,7 @@ async def start_rooms(
         w = await sfu.create_worker(log_level=log_level, rtc_min_port=rtc_min_port, rtc_max_port=rtc_max_port)
         started.append(w)
         if rtc_port:
-            servers[w.pid] = await w.create_webrtc_server(listen_ip, rtc_port + i, announced_ip)
+            servers[w.pid] = await w.create_webrtc_server(
+                listen_ip, rtc_port + i, announced_ip, announced_rtc_port + i if announced_rtc_port else None
+            )
     return RoomManager(started, servers, listen_ip, announced_ip)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -85,3 +86,68 @@ class LossyRelay:
         self._pending.clear()
         self._front.close()
         self._back.close()
+
+
+class LossyNat:
+    """Like LossyRelay but for many clients: each client address gets its own
+    upstream socket (as a NAT would), so the SFU sees one tuple per client."""
+
+    def __init__(self, sfu_addr: tuple[str, int], loss: float, delay_ms: float = 5.0, seed: int = 1) -> None:
+        self.sfu_addr = sfu_addr
+        self.leg = Leg(loss=loss, delay_ms=delay_ms)
+        self._rng = random.Random(seed)
+        self._up: dict[tuple[str, int], socket.socket] = {}
+        self.dropped = 0
+
+    def start(self) -> "LossyNat":
+        self._loop = asyncio.get_running_loop()
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.front.setblocking(False)
+        self.port = self.front.getsockname()[1]
+        self._loop.add_reader(self.front.fileno(), self._from_clients)
+        return self
+
+    def _send_later(self, sock: socket.socket, data: bytes, addr) -> None:
+        if self._rng.random() < self.leg.loss:
+            self.dropped += 1
+            return
+        self._loop.call_later(self.leg.delay_ms / 1000, self._sendto, sock, data, addr)
+
+    @staticmethod
+    def _sendto(sock: socket.socket, data: bytes, addr) -> None:
+        try:
+            sock.sendto(data, addr)
+        except OSError:
+            pass
+
+    def _from_clients(self) -> None:
+        while True:
+            try:
+                data, addr = self.front.recvfrom(4096)
+            except BlockingIOError:
+                return
+            up = self._up.get(addr)
+            if up is None:
+                up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                up.bind(("127.0.0.1", 0))
+                up.setblocking(False)
+                self._up[addr] = up
+                self._loop.add_reader(up.fileno(), self._from_sfu, up, addr)
+            self._send_later(up, data, self.sfu_addr)
+
+    def _from_sfu(self, up: socket.socket, client) -> None:
+        while True:
+            try:
+                data = up.recv(4096)
+            except BlockingIOError:
+                return
+            self._send_later(self.front, data, client)
+
+    def close(self) -> None:
+        for s in [self.front, *self._up.values()]:
+            try:
+                self._loop.remove_reader(s.fileno())
+            except Exception:
+                pass
+            s.close()

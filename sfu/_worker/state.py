@@ -213,7 +213,7 @@ class WorkerState:
         port = sock.getsockname()[1]
         handle = self.engine.add_socket(sock.detach())
         self.webrtc_servers[sid] = {"socket": handle, "ip": data.get("announcedIp") or data["listenIp"],
-                                    "port": port, "transports": set()}
+                                    "port": int(data.get("announcedPort") or port), "transports": set()}
         return {"localPort": port}
 
     def _worker_closeWebRtcServer(self, sid: str, _d: Any) -> None:

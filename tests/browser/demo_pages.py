@@ -3,14 +3,20 @@ one JSON line with what each page's getStats() showed.
 
 Meant to run inside a network namespace that has only `lo` (see
 tests/test_chromium.py), so Chromium can only gather 127.0.0.1.
-Usage: python tests/browser/demo_pages.py PAGES SECONDS
+Usage: python tests/browser/demo_pages.py PAGES SECONDS [LOSS]
+
+With LOSS > 0 the SFU's shared WebRTC port sits behind a lossy NAT
+(tests/lossy.py) and announces the NAT's port, so every browser datagram
+in both directions crosses a seeded lossy link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
+from pathlib import Path
 
 from aiohttp import web
 from playwright.async_api import async_playwright
@@ -35,7 +41,11 @@ STATS_JS = """async () => {
     const stats = await v.pc.getStats();
     const s = {framesDecoded: 0, audioPackets: 0};
     stats.forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') s.framesDecoded = r.framesDecoded || 0;
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        s.framesDecoded = r.framesDecoded || 0;
+        s.nackCount = r.nackCount || 0;
+        s.packetsLost = r.packetsLost || 0;
+      }
       if (r.type === 'inbound-rtp' && r.kind === 'audio') s.audioPackets = r.packetsReceived || 0;
     });
     out[id] = s;
@@ -44,8 +54,23 @@ STATS_JS = """async () => {
 }"""
 
 
-async def main(pages: int, seconds: float) -> dict:
-    rooms = await start_rooms(workers=1)
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def main(pages: int, seconds: float, loss: float = 0.0) -> dict:
+    nat = None
+    if loss > 0:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from lossy import LossyNat
+
+        rtc_port = _free_port()
+        nat = LossyNat(("127.0.0.1", rtc_port), loss=loss, delay_ms=5, seed=11).start()
+        rooms = await start_rooms(workers=1, rtc_port=rtc_port, announced_rtc_port=nat.port)
+    else:
+        rooms = await start_rooms(workers=1)
     runner = web.AppRunner(create_app(rooms))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -73,7 +98,7 @@ async def main(pages: int, seconds: float) -> dict:
             first = [await t.evaluate(STATS_JS) for t in tabs]
             await asyncio.sleep(seconds)
             second = [await t.evaluate(STATS_JS) for t in tabs]
-            result = {"url": url, "first": first, "second": second,
+            result = {"url": url, "first": first, "second": second, "nat_dropped": nat.dropped if nat else 0,
                       "counters": await rooms.workers[0].get_counters(), "transports": []}
             for room in rooms.rooms.values():
                 for t in room.router.transports:
@@ -85,10 +110,13 @@ async def main(pages: int, seconds: float) -> dict:
     finally:
         await runner.cleanup()
         await rooms.close()
+        if nat:
+            nat.close()
     return result
 
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
-    print(json.dumps(asyncio.run(main(n, secs))), flush=True)
+    loss = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    print(json.dumps(asyncio.run(main(n, secs, loss))), flush=True)
