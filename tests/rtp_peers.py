@@ -6,7 +6,6 @@ Written from the RFCs, independently of the engine: RTCP generic NACK
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import time
