@@ -206,12 +206,18 @@ async def create_worker(
     request_timeout: float = 15.0,
     dtls_certificate_file: Optional[str] = None,
     dtls_private_key_file: Optional[str] = None,
+    keyframe_request_interval_ms: int = 500,
+    remb_floor_bps: int = 30000,
     app_data: Any = None,
 ) -> Worker:
     """Starts a worker subprocess and returns it once it answers.
 
     ``rtc_min_port``/``rtc_max_port`` bound the UDP ports that transports
     without an explicit port use (default: any free port).
+    Keyframe requests (PLI) toward a publisher are coalesced to at most one
+    per ``keyframe_request_interval_ms``; REMB sent to publishers never goes
+    below ``remb_floor_bps``.
+
     The DTLS certificate is an ECDSA P-256 one generated per worker unless
     ``dtls_certificate_file``/``dtls_private_key_file`` (PEM) are given.
     """
@@ -221,6 +227,10 @@ async def create_worker(
         raise InvalidParametersError("rtc_min_port and rtc_max_port must be given together")
     if rtc_min_port is not None and not (1 <= rtc_min_port <= rtc_max_port <= 65535):  # type: ignore[operator]
         raise InvalidParametersError(f"rtc port range {rtc_min_port}-{rtc_max_port} is invalid")
+    if not isinstance(keyframe_request_interval_ms, int) or not 0 <= keyframe_request_interval_ms <= 60000:
+        raise InvalidParametersError("keyframe_request_interval_ms: must be an int between 0 and 60000")
+    if not isinstance(remb_floor_bps, int) or remb_floor_bps < 0:
+        raise InvalidParametersError("remb_floor_bps: must be a non-negative int")
     if (dtls_certificate_file is None) != (dtls_private_key_file is None):
         raise InvalidParametersError("dtls_certificate_file and dtls_private_key_file must be given together")
     for path in (dtls_certificate_file, dtls_private_key_file):
@@ -268,6 +278,8 @@ async def create_worker(
                 "rtcMaxPort": rtc_max_port,
                 "dtlsCertificateFile": os.path.abspath(dtls_certificate_file) if dtls_certificate_file else None,
                 "dtlsPrivateKeyFile": os.path.abspath(dtls_private_key_file) if dtls_private_key_file else None,
+                "keyframeRequestIntervalMs": keyframe_request_interval_ms,
+                "rembFloorBps": remb_floor_bps,
             },
         )
         worker.dtls_fingerprints = data["fingerprints"]

@@ -106,3 +106,18 @@ def test_deferred_request_of_a_removed_producer_is_dropped():
     e.remove_producer(p)
     e.tick(2000)
     assert plis_to_publisher(e.take_outbox(), s_in) == []
+
+
+def test_the_keyframe_request_interval_is_configurable():
+    e, (s_in, s_out, s_out2), _, p, _ = rig()
+    e.set_keyframe_request_interval(0)           # no throttle: every request goes out
+    e.receive(s_out, SUB, pli(1, 0xC1), 1000)
+    e.receive(s_out2, SUB2, pli(2, 0xC2), 1001)
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 2
+    e.set_keyframe_request_interval(2000)
+    e.receive(s_out, SUB, pli(1, 0xC1), 1500)    # inside 2 s of the last one (1001): deferred
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    e.tick(2900)
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    e.tick(3001)                                 # the window ends
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1

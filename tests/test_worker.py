@@ -199,3 +199,16 @@ async def test_port_already_in_use_is_a_clear_error(router):
 async def test_unsupported_router_codec_is_rejected(worker):
     with pytest.raises(sfu.UnsupportedError):
         await worker.create_router([{"kind": "audio", "mimeType": "audio/G722", "clockRate": 8000}])
+
+
+async def test_feedback_options_are_validated():
+    with pytest.raises(sfu.InvalidParametersError, match="keyframe_request_interval_ms"):
+        await sfu.create_worker(keyframe_request_interval_ms=-1)
+    with pytest.raises(sfu.InvalidParametersError, match="remb_floor_bps"):
+        await sfu.create_worker(remb_floor_bps=-5)
+    w = await sfu.create_worker(keyframe_request_interval_ms=250, remb_floor_bps=100_000)
+    try:
+        assert (await w.dump())["pid"] == w.pid
+    finally:
+        w.close()
+        await w.wait_closed()

@@ -151,6 +151,7 @@ cdef extern from "src/engine.h" nogil:
         uint64_t counters[32]
         int notify_fd
         uint64_t loop_busy_ns
+        uint32_t keyframe_request_interval_ms
 
     sfu_engine_t *sfu_engine_new()
     void sfu_engine_free(sfu_engine_t *e)

@@ -236,6 +236,13 @@ cdef class Engine:
             sfu_io_stop(self.e)
         self.started = False
 
+    def set_keyframe_request_interval(self, uint32_t ms):
+        """At most one keyframe request (PLI) per producer stream per `ms`;
+        requests inside the window are deferred to its end (0: no throttle)."""
+        sfu_engine_lock(self.e)
+        self.e.keyframe_request_interval_ms = ms
+        sfu_engine_unlock(self.e)
+
     def set_notify_fd(self, int fd):
         """An eventfd the I/O thread writes when upcalls become available."""
         sfu_engine_lock(self.e)

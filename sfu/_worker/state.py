@@ -123,6 +123,7 @@ class WorkerState:
         self.consumers: dict[str, ConsumerState] = {}
         self.transport_by_handle: dict[int, str] = {}
         self.port_range: tuple[int, int] | None = None
+        self.remb_floor_bps = 30000
         self._efd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self.certificate: Certificate | None = None
@@ -201,6 +202,9 @@ class WorkerState:
         lo, hi = data.get("rtcMinPort"), data.get("rtcMaxPort")
         if lo and hi:
             self.port_range = (int(lo), int(hi))
+        if data.get("keyframeRequestIntervalMs") is not None:
+            self.engine.set_keyframe_request_interval(int(data["keyframeRequestIntervalMs"]))
+        self.remb_floor_bps = int(data.get("rembFloorBps") or 30000)
         if data.get("dtlsCertificateFile"):
             self.certificate = Certificate.load(data["dtlsCertificateFile"], data["dtlsPrivateKeyFile"])
         else:
@@ -497,6 +501,7 @@ class WorkerState:
             nack=bool(fb.get("nack")),
             rtx_apt={int(k): int(v) for k, v in (fb.get("rtxApt") or {}).items()},
             twcc_ext_id=int(fb.get("twccExtId") or 0),
+            remb_floor_bps=self.remb_floor_bps,
             clock_rate=int(fb.get("clockRate") or 0),
         )
         self.producers[pid] = ProducerState(pid, handle, tid, data["kind"])

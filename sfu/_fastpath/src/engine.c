@@ -107,6 +107,7 @@ sfu_engine_t *sfu_engine_new(void)
         return NULL;
     }
     e->notify_fd = -1;
+    e->keyframe_request_interval_ms = SFU_KEYFRAME_REQUEST_INTERVAL_MS;
     e->epoll_fd = -1;
     e->stop_fd = -1;
     return e;
@@ -1110,13 +1111,13 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
 }
 
 /* Sends a PLI (RFC 4585 6.3.1) for one producer stream, at most once per
- * SFU_KEYFRAME_REQUEST_INTERVAL_MS: requests from many consumers coalesce. */
+ * e->keyframe_request_interval_ms: requests from many consumers coalesce. */
 static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms)
 {
     if (!p->kind_video || stream < 0 || stream >= p->nstreams)
         return;
     sfu_producer_stream_t *st = &p->streams[stream];
-    if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < SFU_KEYFRAME_REQUEST_INTERVAL_MS) {
+    if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < e->keyframe_request_interval_ms) {
         /* Coalesce: one more request when the interval ends, whatever the
          * number of viewers asking meanwhile (a viewer that joined after
          * the last keyframe passed still gets one). */
@@ -1302,7 +1303,7 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
             sfu_producer_stream_t *st = &p->streams[s];
             if (!st->keyframe_pending)
                 continue;
-            uint64_t due = st->last_keyframe_request_ms + SFU_KEYFRAME_REQUEST_INTERVAL_MS;
+            uint64_t due = st->last_keyframe_request_ms + e->keyframe_request_interval_ms;
             if (now_ms >= due) {
                 st->keyframe_pending = 0;
                 request_keyframe(e, p, s, now_ms);

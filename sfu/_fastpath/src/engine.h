@@ -294,6 +294,7 @@ typedef struct sfu_engine {
     uint64_t counters[SFU_C_COUNT];
 
     uint64_t next_periodic_ms;
+    uint32_t keyframe_request_interval_ms; /* at most one PLI per producer stream per interval */
 
     /* producers with a deferred keyframe request (see sfu_engine_tick) */
     uint32_t *kf_pending;
