@@ -905,6 +905,38 @@ static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now
     }
 }
 
+/* Rewrites a copy of a router-level packet for one consumer: SSRC, sequence
+ * number, timestamp, payload type and (when its map is not the identity)
+ * header extension ids. */
+static inline int consumer_rewrite(const sfu_consumer_t *c, uint8_t *out, size_t *olen, const sfu_rtp_t *rtp,
+                                   uint16_t seq, uint32_t ts, uint8_t pt)
+{
+    sfu_rtp_set_ssrc(out, c->ssrc);
+    sfu_rtp_set_seq(out, seq);
+    sfu_rtp_set_timestamp(out, ts);
+    sfu_rtp_set_payload_type(out, pt);
+    if (!c->ext_identity && rtp->extension) {
+        sfu_rtp_t q = *rtp;
+        if (sfu_rtp_map_extensions(out, olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* SRTP-protects an outgoing RTP packet in place when the transport has keys. */
+static inline int transport_protect(sfu_engine_t *e, sfu_transport_t *t, uint8_t *out, size_t *olen)
+{
+    if (!t->srtp_out)
+        return 0;
+    int l = (int)*olen;
+    if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
+        e->counters[SFU_C_TX_SRTP_ERRORS]++;
+        return -1;
+    }
+    *olen = (size_t)l;
+    return 0;
+}
+
 /* keyframe: -1 when the codec gives no way to tell (audio, unknown video
  * codec), else whether this packet starts a keyframe. */
 static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
@@ -951,25 +983,12 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
         memcpy(out, buf, len);
         size_t olen = len;
         uint32_t ots = rtp->timestamp + c->ts_offset;
-        sfu_rtp_set_ssrc(out, c->ssrc);
-        sfu_rtp_set_seq(out, oseq);
-        sfu_rtp_set_timestamp(out, ots);
-        sfu_rtp_set_payload_type(out, opt);
-        if (!c->ext_identity && rtp->extension) {
-            sfu_rtp_t q = *rtp;
-            if (sfu_rtp_map_extensions(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0) {
-                c->dropped++;
-                continue;
-            }
+        if (consumer_rewrite(c, out, &olen, rtp, oseq, ots, opt) < 0) {
+            c->dropped++;
+            continue;
         }
-        if (t->srtp_out) {
-            int l = (int)olen;
-            if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
-                e->counters[SFU_C_TX_SRTP_ERRORS]++;
-                continue;
-            }
-            olen = (size_t)l;
-        }
+        if (transport_protect(e, t, out, &olen) < 0)
+            continue;
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
         c->sent.packets++;
         c->sent.bytes += olen;
@@ -1428,29 +1447,16 @@ static void retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, s
         uint8_t *out = slot->data;
         memcpy(out, orig, len);
         size_t olen = len;
-        sfu_rtp_set_ssrc(out, c->ssrc);
-        sfu_rtp_set_seq(out, out_seq);
-        sfu_rtp_set_timestamp(out, rtp.timestamp + c->ts_offset);
-        sfu_rtp_set_payload_type(out, opt);
-        if (!c->ext_identity && rtp.extension) {
-            sfu_rtp_t q = rtp;
-            if (sfu_rtp_map_extensions(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0)
-                continue;
-        }
+        if (consumer_rewrite(c, out, &olen, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt) < 0)
+            continue;
         if (c->rtx_pt && c->rtx_ssrc) {
             c->rtx_seq++;
             if (sfu_rtx_encapsulate(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, c->rtx_pt, c->rtx_ssrc,
                                     c->rtx_seq) < 0)
                 continue;
         }
-        if (t->srtp_out) {
-            int l = (int)olen;
-            if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
-                e->counters[SFU_C_TX_SRTP_ERRORS]++;
-                continue;
-            }
-            olen = (size_t)l;
-        }
+        if (transport_protect(e, t, out, &olen) < 0)
+            continue;
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
         c->retransmitted++;
         t->rtp_out.packets++;
