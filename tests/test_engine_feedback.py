@@ -160,3 +160,34 @@ def test_sender_reports_follow_the_rewritten_timeline_and_receiver_reports_give_
     r.send(r.s1, V1, struct.pack("!BBHI", 0x81, 201, 7, 0x99) + block, 11_033)
     st = r.e.consumer_stats(r.c1)
     assert st["fractionLost"] == 5 / 256 and st["roundTripTime"] < 5 and st["score"] < 10
+
+
+def test_transport_cc_counts_probes_and_duplicate_retransmissions_as_received():
+    """A sender's bandwidth probes (padding-only RTX) and duplicates are arrivals
+    for its estimator, though they are not forwarded."""
+    r = Rig()
+    r.send(r.s_pub, PUB, media(1, 0, b"\x10\x00key", twcc=2000), 1000)
+    probe = (struct.pack("!BBHII", 0xB0, 97, 600, 0, RTX_S)  # P and X bits, RTX payload type
+             + struct.pack("!HHBH", 0xBEDE, 1, (TWCC_ID << 4) | 1, 2001) + b"\x00" + b"\x00" * 3 + b"\x04")
+    r.send(r.s_pub, PUB, probe, 1005)
+    r.send(r.s_pub, PUB, media(1, 0, b"\x10\x00key", twcc=2002), 1010)   # a duplicate
+    r.e.tick(1200)
+    (fb,) = rtcp_of_type(to(r.e.take_outbox(), PUB), 205, 15)
+    parsed = _engine.twcc_parse_feedback(fb)
+    statuses = parsed["statuses"] if isinstance(parsed, dict) else parsed[4]
+    assert struct.unpack_from("!HH", fb, 12) == (2000, 3) and all(statuses)
+
+
+def test_producer_keyframe_request_for_resume():
+    r = Rig()
+    r.send(r.s_pub, PUB, media(1, 0, b"\x10\x00key"), 1000)
+    r.e.take_outbox()
+    r.e.set_producer_paused(r.p, True)
+    r.e.set_producer_paused(r.p, False)
+    r.e.request_producer_keyframe(r.p, 2000)
+    (pli,) = rtcp_of_type(to(r.e.take_outbox(), PUB), 206, 1)
+    assert struct.unpack_from("!I", pli, 8)[0] == S
+    # consumers restart at the next keyframe, without a sequence gap
+    assert to(r.send(r.s_pub, PUB, media(2, 3000), 2010), V1) == []
+    (out,) = to(r.send(r.s_pub, PUB, media(3, 6000, b"\x10\x00key2"), 2050), V1)
+    assert struct.unpack_from("!H", out, 2)[0] == 102

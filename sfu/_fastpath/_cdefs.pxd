@@ -189,6 +189,7 @@ cdef extern from "src/engine.h" nogil:
                                      int paused, uint16_t initial_seq)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
+    int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)
     int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
     int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c)
 

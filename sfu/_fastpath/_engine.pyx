@@ -513,6 +513,14 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 
+    def request_producer_keyframe(self, uint32_t h, uint64_t now_ms):
+        """Sends a PLI for each stream of a producer (throttled per stream)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_producer_request_keyframe_locked(self.e, h, now_ms)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown producer handle {h}")
+
     def tick(self, uint64_t now_ms):
         """Time-driven work (deferred keyframe requests), as the I/O thread
         does every loop; returns ms until the next due work or -1."""

@@ -364,6 +364,7 @@ def parse_rtcp(data: bytes) -> list[tuple[int, int, int, int]]:
 
 DROPPED_MAX = 64
 FOLD_DISTANCE = 4096
+FLOOR_SPAN = 16384
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -397,6 +398,9 @@ class SeqManager:
         self.max_input = 0
         self._max_output = initial_output & 0xFFFF
         self.dropped: list[int] = []
+        # after a sync, inputs not newer than the sync point are rejected
+        # until the stream is FLOOR_SPAN past it (they would reuse outputs)
+        self.floor: int | None = None
 
     @property
     def max_output(self) -> int:
@@ -408,6 +412,7 @@ class SeqManager:
         self.max_input = value
         self.dropped = []
         self.started = True
+        self.floor = value
 
     def _fold(self, k: int) -> None:
         self.base = (self.base - k) & 0xFFFF
@@ -426,6 +431,7 @@ class SeqManager:
             self.started = True
             self.max_input = value
             self.base = (self._max_output - value) & 0xFFFF
+            self.floor = value
             return
         if not seq_newer(value, self.max_input):
             return
@@ -437,6 +443,11 @@ class SeqManager:
 
     def input(self, value: int) -> int | None:
         value &= 0xFFFF
+        if self.floor is not None:
+            if not seq_newer(value, self.floor):
+                return None
+            if (value - self.floor) & 0xFFFF >= FLOOR_SPAN:
+                self.floor = None
         if self.started and self.dropped and seq_newer(value, self.max_input):
             self.max_input = value
             self._fold_old()

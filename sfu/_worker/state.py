@@ -556,7 +556,11 @@ class WorkerState:
         self.engine.set_producer_paused(self._producer(pid).handle, True)
 
     def _producer_resume(self, pid: str, _d: Any) -> None:
-        self.engine.set_producer_paused(self._producer(pid).handle, False)
+        p = self._producer(pid)
+        self.engine.set_producer_paused(p.handle, False)
+        if p.kind == "video":
+            # its consumers restart at a keyframe: ask for one now
+            self.engine.request_producer_keyframe(p.handle, _engine.now_ms())
 
     def _producer_getStats(self, pid: str, _d: Any) -> list[dict[str, Any]]:
         p = self._producer(pid)

@@ -140,6 +140,13 @@ static void free_transport(void *p)
     free(t);
 }
 
+static void free_consumer(void *p)
+{
+    sfu_consumer_t *c = p;
+    free(c->seq_map);
+    free(c);
+}
+
 static void free_producer(void *p)
 {
     sfu_producer_t *pr = p;
@@ -154,7 +161,7 @@ void sfu_engine_free(sfu_engine_t *e)
     if (!e)
         return;
     sfu_io_stop(e);
-    free_table(&e->consumers, free);
+    free_table(&e->consumers, free_consumer);
     free_table(&e->producers, free_producer);
     free_table(&e->transports, free_transport);
     free_table(&e->sockets, free_socket);
@@ -992,6 +999,7 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
         c->sent.packets++;
         c->sent.bytes += olen;
+        c->payload_bytes += rtp->payload_length;
         t->rtp_out.packets++;
         t->rtp_out.bytes += olen;
         if (!c->ts_started || (int32_t)(ots - c->last_ts) > 0) {
@@ -1044,6 +1052,25 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
     }
     sfu_producer_t *p = r->producer;
     sfu_producer_stream_t *st = &p->streams[r->stream];
+    if (p->twcc_ext_id && rtp.extension) {
+        /* transport-cc counts every arrival (probes, retransmissions and
+         * duplicates included): the sender's estimator needs all of them */
+        sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
+        int n = sfu_rtp_ext_elements(buf, &rtp, elems, SFU_RTP_MAX_EXTENSIONS);
+        for (int i = 0; i < n; i++) {
+            uint8_t id = p->ext_identity ? elems[i].id : p->ext_map[elems[i].id];
+            uint16_t tseq;
+            if (id == p->twcc_ext_id && sfu_twcc_read_ext(buf + elems[i].offset, elems[i].length, &tseq) == 0) {
+                if (!t->twcc && (t->twcc = malloc(sizeof(*t->twcc))) != NULL)
+                    sfu_twcc_recv_init(t->twcc);
+                if (t->twcc) {
+                    sfu_twcc_on_packet(t->twcc, tseq, now_ms * 1000);
+                    t->twcc_media_ssrc = st->ssrc;
+                }
+                break;
+            }
+        }
+    }
     int recovered = 0;
     if (r->is_rtx) {
         /* RFC 4588: the original sequence number leads the payload. */
@@ -1075,30 +1102,19 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         }
     }
     if (p->nack_enabled) {
+        int missing_before = sfu_nack_missing_count(&st->nack);
         if (!sfu_nack_on_packet(&st->nack, rtp.seq, recovered, now_ms) && recovered)
             return; /* a retransmission of something we already have */
-        if (sfu_nack_missing_count(&st->nack))
+        /* a new gap is NACKed at once; retries are the timer's job */
+        if (sfu_nack_missing_count(&st->nack) > missing_before)
             send_nacks(e, p, r->stream, now_ms);
         if (sfu_nack_keyframe_needed(&st->nack))
             request_keyframe(e, p, r->stream, now_ms);
     }
-    sfu_rtp_stats_update(&st->stats, rtp.seq, rtp.timestamp, now_ms);
-    if (p->twcc_ext_id && rtp.extension) {
-        sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
-        int n = sfu_rtp_ext_elements(buf, &rtp, elems, SFU_RTP_MAX_EXTENSIONS);
-        for (int i = 0; i < n; i++) {
-            uint16_t tseq;
-            if (elems[i].id == p->twcc_ext_id && sfu_twcc_read_ext(buf + elems[i].offset, elems[i].length, &tseq) == 0) {
-                if (!t->twcc && (t->twcc = malloc(sizeof(*t->twcc))) != NULL)
-                    sfu_twcc_recv_init(t->twcc);
-                if (t->twcc) {
-                    sfu_twcc_on_packet(t->twcc, tseq, now_ms * 1000);
-                    t->twcc_media_ssrc = st->ssrc;
-                }
-                break;
-            }
-        }
-    }
+    /* retransmissions stay out of the statistics (their transit time would
+     * count as jitter), as in mediasoup */
+    if (!recovered)
+        sfu_rtp_stats_update(&st->stats, rtp.seq, rtp.timestamp, now_ms);
     st->received.packets++;
     st->received.bytes += len;
     if (!st->seq_started || sfu_seq_newer(rtp.seq, st->max_seq)) {
@@ -1228,7 +1244,7 @@ static void send_sender_report(sfu_engine_t *e, sfu_consumer_t *c, uint64_t now_
     uint32_t rtp_ts = c->last_ts + (uint32_t)((now_ms - c->last_ts_ms) * c->clock_rate / 1000);
     uint8_t pkt[64];
     int len = sfu_rtcp_build_sr(pkt, sizeof(pkt), c->ssrc, ntp_now(now_ms), rtp_ts, (uint32_t)c->sent.packets,
-                                (uint32_t)c->sent.bytes, NULL, 0);
+                                (uint32_t)c->payload_bytes, NULL, 0); /* RFC 3550 6.4.1: payload octets */
     if (len > 0) {
         send_rtcp(e, c->transport, pkt, (size_t)len);
         e->counters[SFU_C_TX_SR]++;
@@ -1338,6 +1354,16 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
     }
     e->nkf_pending = j;
     return next;
+}
+
+int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t now_ms)
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    for (int s = 0; s < p->nstreams; s++)
+        request_keyframe(e, p, s, now_ms);
+    return 0;
 }
 
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t now_ms)
@@ -1600,11 +1626,12 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
         return;
     case SFU_PKT_DTLS:
         e->counters[SFU_C_RX_DTLS]++;
-        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
+        /* DTLS only from a tuple ICE validated (anyone can reach a shared port) */
+        if (th && sfu_transport_get(e, th))
+            upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
         return;
     case SFU_PKT_UNKNOWN:
-        e->counters[SFU_C_RX_UNKNOWN]++;
-        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
+        e->counters[SFU_C_RX_UNKNOWN]++; /* counted and dropped here: no copy up to Python */
         return;
     default:
         break;

@@ -241,6 +241,7 @@ typedef struct sfu_consumer {
     uint32_t last_ts;
     uint64_t last_ts_ms;
     sfu_count_t sent;
+    uint64_t payload_bytes;   /* RTP payload octets sent (for sender reports) */
     uint64_t dropped;
     /* loss recovery and statistics */
     int nack_enabled;
@@ -357,6 +358,8 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
 /* Time-driven work: deferred keyframe requests. Returns the ms until it
  * wants to run again (or -1 for nothing pending). */
 int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms);
+/* Asks a producer for a keyframe on each of its streams (PLI, throttled). */
+int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms);
 /* Asks the producer of a consumer for a keyframe (PLI), throttled per stream. */
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms);
 #define SFU_KEYFRAME_REQUEST_INTERVAL_MS 500

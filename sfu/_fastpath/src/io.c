@@ -78,8 +78,14 @@ void sfu_io_flush_locked(sfu_engine_t *e)
                 if (r < 0) {
                     if (errno == EINTR)
                         continue;
-                    /* EAGAIN (socket buffer full) or an ICMP error: drop
-                     * the datagram at the head and go on with the rest. */
+                    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                        /* socket buffer full: the rest of this batch is lost
+                         * (one syscall, not one per datagram) */
+                        e->counters[SFU_C_TX_ERRORS] += (uint64_t)(n - sent);
+                        break;
+                    }
+                    /* a per-datagram error (ICMP unreachable, size): drop
+                     * the datagram at the head and go on with the rest */
                     e->counters[SFU_C_TX_ERRORS]++;
                     sent++;
                     continue;

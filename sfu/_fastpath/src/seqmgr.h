@@ -29,7 +29,14 @@ typedef struct {
     uint16_t max_output;
     int ndropped;
     uint16_t dropped[SFU_SEQ_DROPPED_MAX];
+    /* After a sync, inputs not newer than the sync point would map onto
+     * outputs already sent before it: they are rejected until the stream
+     * is SFU_SEQ_FLOOR_SPAN past that point. */
+    int has_floor;
+    uint16_t floor;
 } sfu_seqmgr_t;
+
+#define SFU_SEQ_FLOOR_SPAN 16384
 
 /* a is newer than b in 16-bit serial number arithmetic (RFC 1982). */
 static inline int sfu_seq_newer(uint16_t a, uint16_t b)
@@ -45,6 +52,8 @@ static inline void sfu_seqmgr_init(sfu_seqmgr_t *m, uint16_t initial_output)
     m->max_input = 0;
     m->max_output = initial_output;
     m->ndropped = 0;
+    m->has_floor = 0;
+    m->floor = 0;
 }
 
 static inline void sfu_seqmgr_sync(sfu_seqmgr_t *m, uint16_t input)
@@ -53,6 +62,8 @@ static inline void sfu_seqmgr_sync(sfu_seqmgr_t *m, uint16_t input)
     m->max_input = input;
     m->ndropped = 0;
     m->started = 1;
+    m->has_floor = 1;
+    m->floor = input;
 }
 
 static inline void sfu_seqmgr_fold(sfu_seqmgr_t *m, int k)
@@ -82,6 +93,8 @@ static inline void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
         m->started = 1;
         m->max_input = input;
         m->base = (uint16_t)(m->max_output - input);
+        m->has_floor = 1;
+        m->floor = input;
         return;
     }
     m->max_input = input;
@@ -93,6 +106,12 @@ static inline void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
 
 static inline int sfu_seqmgr_input(sfu_seqmgr_t *m, uint16_t input, uint16_t *output)
 {
+    if (m->has_floor) {
+        if (!sfu_seq_newer(input, m->floor))
+            return 0;
+        if ((uint16_t)(input - m->floor) >= SFU_SEQ_FLOOR_SPAN)
+            m->has_floor = 0;
+    }
     /* Fold here too: a stream that stops dropping must not keep old entries
      * until serial arithmetic wraps (gap at +32768, false drop at +65536). */
     if (m->started && m->ndropped && sfu_seq_newer(input, m->max_input)) {
