@@ -77,14 +77,7 @@ class Router(EventEmitter):
         from .srtp import crypto_suite
 
         self._check_open()
-        if not isinstance(listen_ip, str) or not listen_ip:
-            raise InvalidParametersError("listen_ip: must be an IP address string")
-        if not isinstance(port, int) or not (0 <= port <= 65535):
-            raise InvalidParametersError(f"port: must be 0..65535, got {port!r}")
-        if port_range is not None and (
-            len(port_range) != 2 or not (1 <= port_range[0] <= port_range[1] <= 65535)
-        ):
-            raise InvalidParametersError(f"port_range: invalid range {port_range!r}")
+        _validate_listen(listen_ip, port, port_range)
         if enable_srtp:
             crypto_suite(srtp_crypto_suite)  # raises UnsupportedError naming it
         transport_id = str(uuid.uuid4())
@@ -132,10 +125,8 @@ class Router(EventEmitter):
         if webrtc_server is not None:
             if webrtc_server.closed or webrtc_server.worker is not self.worker:
                 raise InvalidParametersError("webrtc_server: closed or belongs to another worker")
-        elif not isinstance(listen_ip, str) or not listen_ip:
-            raise InvalidParametersError("listen_ip: must be an IP address string")
-        if not isinstance(port, int) or not (0 <= port <= 65535):
-            raise InvalidParametersError(f"port: must be 0..65535, got {port!r}")
+        else:
+            _validate_listen(listen_ip, port, port_range)
         for name in srtp_crypto_suites or []:
             crypto_suite(name)
         transport_id = str(uuid.uuid4())
@@ -204,3 +195,15 @@ class Router(EventEmitter):
         self._close_children()
         self.emit("workerclose")
         self.observer.emit("close")
+
+
+def _validate_listen(listen_ip: str, port: int, port_range: Optional[tuple[int, int]]) -> None:
+    """Checks where a transport listens; errors name the argument."""
+    if not isinstance(listen_ip, str) or not listen_ip:
+        raise InvalidParametersError("listen_ip: must be an IP address string")
+    if not isinstance(port, int) or not (0 <= port <= 65535):
+        raise InvalidParametersError(f"port: must be 0..65535, got {port!r}")
+    if port_range is not None and (
+        len(port_range) != 2 or not (1 <= port_range[0] <= port_range[1] <= 65535)
+    ):
+        raise InvalidParametersError(f"port_range: invalid range {port_range!r}")

@@ -872,7 +872,7 @@ int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
 /* ------------------------------------------------------------------ the packet path */
 
 static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms);
-static void send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len);
+static int send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len);
 static void send_nacks(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64_t now_ms);
 
 /* A comedia transport's first valid packet sets its remote address. */
@@ -1171,31 +1171,14 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
         return;
     }
     st->keyframe_pending = 0;
-    sfu_transport_t *t = p->transport;
-    if (!t->remote_rtcp.set)
+    uint8_t pli[12];
+    pli[0] = 0x80 | 1; /* V=2, FMT=1 (PLI) */
+    pli[1] = SFU_RTCP_PSFB;
+    sfu_store_be16(pli + 2, 2);
+    sfu_store_be32(pli + 4, 1);          /* sender SSRC: the SFU has none of its own here */
+    sfu_store_be32(pli + 8, st->ssrc);   /* media source */
+    if (send_rtcp(e, p->transport, pli, sizeof(pli)) < 0)
         return;
-    sfu_socket_t *s = sfu_socket_get(e, t->rtcp_socket);
-    if (!s)
-        return;
-    if (t->require_srtp && !t->srtp_out)
-        return;
-    sfu_slot_t *slot = outbox_reserve(e);
-    if (!slot)
-        return;
-    uint8_t *b = slot->data;
-    b[0] = 0x80 | 1; /* V=2, FMT=1 (PLI) */
-    b[1] = SFU_RTCP_PSFB;
-    sfu_store_be16(b + 2, 2);
-    sfu_store_be32(b + 4, 1);          /* sender SSRC: the SFU has none of its own here */
-    sfu_store_be32(b + 8, st->ssrc);   /* media source */
-    int len = 12;
-    if (t->srtp_out && srtp_protect_rtcp_fn(t->srtp_out, b, &len) != 0) {
-        e->counters[SFU_C_TX_SRTP_ERRORS]++;
-        return;
-    }
-    outbox_commit(e, slot, s, &t->remote_rtcp, (uint32_t)len);
-    t->rtcp_out.packets++;
-    t->rtcp_out.bytes += (uint64_t)len;
     st->last_keyframe_request_ms = now_ms ? now_ms : 1;
     st->keyframe_requests++;
     e->counters[SFU_C_TX_PLI]++;
@@ -1389,28 +1372,30 @@ static sfu_consumer_t *consumer_by_ssrc(sfu_transport_t *t, uint32_t ssrc)
     return NULL;
 }
 
-/* Queues an RTCP packet built in `data` toward a transport's remote. */
-static void send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len)
+/* Queues an RTCP packet built in `data` toward a transport's remote (SRTCP
+ * when keyed). Returns 0 when queued, -1 when it cannot go out. */
+static int send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *data, size_t len)
 {
     if (!t->remote_rtcp.set || len > SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM)
-        return;
+        return -1;
     if (t->require_srtp && !t->srtp_out)
-        return;
+        return -1;
     sfu_socket_t *s = sfu_socket_get(e, t->rtcp_socket);
     if (!s)
-        return;
+        return -1;
     sfu_slot_t *slot = outbox_reserve(e);
     if (!slot)
-        return;
+        return -1;
     memcpy(slot->data, data, len);
     int l = (int)len;
     if (t->srtp_out && srtp_protect_rtcp_fn(t->srtp_out, slot->data, &l) != 0) {
         e->counters[SFU_C_TX_SRTP_ERRORS]++;
-        return;
+        return -1;
     }
     outbox_commit(e, slot, s, &t->remote_rtcp, (uint32_t)l);
     t->rtcp_out.packets++;
     t->rtcp_out.bytes += (uint64_t)l;
+    return 0;
 }
 
 /* NACKs what the producer stream is missing and is due (RFC 4585 generic NACK). */
