@@ -47,7 +47,7 @@ def run_pages(pages: int, seconds: float, loss: float = 0.0) -> dict:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    print(json.dumps({k: v for k, v in result.items() if k != "transports"}, indent=1))
+    print(json.dumps(result, indent=1))
     return result
 
 

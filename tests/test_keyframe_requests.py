@@ -121,3 +121,41 @@ def test_the_keyframe_request_interval_is_configurable():
     assert plis_to_publisher(e.take_outbox(), s_in) == []
     e.tick(3001)                                 # the window ends
     assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
+
+
+def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
+    """The PLI or the keyframe may be lost on the way, and a viewer that has
+    received no video never sends a PLI itself: the SFU asks again every
+    second until the waiting consumer gets its keyframe, then stops."""
+    from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
+
+    e = _engine.Engine()
+    s_in, s_out = e.add_socket(-1), e.add_socket(-1)
+    t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
+    e.connect_transport(t_in, PUB)
+    e.connect_transport(t_out, SUB)
+    p = e.add_producer(t_in, True, [(0xAAAA, 0)], {96: 101}, {}, codecs={101: "vp8"})
+    c = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {})
+
+    def rtp(seq: int, payload: bytes) -> bytes:
+        return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
+
+    e.request_keyframe(c, 1000)                      # on consume; this PLI is "lost"
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
+    now, seq, plis = 1000, 1, []
+    while now < 3500:                                # delta frames only: the consumer waits
+        now += 20
+        seq += 1
+        e.receive(s_in, PUB, rtp(seq, VP8_DELTA), now)
+        e.tick(now)
+        plis += [now for _ in plis_to_publisher(e.take_outbox(), s_in)]
+    assert plis and all(1980 <= t <= 2060 or 2980 <= t <= 3060 for t in plis), plis
+    assert len(plis) == 2
+    assert e.consumer_stats(c)["packetCount"] == 0
+    e.receive(s_in, PUB, rtp(seq + 1, VP8_KEY_MIN), now + 20)
+    forwarded = [d for sock, addr, d in e.take_outbox() if sock == s_out and d[1] & 0x7F == 101]
+    assert len(forwarded) == 1
+    for k in range(1, 150):                          # synced: no more requests
+        e.tick(now + 20 + 20 * k)
+    assert plis_to_publisher(e.take_outbox(), s_in) == []
+    assert e.counters()["keyframe_retries"] == 2

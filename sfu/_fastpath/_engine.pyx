@@ -25,7 +25,7 @@ COUNTER_NAMES = (
     "drop_upcall_full", "tx_datagrams", "tx_bytes", "tx_errors", "tx_srtp_errors",
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
     "rx_nack", "tx_nack", "rx_rtx", "tx_retransmissions", "retransmission_misses", "rx_remb", "tx_remb",
-    "tx_sr", "tx_rr", "tx_twcc",
+    "tx_sr", "tx_rr", "tx_twcc", "keyframe_retries",
 )
 
 CODEC_IDS = {"vp8": 1, "video/vp8": 1, "vp9": 2, "video/vp9": 2, "h264": 3, "video/h264": 3}

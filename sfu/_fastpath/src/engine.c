@@ -1250,6 +1250,36 @@ static void send_remb(sfu_engine_t *e, sfu_producer_t *p, uint64_t bps)
 
 /* Timer work, every SFU_PERIODIC_MS: NACK retries, transport-cc feedback,
  * REMB, and once a second reports, rates and scores. */
+/* Asks again for a keyframe on each stream of a video producer that has a
+ * consumer ready to send but still waiting for its first keyframe, once
+ * SFU_KEYFRAME_RETRY_MS (or the request interval, if longer) has passed
+ * since the last request and packets without a keyframe keep coming. */
+static void retry_keyframe_requests(sfu_engine_t *e, sfu_producer_t *p, uint64_t now_ms)
+{
+    uint64_t retry = e->keyframe_request_interval_ms > SFU_KEYFRAME_RETRY_MS ? e->keyframe_request_interval_ms
+                                                                           : SFU_KEYFRAME_RETRY_MS;
+    for (uint32_t i = 0; i < p->nconsumers; i++) {
+        sfu_consumer_t *c = p->consumers[i];
+        if (!c->sync_required || c->paused || c->producer_paused || p->paused)
+            continue;
+        if (c->stream < 0 || c->stream >= p->nstreams)
+            continue;
+        sfu_transport_t *t = c->transport;
+        if (!t->remote.set || (t->require_srtp && !t->srtp_out))
+            continue;
+        sfu_producer_stream_t *st = &p->streams[c->stream];
+        if (st->keyframe_pending)
+            continue; /* a deferred request is already due */
+        if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < retry)
+            continue;
+        /* only while the publisher sends (a silent one starts with a keyframe) */
+        if (!st->seq_started || st->last_packet_ms <= st->last_keyframe_request_ms)
+            continue;
+        request_keyframe(e, p, c->stream, now_ms);
+        e->counters[SFU_C_KEYFRAME_RETRIES]++;
+    }
+}
+
 static void periodic(sfu_engine_t *e, uint64_t now_ms)
 {
     for (uint32_t i = 1; i < e->producers.cap; i++) {
@@ -1260,6 +1290,8 @@ static void periodic(sfu_engine_t *e, uint64_t now_ms)
             for (int s = 0; s < p->nstreams; s++)
                 if (sfu_nack_missing_count(&p->streams[s].nack))
                     send_nacks(e, p, s, now_ms);
+        if (p->kind_video)
+            retry_keyframe_requests(e, p, now_ms);
         uint64_t bps;
         if (sfu_remb_agg_poll(&p->remb, now_ms, p->remb_floor_bps, &bps))
             send_remb(e, p, bps);

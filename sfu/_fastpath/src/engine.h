@@ -76,6 +76,7 @@ enum sfu_counter {
     SFU_C_TX_SR,
     SFU_C_TX_RR,
     SFU_C_TX_TWCC,
+    SFU_C_KEYFRAME_RETRIES,
     SFU_C_COUNT
 };
 
@@ -364,6 +365,10 @@ int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t n
 int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms);
 #define SFU_KEYFRAME_REQUEST_INTERVAL_MS 500
 #define SFU_RTCP_INTERVAL_MS 1000        /* SR / RR period */
+/* A consumer still waiting for its first keyframe asks again this often: the
+ * PLI or the keyframe itself may have been lost, and a viewer that has
+ * received no video never sends a PLI of its own. */
+#define SFU_KEYFRAME_RETRY_MS 1000
 #define SFU_TWCC_INTERVAL_MS 100         /* transport-cc feedback period */
 #define SFU_RETRANSMISSION_MAX_AGE_MS 1000
 #define SFU_PERIODIC_MS 20               /* granularity of timer work (NACK retries) */
