@@ -5,7 +5,7 @@
 returns a dict of results. Use it from its own process
 (`benchmarks.loadgen`), never from the asyncio process that drives the SFU.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
@@ -30,6 +30,7 @@ cdef extern from "<arpa/inet.h>":
     int inet_pton(int af, const char *src, void *dst)
 
 cdef extern from "_loadgen.h" nogil:
+    ctypedef int (*lg_srtp_fn)(void *ctx, void *buf, int *len)
     int LG_HIST_BUCKETS
     int LG_TRAILER
     ctypedef struct lg_config_t:
@@ -59,6 +60,21 @@ cdef extern from "_loadgen.h" nogil:
         double late_ms
         double tick_us
         int kernel_timestamps
+        const int *extra_pids
+        int nextra_pids
+        lg_srtp_fn srtp_protect
+        lg_srtp_fn srtp_unprotect
+        void **srtp_out
+        void **srtp_in
+        int decrypt_every
+        const uint32_t *map_ssrc
+        const int32_t *map_sub
+        const int32_t *map_pub
+        const int32_t *map_kind
+        int nmap
+        const uint8_t **stun
+        const int *stun_len
+        double stun_interval_s
     ctypedef struct lg_rx_stream_t:
         uint32_t ssrc
         uint32_t ssrc_changes
@@ -71,7 +87,8 @@ cdef extern from "_loadgen.h" nogil:
         uint64_t t_start_ns, t_end_ns, t_done_ns
         uint64_t sent_packets, sent_bytes, send_errors, send_calls
         uint64_t recv_packets, recv_bytes, recv_calls, recv_foreign
-        uint64_t recv_in_window, recv_during_window, recv_late
+        uint64_t recv_in_window, recv_during_window, recv_late, recv_timed, decrypt_errors
+        uint64_t protect_errors, stun_sent
         uint64_t max_send_lag_ns, total_send_lag_ns
         uint64_t expected_total
         uint64_t self_utime_us, self_stime_us
@@ -132,18 +149,29 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         double keyframe_interval=3.0, double keyframe_factor=5.0, double frame_jitter=0.2,
         int max_packet=1200, int send_batch=32, double duration=5.0, double drain=1.0,
         double start_delay=0.05, uint64_t seed=1, int worker_pid=0, double late_ms=100.0,
-        double tick_us=1000.0, bint kernel_timestamps=True):
+        double tick_us=1000.0, bint kernel_timestamps=True, list extra_pids=None,
+        list srtp_out=None, list srtp_in=None, tuple srtp_functions=None, int decrypt_every=8,
+        list ssrc_map=None, list stun=None, double stun_interval=5.0):
     """Runs the load and returns its results.
 
     fds: bound non-blocking UDP sockets, one per participant; dests: the
     (ip, port) each participant sends to; nsubscribers: how many receivers
-    get each participant's packets (for early stop and expected counts)."""
+    get each participant's packets (for early stop and expected counts).
+
+    SRTP (WebRTC): srtp_out/srtp_in are the `srtp_t` addresses of each
+    participant's sessions, srtp_functions the addresses of libsrtp's
+    (srtp_protect, srtp_unprotect); ssrc_map lists (subscriber, ssrc,
+    publisher, kind 0|1) for every stream a participant receives, since
+    the trailer is encrypted; one packet in decrypt_every per stream is
+    decrypted for its send time. stun: a binding request per participant
+    sent every stun_interval seconds (ICE consent)."""
     cdef int n = len(fds)
     if not (len(dests) == len(audio_ssrcs) == len(video_ssrcs) == len(nsubscribers) == n) or n < 1:
         raise ValueError("fds, dests, ssrcs and nsubscribers must have one entry per participant")
     cdef lg_config_t cfg
     cdef lg_result_t res
     memset(&cfg, 0, sizeof(cfg))
+    memset(&res, 0, sizeof(res))
     cdef int *c_fds = <int *>calloc(n, sizeof(int))
     cdef sockaddr_storage *c_dests = <sockaddr_storage *>calloc(n, sizeof(sockaddr_storage))
     cdef socklen_t *c_lens = <socklen_t *>calloc(n, sizeof(socklen_t))
@@ -157,7 +185,57 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
     cdef int rc, i, j, k
     cdef bytes ipb
     cdef lg_rx_stream_t *s
+    cdef int nx = len(extra_pids or [])
+    cdef int nm = len(ssrc_map or [])
+    cdef int *c_pids = <int *>calloc(nx + 1, sizeof(int))
+    cdef void **c_out = <void **>calloc(n, sizeof(void *))
+    cdef void **c_in = <void **>calloc(n, sizeof(void *))
+    cdef uint32_t *c_mssrc = <uint32_t *>calloc(nm + 1, sizeof(uint32_t))
+    cdef int32_t *c_msub = <int32_t *>calloc(nm + 1, sizeof(int32_t))
+    cdef int32_t *c_mpub = <int32_t *>calloc(nm + 1, sizeof(int32_t))
+    cdef int32_t *c_mkind = <int32_t *>calloc(nm + 1, sizeof(int32_t))
+    cdef const uint8_t **c_stun = <const uint8_t **>calloc(n, sizeof(uint8_t *))
+    cdef int *c_stun_len = <int *>calloc(n, sizeof(int))
+    cdef list keep = []
     try:
+        if not (c_pids and c_out and c_in and c_mssrc and c_msub and c_mpub and c_mkind and c_stun and c_stun_len):
+            raise MemoryError()
+        for i in range(nx):
+            c_pids[i] = extra_pids[i]
+        cfg.extra_pids = c_pids
+        cfg.nextra_pids = nx
+        if srtp_out is not None or srtp_in is not None:
+            if srtp_out is None or srtp_in is None or len(srtp_out) != n or len(srtp_in) != n or not srtp_functions:
+                raise ValueError("SRTP needs srtp_out, srtp_in (one per participant) and srtp_functions")
+            if decrypt_every < 1:
+                raise ValueError("decrypt_every must be >= 1")
+            for i in range(n):
+                c_out[i] = <void *><uintptr_t>srtp_out[i]
+                c_in[i] = <void *><uintptr_t>srtp_in[i]
+            cfg.srtp_out = c_out
+            cfg.srtp_in = c_in
+            cfg.srtp_protect = <lg_srtp_fn><uintptr_t>srtp_functions[0]
+            cfg.srtp_unprotect = <lg_srtp_fn><uintptr_t>srtp_functions[1]
+            cfg.decrypt_every = decrypt_every
+        for i in range(nm):
+            sub, ssrc, pub, kind = ssrc_map[i]
+            c_msub[i], c_mssrc[i], c_mpub[i], c_mkind[i] = sub, ssrc, pub, kind
+        cfg.map_ssrc = c_mssrc
+        cfg.map_sub = c_msub
+        cfg.map_pub = c_mpub
+        cfg.map_kind = c_mkind
+        cfg.nmap = nm
+        if stun:
+            if len(stun) != n:
+                raise ValueError("stun: one request per participant")
+            for i in range(n):
+                b = bytes(stun[i])
+                keep.append(b)
+                c_stun[i] = <const uint8_t *><char *>b
+                c_stun_len[i] = len(b)
+            cfg.stun = c_stun
+            cfg.stun_len = c_stun_len
+            cfg.stun_interval_s = stun_interval
         if not (c_fds and c_dests and c_lens and c_a and c_v and c_subs and sent and rx and hist):
             raise MemoryError()
         for i in range(n):
@@ -238,7 +316,9 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
             "recv_calls": res.recv_calls, "recv_foreign": res.recv_foreign,
             "recv_in_window": res.recv_in_window,
             "recv_during_window": res.recv_during_window,
-            "recv_late": res.recv_late, "late_ms": late_ms,
+            "recv_late": res.recv_late, "late_ms": late_ms, "recv_timed": res.recv_timed,
+            "decrypt_errors": res.decrypt_errors, "protect_errors": res.protect_errors,
+            "stun_sent": res.stun_sent, "srtp": srtp_out is not None, "decrypt_every": decrypt_every,
             "tick_us": tick_us, "ticks": res.ticks, "ticks_missed": res.ticks_missed,
             "kernel_timestamps": bool(kernel_timestamps), "clock_drift_ns": res.clock_drift_ns,
             "expected_total": res.expected_total,
@@ -268,3 +348,12 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         free(sent)
         free(rx)
         free(hist)
+        free(c_pids)
+        free(c_out)
+        free(c_in)
+        free(c_mssrc)
+        free(c_msub)
+        free(c_mpub)
+        free(c_mkind)
+        free(c_stun)
+        free(c_stun_len)

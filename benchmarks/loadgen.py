@@ -4,9 +4,14 @@
 
     -> {"cmd": "bind", "participants": N, "ip": "127.0.0.1", "buffer": 4194304}
     <- {"ports": [p0, p1, ...]}             (one bound UDP socket per participant)
+    -> {"cmd": "webrtc", "srtp_profiles": ["AEAD_AES_128_GCM"]}       (WebRTC only)
+    <- {"dtlsParameters": {...}}             (for the SFU transports' connect())
+    -> {"cmd": "handshake", "remotes": [{iceParameters, candidate, dtlsParameters}, ...]}
+    <- {"suites": [...]}                     (ICE + DTLS done on every socket)
     -> {"cmd": "run", "dests": [[ip, port], ...], "audio_ssrcs": [...],
         "video_ssrcs": [...], "nsubscribers": [...], "options": {...}}
-    <- {"result": {...}}                      (see benchmarks._loadgen.run)
+    <- {"result": {...}}                      (see benchmarks._loadgen.run; after a
+                                               handshake, SRTP options are added)
 
 and exits. Running it apart keeps the generator's C loop (which releases
 the GIL anyway) off the cores and the GIL of the asyncio process that drives
@@ -56,6 +61,7 @@ def child_main() -> int:
     from benchmarks import _loadgen
 
     socks: list[socket.socket] = []
+    peers = None
     try:
         for line in sys.stdin:
             msg = json.loads(line)
@@ -66,7 +72,23 @@ def child_main() -> int:
                 socks = _bind(int(msg["participants"]), msg.get("ip", "127.0.0.1"),
                               int(msg.get("buffer", DEFAULT_BUFFER)))
                 _reply({"ports": [s.getsockname()[1] for s in socks]})
+            elif cmd == "webrtc":
+                from benchmarks.webrtc_peer import WebRtcPeers
+
+                peers = WebRtcPeers(socks, list(msg["srtp_profiles"]))
+                _reply({"dtlsParameters": peers.dtls_parameters})
+            elif cmd == "handshake":
+                try:
+                    assert peers is not None, "send 'webrtc' first"
+                    peers.handshake(msg["remotes"], float(msg.get("timeout", 30.0)))
+                    _reply({"suites": peers.suites})
+                except Exception as exc:
+                    _reply({"error": f"{type(exc).__name__}: {exc}"})
+                    return 1
             elif cmd == "run":
+                options = dict(msg.get("options", {}))
+                if peers is not None:
+                    options.update(peers.run_options())
                 try:
                     result = _loadgen.run(
                         [s.fileno() for s in socks],
@@ -74,7 +96,7 @@ def child_main() -> int:
                         list(msg["audio_ssrcs"]),
                         list(msg["video_ssrcs"]),
                         list(msg["nsubscribers"]),
-                        **msg.get("options", {}),
+                        **options,
                     )
                     _reply({"result": result})
                 except Exception as exc:  # reported to the parent
@@ -138,6 +160,16 @@ class LoadGenerator:
     @property
     def pid(self) -> Optional[int]:
         return self.proc.pid if self.proc else None
+
+    async def webrtc(self, srtp_profiles: list[str]) -> dict[str, Any]:
+        """Makes the participants WebRTC clients; returns their dtlsParameters."""
+        await self._send({"cmd": "webrtc", "srtp_profiles": srtp_profiles})
+        return (await self._recv(30))["dtlsParameters"]
+
+    async def handshake(self, remotes: list[dict[str, Any]], timeout: float = 30.0) -> list[str]:
+        """ICE + DTLS with every participant's SFU transport; returns the SRTP suites."""
+        await self._send({"cmd": "handshake", "remotes": remotes, "timeout": timeout})
+        return (await self._recv(timeout + 10))["suites"]
 
     async def run(self, dests: list[tuple[str, int]], audio_ssrcs: list[int], video_ssrcs: list[int],
                   nsubscribers: list[int], **options: Any) -> dict[str, Any]:

@@ -183,6 +183,8 @@ typedef struct {
     uint32_t f_size_base, f_size_extra;
     uint64_t f_pkt_next, f_pkt_gap;
     uint64_t rng;
+    void *srtp_out, *srtp_in;
+    uint64_t stun_next;
 } part_t;
 
 typedef struct {
@@ -200,10 +202,14 @@ typedef struct {
     uint64_t late_ns;
     int kernel_ts;
     int64_t rt_offset;    /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
+    /* SRTP mode: (subscriber, SSRC) -> rx stream index, open addressing */
+    uint64_t *map_keys;   /* (sub << 32 | ssrc) + 1; 0 = empty */
+    int32_t *map_vals;
+    uint32_t map_mask;
     /* the batch being built (one socket at a time) */
     struct mmsghdr msgs[LG_SEND_BATCH_MAX];
     struct iovec iovs[LG_SEND_BATCH_MAX];
-    uint8_t bufs[LG_SEND_BATCH_MAX][LG_MAX_PACKET];
+    uint8_t bufs[LG_SEND_BATCH_MAX][LG_MAX_PACKET + 64]; /* + SRTP tag */
     uint64_t sched[LG_SEND_BATCH_MAX];
     int nbatch;
     part_t *batch_part;
@@ -247,6 +253,13 @@ static void flush_batch(gen_t *g)
         /* stamp the send time into each trailer (its offset is len - 20 + 4) */
         uint8_t *t = g->bufs[i] + g->iovs[i].iov_len - LG_TRAILER;
         memcpy(t + 4, &now, 8);
+        if (p->srtp_out) {
+            int l = (int)g->iovs[i].iov_len;
+            if (g->cfg->srtp_protect(p->srtp_out, g->bufs[i], &l) != 0)
+                g->res->protect_errors++; /* sent as is: the SFU drops and counts it */
+            else
+                g->iovs[i].iov_len = (size_t)l;
+        }
         uint64_t lag = now > g->sched[i] ? now - g->sched[i] : 0;
         if (lag > g->res->max_send_lag_ns)
             g->res->max_send_lag_ns = lag;
@@ -400,47 +413,123 @@ static void emit_due(gen_t *g, int idx, uint64_t now, uint64_t t_end)
 
 /* ------------------------------------------------------------------ receiving */
 
-static void rx_packet(gen_t *g, int sub, const uint8_t *b, size_t len, uint64_t now)
+static int32_t map_find(const gen_t *g, int sub, uint32_t ssrc)
+{
+    if (!g->map_keys)
+        return -1;
+    uint64_t key = (((uint64_t)(uint32_t)sub << 32) | ssrc) + 1;
+    uint32_t h = (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 32) & g->map_mask;
+    for (uint32_t probe = 0; probe <= g->map_mask; probe++) {
+        uint32_t i = (h + probe) & g->map_mask;
+        if (g->map_keys[i] == key)
+            return g->map_vals[i];
+        if (g->map_keys[i] == 0)
+            return -1;
+    }
+    return -1;
+}
+
+static int map_build(gen_t *g, const lg_config_t *cfg)
+{
+    if (cfg->nmap <= 0)
+        return 0;
+    uint32_t cap = 16;
+    while (cap < (uint32_t)cfg->nmap * 2)
+        cap <<= 1;
+    g->map_keys = calloc(cap, sizeof(uint64_t));
+    g->map_vals = calloc(cap, sizeof(int32_t));
+    if (!g->map_keys || !g->map_vals)
+        return -ENOMEM;
+    g->map_mask = cap - 1;
+    int n = cfg->nparts;
+    for (int k = 0; k < cfg->nmap; k++) {
+        int sub = cfg->map_sub[k], pub = cfg->map_pub[k], kind = cfg->map_kind[k];
+        if (sub < 0 || sub >= n || pub < 0 || pub >= n || kind < 0 || kind > 1)
+            return -EINVAL;
+        uint64_t key = (((uint64_t)(uint32_t)sub << 32) | cfg->map_ssrc[k]) + 1;
+        uint32_t h = (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 32) & g->map_mask;
+        while (g->map_keys[h] && g->map_keys[h] != key)
+            h = (h + 1) & g->map_mask;
+        g->map_keys[h] = key;
+        g->map_vals[h] = (int32_t)(((size_t)sub * n + pub) * 2 + kind);
+    }
+    return 0;
+}
+
+/* Reads the trailer at the end of a clear RTP packet (after its padding).
+ * Returns 0 and fills the fields, or -1. */
+static int read_trailer(const uint8_t *b, size_t len, int n, uint64_t *sent_ns, uint16_t *pub, uint8_t *kind)
+{
+    if (len < 12 + LG_TRAILER)
+        return -1;
+    size_t end = len;
+    if (b[0] & 0x20) { /* padding */
+        size_t pad = b[len - 1];
+        if (pad > len - 12 - LG_TRAILER)
+            return -1;
+        end -= pad;
+    }
+    const uint8_t *t = b + end - LG_TRAILER;
+    uint32_t magic;
+    memcpy(&magic, t, 4);
+    memcpy(sent_ns, t + 4, 8);
+    memcpy(pub, t + 12, 2);
+    *kind = t[14];
+    if (magic != LG_MAGIC || *pub >= n || *kind > 1)
+        return -1;
+    return 0;
+}
+
+static void rx_timed(gen_t *g, int kind, uint64_t sent_ns, uint64_t now)
+{
+    lg_result_t *res = g->res;
+    res->recv_timed++;
+    if (sent_ns >= res->t_start_ns && sent_ns < res->t_end_ns)
+        res->recv_in_window++;
+    if (now > sent_ns && now - sent_ns > g->late_ns)
+        res->recv_late++;
+    uint64_t lat_us = now > sent_ns ? (now - sent_ns) / 1000u : 0;
+    g->hist[kind * LG_HIST_BUCKETS + lg_hist_index(lat_us)]++;
+}
+
+static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
 {
     lg_result_t *res = g->res;
     int n = g->cfg->nparts;
     res->recv_packets++;
     res->recv_bytes += len;
-    if (len < 12 + LG_TRAILER || (b[0] >> 6) != 2) {
+    if (len < 12 || (b[0] >> 6) != 2 || (b[1] >= 192 && b[1] <= 223)) { /* STUN, RTCP, ... */
         res->recv_foreign++;
         return;
     }
-    size_t end = len;
-    if (b[0] & 0x20) { /* padding */
-        size_t pad = b[len - 1];
-        if (pad > len - 12 - LG_TRAILER) {
+    uint16_t seq = (uint16_t)((b[2] << 8) | b[3]);
+    uint32_t ssrc = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11];
+    lg_rx_stream_t *s;
+    uint64_t sent_ns = 0;
+    int kind, timed = 0;
+    void *srtp_in = g->parts[sub].srtp_in;
+    if (srtp_in) {
+        /* The header is in the clear: the stream is known by its SSRC. */
+        int32_t idx = map_find(g, sub, ssrc);
+        if (idx < 0) {
             res->recv_foreign++;
             return;
         }
-        end -= pad;
+        s = &g->rx[idx];
+        kind = idx & 1;
+    } else {
+        uint16_t pub;
+        uint8_t k;
+        if (read_trailer(b, len, n, &sent_ns, &pub, &k) < 0) {
+            res->recv_foreign++;
+            return;
+        }
+        kind = k;
+        s = &g->rx[((size_t)sub * n + pub) * 2 + kind];
+        timed = 1;
     }
-    const uint8_t *t = b + end - LG_TRAILER;
-    uint32_t magic, count;
-    uint64_t sent_ns;
-    uint16_t pub;
-    memcpy(&magic, t, 4);
-    memcpy(&sent_ns, t + 4, 8);
-    memcpy(&pub, t + 12, 2);
-    uint8_t kind = t[14];
-    memcpy(&count, t + 16, 4);
-    if (magic != LG_MAGIC || pub >= n || kind > 1) {
-        res->recv_foreign++;
-        return;
-    }
-    if (sent_ns >= res->t_start_ns && sent_ns < res->t_end_ns)
-        res->recv_in_window++;
     if (now >= res->t_start_ns && now < res->t_end_ns)
         res->recv_during_window++;
-    if (now > sent_ns && now - sent_ns > g->late_ns)
-        res->recv_late++;
-    uint16_t seq = (uint16_t)((b[2] << 8) | b[3]);
-    uint32_t ssrc = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11];
-    lg_rx_stream_t *s = &g->rx[((size_t)sub * n + pub) * 2 + kind];
     if (!s->started) {
         s->started = 1;
         s->ssrc = ssrc;
@@ -462,9 +551,19 @@ static void rx_packet(gen_t *g, int sub, const uint8_t *b, size_t len, uint64_t 
     }
     s->packets++;
     s->bytes += len;
-    s->last_pub_seq = count;
-    uint64_t lat_us = now > sent_ns ? (now - sent_ns) / 1000u : 0;
-    g->hist[kind * LG_HIST_BUCKETS + lg_hist_index(lat_us)]++;
+    if (srtp_in && (s->packets - 1) % (uint64_t)g->cfg->decrypt_every == 0) {
+        /* a sample is decrypted (in place: the buffer is ours) for its send time */
+        int l = (int)len;
+        uint16_t pub;
+        uint8_t k;
+        if (g->cfg->srtp_unprotect(srtp_in, b, &l) != 0 || read_trailer(b, (size_t)l, n, &sent_ns, &pub, &k) < 0) {
+            res->decrypt_errors++;
+        } else {
+            timed = 1;
+        }
+    }
+    if (timed)
+        rx_timed(g, kind, sent_ns, now);
 }
 
 /* Kernel receive time (SO_TIMESTAMPNS, CLOCK_REALTIME) of a datagram as
@@ -529,6 +628,11 @@ static void sample(gen_t *g, int end)
     sys_ticks(&busy, &total, &softirq);
     uint64_t wt = 0;
     int ok = g->cfg->worker_pid > 0 && proc_ticks(g->cfg->worker_pid, &wt) == 0;
+    for (int i = 0; ok && i < g->cfg->nextra_pids; i++) {
+        uint64_t t = 0;
+        if (proc_ticks(g->cfg->extra_pids[i], &t) == 0)
+            wt += t;
+    }
     if (!end) {
         ru0 = ru;
         res->sys_busy_start = busy;
@@ -554,6 +658,9 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
     if (n < 1 || n > 65535 || cfg->max_packet < 12 + LG_TRAILER + 11 || cfg->max_packet > LG_MAX_PACKET ||
         cfg->audio_payload < LG_TRAILER || cfg->audio_payload + 12 > LG_MAX_PACKET || cfg->duration_s <= 0 ||
         cfg->audio_pps <= 0 || cfg->video_fps <= 0 || cfg->video_bps <= 0)
+        return -(res->error = EINVAL);
+    if ((cfg->srtp_out || cfg->srtp_in) &&
+        (!cfg->srtp_out || !cfg->srtp_in || !cfg->srtp_protect || !cfg->srtp_unprotect || cfg->decrypt_every < 1))
         return -(res->error = EINVAL);
     memset(sent, 0, sizeof(uint64_t) * 2 * (size_t)n);
     memset(rx, 0, sizeof(lg_rx_stream_t) * 2 * (size_t)n * (size_t)n);
@@ -594,6 +701,10 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
     g->kernel_ts = cfg->kernel_timestamps;
     g->rt_offset = realtime_offset();
     g->send_batch = cfg->send_batch < 1 ? 1 : cfg->send_batch > LG_SEND_BATCH_MAX ? LG_SEND_BATCH_MAX : cfg->send_batch;
+    int rc = map_build(g, cfg);
+    if (rc < 0)
+        goto out;
+    uint64_t stun_gap = (uint64_t)(cfg->stun_interval_s > 0 ? cfg->stun_interval_s * 1e9 : 0);
 
     uint64_t t0 = now_ns() + (uint64_t)(cfg->start_delay_s * 1e9);
     uint64_t t_end = t0 + (uint64_t)(cfg->duration_s * 1e9);
@@ -601,7 +712,6 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
     res->t_start_ns = t0;
     res->t_end_ns = t_end;
 
-    int rc = 0;
     uint64_t tick = (uint64_t)(cfg->tick_us > 0 ? cfg->tick_us * 1000.0 : 0);
     for (int i = 0; i < n; i++) {
         part_t *p = &parts[i];
@@ -621,6 +731,9 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
         p->a_next = t0 + (uint64_t)(rng_unit(&p->rng) * (double)g->audio_gap);
         p->f_next = t0 + (uint64_t)(rng_unit(&p->rng) * (double)g->frame_gap);
         p->kf_phase = (uint32_t)(rng_unit(&p->rng) * g->kf_every);
+        p->srtp_out = cfg->srtp_out ? cfg->srtp_out[i] : NULL;
+        p->srtp_in = cfg->srtp_in ? cfg->srtp_in[i] : NULL;
+        p->stun_next = t0 + (uint64_t)(rng_unit(&p->rng) * (double)stun_gap);
         if (g->kernel_ts) {
             int one = 1;
             if (setsockopt(p->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) {
@@ -658,6 +771,16 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
             for (int k = 0; k < n; k++)
                 emit_due(g, (int)((rr + (uint32_t)k) % (uint32_t)n), now, t_end);
             rr++;
+            if (stun_gap && cfg->stun) {
+                for (int i = 0; i < n; i++) {
+                    if (parts[i].stun_next <= now && cfg->stun[i] && cfg->stun_len[i] > 0) {
+                        if (sendto(parts[i].fd, cfg->stun[i], (size_t)cfg->stun_len[i], MSG_DONTWAIT,
+                                   (const struct sockaddr *)parts[i].dest, parts[i].dest_len) > 0)
+                            res->stun_sent++;
+                        parts[i].stun_next = now + stun_gap;
+                    }
+                }
+            }
         } else if (!sending && !ended) {
             if (!started) {
                 sample(g, 0);
@@ -734,6 +857,8 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
 out:
     if (rc)
         res->error = -rc;
+    free(g->map_keys);
+    free(g->map_vals);
     close(ep);
     free(parts);
     free(g);

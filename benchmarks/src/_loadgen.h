@@ -14,6 +14,10 @@
 #define LG_KIND_AUDIO 0
 #define LG_KIND_VIDEO 1
 
+/* libsrtp's srtp_protect / srtp_unprotect (addresses from pylibsrtp's
+ * bundled libsrtp, as the engine uses them) */
+typedef int (*lg_srtp_fn)(void *ctx, void *buf, int *len);
+
 typedef struct {
     int nparts;
     const int *fds;                       /* one bound, non-blocking UDP socket each */
@@ -43,6 +47,23 @@ typedef struct {
                                              next send (a wake-up per arrival) */
     int kernel_timestamps;                /* latency from SO_TIMESTAMPNS (arrival in the socket)
                                              rather than from when the loop reads the datagram */
+    const int *extra_pids;                /* more processes whose CPU counts as the server's */
+    int nextra_pids;
+    /* SRTP (WebRTC transports): every packet sent is protected; received
+     * packets are counted from their (clear) RTP headers, streams found by
+     * SSRC in the map below, and one in decrypt_every per stream is
+     * unprotected to read its trailer (latency). */
+    lg_srtp_fn srtp_protect, srtp_unprotect;
+    void *const *srtp_out;                /* srtp_t per participant (NULL: plain RTP) */
+    void *const *srtp_in;
+    int decrypt_every;                    /* >= 1 */
+    const uint32_t *map_ssrc;             /* received SSRC (as rewritten by the SFU) ... */
+    const int32_t *map_sub, *map_pub, *map_kind; /* ... at subscriber map_sub is publisher map_pub's kind */
+    int nmap;
+    /* ICE consent: a STUN binding request per participant, resent every interval */
+    const uint8_t *const *stun;
+    const int *stun_len;
+    double stun_interval_s;
 } lg_config_t;
 
 /* What one participant received from one publisher's stream (key:
@@ -63,12 +84,15 @@ typedef struct {
     uint64_t recv_packets, recv_bytes, recv_calls, recv_foreign;
     uint64_t recv_in_window;  /* sent within the send window */
     uint64_t recv_during_window; /* received within the send window */
-    uint64_t recv_late;       /* latency above late_ms */
+    uint64_t recv_late;       /* latency above late_ms (of the packets whose send time was read) */
+    uint64_t recv_timed;      /* packets whose send time was read (all of them without SRTP) */
+    uint64_t decrypt_errors;  /* sampled packets srtp_unprotect refused */
+    uint64_t protect_errors, stun_sent;
     uint64_t max_send_lag_ns, total_send_lag_ns;
     uint64_t expected_total;  /* sum of publisher packets x nsubscribers */
     /* CPU over the send window */
     uint64_t self_utime_us, self_stime_us;
-    uint64_t worker_ticks_start, worker_ticks_end;   /* utime+stime of worker_pid */
+    uint64_t worker_ticks_start, worker_ticks_end;   /* utime+stime of worker_pid + extra_pids */
     uint64_t sys_busy_start, sys_total_start, sys_busy_end, sys_total_end, sys_softirq_start, sys_softirq_end;
     int worker_sampled;
     uint64_t ticks, ticks_missed;

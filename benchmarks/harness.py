@@ -1,0 +1,477 @@
+"""One point of `sfu-bench`: N participants in one room, everyone publishing
+audio + video and subscribing to all the others.
+
+The SFU is either a real `sfu-server` started as a subprocess and driven
+through its REST API (the default), or a worker embedded in this process
+and driven through the library API. The participants are played by the
+compiled load generator (`benchmarks.loadgen`, a process of its own): over
+WebRTC transports (ICE + DTLS + SRTP, the default) or plain RTP (embedded
+only: the server's REST API only makes WebRTC transports).
+
+Server CPU is utime+stime from /proc of every server process (the control
+process and its workers) over the send window, in % of one core; RAM is the
+largest sum of their VmRSS seen during the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import aiohttp
+
+from .loadgen import LoadGenerator
+
+AUDIO_PT, VIDEO_PT = 111, 96
+LATE_MS = 100.0
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class PointConfig:
+    """What one point of the benchmark runs."""
+
+    participants: int
+    duration: float = 10.0
+    drain: float = 1.0
+    video_bps: float = 1e6
+    transport: str = "webrtc"          # "webrtc" | "plain"
+    srtp_profile: str = "AEAD_AES_128_GCM"
+    target: str = "server"             # "server" (sfu-server subprocess) | "embedded"
+    workers: int = 1
+    decrypt_every: int = 8
+    pin: bool = True
+    seed: int = 1
+    tick_us: float = 1000.0
+    feedback: bool = True
+
+    def check(self) -> None:
+        if self.participants < 2:
+            raise ValueError("participants: at least 2 (everyone subscribes to the others)")
+        if self.transport not in ("webrtc", "plain"):
+            raise ValueError("transport: 'webrtc' or 'plain'")
+        if self.target not in ("server", "embedded"):
+            raise ValueError("target: 'server' or 'embedded'")
+        if self.transport == "plain" and self.target == "server":
+            raise ValueError("plain RTP needs --target embedded (the server's REST API makes WebRTC transports)")
+        if self.duration <= 0 or self.video_bps <= 0 or self.decrypt_every < 1 or self.workers < 1:
+            raise ValueError("duration, bitrate, decrypt_every and workers must be positive")
+
+
+def audio_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
+    return {
+        "codecs": [{"mimeType": "audio/opus", "payloadType": AUDIO_PT, "clockRate": 48000, "channels": 2,
+                    "parameters": {"useinbandfec": 1}, "rtcpFeedback": []}],
+        "encodings": [{"ssrc": ssrc}],
+        "headerExtensions": [],
+        "rtcp": {"cname": f"bench-{ssrc:x}", "reducedSize": True},
+    }
+
+
+def video_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
+    fb = [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}] if feedback else []
+    return {
+        "codecs": [{"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000, "rtcpFeedback": fb}],
+        "encodings": [{"ssrc": ssrc}],
+        "headerExtensions": [],
+        "rtcp": {"cname": f"bench-{ssrc:x}", "reducedSize": True},
+    }
+
+
+def client_capabilities(router_caps: dict[str, Any], feedback: bool) -> dict[str, Any]:
+    """The router's capabilities as a client that supports what it offers
+    (without NACK when feedback is off)."""
+    caps = {"codecs": [dict(c) for c in router_caps["codecs"]],
+            "headerExtensions": list(router_caps.get("headerExtensions", []))}
+    if not feedback:
+        for c in caps["codecs"]:
+            c["rtcpFeedback"] = [fb for fb in c.get("rtcpFeedback", []) if fb.get("type") != "nack"]
+    return caps
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process (from /proc/*/stat)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(name))
+    return out
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pins every thread of a process (sched_setaffinity acts on one thread)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- targets
+
+
+class Participant:
+    """What the harness knows of one simulated participant's SFU side."""
+
+    def __init__(self) -> None:
+        self.remote: dict[str, Any] = {}       # iceParameters, candidate, dtlsParameters
+        self.dest: tuple[str, int] = ("127.0.0.1", 0)
+        self.producers: list[tuple[str, str]] = []  # (producer id, kind)
+        self.consumers: list[tuple[int, int, int]] = []  # (ssrc, publisher, kind)
+
+
+class ServerTarget:
+    """A real `sfu-server` subprocess, driven over its REST API."""
+
+    name = "server"
+
+    def __init__(self, cfg: PointConfig) -> None:
+        self.cfg = cfg
+        self.proc: Optional[asyncio.subprocess.Process] = None
+        self.http: Optional[aiohttp.ClientSession] = None
+        self.base = ""
+        self.room = "bench"
+        self.tokens: list[str] = []
+        self.pids: list[int] = []
+        self.caps: dict[str, Any] = {}
+        self.log: list[str] = []
+
+    async def start(self) -> None:
+        http_port, rtc_port = free_port(socket.SOCK_STREAM), free_port()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "signaling.cli", "--listen-ip", "127.0.0.1", "--http-port", str(http_port),
+            "--rtc-port", str(rtc_port), "--workers", str(self.cfg.workers), "--log-level", "warning",
+            *self.auth_args(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT, env=env)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+            if not line:
+                raise RuntimeError("sfu-server exited: " + " | ".join(self.log[-10:]))
+            text = line.decode(errors="replace").rstrip()
+            self.log.append(text)
+            if "listening on" in text:
+                break
+        else:
+            raise RuntimeError("sfu-server did not start within 30 s")
+        asyncio.get_running_loop().create_task(self._drain_output())
+        self.base = f"http://127.0.0.1:{http_port}"
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+        # the control process and its workers
+        for _ in range(50):
+            kids = children_of(self.proc.pid)
+            if len(kids) >= self.cfg.workers:
+                break
+            await asyncio.sleep(0.1)
+        self.pids = [self.proc.pid] + children_of(self.proc.pid)
+
+    def auth_args(self) -> list[str]:
+        return []
+
+    async def _drain_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                return
+            self.log.append(line.decode(errors="replace").rstrip())
+            del self.log[:-200]
+
+    async def _call(self, method: str, path: str, token: Optional[str] = None, body: Any = None) -> dict[str, Any]:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
+            return data
+
+    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[int], gen: LoadGenerator,
+                    transport: str) -> list[Participant]:
+        r = f"/api/rooms/{self.room}"
+        self.caps = (await self._call("POST", f"{r}/create"))["rtpCapabilities"]
+        caps = client_capabilities(self.caps, self.cfg.feedback)
+        parts = [Participant() for _ in range(n)]
+        self.tokens = []
+        transports: list[str] = []
+        for p in parts:
+            joined = await self._call("POST", f"{r}/participants")
+            self.tokens.append(joined["token"])
+            t = await self._call("POST", f"{r}/transports", joined["token"], {"direction": "send"})
+            transports.append(t["id"])
+            cand = t["iceCandidates"][0]
+            p.remote = {"iceParameters": t["iceParameters"], "candidate": [cand["ip"], cand["port"]],
+                        "dtlsParameters": t["dtlsParameters"]}
+            p.dest = (cand["ip"], int(cand["port"]))
+        dtls = await gen.webrtc([self.cfg.srtp_profile])
+        for tok, tid in zip(self.tokens, transports):
+            await self._call("POST", f"{r}/transports/{tid}/connect", tok, {"dtlsParameters": dtls})
+        await gen.handshake([p.remote for p in parts])
+        for i, (p, tok, tid) in enumerate(zip(parts, self.tokens, transports)):
+            for kind, params in (("audio", audio_parameters(audio_ssrcs[i], self.cfg.feedback)),
+                                 ("video", video_parameters(video_ssrcs[i], self.cfg.feedback))):
+                prod = await self._call("POST", f"{r}/transports/{tid}/produce", tok,
+                                        {"kind": kind, "rtpParameters": params})
+                p.producers.append((prod["id"], kind))
+
+        async def subscribe(j: int) -> None:
+            tok, tid = self.tokens[j], transports[j]
+            for i, pub in enumerate(parts):
+                if i == j:
+                    continue
+                for pid, kind in pub.producers:
+                    c = await self._call("POST", f"{r}/consume", tok,
+                                         {"transportId": tid, "producerId": pid, "rtpCapabilities": caps})
+                    await self._call("POST", f"{r}/consumers/{c['id']}/resume", tok)
+                    parts[j].consumers.append((c["rtpParameters"]["encodings"][0]["ssrc"], i,
+                                               0 if kind == "audio" else 1))
+
+        await asyncio.gather(*(subscribe(j) for j in range(n)))
+        return parts
+
+    async def counters(self) -> dict[str, int]:
+        return {}
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.proc = None
+
+
+class EmbeddedTarget:
+    """A worker of this process's own, driven through the library API."""
+
+    name = "embedded"
+    MEDIA_CODECS = [
+        {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
+        {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
+    ]
+
+    def __init__(self, cfg: PointConfig) -> None:
+        self.cfg = cfg
+        self.worker: Any = None
+        self.pids: list[int] = []
+
+    async def start(self) -> None:
+        import sfu
+
+        self.worker = await sfu.create_worker(log_level="warning")
+        self.pids = [self.worker.pid, os.getpid()]
+
+    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[int], gen: LoadGenerator,
+                    transport: str) -> list[Participant]:
+        router = await self.worker.create_router(self.MEDIA_CODECS)
+        caps = client_capabilities(router.rtp_capabilities, self.cfg.feedback)
+        parts = [Participant() for _ in range(n)]
+        transports = []
+        if transport == "webrtc":
+            for p in parts:
+                t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+                cand = t.ice_candidates[0]
+                p.remote = {"iceParameters": t.ice_parameters, "candidate": [cand["ip"], cand["port"]],
+                            "dtlsParameters": t.dtls_parameters}
+                p.dest = (cand["ip"], int(cand["port"]))
+                transports.append(t)
+            dtls = await gen.webrtc([self.cfg.srtp_profile])
+            for t in transports:
+                await t.connect(dtls)
+            await gen.handshake([p.remote for p in parts])
+        else:
+            for p, port in zip(parts, gen.ports):
+                t = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True, comedia=False)
+                await t.connect(ip="127.0.0.1", port=port)
+                p.dest = ("127.0.0.1", t.tuple["localPort"])
+                transports.append(t)
+        for i, (p, t) in enumerate(zip(parts, transports)):
+            a = await t.produce("audio", audio_parameters(audio_ssrcs[i], self.cfg.feedback))
+            v = await t.produce("video", video_parameters(video_ssrcs[i], self.cfg.feedback))
+            p.producers = [(a.id, "audio"), (v.id, "video")]
+        for j, t in enumerate(transports):
+            for i, pub in enumerate(parts):
+                if i == j:
+                    continue
+                for pid, kind in pub.producers:
+                    c = await t.consume(pid, caps)
+                    parts[j].consumers.append((c.rtp_parameters["encodings"][0]["ssrc"], i,
+                                               0 if kind == "audio" else 1))
+        return parts
+
+    async def counters(self) -> dict[str, int]:
+        return await self.worker.get_counters()
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            await asyncio.wait_for(self.worker.wait_closed(), 10)
+            self.worker = None
+
+
+def make_target(cfg: PointConfig) -> Any:
+    return ServerTarget(cfg) if cfg.target == "server" else EmbeddedTarget(cfg)
+
+
+# ---------------------------------------------------------------- one point
+
+
+async def _watch_rss(pids: list[int], stop: asyncio.Event, interval: float = 0.5) -> int:
+    peak = rss_bytes(pids)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        peak = max(peak, rss_bytes(pids))
+    return peak
+
+
+async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
+    """Runs one point and returns its measurements (see `summarize`)."""
+    cfg.check()
+    n = cfg.participants
+    rnd = random.Random(cfg.seed * 1000 + n)
+    target = make_target(cfg)
+    gen = LoadGenerator()
+    say = progress or (lambda *_: None)
+    try:
+        t0 = time.monotonic()
+        say("starting the SFU")
+        await target.start()
+        ncpu = os.cpu_count() or 1
+        pinned = cfg.pin and ncpu >= 2
+        gen_cpus = [1] if pinned else None
+        await gen.bind(n, cpus=gen_cpus)
+        ssrcs = rnd.sample(range(1, 2**32), 2 * n)
+        audio_ssrcs, video_ssrcs = ssrcs[:n], ssrcs[n:]
+        say(f"setting up {n} participants ({cfg.transport})")
+        parts = await target.setup(n, audio_ssrcs, video_ssrcs, gen, cfg.transport)
+        pids = list(target.pids)
+        if pinned:
+            for pid in pids:
+                pin_process(pid, {0})
+        setup_s = time.monotonic() - t0
+        c0 = await target.counters()
+        options: dict[str, Any] = dict(
+            audio_pt=AUDIO_PT, video_pt=VIDEO_PT, video_bps=cfg.video_bps, duration=cfg.duration,
+            drain=cfg.drain, seed=cfg.seed + n, worker_pid=pids[0], extra_pids=pids[1:], late_ms=LATE_MS,
+            tick_us=cfg.tick_us, start_delay=0.2,
+        )
+        if cfg.transport == "webrtc":
+            options.update(decrypt_every=cfg.decrypt_every, stun_interval=5.0,
+                           ssrc_map=[[j, ssrc, pub, kind] for j, p in enumerate(parts)
+                                     for ssrc, pub, kind in p.consumers])
+        stop = asyncio.Event()
+        rss_task = asyncio.get_running_loop().create_task(_watch_rss(pids, stop))
+        say(f"sending for {cfg.duration:g} s")
+        run_task = asyncio.get_running_loop().create_task(
+            gen.run([p.dest for p in parts], audio_ssrcs, video_ssrcs, [n - 1] * n, **options))
+        started = time.monotonic()
+        while not run_task.done():
+            await asyncio.wait([run_task], timeout=1.0)
+            elapsed = time.monotonic() - started
+            if not run_task.done():
+                say(f"sending {min(elapsed, cfg.duration):.0f}/{cfg.duration:g} s")
+        res = run_task.result()
+        stop.set()
+        rss = await rss_task
+        c1 = await target.counters()
+    finally:
+        await gen.close()
+        await target.close()
+    return summarize(cfg, res, rss, setup_s, pinned, {k: c1[k] - c0.get(k, 0) for k in c1 if isinstance(c1[k], int)})
+
+
+def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, pinned: bool,
+              counters: dict[str, int]) -> dict[str, Any]:
+    n = cfg.participants
+    window = res["duration_s"]
+    received = res["recv_packets"] - res["recv_foreign"]
+    expected = res["expected_total"]
+    media_bytes = sum(s["bytes"] for s in res["streams"])
+    server_cpu = res["worker_cpu_pct"]
+    delivered = res["recv_during_window"]
+    timed = res.get("recv_timed") or 0
+    return {
+        "config": asdict(cfg),
+        "participants": n,
+        "duration_s": window,
+        "setup_s": setup_s,
+        "pinned": pinned,
+        "server_cpu_pct": server_cpu,
+        "server_rss_mb": rss / 2**20,
+        "gen_cpu_pct": res["gen_cpu_pct"],
+        "machine_busy_pct": res["machine_busy_pct"],
+        "down_mbps_per_user": media_bytes * 8 / window / 1e6 / n if window else None,
+        "up_mbps_per_user": res["sent_bytes"] * 8 / window / 1e6 / n if window else None,
+        "latency_us": res["latency_us"]["all"],
+        "latency_audio_us": res["latency_us"]["audio"],
+        "latency_video_us": res["latency_us"]["video"],
+        "latency_max_us": res["latency_max_us"],
+        "latency_samples": timed,
+        "loss_pct": 100.0 * (expected - received) / expected if expected else None,
+        "late_pct": 100.0 * res["recv_late"] / timed if timed else None,
+        "in_pps": res["sent_packets"] / window,
+        "offered_out_pps": expected / window,
+        "out_pps": delivered / window,
+        "expected_out": expected,
+        "received_out": received,
+        "cpu_us_per_packet": (server_cpu / 100.0 * 1e6 / (delivered / window)
+                              if server_cpu is not None and delivered else None),
+        "streams": len(res["streams"]),
+        "streams_expected": 2 * n * (n - 1),
+        "decrypt_errors": res.get("decrypt_errors"),
+        "protect_errors": res.get("protect_errors"),
+        "send_errors": res["send_errors"],
+        "max_send_lag_us": res["max_send_lag_us"],
+        "sfu_counters": counters,
+    }

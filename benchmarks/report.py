@@ -1,0 +1,126 @@
+"""The tables, fits and plot of `sfu-bench`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from .common import markdown_table
+
+TABLE_HEADERS = ["Participants", "Video Mbit/s", "CPU", "RAM", "Bandwidth (per user)", "Latency (p50)",
+                 "Latency (p99)", "Loss", "Packets/s out", "CPU per packet", "Generator CPU"]
+LOSS_LIMIT_PCT = 0.5
+
+
+def _ms(us: Optional[float]) -> Optional[str]:
+    return None if us is None else f"{us / 1000:.2f} ms"
+
+
+def table_row(r: dict[str, Any]) -> list[Any]:
+    lat = r["latency_us"]
+    return [
+        r["participants"],
+        f"{r['config']['video_bps'] / 1e6:g}",
+        None if r["server_cpu_pct"] is None else f"{r['server_cpu_pct']:.0f}%",
+        f"{r['server_rss_mb']:.0f} MB",
+        None if r["down_mbps_per_user"] is None else f"{r['down_mbps_per_user']:.1f} Mbit/s",
+        _ms(lat.get("p50")),
+        _ms(lat.get("p99")),
+        None if r["loss_pct"] is None else f"{r['loss_pct']:.3f}%",
+        f"{r['out_pps']:,.0f}",
+        None if r["cpu_us_per_packet"] is None else f"{r['cpu_us_per_packet']:.2f} us",
+        f"{r['gen_cpu_pct']:.0f}%",
+    ]
+
+
+def markdown(results: Sequence[dict[str, Any]]) -> str:
+    return markdown_table(TABLE_HEADERS, [table_row(r) for r in results])
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Optional[dict[str, float]]:
+    """Least-squares y = a*x + b and its R² (None with fewer than 2 distinct x)."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    a = sxy / sxx
+    b = my - a * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - (a * x + b)) ** 2 for x, y in zip(xs, ys))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return {"slope": a, "intercept": b, "r2": r2}
+
+
+def cpu_fit(results: Sequence[dict[str, Any]], loss_limit: float = LOSS_LIMIT_PCT) -> Optional[dict[str, Any]]:
+    """CPU % against N·(N−1) (the forwarded streams) over the unsaturated points
+    (loss under the limit) at the most common bitrate."""
+    pts = [r for r in results if r["server_cpu_pct"] is not None and r["loss_pct"] is not None
+           and r["loss_pct"] < loss_limit]
+    if not pts:
+        return None
+    rates = [r["config"]["video_bps"] for r in pts]
+    rate = max(set(rates), key=rates.count)
+    pts = [r for r in pts if r["config"]["video_bps"] == rate]
+    xs = [r["participants"] * (r["participants"] - 1) for r in pts]
+    fit = linear_fit(xs, [r["server_cpu_pct"] for r in pts])
+    if fit is None:
+        return None
+    fit.update({"x": "N*(N-1)", "points": [r["participants"] for r in pts], "video_bps": rate})
+    return fit
+
+
+def largest_within(results: Sequence[dict[str, Any]], loss_limit: float = LOSS_LIMIT_PCT) -> Optional[dict[str, Any]]:
+    ok = [r for r in results if r["loss_pct"] is not None and r["loss_pct"] < loss_limit]
+    return max(ok, key=lambda r: (r["participants"], r["config"]["video_bps"]), default=None)
+
+
+def summary_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    fit = cpu_fit(results)
+    if fit:
+        lines.append(f"CPU = {fit['slope'] * 1000:.3f}% x N(N-1)/1000 + {fit['intercept']:.1f}%, "
+                     f"R² = {fit['r2']:.4f} over N = {', '.join(map(str, fit['points']))}")
+    best = largest_within(results)
+    if best:
+        lines.append(f"Largest point with loss under {LOSS_LIMIT_PCT}%: {best['participants']} participants at "
+                     f"{best['config']['video_bps'] / 1e6:g} Mbit/s ({best['out_pps']:,.0f} packets/s out)")
+    else:
+        lines.append(f"No point had loss under {LOSS_LIMIT_PCT}%")
+    return lines
+
+
+def plot(results: Sequence[dict[str, Any]], path: str, title: str = "sfu-bench") -> None:
+    """PNG: server CPU (with the N·(N−1) least-squares fit) and latency
+    p50/p99 against participants. Needs matplotlib (`pip install sfu[plot]`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install 'sfu[plot]'") from exc
+    rs = sorted((r for r in results if r["server_cpu_pct"] is not None), key=lambda r: r["participants"])
+    fig, (ax_cpu, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ns = [r["participants"] for r in rs]
+    ax_cpu.plot(ns, [r["server_cpu_pct"] for r in rs], "o", label="server CPU (measured)")
+    fit = cpu_fit(rs)
+    if fit:
+        grid = list(range(min(ns), max(ns) + 1))
+        ax_cpu.plot(grid, [fit["slope"] * n * (n - 1) + fit["intercept"] for n in grid], "-",
+                    label=f"least squares in N(N-1), R²={fit['r2']:.3f}")
+    ax_cpu.set_xlabel("participants")
+    ax_cpu.set_ylabel("CPU, % of one core")
+    ax_cpu.grid(alpha=0.3)
+    ax_cpu.legend()
+    ax_lat.plot(ns, [(r["latency_us"].get("p50") or 0) / 1000 for r in rs], "o-", label="p50")
+    ax_lat.plot(ns, [(r["latency_us"].get("p99") or 0) / 1000 for r in rs], "s-", label="p99")
+    ax_lat.set_xlabel("participants")
+    ax_lat.set_ylabel("SFU-added latency, ms")
+    ax_lat.set_yscale("log")
+    ax_lat.grid(alpha=0.3)
+    ax_lat.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,95 @@
+"""`sfu-bench` smoke run and the pieces of its report.
+
+The smoke run is what the README tells users to run, scaled down: a real
+`sfu-server` subprocess, 3 participants over WebRTC (ICE + DTLS + SRTP with
+AEAD_AES_128_GCM) for 3 s. It checks that the seed's table comes out with
+plausible numbers — no loss, latency above zero, bandwidth per user near
+what the other two publish — and that the JSON, Markdown and PNG are
+written. The figures themselves are benchmarks (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.common import parse_markdown_table  # noqa: E402
+from benchmarks.report import cpu_fit, largest_within, linear_fit  # noqa: E402
+
+
+def run_bench(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "--json", str(out_json), "--markdown", str(out_md),
+         "--plot", str(out_png), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"sfu-bench failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc, json.loads(out_json.read_text())
+
+
+def test_three_participants_over_webrtc_give_the_seed_table(tmp_path):
+    proc, data = run_bench(tmp_path, "--participants", "3", "--duration", "3", "--bitrate", "1")
+    rows = parse_markdown_table(proc.stdout)
+    assert len(rows) == 1
+    row = rows[0]
+    for column in ("Participants", "CPU", "RAM", "Bandwidth (per user)", "Latency (p50)", "Latency (p99)", "Loss"):
+        assert row[column] not in ("", "-"), (column, row)
+    assert row["Participants"] == "3"
+    assert (tmp_path / "b.md").read_text().count("| Participants") == 1
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    (r,) = data["results"]
+    assert r["config"]["transport"] == "webrtc" and r["config"]["target"] == "server"
+    # every packet of every stream arrived, and was protected / decryptable
+    assert r["streams"] == r["streams_expected"] == 12
+    assert r["loss_pct"] == 0.0, r
+    assert r["decrypt_errors"] == 0 and r["protect_errors"] == 0
+    assert r["latency_samples"] > 100
+    assert 0 < r["latency_us"]["p50"] <= r["latency_us"]["p99"] < 50_000
+    # two publishers x (1 Mbit/s video + ~50 kbit/s audio) + RTP/SRTP headers
+    assert 2.0 < r["down_mbps_per_user"] < 2.6, r["down_mbps_per_user"]
+    assert r["server_cpu_pct"] is not None and 0 < r["server_cpu_pct"] < 100
+    assert 20 < r["server_rss_mb"] < 2000
+    assert r["out_pps"] > 900  # 3 x 2 x ~170 packets/s
+
+
+def test_bad_options_are_refused_with_a_message():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--transport", "plain"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--target embedded" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--participants", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "at least 2" in proc.stderr
+
+
+def test_linear_fit_and_r2():
+    fit = linear_fit([2, 4, 6, 8], [5, 9, 13, 17])
+    assert fit is not None
+    assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(1) and fit["r2"] == pytest.approx(1)
+    noisy = linear_fit([1, 2, 3, 4], [1, 3, 2, 4])
+    assert noisy is not None and 0 < noisy["r2"] < 1
+    assert linear_fit([3, 3], [1, 2]) is None
+
+
+def _result(n: int, cpu: float, loss: float, mbps: float = 1.0) -> dict:
+    return {"participants": n, "server_cpu_pct": cpu, "loss_pct": loss, "out_pps": n * (n - 1) * 170.0,
+            "config": {"video_bps": mbps * 1e6}}
+
+
+def test_cpu_fit_uses_unsaturated_points_at_the_common_bitrate():
+    rs = [_result(3, 1.0 + 0.01 * 6, 0), _result(10, 1.0 + 0.01 * 90, 0), _result(25, 1.0 + 0.01 * 600, 0),
+          _result(50, 100.0, 20.0), _result(50, 80.0, 0.1, mbps=0.5)]
+    fit = cpu_fit(rs)
+    assert fit is not None and fit["points"] == [3, 10, 25]
+    assert fit["slope"] == pytest.approx(0.01) and fit["r2"] == pytest.approx(1.0)
+    best = largest_within(rs)
+    assert best is not None and best["participants"] == 50 and best["config"]["video_bps"] == 0.5e6
