@@ -55,6 +55,7 @@ cdef extern from "_loadgen.h" nogil:
         double duration_s
         double drain_s
         double start_delay_s
+        double start_spread_s
         uint64_t seed
         int worker_pid
         double late_ms
@@ -148,7 +149,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         double audio_pps=50.0, int audio_payload=100, double video_fps=30.0, double video_bps=1e6,
         double keyframe_interval=3.0, double keyframe_factor=5.0, double frame_jitter=0.2,
         int max_packet=1200, int send_batch=32, double duration=5.0, double drain=1.0,
-        double start_delay=0.05, uint64_t seed=1, int worker_pid=0, double late_ms=100.0,
+        double start_delay=0.05, double start_spread=0.0, uint64_t seed=1, int worker_pid=0, double late_ms=100.0,
         double tick_us=1000.0, bint kernel_timestamps=True, list extra_pids=None,
         list srtp_out=None, list srtp_in=None, tuple srtp_functions=None, int decrypt_every=8,
         list ssrc_map=None, list stun=None, double stun_interval=5.0):
@@ -274,6 +275,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         cfg.duration_s = duration
         cfg.drain_s = drain
         cfg.start_delay_s = start_delay
+        cfg.start_spread_s = start_spread
         cfg.seed = seed
         cfg.worker_pid = worker_pid
         cfg.late_ms = late_ms

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="negotiate no NACK (no retransmission store in the SFU)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the server to CPU 0 and the generator to CPU 1")
+    ap.add_argument("--start-spread", type=float, default=1.0,
+                    help="participants start at random times within this many seconds (default 1)")
+    ap.add_argument("--no-wait-idle", dest="wait_idle", action="store_false",
+                    help="do not wait for an idle machine before each count")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="sfu-bench.json", help="results as JSON (default %(default)s; '' to skip)")
     ap.add_argument("--markdown", default="sfu-bench.md", help="the table as Markdown ('' to skip)")
@@ -121,7 +125,8 @@ async def amain(args: argparse.Namespace) -> int:
     for k, (n, mbps) in enumerate(counts):
         cfg = PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
                           srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
-                          decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback)
+                          decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
+                          start_spread=args.start_spread, wait_idle=args.wait_idle)
         cfg.check()
         progress.prefix = f"[{k + 1}/{len(counts)}] N={n} {mbps:g} Mbit/s: "
         r = await run_point(cfg, progress)

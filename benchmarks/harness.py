@@ -50,6 +50,8 @@ class PointConfig:
     seed: int = 1
     tick_us: float = 1000.0
     feedback: bool = True
+    start_spread: float = 1.0          # participants start within this many seconds
+    wait_idle: bool = True             # wait for a quiet machine before the point
 
     def check(self) -> None:
         if self.participants < 2:
@@ -146,6 +148,29 @@ def pin_process(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(tid), cpus)
         except OSError:
             pass
+
+
+def cpu_busy_sample() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    return busy, busy + v[3] + v[4]
+
+
+async def wait_idle(max_busy_pct: float = 15.0, timeout: float = 60.0) -> float:
+    """Waits (up to timeout) for a second in which the machine is less than
+    max_busy_pct busy, so other work does not skew a point; returns the last
+    busy share seen."""
+    deadline = time.monotonic() + timeout
+    pct = 100.0
+    while time.monotonic() < deadline:
+        b0, t0 = cpu_busy_sample()
+        await asyncio.sleep(1.0)
+        b1, t1 = cpu_busy_sample()
+        pct = 100.0 * (b1 - b0) / max(1, t1 - t0)
+        if pct < max_busy_pct:
+            break
+    return pct
 
 
 # ---------------------------------------------------------------- targets
@@ -384,6 +409,11 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
     gen = LoadGenerator()
     say = progress or (lambda *_: None)
     try:
+        if cfg.wait_idle:
+            say("waiting for the machine to be idle")
+            busy = await wait_idle()
+            if busy >= 15.0:
+                say(f"the machine stayed {busy:.0f}% busy: measuring anyway")
         t0 = time.monotonic()
         say("starting the SFU")
         await target.start()
@@ -404,7 +434,7 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         options: dict[str, Any] = dict(
             audio_pt=AUDIO_PT, video_pt=VIDEO_PT, video_bps=cfg.video_bps, duration=cfg.duration,
             drain=cfg.drain, seed=cfg.seed + n, worker_pid=pids[0], extra_pids=pids[1:], late_ms=LATE_MS,
-            tick_us=cfg.tick_us, start_delay=0.2,
+            tick_us=cfg.tick_us, start_delay=0.2, start_spread=cfg.start_spread,
         )
         if cfg.transport == "webrtc":
             options.update(decrypt_every=cfg.decrypt_every, stun_interval=5.0,

@@ -728,8 +728,9 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
         p->a_ts = (uint32_t)rng_next(&p->rng);
         p->v_ts = (uint32_t)rng_next(&p->rng);
         /* phases spread so that participants do not send in lockstep */
-        p->a_next = t0 + (uint64_t)(rng_unit(&p->rng) * (double)g->audio_gap);
-        p->f_next = t0 + (uint64_t)(rng_unit(&p->rng) * (double)g->frame_gap);
+        uint64_t join = (uint64_t)(rng_unit(&p->rng) * (cfg->start_spread_s > 0 ? cfg->start_spread_s * 1e9 : 0));
+        p->a_next = t0 + join + (uint64_t)(rng_unit(&p->rng) * (double)g->audio_gap);
+        p->f_next = t0 + join + (uint64_t)(rng_unit(&p->rng) * (double)g->frame_gap);
         p->kf_phase = (uint32_t)(rng_unit(&p->rng) * g->kf_every);
         p->srtp_out = cfg->srtp_out ? cfg->srtp_out[i] : NULL;
         p->srtp_in = cfg->srtp_in ? cfg->srtp_in[i] : NULL;

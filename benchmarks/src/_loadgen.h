@@ -39,6 +39,8 @@ typedef struct {
     double duration_s;                    /* sending time */
     double drain_s;                       /* max wait after sending for stragglers */
     double start_delay_s;                 /* before the first packet */
+    double start_spread_s;                /* participants start at random times within this
+                                             (people join one by one; 0: all within one frame) */
     uint64_t seed;
     int worker_pid;                       /* sampled from /proc at start/end of sending (0: none) */
     double late_ms;                       /* a packet this much later than sent counts as late (100) */
