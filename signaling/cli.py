@@ -1,7 +1,11 @@
-"""`sfu-server`: the standalone SFU with its HTTP + WebSocket API.
+"""`sfu-server`: the standalone SFU with its HTTP + WebSocket API, the call
+service (Socket.IO) and the demo pages.
 
 Every option also reads an environment variable (SFU_LISTEN_IP, ...).
-It listens on 127.0.0.1 unless told otherwise.
+It listens on 127.0.0.1 unless told otherwise. Authentication is always on:
+give a JWT key (--jwt-secret for HS256, or --jwt-public-key for RS256/ES256
+tokens minted elsewhere), or ask for --dev-auth, which generates a secret and
+prints tokens and demo URLs (development only).
 """
 
 from __future__ import annotations
@@ -11,20 +15,37 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Optional
 
 from aiohttp import web
 
+from .auth import AuthConfig, Authenticator
+from .metrics import Metrics
+from .ratelimit import Rate, RateLimiter, parse_rate
 from .server import create_app, start_rooms
+from .store import CallStore, StoreError
 
 logger = logging.getLogger("sfu.signaling")
+
+DEV_USERS = ("alice", "bob", "carol")
 
 
 def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _rate(spec: str) -> Optional[Rate]:
+    if spec.strip().lower() in ("off", "none", "0"):
+        return None
+    try:
+        return parse_rate(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="sfu-server", description=__doc__)
+    p = argparse.ArgumentParser(prog="sfu-server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen-ip", default=_env("SFU_LISTEN_IP", "127.0.0.1"), help="IP for HTTP and media (SFU_LISTEN_IP)")
     p.add_argument("--announced-ip", default=_env("SFU_ANNOUNCED_IP", None),
                    help="IP given to clients in ICE candidates, for servers behind NAT (SFU_ANNOUNCED_IP)")
@@ -40,25 +61,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="media workers, one per core by default (SFU_WORKERS)")
     p.add_argument("--log-level", default=_env("SFU_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(SFU_LOG_LEVEL)")
+    a = p.add_argument_group("authentication (JWT; one of --jwt-secret, --jwt-public-key, --dev-auth)")
+    a.add_argument("--jwt-secret", default=_env("SFU_JWT_SECRET", None),
+                   help="HS256 shared secret that signs the tokens (SFU_JWT_SECRET; prefer the variable: "
+                        "arguments show in ps)")
+    a.add_argument("--jwt-public-key", metavar="FILE", default=_env("SFU_JWT_PUBLIC_KEY", None),
+                   help="PEM public key (or certificate) verifying RS256/ES256 tokens (SFU_JWT_PUBLIC_KEY)")
+    a.add_argument("--jwt-algorithms", default=_env("SFU_JWT_ALGORITHMS", None),
+                   help="accepted algorithms, comma-separated (default: HS256 with a secret, the key's "
+                        "natural one with a public key) (SFU_JWT_ALGORITHMS)")
+    a.add_argument("--jwt-audience", default=_env("SFU_JWT_AUDIENCE", None),
+                   help="required 'aud' claim (SFU_JWT_AUDIENCE)")
+    a.add_argument("--jwt-issuer", default=_env("SFU_JWT_ISSUER", None), help="required 'iss' claim (SFU_JWT_ISSUER)")
+    a.add_argument("--dev-auth", action="store_true", default=_env("SFU_DEV_AUTH", "") not in ("", "0"),
+                   help="development mode: a random secret (unless --jwt-secret), and tokens plus demo URLs "
+                        "printed at start (SFU_DEV_AUTH=1)")
+    r = p.add_argument_group("rate limits (REST, WHIP and WHEP requests; RATE/s or RATE/m with :BURST, or 'off')")
+    r.add_argument("--rate-limit-user", type=_rate, default=_env("SFU_RATE_LIMIT_USER", "10/s:40"),
+                   help="per authenticated user (SFU_RATE_LIMIT_USER, default 10/s:40)")
+    r.add_argument("--rate-limit-ip", type=_rate, default=_env("SFU_RATE_LIMIT_IP", "50/s:200"),
+                   help="per client IP address (SFU_RATE_LIMIT_IP, default 50/s:200)")
+    c = p.add_argument_group("calls")
+    c.add_argument("--db", default=_env("SFU_DB", "sfu-calls.sqlite3"),
+                   help="SQLite file of the call records, or :memory: (SFU_DB, default ./sfu-calls.sqlite3)")
+    c.add_argument("--disconnect-grace", type=float, default=float(_env("SFU_DISCONNECT_GRACE", "5") or 5),
+                   help="seconds a call participant may lose its Socket.IO connection before it is made "
+                        "to leave (SFU_DISCONNECT_GRACE)")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    for name in ("rate_limit_user", "rate_limit_ip"):  # defaults from the environment come as strings
+        if isinstance(getattr(args, name), str):
+            try:
+                setattr(args, name, _rate(getattr(args, name)))
+            except argparse.ArgumentTypeError as exc:
+                p.error(f"--{name.replace('_', '-')}: {exc}")
+    try:
+        args.auth_config = AuthConfig.from_options(
+            secret=args.jwt_secret, public_key_file=args.jwt_public_key, algorithms=args.jwt_algorithms,
+            audience=args.jwt_audience, issuer=args.jwt_issuer, dev=args.dev_auth)
+    except ValueError as exc:
+        p.error(f"{exc}\n(sfu-server always authenticates: give --jwt-secret / SFU_JWT_SECRET, "
+                "--jwt-public-key FILE, or --dev-auth for development)")
     return args
 
 
 async def serve(args: argparse.Namespace) -> None:
+    auth = Authenticator(args.auth_config)
+    try:
+        store = CallStore(args.db)
+    except StoreError as exc:
+        raise SystemExit(f"sfu-server: {exc}") from None
     rooms = await start_rooms(
         workers=args.workers, listen_ip=args.listen_ip, announced_ip=args.announced_ip, rtc_port=args.rtc_port,
         rtc_min_port=args.rtc_min_port, rtc_max_port=args.rtc_max_port,
         log_level="warning" if args.log_level == "info" else args.log_level,
     )
-    runner = web.AppRunner(create_app(rooms))
+    limiter = None
+    if args.rate_limit_user or args.rate_limit_ip:
+        limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
+    app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
+                     disconnect_grace_s=args.disconnect_grace)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.listen_ip, args.http_port)
     await site.start()
-    logger.info("sfu-server: %d worker(s), http://%s:%d/", len(rooms.workers), args.listen_ip, args.http_port)
-    print(f"sfu-server listening on http://{args.listen_ip}:{args.http_port}/ with {len(rooms.workers)} worker(s)",
-          flush=True)
+    base = f"http://{args.listen_ip}:{args.http_port}"
+    logger.info("sfu-server: %d worker(s), %s/, calls in %s", len(rooms.workers), base, args.db)
+    print(f"sfu-server listening on {base}/ with {len(rooms.workers)} worker(s)", flush=True)
+    if args.dev_auth:
+        print("DEVELOPMENT MODE (--dev-auth): tokens below are valid for 24 h; do not use in production", flush=True)
+        for user in DEV_USERS:
+            token = auth.mint(user, name=user.capitalize(), ttl_s=24 * 3600)
+            print(f"  {user}: {base}/call?call=demo&token={token}", flush=True)
+        print("  open the URLs in separate tabs: two run peer-to-peer, the third moves the call to the SFU",
+              flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,6 +143,7 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     await runner.cleanup()
     await rooms.close()
+    store.close()
 
 
 def main(argv: list[str] | None = None) -> None:

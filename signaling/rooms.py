@@ -2,7 +2,12 @@
 
 A room is one router on the least-loaded worker. Every transport, producer
 and consumer created through the API belongs to the participant that asked
-for it, and a participant can only act on its own objects.
+for it, and a participant can only act on its own objects (acting on another
+participant's transport or consumer is a 403).
+
+A room may carry a :class:`RoomGuard` (the call service sets one on a call's
+room): it decides who may produce and who may consume whose producers, and
+hears the room's events.
 """
 
 from __future__ import annotations
@@ -40,8 +45,14 @@ Event = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 @dataclass
 class Participant:
+    """One client of a room. ``owner`` is the authenticated user (JWT ``sub``)
+    that made it, when the server authenticates; ``member`` the call
+    participant it acts for, in a call's room."""
+
     id: str
     token: str
+    owner: Optional[str] = None
+    member: Optional[str] = None
     transports: dict[str, sfu.WebRtcTransport] = field(default_factory=dict)
     producers: dict[str, sfu.Producer] = field(default_factory=dict)
     consumers: dict[str, sfu.Consumer] = field(default_factory=dict)
@@ -60,6 +71,21 @@ class Participant:
         return c
 
 
+class RoomGuard:
+    """Policy and event hooks of a room (the default allows everything).
+
+    The ``check_*`` methods raise :class:`ApiError` (403) to refuse."""
+
+    def check_produce(self, room: "Room", p: Participant, kind: str) -> None:
+        """May ``p`` publish a ``kind`` track?"""
+
+    def check_consume(self, room: "Room", p: Participant, producer_owner: Optional[Participant]) -> None:
+        """May ``p`` receive a producer of ``producer_owner``?"""
+
+    def on_event(self, room: "Room", event: str, data: dict[str, Any]) -> None:
+        """Called for every event the room broadcasts (new-producer, ...)."""
+
+
 class Room:
     """One call: a router and its participants."""
 
@@ -71,6 +97,7 @@ class Room:
         self.listen_ip = listen_ip
         self.announced_ip = announced_ip
         self.participants: dict[str, Participant] = {}
+        self.guard: Optional[RoomGuard] = None
 
     def participant_by_token(self, token: str) -> Participant:
         for p in self.participants.values():
@@ -78,12 +105,54 @@ class Room:
                 return p
         raise ApiError(401, "unknown or missing participant token (Authorization: Bearer <token>)")
 
-    def join(self) -> Participant:
-        p = Participant(id=secrets.token_hex(8), token=secrets.token_urlsafe(24))
+    def join(self, participant_id: Optional[str] = None, owner: Optional[str] = None,
+             member: Optional[str] = None) -> Participant:
+        """A new participant (a random id unless one is given; ApiError 409
+        when that id is taken)."""
+        pid = participant_id or secrets.token_hex(8)
+        if pid in self.participants:
+            raise ApiError(409, f"participant {pid} already exists in room {self.id}")
+        p = Participant(id=pid, token=secrets.token_urlsafe(24), owner=owner, member=member)
         self.participants[p.id] = p
         return p
 
+    def owned_by(self, user_id: str) -> list[Participant]:
+        """The participants an authenticated user made."""
+        return [p for p in self.participants.values() if p.owner == user_id]
+
+    def transport_of(self, p: Participant, transport_id: str) -> sfu.WebRtcTransport:
+        """``p``'s transport; 403 when it is another participant's, 404 when
+        there is none with that id."""
+        t = p.transports.get(transport_id)
+        if t is not None and not t.closed:
+            return t
+        if any(transport_id in other.transports for other in self.participants.values()):
+            raise ApiError(403, f"transport {transport_id} belongs to another participant")
+        raise ApiError(404, f"transport {transport_id} not found for this participant")
+
+    def consumer_of(self, p: Participant, consumer_id: str) -> sfu.Consumer:
+        """``p``'s consumer; 403 when it is another participant's, 404 when
+        there is none with that id."""
+        c = p.consumers.get(consumer_id)
+        if c is not None and not c.closed:
+            return c
+        if any(consumer_id in other.consumers for other in self.participants.values()):
+            raise ApiError(403, f"consumer {consumer_id} belongs to another participant")
+        raise ApiError(404, f"consumer {consumer_id} not found for this participant")
+
+    def producer_owner(self, producer_id: str) -> Optional[Participant]:
+        """The participant whose producer this is (None if unknown)."""
+        for p in self.participants.values():
+            if producer_id in p.producers:
+                return p
+        return None
+
     async def broadcast(self, event: str, data: dict[str, Any], exclude: Optional[str] = None) -> None:
+        if self.guard is not None:
+            try:
+                self.guard.on_event(self, event, data)
+            except Exception:  # a listener's bug must not break the room
+                logger.exception("room %s: guard failed on %s", self.id, event)
         for p in list(self.participants.values()):
             if p.id == exclude:
                 continue
@@ -108,7 +177,9 @@ class Room:
         return t
 
     async def produce(self, p: Participant, transport_id: str, kind: str, rtp_parameters: Any) -> sfu.Producer:
-        t = p.transport(transport_id)
+        t = self.transport_of(p, transport_id)
+        if self.guard is not None:
+            self.guard.check_produce(self, p, kind)
         if not isinstance(rtp_parameters, dict):
             raise ApiError(400, "rtpParameters: required, an object")
         producer = await t.produce(kind, rtp_parameters, app_data={"participantId": p.id})
@@ -125,9 +196,11 @@ class Room:
         return producer
 
     async def consume(self, p: Participant, transport_id: str, producer_id: str, caps: Any) -> sfu.Consumer:
-        t = p.transport(transport_id)
+        t = self.transport_of(p, transport_id)
         if self.router.get_producer(producer_id) is None:
             raise ApiError(404, f"producerId: producer {producer_id} not found in room {self.id}")
+        if self.guard is not None:
+            self.guard.check_consume(self, p, self.producer_owner(producer_id))
         if not isinstance(caps, dict):
             raise ApiError(400, "rtpCapabilities: required, an object")
         consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id})
@@ -142,6 +215,11 @@ class Room:
         for ws in list(p.sockets):
             await ws.close()
         await self.broadcast("participant-left", {"participantId": p.id})
+
+    def close(self) -> None:
+        """Closes the router (and with it every transport of the room)."""
+        if not self.router.closed:
+            self.router.close()
 
 
 class RoomManager:
@@ -175,6 +253,14 @@ class RoomManager:
             self.rooms[room_id] = room
             router.observer.once("close", lambda: self.rooms.pop(room_id, None) if self.rooms.get(room_id) is room else None)
             return room, True
+
+    def close_room(self, room_id: str) -> bool:
+        """Closes a room's router; False when there was no such room."""
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return False
+        room.close()
+        return True
 
     def room(self, room_id: str) -> Room:
         room = self.rooms.get(room_id)

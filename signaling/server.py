@@ -14,10 +14,27 @@ REST (JSON bodies, mediasoup's parameter shapes), after the seed design's
     POST /api/rooms/{roomId}/participants/{participantId}/leave
     GET  /api/rooms/{roomId}/ws?token=...   WebSocket: new-producer, producer-closed, participant-left
 
-Every call but create/join carries ``Authorization: Bearer <token>`` (the
-token returned by join); a participant can only act on its own transports,
-producers and consumers. Errors are JSON ``{"error": "..."}`` with a 4xx
-status naming the problem; nothing a request does can disturb another room.
+Calls (automatic P2P <-> SFU switching, roles) are in ``signaling/calls.py``:
+``/api/calls...`` and Socket.IO at ``/socket.io/``. Also ``/metrics``
+(Prometheus), ``/healthz`` (liveness), ``/readyz`` (readiness), the demo pages
+``/`` and ``/call``.
+
+Authentication. With an :class:`~signaling.auth.Authenticator` (``sfu-server``
+always has one), every request under ``/api/``, ``/whip/`` and ``/whep/``
+needs a JWT (``Authorization: Bearer <JWT>``, or ``?token=`` where headers
+cannot be set), and every Socket.IO connection one in its ``auth`` payload
+``{token}``. The user is the token's ``sub``; a room participant belongs to
+the user that joined it, and requests choose which of their participants acts
+with ``X-Participant-Id: <participantId>`` (or ``?participantId=``), which may
+be left out when the user has a single participant in the room. Without an
+authenticator (``create_app(rooms)``, for embedding applications that
+authenticate by other means) the room API works as before: the
+participant token returned by join is the bearer token, and every call
+caller is the user ``anonymous``.
+
+A participant can only act on its own transports, producers and consumers
+(403 on another's). Errors are JSON ``{"error": "..."}`` with a 4xx status
+naming the problem; nothing a request does can disturb another room.
 """
 
 from __future__ import annotations
@@ -25,17 +42,31 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
+import socketio
 from aiohttp import WSMsgType, web
 
 import sfu
 
+from .auth import Authenticator, Identity, auth_middleware
+from .calls import ANONYMOUS, CallService
+from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
+from .ratelimit import RateLimiter, rate_limit_middleware
 from .rooms import ApiError, Participant, Room, RoomManager
+from .store import CallStore
 
 logger = logging.getLogger("sfu.signaling")
 
 ROOMS = web.AppKey("rooms", RoomManager)
+AUTH = web.AppKey("auth", Authenticator)
+CALLS = web.AppKey("calls", CallService)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+STORE = web.AppKey("store", CallStore)
+
+#: Paths that need a token when the app has an authenticator (Socket.IO
+#: checks its own connections: the token travels in the connect packet).
+PROTECTED_PREFIXES = ("/api/", "/whip/", "/whep/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,12 +107,40 @@ def _room(request: web.Request) -> Room:
     return request.app[ROOMS].room(request.match_info["roomId"])
 
 
+def identity(request: web.Request) -> Optional[Identity]:
+    """The verified caller (None when the app runs without authenticator)."""
+    return request.get("identity")
+
+
 def _participant(request: web.Request, room: Room) -> Participant:
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:] if auth.startswith("Bearer ") else request.query.get("token", "")
-    if not token:
-        raise ApiError(401, "missing participant token (Authorization: Bearer <token>)")
-    return room.participant_by_token(token)
+    ident = identity(request)
+    if ident is None:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else request.query.get("token", "")
+        if not token:
+            raise ApiError(401, "missing participant token (Authorization: Bearer <token>)")
+        return room.participant_by_token(token)
+    wanted = request.headers.get("X-Participant-Id") or request.query.get("participantId")
+    if wanted:
+        p = room.participants.get(wanted)
+        if p is None:
+            raise ApiError(404, f"participant {wanted} not found in room {room.id}")
+        if p.owner != ident.user_id:
+            raise ApiError(403, f"participant {wanted} belongs to another user")
+        return p
+    mine = room.owned_by(ident.user_id)
+    if len(mine) == 1:
+        return mine[0]
+    if not mine:
+        raise ApiError(403, f"you have no participant in room {room.id} (join it first)")
+    raise ApiError(400, "you have several participants in this room: choose one with X-Participant-Id")
+
+
+def _not_a_call_room(request: web.Request) -> None:
+    calls = request.app.get(CALLS)
+    room_id = request.match_info["roomId"]
+    if calls is not None and calls.owns_room(room_id):
+        raise ApiError(403, f"room {room_id} belongs to a call: join it with POST /api/calls/{room_id}/participants")
 
 
 def _require(data: dict[str, Any], key: str, kind: type, what: str) -> Any:
@@ -92,6 +151,7 @@ def _require(data: dict[str, Any], key: str, kind: type, what: str) -> Any:
 
 
 async def create_room(request: web.Request) -> web.Response:
+    _not_a_call_room(request)
     room, created = await request.app[ROOMS].create_room(request.match_info["roomId"])
     return web.json_response(
         {"roomId": room.id, "routerId": room.router.id, "rtpCapabilities": room.router.rtp_capabilities},
@@ -100,8 +160,10 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def join(request: web.Request) -> web.Response:
+    _not_a_call_room(request)
     room = _room(request)
-    p = room.join()
+    ident = identity(request)
+    p = room.join(owner=ident.user_id if ident else None)
     return web.json_response(
         {"participantId": p.id, "token": p.token, "rtpCapabilities": room.router.rtp_capabilities}, status=201
     )
@@ -140,7 +202,7 @@ async def connect_transport(request: web.Request) -> web.Response:
     room = _room(request)
     p = _participant(request, room)
     data = await _body(request)
-    t = p.transport(request.match_info["transportId"])
+    t = room.transport_of(p, request.match_info["transportId"])
     await t.connect(_require(data, "dtlsParameters", dict, "an object with role and fingerprints"))
     return web.json_response({"connected": True})
 
@@ -181,7 +243,7 @@ async def consume(request: web.Request) -> web.Response:
 async def consumer_action(request: web.Request) -> web.Response:
     room = _room(request)
     p = _participant(request, room)
-    consumer = p.consumer(request.match_info["consumerId"])
+    consumer = room.consumer_of(p, request.match_info["consumerId"])
     if request.match_info["action"] == "resume":
         await consumer.resume()
     else:
@@ -214,10 +276,67 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers and at least one media worker runs."""
     workers = request.app[ROOMS].workers
     alive = sum(1 for w in workers if not w.closed)
-    return web.json_response({"workers": alive, "rooms": len(request.app[ROOMS].rooms)},
+    return web.json_response({"status": "ok" if alive else "no worker", "workers": alive,
+                              "rooms": len(request.app[ROOMS].rooms)},
                              status=200 if alive else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: every worker runs, the call store answers, and the server
+    is not shutting down (503 naming what is not ready otherwise)."""
+    rooms = request.app[ROOMS]
+    problems = []
+    dead = sum(1 for w in rooms.workers if w.closed)
+    if not rooms.workers or dead:
+        problems.append(f"{dead} of {len(rooms.workers)} media worker(s) not running")
+    try:
+        request.app[STORE].active_calls()
+    except Exception as exc:  # the database is gone or locked
+        problems.append(f"call store: {exc}")
+    if request.app[LIFECYCLE]["closing"]:
+        problems.append("shutting down")
+    calls = request.app[CALLS]
+    body = {"ready": not problems, "workers": len(rooms.workers) - dead, "calls": len(calls.calls),
+            "problems": problems}
+    return web.json_response(body, status=200 if not problems else 503)
+
+
+# ------------------------------------------------------------------ calls
+
+def _caller(request: web.Request) -> Identity:
+    return identity(request) or ANONYMOUS
+
+
+async def create_call(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CALLS].create_call(_caller(request), await _body(request)),
+                             status=201)
+
+
+async def get_call(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CALLS].get(_caller(request), request.match_info["callId"]))
+
+
+async def join_call(request: web.Request) -> web.Response:
+    return web.json_response(
+        await request.app[CALLS].join(_caller(request), request.match_info["callId"], await _body(request)),
+        status=201)
+
+
+async def leave_call(request: web.Request) -> web.Response:
+    data = await _body(request)
+    pid = data.get("participantId")
+    if pid is not None and not isinstance(pid, str):
+        raise ApiError(400, "participantId: must be a string")
+    await request.app[CALLS].leave(_caller(request), request.match_info["callId"], pid)
+    return web.json_response({"left": True})
+
+
+async def end_call(request: web.Request) -> web.Response:
+    await request.app[CALLS].end(_caller(request), request.match_info["callId"])
+    return web.json_response({"ended": True})
 
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -231,14 +350,88 @@ async def demo_script(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "demo.js", headers={"Content-Type": "text/javascript"})
 
 
-def create_app(rooms: RoomManager) -> web.Application:
-    """The aiohttp application around an existing :class:`RoomManager`."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
+async def call_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "call.html")
+
+
+async def call_script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "call.js", headers={"Content-Type": "text/javascript"})
+
+
+LIFECYCLE = web.AppKey("lifecycle", dict)
+
+
+def _protected(path: str) -> bool:
+    return path.startswith(PROTECTED_PREFIXES)
+
+
+def create_app(
+    rooms: RoomManager,
+    *,
+    auth: Optional[Authenticator] = None,
+    limiter: Optional[RateLimiter] = None,
+    metrics: Optional[Metrics] = None,
+    store: Optional[CallStore] = None,
+    disconnect_grace_s: float = 5.0,
+    switch_timeout_s: float = 15.0,
+) -> web.Application:
+    """The aiohttp application around an existing :class:`RoomManager`.
+
+    ``auth``: tokens required on /api, /whip, /whep and Socket.IO (None: no
+    authentication, see the module docstring). ``limiter``: rate limits on
+    those paths (429 + Retry-After). ``metrics``: served at /metrics (a
+    fresh :class:`Metrics` when None). ``store``: the durable call record (an
+    in-memory SQLite store when None; calls left in progress by a previous
+    run are ended at start-up). ``disconnect_grace_s``: how long a call
+    participant may lose its Socket.IO connection before it is made to leave.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    metrics.bind_rooms(rooms)
+    middlewares: list[Any] = [metrics_middleware(metrics)]
+    if auth is not None:
+        middlewares.append(auth_middleware(auth, exempt=lambda path: not _protected(path),
+                                           on_failure=lambda exc, req: metrics.auth_failures.inc()))
+    if limiter is not None:
+        middlewares.append(rate_limit_middleware(limiter, applies=_protected,
+                                                 on_limited=lambda req, wait: metrics.rate_limited.inc()))
+    middlewares.append(errors_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[ROOMS] = rooms
+    app[METRICS] = metrics
+    own_store = store is None
+    store = store if store is not None else CallStore(":memory:")
+    app[STORE] = store
+    if auth is not None:
+        app[AUTH] = auth
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    sio.attach(app)
+    app[SIO] = sio
+    calls = CallService(rooms, store, sio, auth=auth, metrics=metrics, disconnect_grace_s=disconnect_grace_s,
+                        switch_timeout_s=switch_timeout_s)
+    app[CALLS] = calls
+    app[LIFECYCLE] = {"closing": False}
+    calls.recover()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[LIFECYCLE]["closing"] = True
+        await calls.close()
+        if own_store:
+            store.close()
+
+    app.on_shutdown.append(on_shutdown)
     r = app.router
     r.add_get("/", demo_page)
     r.add_get("/demo.js", demo_script)
+    r.add_get("/call", call_page)
+    r.add_get("/call.js", call_script)
     r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_handler)
+    r.add_post("/api/calls", create_call)
+    r.add_get("/api/calls/{callId}", get_call)
+    r.add_post("/api/calls/{callId}/participants", join_call)
+    r.add_post("/api/calls/{callId}/leave", leave_call)
+    r.add_post("/api/calls/{callId}/end", end_call)
     r.add_post("/api/rooms/{roomId}/create", create_room)
     r.add_post("/api/rooms/{roomId}/participants", join)
     r.add_get("/api/rooms/{roomId}/producers", list_producers)

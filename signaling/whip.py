@@ -10,6 +10,13 @@ The SFU answers as an ICE-lite agent and DTLS server (a=setup:passive) with
 its candidate in the answer, so no trickle ICE is needed. A session is a
 hidden participant of the room; its URL carries the participant's secret
 token, so only the client that made it can end it.
+
+When the server authenticates, the POSTs need a JWT (``Authorization:
+Bearer``). A call's SFU room (its id is the call id) also needs
+``?as=<participantId>``, one of the caller's participants of that call: a WHIP
+session then publishes as that participant (``?participant=`` of WHEP names
+call participants), and the call's roles decide who may publish and view
+whom (403 otherwise). A call in P2P mode has no room (409).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from .sdp import (
     parse_offer,
     whip_media_answers,
 )
-from .server import ROOMS
+from .server import CALLS, ROOMS, identity
 
 logger = logging.getLogger("sfu.signaling.whip")
 
@@ -60,14 +67,27 @@ def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: st
                                  "Access-Control-Expose-Headers": "Location, X-Sfu-Participant-Id"})
 
 
+def _call_room(request: web.Request) -> bool:
+    calls = request.app.get(CALLS)
+    return calls is not None and calls.owns_room(request.match_info["roomId"])
+
+
 async def whip_publish(request: web.Request) -> web.Response:
     offer = await _read_offer(request)
-    room, _ = await request.app[ROOMS].create_room(request.match_info["roomId"])
+    ident = identity(request)
+    room_id = request.match_info["roomId"]
+    if _call_room(request):
+        room, p, fresh = request.app[CALLS].publisher_session(ident, room_id, request.query.get("as"))
+    else:
+        room, _ = await request.app[ROOMS].create_room(room_id)
+        p, fresh = None, True
     answers = whip_media_answers(offer, room.router.rtp_capabilities)
     if not any(answers):
         raise ApiError(400, "SDP offer: no sending audio/video section with a codec the SFU supports "
                             "(opus, VP8, VP9, H264 constrained baseline)")
-    p = room.join()
+    if p is None:
+        p = room.join(owner=ident.user_id if ident else None)
+    t = None
     try:
         t = await room.create_transport(p, "send")
         for section, answer in zip(offer.media, answers):
@@ -76,16 +96,21 @@ async def whip_publish(request: web.Request) -> web.Response:
         await t.connect(_dtls_for_offer(offer))
         sdp = build_answer(offer, t, answers)
     except Exception:
-        await room.leave(p)
+        if fresh:
+            await room.leave(p)
+        elif t is not None:
+            t.close()
         raise
     return _answer(request, "whip", room, p, sdp)
 
 
-def _pick_producer(room: Room, kind: str, participant_id: Optional[str], exclude: str) -> Optional[sfu.Producer]:
+def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer: Participant) -> Optional[sfu.Producer]:
     newest: Optional[sfu.Producer] = None
     for p in room.participants.values():
-        if p.id == exclude or (participant_id and p.id != participant_id):
+        if p.id == viewer.id or (participant_id and p.id != participant_id):
             continue
+        if viewer.member is not None and p.member == viewer.member:
+            continue  # a call participant's own media
         for prod in p.producers.values():
             if prod.kind == kind and not prod.closed:
                 newest = prod  # dicts keep insertion order: the last one is the newest
@@ -94,9 +119,13 @@ def _pick_producer(room: Room, kind: str, participant_id: Optional[str], exclude
 
 async def whep_view(request: web.Request) -> web.Response:
     offer = await _read_offer(request)
-    room = request.app[ROOMS].room(request.match_info["roomId"])
+    ident = identity(request)
     wanted = request.query.get("participant")
-    p = room.join()
+    if _call_room(request):
+        room, p = request.app[CALLS].viewer_session(ident, request.match_info["roomId"], request.query.get("as"))
+    else:
+        room = request.app[ROOMS].room(request.match_info["roomId"])
+        p = room.join(owner=ident.user_id if ident else None)
     try:
         t = await room.create_transport(p, "recv")
         answers: list[Optional[dict[str, Any]]] = []
@@ -106,7 +135,7 @@ async def whep_view(request: web.Request) -> web.Response:
             if not section.rejected and section.kind in ("audio", "video") and section.direction in (
                 "recvonly", "sendrecv"
             ):
-                producer = _pick_producer(room, section.kind, wanted, p.id)
+                producer = _pick_producer(room, section.kind, wanted, p)
             if producer is None:
                 answers.append(None)
                 continue

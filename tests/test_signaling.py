@@ -104,8 +104,8 @@ async def test_publish_and_view_through_the_rest_api(client):
 
         # Ownership: bob cannot touch alice's transport, nor make her leave.
         err = await call(client, "POST", f"/api/rooms/r1/transports/{send_t['id']}/produce", bob["token"],
-                         {"kind": "video", "rtpParameters": {"codecs": [vp8], "encodings": [{"ssrc": 5}]}}, status=404)
-        assert "not found for this participant" in err["error"]
+                         {"kind": "video", "rtpParameters": {"codecs": [vp8], "encodings": [{"ssrc": 5}]}}, status=403)
+        assert "another participant" in err["error"]
         err = await call(client, "POST", f"/api/rooms/r1/participants/{alice['participantId']}/leave",
                          bob["token"], status=403)
         assert "itself" in err["error"]
