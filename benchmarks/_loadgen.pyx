@@ -83,6 +83,7 @@ cdef extern from "_loadgen.h" nogil:
         int64_t base_ext, max_ext
         uint64_t packets, bytes
         uint64_t reordered
+        uint64_t first_ns, last_ns
         uint32_t last_pub_seq
     ctypedef struct lg_result_t:
         uint64_t t_start_ns, t_end_ns, t_done_ns
@@ -298,6 +299,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
                             "expected_seq": s.max_ext - s.base_ext + 1,
                             "expected_sent": sent[i * 2 + k],
                             "reordered": s.reordered, "ssrc_changes": s.ssrc_changes,
+                            "active_s": (s.last_ns - s.first_ns) / 1e9,
                         })
         hist_audio = _sparse(hist)
         hist_video = _sparse(hist + LG_HIST_BUCKETS)

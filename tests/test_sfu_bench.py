@@ -59,7 +59,7 @@ def test_three_participants_over_webrtc_give_the_seed_table(tmp_path):
     assert 2.0 < r["down_mbps_per_user"] < 2.6, r["down_mbps_per_user"]
     assert r["server_cpu_pct"] is not None and 0 < r["server_cpu_pct"] < 100
     assert 20 < r["server_rss_mb"] < 2000
-    assert r["out_pps"] > 900  # 3 x 2 x ~170 packets/s
+    assert r["out_pps"] > 600  # 3 x 2 x ~170 packets/s, less the first second (joins spread over 1 s)
 
 
 def test_bad_options_are_refused_with_a_message():

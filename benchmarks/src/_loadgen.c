@@ -549,6 +549,9 @@ static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
                 s->base_ext = ext;
         }
     }
+    if (!s->first_ns)
+        s->first_ns = now;
+    s->last_ns = now;
     s->packets++;
     s->bytes += len;
     if (srtp_in && (s->packets - 1) % (uint64_t)g->cfg->decrypt_every == 0) {

@@ -77,6 +77,7 @@ typedef struct {
     int64_t base_ext, max_ext;  /* extended RTP sequence numbers */
     uint64_t packets, bytes;
     uint64_t reordered;     /* not newer than the highest so far (late or duplicate) */
+    uint64_t first_ns, last_ns; /* arrival of the first and the last packet */
     uint32_t last_pub_seq;
 } lg_rx_stream_t;
 
