@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="participants start at random times within this many seconds (default 1)")
     ap.add_argument("--no-wait-idle", dest="wait_idle", action="store_false",
                     help="do not wait for an idle machine before each count")
+    ap.add_argument("--max-other-cpu", type=float, default=25.0,
+                    help="run a point again when other processes used more than this %% of a core (default 25)")
+    ap.add_argument("--retries", type=int, default=2, help="how many times (default 2)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="sfu-bench.json", help="results as JSON (default %(default)s; '' to skip)")
     ap.add_argument("--markdown", default="sfu-bench.md", help="the table as Markdown ('' to skip)")
@@ -129,7 +132,14 @@ async def amain(args: argparse.Namespace) -> int:
                           start_spread=args.start_spread, wait_idle=args.wait_idle)
         cfg.check()
         progress.prefix = f"[{k + 1}/{len(counts)}] N={n} {mbps:g} Mbit/s: "
-        r = await run_point(cfg, progress)
+        for attempt in range(args.retries + 1):
+            r = await run_point(cfg, progress)
+            r["attempt"] = attempt
+            other = r.get("other_cpu_pct")
+            if other is None or other < args.max_other_cpu:
+                break
+            progress.done(f"{other:.0f}% of a core went to other processes"
+                          + (": running the point again" if attempt < args.retries else ": kept, marked in the JSON"))
         results.append(r)
         lat = r["latency_us"]
         progress.done(f"CPU {r['server_cpu_pct'] or 0:.0f}%, loss {r['loss_pct']:.3f}%, "

@@ -493,6 +493,10 @@ def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, p
         "server_rss_mb": rss / 2**20,
         "gen_cpu_pct": res["gen_cpu_pct"],
         "machine_busy_pct": res["machine_busy_pct"],
+        # CPU (% of one core) used by anything but the server and the
+        # generator during the window: other jobs on the machine taint a point
+        "other_cpu_pct": (max(0.0, res["machine_busy_pct"] * (os.cpu_count() or 1) - (server_cpu or 0.0)
+                              - res["gen_cpu_pct"]) if res["machine_busy_pct"] is not None else None),
         "down_mbps_per_user": down_bps / 1e6 if down_bps is not None else None,
         "up_mbps_per_user": res["sent_bytes"] * 8 / window / 1e6 / n if window else None,
         "latency_us": res["latency_us"]["all"],
