@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="highest UDP port for per-transport ports (SFU_RTC_MAX_PORT)")
     p.add_argument("--workers", type=int, default=int(_env("SFU_WORKERS", str(os.cpu_count() or 1)) or 1),
                    help="media workers, one per core by default (SFU_WORKERS)")
+    p.add_argument("--keyframe-interval-ms", type=int, default=int(_env("SFU_KEYFRAME_INTERVAL_MS", "350") or 350),
+                   help="keyframe requests (PLI) to a publisher are coalesced to one per interval; Chrome ignores "
+                        "requests less than 300 ms apart, so shorter intervals lose requests "
+                        "(SFU_KEYFRAME_INTERVAL_MS, default 350)")
     p.add_argument("--log-level", default=_env("SFU_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="(SFU_LOG_LEVEL)")
     a = p.add_argument_group("authentication (JWT; one of --jwt-secret, --jwt-public-key, --dev-auth)")
@@ -116,6 +120,7 @@ async def serve(args: argparse.Namespace) -> None:
         workers=args.workers, listen_ip=args.listen_ip, announced_ip=args.announced_ip, rtc_port=args.rtc_port,
         rtc_min_port=args.rtc_min_port, rtc_max_port=args.rtc_max_port,
         log_level="warning" if args.log_level == "info" else args.log_level,
+        keyframe_request_interval_ms=args.keyframe_interval_ms,
     )
     limiter = None
     if args.rate_limit_user or args.rate_limit_ip:
@@ -136,6 +141,7 @@ async def serve(args: argparse.Namespace) -> None:
             print(f"  {user}: {base}/call?call=demo&token={token}", flush=True)
         print("  open the URLs in separate tabs: two run peer-to-peer, the third moves the call to the SFU",
               flush=True)
+        print(f"  room demo (WHIP/WHEP only): {base}/?token={auth.mint('dev', ttl_s=24 * 3600)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

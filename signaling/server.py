@@ -457,13 +457,19 @@ async def start_rooms(
     rtc_max_port: int | None = None,
     log_level: str = "warning",
     announced_rtc_port: int | None = None,
+    keyframe_request_interval_ms: int | None = None,
 ) -> RoomManager:
     """Starts the workers (and, with ``rtc_port``, one shared WebRTC port per
-    worker: rtc_port, rtc_port+1, ...)."""
+    worker: rtc_port, rtc_port+1, ...). ``keyframe_request_interval_ms``:
+    the workers' PLI coalescing interval (None: the worker default)."""
     started: list[sfu.Worker] = []
     servers: dict[int, sfu.WebRtcServer] = {}
+    extra: dict[str, Any] = {}
+    if keyframe_request_interval_ms is not None:
+        extra["keyframe_request_interval_ms"] = keyframe_request_interval_ms
     for i in range(workers):
-        w = await sfu.create_worker(log_level=log_level, rtc_min_port=rtc_min_port, rtc_max_port=rtc_max_port)
+        w = await sfu.create_worker(log_level=log_level, rtc_min_port=rtc_min_port, rtc_max_port=rtc_max_port,
+                                    **extra)
         started.append(w)
         if rtc_port:
             servers[w.pid] = await w.create_webrtc_server(

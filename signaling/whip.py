@@ -21,6 +21,7 @@ whom (403 otherwise). A call in P2P mode has no room (409).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Optional
 
@@ -152,12 +153,46 @@ async def whep_view(request: web.Request) -> web.Response:
                            "nothing to view: no producer in this room matches the offer's recvonly sections")
         await t.connect(_dtls_for_offer(offer))
         sdp = build_answer(offer, t, answers)
-        for c in consumers:
-            await c.resume()
+        _resume_when_connected(t, consumers)
     except Exception:
         await room.leave(p)
         raise
     return _answer(request, "whep", room, p, sdp)
+
+
+def _resume_when_connected(t: sfu.WebRtcTransport, consumers: list[sfu.Consumer], timeout_s: float = 5.0) -> None:
+    """Resumes the consumers once the viewer's DTLS is up: resuming starts a
+    video consumer at a keyframe it requests, and a keyframe forwarded
+    before the viewer can decrypt it would be lost (the viewer would wait
+    for the next one). After ``timeout_s`` they are resumed anyway."""
+
+    async def resume() -> None:
+        for c in consumers:
+            if not c.closed:
+                try:
+                    await c.resume()
+                except Exception as exc:  # the session ended meanwhile
+                    logger.debug("consumer %s not resumed: %s", c.id, exc)
+
+    if t.dtls_state == "connected":
+        asyncio.ensure_future(resume())
+        return
+    loop = asyncio.get_running_loop()
+    timer: Optional[asyncio.TimerHandle] = None
+
+    def on_state(state: str) -> None:
+        if state == "connected":
+            done()
+
+    def done() -> None:
+        t.off("dtlsstatechange", on_state)
+        if timer is not None:
+            timer.cancel()
+        if not t.closed:
+            asyncio.ensure_future(resume())
+
+    t.on("dtlsstatechange", on_state)
+    timer = loop.call_later(timeout_s, done)
 
 
 async def end_session(request: web.Request) -> web.Response:

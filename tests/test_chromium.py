@@ -32,7 +32,7 @@ def _prerequisites() -> str | None:
     return None
 
 
-def run_pages(pages: int, seconds: float, loss: float = 0.0) -> dict:
+def run_pages(pages: int, seconds: float, loss: float = 0.0, auth: bool = False) -> dict:
     missing = _prerequisites()
     if missing:
         if os.environ.get("CI"):
@@ -42,7 +42,7 @@ def run_pages(pages: int, seconds: float, loss: float = 0.0) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run(
         ["unshare", "-n", "sh", "-c",
-         f'ip link set lo up && exec "{sys.executable}" "{script}" {pages} {seconds} {loss}'],
+         f'ip link set lo up && exec "{sys.executable}" "{script}" {pages} {seconds} {loss} {"auth" if auth else ""}'],
         capture_output=True, text=True, timeout=180, env=env, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -65,7 +65,8 @@ def test_two_demo_pages_over_a_lossy_link_nack_and_keep_decoding():
 
 
 def test_two_demo_pages_decode_each_other():
-    result = run_pages(2, 3)
+    """With JWT authentication, as sfu-server runs (each page has its own user)."""
+    result = run_pages(2, 3, auth=True)
     for first, second in zip(result["first"], result["second"]):
         assert first["status"] and first["status"].startswith("publishing"), first
         assert len(second["viewers"]) == 1, second

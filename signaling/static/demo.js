@@ -2,7 +2,11 @@
 // follow arrivals and departures over the room's WebSocket. Plain JS.
 "use strict";
 
-const room = new URLSearchParams(location.search).get("room") || "demo";
+const params = new URLSearchParams(location.search);
+const room = params.get("room") || "demo";
+// A server that authenticates (sfu-server always does) needs a JWT: ?token=...
+const jwt = params.get("token");
+const jwtAuth = jwt ? { Authorization: `Bearer ${jwt}` } : {};
 document.getElementById("room").textContent = room;
 const statusEl = document.getElementById("status");
 const setStatus = (text) => { statusEl.textContent = text; window.sfuStatus = text; };
@@ -24,7 +28,7 @@ function waitIceGathering(pc) {
 async function exchange(pc, url) {
   await pc.setLocalDescription(await pc.createOffer());
   await waitIceGathering(pc);
-  const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp" },
+  const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp", ...jwtAuth },
                                   body: pc.localDescription.sdp });
   if (resp.status !== 201) throw new Error(`${url}: ${resp.status} ${await resp.text()}`);
   await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
@@ -38,7 +42,7 @@ async function publish(stream) {
   token = resp.headers.get("Location").split("/").pop();
   myId = resp.headers.get("X-Sfu-Participant-Id");
   window.addEventListener("beforeunload", () => {
-    fetch(resp.headers.get("Location"), { method: "DELETE", keepalive: true });
+    fetch(resp.headers.get("Location"), { method: "DELETE", keepalive: true, headers: jwtAuth });
   });
 }
 
@@ -82,12 +86,15 @@ function viewSoon(participantId) {
 }
 
 async function main() {
-  await fetch(`/api/rooms/${encodeURIComponent(room)}/create`, { method: "POST" });
+  await fetch(`/api/rooms/${encodeURIComponent(room)}/create`, { method: "POST", headers: jwtAuth });
   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
   document.getElementById("local").srcObject = stream;
   await publish(stream);
-  const auth = { headers: { Authorization: `Bearer ${token}` } };
-  const ws = new WebSocket(`${location.origin.replace(/^http/, "ws")}/api/rooms/${encodeURIComponent(room)}/ws?token=${encodeURIComponent(token)}`);
+  // with a JWT the server knows us by it, and our participant is named; without, the session token is the key
+  const auth = { headers: jwt ? { ...jwtAuth, "X-Participant-Id": myId } : { Authorization: `Bearer ${token}` } };
+  const wsAuth = jwt ? `token=${encodeURIComponent(jwt)}&participantId=${encodeURIComponent(myId)}`
+                     : `token=${encodeURIComponent(token)}`;
+  const ws = new WebSocket(`${location.origin.replace(/^http/, "ws")}/api/rooms/${encodeURIComponent(room)}/ws?${wsAuth}`);
   ws.onmessage = (msg) => {
     const { event, data } = JSON.parse(msg.data);
     if (event === "new-producer") viewSoon(data.participantId);

@@ -3,7 +3,10 @@ one JSON line with what each page's getStats() showed.
 
 Meant to run inside a network namespace that has only `lo` (see
 tests/test_chromium.py), so Chromium can only gather 127.0.0.1.
-Usage: python tests/browser/demo_pages.py PAGES SECONDS [LOSS]
+Usage: python tests/browser/demo_pages.py PAGES SECONDS [LOSS] [auth]
+
+With `auth` the server authenticates like sfu-server (JWT on /api, /whip,
+/whep) and each page gets a token of its own user in its URL.
 
 With LOSS > 0 the SFU's shared WebRTC port sits behind a lossy NAT
 (tests/lossy.py) and announces the NAT's port, so every browser datagram
@@ -60,7 +63,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def main(pages: int, seconds: float, loss: float = 0.0) -> dict:
+async def main(pages: int, seconds: float, loss: float = 0.0, auth: bool = False) -> dict:
     nat = None
     if loss > 0:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,7 +74,12 @@ async def main(pages: int, seconds: float, loss: float = 0.0) -> dict:
         rooms = await start_rooms(workers=1, rtc_port=rtc_port, announced_rtc_port=nat.port)
     else:
         rooms = await start_rooms(workers=1)
-    runner = web.AppRunner(create_app(rooms))
+    authenticator = None
+    if auth:
+        from signaling.auth import AuthConfig, Authenticator
+
+        authenticator = Authenticator(AuthConfig.from_options(secret="demo-pages-test-secret-0123456789abcdef"))
+    runner = web.AppRunner(create_app(rooms, auth=authenticator))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -83,9 +91,9 @@ async def main(pages: int, seconds: float, loss: float = 0.0) -> dict:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             ctx = await browser.new_context()
             tabs = []
-            for _ in range(pages):
+            for i in range(pages):
                 tab = await ctx.new_page()
-                await tab.goto(url)
+                await tab.goto(url + (f"&token={authenticator.mint(f'user{i}')}" if authenticator else ""))
                 tabs.append(tab)
                 await asyncio.sleep(1.0)
             loop = asyncio.get_running_loop()
@@ -119,4 +127,5 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     loss = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    print(json.dumps(asyncio.run(main(n, secs, loss))), flush=True)
+    with_auth = len(sys.argv) > 4 and sys.argv[4] == "auth"
+    print(json.dumps(asyncio.run(main(n, secs, loss, with_auth))), flush=True)

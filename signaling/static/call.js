@@ -1,0 +1,619 @@
+// sfu call demo: a call that runs peer-to-peer with two participants and
+// through the SFU (WHIP to publish, WHEP to view each other participant) from
+// three, switching make-before-break: media stays on the old path until the
+// new one decodes video, then the old path is closed. Plain JS, no bundler:
+// a minimal Socket.IO v5 / Engine.IO v4 client over a WebSocket is below.
+//
+// URL: /call?call=ID&token=JWT[&role=both|publisher|subscriber]. Without
+// `call` a new call is made. For tests the page exposes window.callState and
+// window.callStats() (switch durations, longest gap in decoded video).
+"use strict";
+
+// ------------------------------------------------ Socket.IO (EIO=4) client
+
+class MiniSocketIO {
+  // Engine.IO v4 packets: 0 open, 1 close, 2 ping, 3 pong, 4 message.
+  // Socket.IO v5 packets inside a message: 0 CONNECT, 1 DISCONNECT,
+  // 2 EVENT, 3 ACK, 4 CONNECT_ERROR; default namespace only.
+  constructor(token) {
+    this.token = token;
+    this.handlers = new Map();
+    this.acks = new Map();
+    this.nextAck = 1;
+    this.id = null;
+    this.connected = false;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const proto = location.protocol === "https:" ? "wss" : "ws";
+      const url = `${proto}://${location.host}/socket.io/?EIO=4&transport=websocket` +
+        `&token=${encodeURIComponent(this.token)}`;
+      const ws = new WebSocket(url);
+      this.ws = ws;
+      ws.onmessage = (msg) => this._packet(String(msg.data), resolve, reject);
+      ws.onerror = () => reject(new Error("Socket.IO: WebSocket error"));
+      ws.onclose = () => {
+        const was = this.connected;
+        this.connected = false;
+        for (const ack of this.acks.values()) ack({ error: "disconnected", status: 0 });
+        this.acks.clear();
+        if (was) this._fire("disconnect", {});
+        reject(new Error("Socket.IO: connection closed"));
+      };
+    });
+  }
+
+  _packet(data, resolve, reject) {
+    const eio = data[0];
+    if (eio === "0") { this.ws.send("40" + JSON.stringify({ token: this.token })); return; }
+    if (eio === "2") { this.ws.send("3"); return; }
+    if (eio === "1") { this.ws.close(); return; }
+    if (eio !== "4") return;
+    const type = data[1];
+    let rest = data.slice(2);
+    if (rest.startsWith("/")) rest = rest.slice(rest.indexOf(",") + 1);  // a namespace: not used here
+    const m = /^(\d*)([\[{].*)?$/s.exec(rest);
+    if (!m) return;
+    const id = m[1] ? Number(m[1]) : null;
+    const payload = m[2] ? JSON.parse(m[2]) : null;
+    if (type === "0") {
+      this.id = payload.sid;
+      this.connected = true;
+      resolve(this.id);
+    } else if (type === "4") {
+      reject(new Error(`Socket.IO connection refused: ${payload && payload.message}`));
+    } else if (type === "2") {
+      const [name, ...args] = payload;
+      this._fire(name, ...args);
+      if (id !== null) this.ws.send(`43${id}[]`);
+    } else if (type === "3") {
+      const ack = this.acks.get(id);
+      this.acks.delete(id);
+      if (ack) ack(payload[0]);
+    } else if (type === "1") {
+      this.ws.close();
+    }
+  }
+
+  _fire(name, ...args) {
+    for (const fn of this.handlers.get(name) || []) {
+      try { fn(...args); } catch (err) { console.error(name, err); }
+    }
+  }
+
+  on(name, fn) {
+    if (!this.handlers.has(name)) this.handlers.set(name, []);
+    this.handlers.get(name).push(fn);
+  }
+
+  // Emits an event and resolves with the server's acknowledgement.
+  emit(name, data) {
+    return new Promise((resolve) => {
+      if (!this.connected) { resolve({ error: "not connected", status: 0 }); return; }
+      const id = this.nextAck++;
+      this.acks.set(id, resolve);
+      this.ws.send(`42${id}` + JSON.stringify([name, data]));
+    });
+  }
+
+  close() { if (this.ws) this.ws.close(); }
+}
+
+// ------------------------------------------------------------------ state
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token") || "";
+const wantedRole = params.get("role") || undefined;
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+const POLL_MS = 50;
+const STEADY_POLLS = 3;
+
+const state = {
+  callId: params.get("call"),
+  participantId: null,
+  role: null,
+  mode: null,
+  peers: new Map(),         // participantId -> {participantId, userId, name, role}
+  remotes: new Map(),       // participantId -> Remote (what we receive from it)
+  producers: new Map(),     // participantId -> Set(producerId) known to be video
+  sfu: null,                // {roomId, whip, whep}
+  publisher: null,          // {pc, location}
+  p2p: null,                // {pc, peer, remoteSet, candidates}
+  local: null,              // MediaStream
+  pending: null,            // the switch (or first connection) in progress on this page
+  switches: [],             // finished and current: {mode, kind, switchId, startedAt, doneAt, durationMs, gaps}
+  events: [],
+  left: false,
+};
+window.callState = state;
+const io = new MiniSocketIO(token);
+
+const $ = (id) => document.getElementById(id);
+const setStatus = (text) => { $("status").textContent = text; state.status = text; };
+function log(text) {
+  state.events.push(`${Math.round(performance.now())} ${text}`);
+  if (state.events.length > 300) state.events.shift();
+  const el = $("log");
+  el.textContent = state.events.slice(-30).join("\n");
+  el.scrollTop = el.scrollHeight;
+}
+
+function api(path, body) {
+  return fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...auth },
+    body: JSON.stringify(body || {}),
+  }).then(async (resp) => {
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw Object.assign(new Error(`${path}: ${resp.status} ${data.error || ""}`), { status: resp.status });
+    return data;
+  });
+}
+
+function render() {
+  const mode = $("mode");
+  mode.textContent = state.mode || "…";
+  mode.className = state.mode || "";
+  const names = [...state.peers.values()].map((p) => `${p.name || p.userId} (${p.role})`);
+  $("people").textContent = `you + ${names.length}: ${names.join(", ") || "waiting for others"}`;
+}
+
+// ---------------------------------------------------------------- remotes
+
+function remote(pid) {
+  let r = state.remotes.get(pid);
+  if (r) return r;
+  const peer = state.peers.get(pid) || { userId: pid };
+  const figure = document.createElement("figure");
+  const mk = (cls) => {
+    const v = document.createElement("video");
+    v.autoplay = true; v.playsInline = true; v.muted = true;  // autoplay policy: click to unmute
+    v.className = cls;
+    v.onclick = () => { v.muted = !v.muted; };
+    return v;
+  };
+  const caption = document.createElement("figcaption");
+  r = {
+    id: pid, figure, caption,
+    video: { p2p: mk("standby"), sfu: mk("standby") },
+    stream: { p2p: new MediaStream(), sfu: new MediaStream() },
+    frames: { p2p: 0, sfu: 0 },
+    seen: { p2p: 0, sfu: 0 },     // framesDecoded at the previous poll, per path
+    streak: { p2p: 0, sfu: 0 },   // consecutive polls in which the path decoded new frames
+    active: null,            // the path shown: "p2p" | "sfu"
+    lastFrames: 0,           // framesDecoded of the active path at the last poll
+    lastIncrementAt: null,   // when the shown video last advanced
+    maxGapMs: 0,             // longest gap since the first frame
+    sfuView: null,           // {pc, location, producerId}
+  };
+  r.video.p2p.srcObject = r.stream.p2p;
+  r.video.sfu.srcObject = r.stream.sfu;
+  figure.append(r.video.p2p, r.video.sfu, caption);
+  $("videos").append(figure);
+  state.remotes.set(pid, r);
+  caption.textContent = `${peer.name || peer.userId} · connecting`;
+  return r;
+}
+
+function show(r, path) {
+  r.active = path;
+  r.lastFrames = r.frames[path];
+  r.video[path].className = "";
+  r.video[path === "p2p" ? "sfu" : "p2p"].className = "standby";
+  const peer = state.peers.get(r.id) || { userId: r.id };
+  r.caption.textContent = `${peer.name || peer.userId} · ${path}`;
+  log(`showing ${r.id} over ${path}`);
+}
+
+function dropRemote(pid) {
+  const r = state.remotes.get(pid);
+  if (!r) return;
+  closeView(r);
+  r.figure.remove();
+  state.remotes.delete(pid);
+}
+
+// The participants whose video this page must receive in the current mode.
+function expectedRemotes() {
+  if (state.role === "publisher") {
+    return [];  // candidates receive nothing (unless the call allows it: then new-producer events tell)
+  }
+  return [...state.peers.values()].filter((p) => p.role !== "subscriber").map((p) => p.participantId);
+}
+
+// ------------------------------------------------------- WHIP/WHEP (SFU)
+
+// The SFU is an ICE-lite agent that puts its candidate in the answer and
+// learns ours from our connectivity checks, so the offer goes at once,
+// without waiting for candidate gathering.
+async function whipExchange(pc, url) {
+  await pc.setLocalDescription(await pc.createOffer());
+  const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp", ...auth },
+                                  body: pc.localDescription.sdp });
+  if (resp.status !== 201) throw new Error(`${url}: ${resp.status} ${await resp.text()}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  return resp.headers.get("Location");
+}
+
+function deleteSession(location) {
+  if (location) fetch(location, { method: "DELETE", headers: auth, keepalive: true }).catch(() => {});
+}
+
+async function publishSfu() {
+  if (state.publisher || !state.sfu || state.role === "subscriber") return;
+  const pc = new RTCPeerConnection();
+  const pub = { pc, location: null };
+  state.publisher = pub;
+  for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  try {
+    pub.location = await whipExchange(pc, state.sfu.whip);
+    log("publishing to the SFU (WHIP)");
+    if (state.publisher !== pub) deleteSession(pub.location);
+  } catch (err) {
+    log(`WHIP failed: ${err.message}`);
+    pc.close();
+    if (state.publisher === pub) state.publisher = null;
+  }
+}
+
+function closePublisher() {
+  const pub = state.publisher;
+  if (!pub) return;
+  state.publisher = null;
+  pub.pc.close();
+  deleteSession(pub.location);
+  log("stopped publishing to the SFU");
+}
+
+async function viewSfu(pid, producerId) {
+  if (!state.sfu || pid === state.participantId) return;
+  const r = remote(pid);
+  if (r.sfuView && (r.sfuView.producerId === producerId || !producerId)) return;
+  closeView(r);
+  const pc = new RTCPeerConnection();
+  const view = { pc, location: null, producerId };
+  r.sfuView = view;
+  r.frames.sfu = 0;
+  r.stream.sfu = new MediaStream();
+  r.video.sfu.srcObject = r.stream.sfu;
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = (ev) => r.stream.sfu.addTrack(ev.track);
+  try {
+    view.location = await whipExchange(pc, state.sfu.whep + encodeURIComponent(pid));
+    log(`viewing ${pid} through the SFU (WHEP)`);
+    if (r.sfuView !== view) deleteSession(view.location);
+  } catch (err) {
+    log(`WHEP ${pid} failed: ${err.message}`);
+    pc.close();
+    if (r.sfuView === view) r.sfuView = null;
+  }
+}
+
+function closeView(r) {
+  const view = r.sfuView;
+  if (!view) return;
+  r.sfuView = null;
+  view.pc.close();
+  deleteSession(view.location);
+  if (r.active === "sfu") r.active = null;
+}
+
+// ------------------------------------------------------------ P2P path
+
+function newP2P(peer) {
+  closeP2P();
+  const pc = new RTCPeerConnection();
+  const p2p = { pc, peer, remoteSet: false, candidates: [] };
+  state.p2p = p2p;
+  const r = remote(peer);
+  r.frames.p2p = 0;
+  r.stream.p2p = new MediaStream();
+  r.video.p2p.srcObject = r.stream.p2p;
+  pc.ontrack = (ev) => r.stream.p2p.addTrack(ev.track);
+  pc.onicecandidate = (ev) => {
+    if (ev.candidate && state.p2p === p2p) io.emit("webrtc:ice-candidate", { to: peer, candidate: ev.candidate.toJSON() });
+  };
+  return p2p;
+}
+
+async function offerP2P(peer) {
+  const p2p = newP2P(peer);
+  for (const track of state.local.getTracks()) p2p.pc.addTrack(track, state.local);
+  await p2p.pc.setLocalDescription(await p2p.pc.createOffer());
+  const ack = await io.emit("webrtc:offer", { to: peer, offer: { type: "offer", sdp: p2p.pc.localDescription.sdp } });
+  if (ack.error) log(`offer refused: ${ack.error}`);
+  log(`P2P offer to ${peer}`);
+}
+
+async function onOffer(data) {
+  if (state.mode !== "p2p") { log(`ignoring an offer in ${state.mode} mode`); return; }
+  const p2p = newP2P(data.from);
+  await p2p.pc.setRemoteDescription(data.offer);
+  p2p.remoteSet = true;
+  for (const track of state.local.getTracks()) p2p.pc.addTrack(track, state.local);
+  await p2p.pc.setLocalDescription(await p2p.pc.createAnswer());
+  for (const c of p2p.candidates) await p2p.pc.addIceCandidate(c).catch(() => {});
+  p2p.candidates = [];
+  await io.emit("webrtc:answer", { to: data.from, answer: { type: "answer", sdp: p2p.pc.localDescription.sdp } });
+  log(`P2P answer to ${data.from}`);
+}
+
+async function onAnswer(data) {
+  const p2p = state.p2p;
+  if (!p2p || p2p.peer !== data.from || p2p.pc.signalingState !== "have-local-offer") return;
+  await p2p.pc.setRemoteDescription(data.answer);
+  p2p.remoteSet = true;
+  for (const c of p2p.candidates) await p2p.pc.addIceCandidate(c).catch(() => {});
+  p2p.candidates = [];
+}
+
+async function onCandidate(data) {
+  const p2p = state.p2p;
+  if (!p2p || p2p.peer !== data.from || !data.candidate) return;
+  if (!p2p.remoteSet) { p2p.candidates.push(data.candidate); return; }
+  await p2p.pc.addIceCandidate(data.candidate).catch((err) => log(`candidate: ${err.message}`));
+}
+
+function closeP2P() {
+  const p2p = state.p2p;
+  if (!p2p) return;
+  state.p2p = null;
+  p2p.pc.close();
+  const r = state.remotes.get(p2p.peer);
+  if (r && r.active === "p2p") r.active = null;
+  log(`closed the P2P connection with ${p2p.peer}`);
+}
+
+// --------------------------------------------------------- mode switches
+
+// A switch on this page: from the server's event until every expected remote
+// decodes on the new path; the old path is closed then (make-before-break).
+function beginSwitch(mode, kind, switchId) {
+  if (state.pending && !state.pending.doneAt) {
+    state.pending.superseded = true;
+    state.pending.doneAt = performance.now();
+  }
+  state.mode = mode;
+  const sw = { mode, kind, switchId: switchId || null, startedAt: performance.now(), doneAt: null,
+               durationMs: null, gaps: {}, serverMs: null, reported: false };
+  state.pending = sw;
+  state.switches.push(sw);
+  render();
+  log(`${kind}: ${mode}${switchId ? " (switch " + switchId + ")" : ""}`);
+  return sw;
+}
+
+function finishSwitch(sw) {
+  sw.doneAt = performance.now();
+  sw.durationMs = Math.round(sw.doneAt - sw.startedAt);
+  if (sw.mode === "sfu") {
+    closeP2P();
+  } else {
+    for (const r of state.remotes.values()) closeView(r);
+    closePublisher();
+  }
+  setStatus(`${sw.mode} · media flowing (${sw.kind} took ${sw.durationMs} ms)`);
+  log(`${sw.kind} to ${sw.mode} done in ${sw.durationMs} ms; old path closed`);
+  if (!sw.reported) {
+    sw.reported = true;
+    io.emit("call:media-ready", { callId: state.callId, mode: sw.mode, switchId: sw.switchId });
+  }
+}
+
+function checkSwitch() {
+  const sw = state.pending;
+  if (!sw || sw.doneAt) return;
+  const expected = expectedRemotes();
+  if (expected.every((pid) => { const r = state.remotes.get(pid); return r && r.active === sw.mode; })) {
+    finishSwitch(sw);
+  }
+}
+
+async function enterSfu(info, kind) {
+  state.sfu = { roomId: info.roomId, whip: info.whip, whep: info.whep };
+  beginSwitch("sfu", kind, info.switchId || (info.switch && info.switch.switchId));
+  const started = publishSfu();
+  for (const p of info.producers || []) {
+    if (p.kind === "video") noteProducer(p.participantId, p.producerId);
+  }
+  await started;
+  checkSwitch();
+}
+
+function enterP2P(data, kind) {
+  beginSwitch("p2p", kind, data.switchId);
+  if (data.peer && data.initiator) offerP2P(data.peer).catch((err) => log(`offer: ${err.message}`));
+  checkSwitch();
+}
+
+function noteProducer(pid, producerId) {
+  if (!state.producers.has(pid)) state.producers.set(pid, new Set());
+  state.producers.get(pid).add(producerId);
+  if (state.mode === "sfu" && state.sfu) viewSfu(pid, producerId);
+}
+
+// ----------------------------------------------------- stats and gaps
+
+async function videoFrames(pc) {
+  let frames = 0;
+  if (!pc || pc.connectionState === "closed") return 0;
+  const stats = await pc.getStats();
+  stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded || 0; });
+  return frames;
+}
+
+async function poll() {
+  try {
+    if (state.p2p) {
+      const r = state.remotes.get(state.p2p.peer);
+      if (r) r.frames.p2p = await videoFrames(state.p2p.pc);
+    }
+    for (const r of state.remotes.values()) {
+      if (r.sfuView) r.frames.sfu = await videoFrames(r.sfuView.pc);
+    }
+    const now = performance.now();
+    const sw = state.pending;
+    for (const r of state.remotes.values()) {
+      for (const path of ["p2p", "sfu"]) {
+        r.streak[path] = r.frames[path] > r.seen[path] ? r.streak[path] + 1 : 0;
+        r.seen[path] = r.frames[path];
+      }
+      const target = state.mode;
+      const open = target === "p2p" ? state.p2p && state.p2p.peer === r.id : !!r.sfuView;
+      // make-before-break: a new path replaces a working one once it decodes
+      // steadily (new frames at STEADY_POLLS polls in a row: a path's first
+      // frames come irregularly); with nothing shown yet, its first frames do
+      const ready = open && (r.active ? r.streak[target] >= STEADY_POLLS : r.frames[target] >= 2);
+      if (r.active !== target && ready) show(r, target);
+      if (!r.active) continue;
+      const frames = r.frames[r.active];
+      if (r.lastIncrementAt !== null) {
+        const gap = now - r.lastIncrementAt;  // ongoing or just ended
+        if (gap > r.maxGapMs) r.maxGapMs = gap;
+        if (frames > r.lastFrames && gap > 150) log(`video of ${r.id} (${r.active}) stalled ${Math.round(gap)} ms`);
+        for (const s of state.switches) {
+          // a switch's window: from its start until 1 s after the old path was closed
+          if (s.kind !== "join" && (!s.doneAt || now - s.doneAt < 1000)) {
+            s.gaps[r.id] = Math.max(s.gaps[r.id] || 0, Math.round(gap));
+          }
+        }
+      }
+      if (frames > r.lastFrames || r.lastIncrementAt === null && frames > 0) r.lastIncrementAt = now;
+      r.lastFrames = frames;
+    }
+    checkSwitch();
+    if (sw && !sw.doneAt) setStatus(`${sw.mode} · switching (${Math.round(now - sw.startedAt)} ms)`);
+  } catch (err) {
+    log(`stats: ${err.message}`);
+  }
+  if (!state.left) setTimeout(poll, POLL_MS);
+}
+
+window.callStats = () => ({
+  callId: state.callId,
+  participantId: state.participantId,
+  mode: state.mode,
+  status: state.status,
+  peers: [...state.peers.keys()],
+  paths: { p2p: !!state.p2p, publisher: !!state.publisher,
+           views: [...state.remotes.values()].filter((r) => r.sfuView).map((r) => r.id) },
+  remotes: Object.fromEntries([...state.remotes.values()].map((r) => [r.id, {
+    active: r.active, framesP2P: r.frames.p2p, framesSFU: r.frames.sfu, shownFrames: r.lastFrames,
+    maxGapMs: Math.round(r.maxGapMs),
+    sinceLastFrameMs: r.lastIncrementAt === null ? null : Math.round(performance.now() - r.lastIncrementAt),
+  }])),
+  switches: state.switches.map((s) => ({ mode: s.mode, kind: s.kind, switchId: s.switchId,
+                                          durationMs: s.durationMs, serverMs: s.serverMs, gaps: s.gaps,
+                                          superseded: !!s.superseded })),
+  events: state.events.slice(-80),
+});
+
+// ------------------------------------------------------------- the call
+
+function addPeer(p) {
+  if (p.participantId === state.participantId) return;
+  state.peers.set(p.participantId, p);
+  render();
+}
+
+function removePeer(pid) {
+  state.peers.delete(pid);
+  state.producers.delete(pid);
+  if (state.p2p && state.p2p.peer === pid) closeP2P();
+  dropRemote(pid);
+  render();
+  checkSwitch();
+}
+
+async function leaveCall() {
+  if (state.left) return;
+  state.left = true;
+  closeP2P();
+  closePublisher();
+  for (const pid of [...state.remotes.keys()]) dropRemote(pid);
+  await api(`/api/calls/${encodeURIComponent(state.callId)}/leave`, { participantId: state.participantId })
+    .catch((err) => log(`leave: ${err.message}`));
+  io.close();
+  setStatus("left the call");
+  $("leave").disabled = true;
+}
+window.leaveCall = leaveCall;
+
+function wireEvents() {
+  io.on("call:joined", (data) => {
+    // arrives while the join request is still being answered
+    state.participantId = data.participantId;
+    state.role = data.role;
+    for (const p of data.peers || []) addPeer(p);
+    if (data.mode === "sfu") enterSfu(data, "join");
+    else enterP2P(data, "join");
+  });
+  io.on("call:participant-joined", (data) => { addPeer(data.participant); log(`${data.participant.userId} joined`); });
+  io.on("call:participant-left", (data) => { log(`${data.participantId} left (${data.reason})`); removePeer(data.participantId); });
+  io.on("call:mode-switch", (data) => {
+    log(`server: switch to ${data.mode}`);
+    if (data.mode === "sfu") enterSfu(data, "switch");
+    else enterP2P(data, "switch");
+  });
+  io.on("call:mode-switched", (data) => {
+    const sw = state.switches.find((s) => s.switchId === data.switchId);
+    if (sw) sw.serverMs = data.durationMs;
+    log(`server: switch to ${data.mode} ${data.success ? "completed" : "failed"} in ${data.durationMs} ms`);
+  });
+  io.on("call:ended", (data) => { setStatus(`call ended (${data.reason})`); state.left = true; });
+  io.on("new-producer", (data) => { if (data.kind === "video") noteProducer(data.participantId, data.producerId); });
+  io.on("producer-closed", (data) => {
+    const set = state.producers.get(data.participantId);
+    if (set) set.delete(data.producerId);
+  });
+  io.on("webrtc:offer", (data) => onOffer(data).catch((err) => log(`offer: ${err.message}`)));
+  io.on("webrtc:answer", (data) => onAnswer(data).catch((err) => log(`answer: ${err.message}`)));
+  io.on("webrtc:ice-candidate", (data) => onCandidate(data));
+  io.on("disconnect", () => { if (!state.left) setStatus("signaling connection lost"); });
+}
+
+async function main() {
+  if (!token) throw new Error("no token: open this page with ?token=<JWT> (sfu-server --dev-auth prints URLs)");
+  state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  $("local").srcObject = state.local;
+  wireEvents();
+  const sid = await io.connect();
+  if (!state.callId) {
+    state.callId = (await api("/api/calls", {})).callId;
+  }
+  let joined;
+  try {
+    joined = await api(`/api/calls/${encodeURIComponent(state.callId)}/participants`,
+                       { socketId: sid, role: wantedRole });
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 409) throw err;
+    // a named call that does not exist (yet, or any more): start it under that name
+    await api("/api/calls", { callId: state.callId }).catch((e) => { if (e.status !== 409) throw e; });
+    joined = await api(`/api/calls/${encodeURIComponent(state.callId)}/participants`,
+                       { socketId: sid, role: wantedRole });
+  }
+  state.participantId = joined.participantId;
+  state.role = joined.role;
+  $("call").textContent = state.callId;
+  const share = new URL(location.href);
+  share.searchParams.set("call", state.callId);
+  share.searchParams.delete("token");
+  $("share").href = share.toString();
+  history.replaceState(null, "", `?call=${encodeURIComponent(state.callId)}&token=${encodeURIComponent(token)}` +
+                                 (wantedRole ? `&role=${encodeURIComponent(wantedRole)}` : ""));
+  $("leave").disabled = false;
+  $("leave").onclick = leaveCall;
+  window.addEventListener("pagehide", () => {
+    if (state.left) return;
+    fetch(`/api/calls/${encodeURIComponent(state.callId)}/leave`, {
+      method: "POST", keepalive: true, headers: { "Content-Type": "application/json", ...auth },
+      body: JSON.stringify({ participantId: state.participantId }),
+    });
+  });
+  render();
+  setTimeout(poll, POLL_MS);
+}
+
+main().catch((err) => { console.error(err); setStatus(`error: ${err.message || err}`); });
