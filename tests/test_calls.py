@@ -236,6 +236,23 @@ async def test_third_join_moves_the_call_to_the_sfu_and_a_leave_moves_it_back(ht
     assert "sfu_participants_active 2.0" in metrics
 
 
+async def test_events_wait_for_a_socket_to_attach_and_the_creator_can_end_the_call(http, users):
+    alice, bob = await users("alice", "bob")
+    call_id = await new_call(alice)
+    await alice.join(call_id)
+    joined = await bob.req("POST", f"/api/calls/{call_id}/participants", {}, status=201)  # no socketId
+    await alice.emit("webrtc:offer", {"offer": {"sdp": "early"}})  # bob has no socket in the call yet
+    state = await bob.emit("call:attach", {"callId": call_id, "participantId": joined["participantId"]})
+    assert state["ok"] is True and state["participantId"] == joined["participantId"] and state["mode"] == "p2p"
+    assert (await bob.wait("call:joined"))["initiator"] is True  # queued events, in order
+    assert (await bob.wait("webrtc:offer"))["offer"] == {"sdp": "early"}
+    assert (await bob.req("POST", f"/api/calls/{call_id}/end", {}, status=403))["error"].startswith("only the creator")
+    assert await alice.req("POST", f"/api/calls/{call_id}/end", {}) == {"ended": True}
+    assert (await bob.wait("call:ended")) == {"callId": call_id, "reason": "ended-by-creator"}
+    got = await bob.req("GET", f"/api/calls/{call_id}")
+    assert got["ended"] is True and got["endReason"] == "ended-by-creator"
+
+
 async def test_a_participant_whose_socket_goes_away_leaves_after_the_grace_period(rooms):
     http = await serve(rooms, grace=0.3)
     alice, bob = User(http, "alice"), User(http, "bob")
@@ -496,3 +513,30 @@ async def test_health_and_readiness(rooms):
         assert (await http.get("/healthz")).status == 200  # alive, just not ready
     finally:
         await http.close()
+
+
+async def test_the_room_api_with_jwts_names_the_acting_participant(http, users):
+    """The /api/rooms flow under sfu-server's authentication (how load
+    generators drive it): the JWT says who, X-Participant-Id which of that
+    user's participants, when the user has several."""
+    (bench,) = await users("bench", connect=False)
+    await bench.req("POST", "/api/rooms/load/create", {}, status=201)
+    one = await bench.req("POST", "/api/rooms/load/participants", {}, status=201)
+    t = await bench.req("POST", "/api/rooms/load/transports", {"direction": "send"}, status=201)  # the only one
+    two = await bench.req("POST", "/api/rooms/load/participants", {}, status=201)
+    err = await bench.req("POST", "/api/rooms/load/transports", {"direction": "recv"}, status=400)
+    assert "X-Participant-Id" in err["error"]
+    await bench.req("POST", "/api/rooms/load/transports", {"direction": "recv"}, status=201,
+                    headers={"X-Participant-Id": two["participantId"]})
+    err = await bench.req("POST", f"/api/rooms/load/transports/{t['id']}/connect",
+                          {"dtlsParameters": {"role": "client", "fingerprints": []}}, status=403,
+                          headers={"X-Participant-Id": two["participantId"]})
+    assert "another participant" in err["error"]
+    ws = await http.ws_connect(f"/api/rooms/load/ws?token={bench.token}&participantId={one['participantId']}")
+    await ws.send_str("ping")
+    assert (await ws.receive()).data == "pong"
+    await ws.close()
+    (other,) = await users("other", connect=False)
+    err = await other.req("POST", "/api/rooms/load/transports", {"direction": "send"}, status=403,
+                          headers={"X-Participant-Id": one["participantId"]})
+    assert "another user" in err["error"]
