@@ -40,7 +40,9 @@ from urllib.parse import parse_qs
 import socketio
 
 from .auth import Authenticator, AuthError, Identity
+from .metrics import Metrics
 from .rooms import ApiError, Participant, Room, RoomGuard, RoomManager
+from .store import CallSession, CallStore
 
 logger = logging.getLogger("sfu.signaling.calls")
 
@@ -104,6 +106,7 @@ class Call:
     room: Optional[Room] = None
     joins: int = 0
     ended: bool = False
+    stored_mode: tuple[str, Optional[str]] = (P2P, None)
 
     def can_view(self, viewer: Member, target: Member) -> bool:
         """May ``viewer`` receive ``target``'s media? (The role policy.)"""
@@ -165,8 +168,8 @@ class CallService:
     ``sio`` the Socket.IO server the events go through; ``metrics`` an
     optional :class:`~signaling.metrics.Metrics`."""
 
-    def __init__(self, rooms: RoomManager, store: Any, sio: socketio.AsyncServer, *,
-                 auth: Optional[Authenticator] = None, metrics: Any = None,
+    def __init__(self, rooms: RoomManager, store: CallStore, sio: socketio.AsyncServer, *,
+                 auth: Optional[Authenticator] = None, metrics: Optional[Metrics] = None,
                  disconnect_grace_s: float = 5.0, switch_timeout_s: float = 15.0,
                  max_participants: int = 50) -> None:
         self.rooms = rooms
@@ -196,13 +199,14 @@ class CallService:
 
     # ----------------------------------------------------------- lifecycle
 
-    def recover(self) -> list[Any]:
+    def recover(self) -> list[str]:
         """Ends the calls a previous run left in progress (reason
-        ``server-restart``): their media sessions died with that process."""
+        ``server-restart``): their media sessions died with that process.
+        Returns their ids."""
         ended = self.store.recover_after_restart(_now())
         if ended:
             logger.warning("recovered after restart: %d call(s) in progress were ended (server-restart)",
-                           len(ended) if hasattr(ended, "__len__") else ended)
+                           len(ended))
         else:
             logger.info("store: no call was in progress at the last shutdown")
         return ended
@@ -230,6 +234,12 @@ class CallService:
         return room_id in self.calls
 
     # ------------------------------------------------------------- helpers
+
+    def _store_mode(self, call: Call, mode: str, router_id: Optional[str]) -> None:
+        """Records the mode and router of the call (once per change)."""
+        if call.stored_mode != (mode, router_id):
+            self.store.set_mode(call.id, mode, router_id=router_id)
+            call.stored_mode = (mode, router_id)
 
     def _update_gauges(self) -> None:
         if self.metrics is None:
@@ -413,7 +423,8 @@ class CallService:
                     call_id = secrets.token_hex(8)
             self.store.create_call(call_id, mode=SFU if roles else P2P, roles_enabled=roles,
                                    allow_candidates_see_each_other=see, created_at=_now())
-            call = Call(call_id, identity.user_id, roles, see, mode=SFU if roles else P2P)
+            call = Call(call_id, identity.user_id, roles, see, mode=SFU if roles else P2P,
+                        stored_mode=(SFU if roles else P2P, None))
             self.calls[call_id] = call
         logger.info("call %s created by %s%s", call_id, identity.user_id, " (with roles)" if roles else "")
         self._update_gauges()
@@ -434,7 +445,7 @@ class CallService:
             raise AuthError(403, f"you are not a participant of call {call_id}")
         return self.state(call, mine[0] if len(mine) == 1 else None)
 
-    def _stored_view(self, stored: Any) -> dict[str, Any]:
+    def _stored_view(self, stored: CallSession) -> dict[str, Any]:
         return {"callId": stored.id, "mode": stored.mode, "createdAt": stored.created_at,
                 "endedAt": stored.ended_at, "endReason": stored.end_reason, "ended": not stored.active,
                 "participants": []}
@@ -459,6 +470,8 @@ class CallService:
                 raise ApiError(409, f"call {call_id} has ended")
             if len(call.members) >= self.max_participants:
                 raise ApiError(409, f"call {call_id} is full ({self.max_participants} participants)")
+            if call.roles or len(call.members) >= 2:
+                await self._ensure_room(call)  # first: if no worker can take it, nothing has changed
             call.joins += 1
             m = Member(id=secrets.token_hex(8), user_id=identity.user_id, name=identity.name, role=role,
                        order=call.joins)
@@ -466,17 +479,15 @@ class CallService:
             existing = list(call.members.values())
             call.members[m.id] = m
             if socket_id:
-                await self._attach(socket_id, call, m, replay=False)
+                await self._attach(socket_id, call, m)
             logger.info("call %s: %s joined as %s (%s, %d participant(s))", call_id, m.user_id, m.id, role,
                         len(call.members))
             await self._send_all(call, "call:participant-joined", {"callId": call.id, "participant": m.view()},
                                  exclude=m.id)
             extra: dict[str, Any] = {}
             if call.roles:  # one-to-many: always through the SFU
-                had_room = call.room is not None
                 room = await self._ensure_room(call)
-                if not had_room:
-                    self.store.set_mode(call_id, SFU, router_id=room.router.id)
+                self._store_mode(call, SFU, room.router.id)
                 self._ensure_room_participant(call, m)
             elif call.mode == P2P and len(call.members) >= 3:
                 await self._switch_to_sfu(call, existing, m)
@@ -498,7 +509,7 @@ class CallService:
         call.mode = SFU
         for m in call.members.values():
             self._ensure_room_participant(call, m)
-        self.store.set_mode(call.id, SFU, router_id=room.router.id)
+        self._store_mode(call, SFU, room.router.id)
         switch = self._start_switch(call, SFU)
         for m in existing:
             data = {"callId": call.id, "mode": SFU, "switchId": switch.id, "reason": "participant-joined"}
@@ -539,7 +550,7 @@ class CallService:
             self.metrics.observe_mode_switch(switch.mode, seconds)
         if switch.mode == P2P:
             self._release_room(call)
-            self.store.set_mode(call.id, P2P, router_id=None)
+            self._store_mode(call, P2P, None)
         data = {"callId": call.id, "mode": switch.mode, "success": success, "switchId": switch.id,
                 "durationMs": round(seconds * 1000, 1)}
         if not success:
@@ -583,7 +594,7 @@ class CallService:
 
     async def _switch_to_p2p(self, call: Call) -> None:
         call.mode = P2P
-        self.store.set_mode(call.id, P2P, router_id=call.room.router.id if call.room else None)
+        self._store_mode(call, P2P, call.room.router.id if call.room else None)
         switch = self._start_switch(call, P2P)
         members = sorted(call.members.values(), key=lambda x: x.order)
         logger.info("call %s: mode switch %s back to P2P", call.id, switch.id)
@@ -681,7 +692,7 @@ class CallService:
                 logger.info("socket %s refused: %s", sid, exc.message)
                 if self.metrics is not None:
                     self.metrics.auth_failures.inc()
-                raise socketio.exceptions.ConnectionRefusedError(exc.message, {"status": exc.status})
+                raise socketio.exceptions.ConnectionRefusedError(exc.message, {"status": exc.status}) from None
         self.sockets[sid] = SocketInfo(identity)
         logger.debug("socket %s connected as %s", sid, identity.user_id)
 
@@ -711,8 +722,11 @@ class CallService:
             await self._remove(call, m, "disconnected")
         self._update_gauges()
 
-    async def _attach(self, sid: str, call: Call, m: Member, replay: bool = True) -> None:
-        info = self.sockets[sid]
+    async def _attach(self, sid: str, call: Call, m: Member) -> None:
+        """Binds a socket to a participant and delivers what was queued for it."""
+        info = self.sockets.get(sid)
+        if info is None:  # disconnected meanwhile: events stay queued for the next socket
+            return
         info.attached.add((call.id, m.id))
         if not m.sids:
             self.store.update_participant(m.id, status="connected")

@@ -11,7 +11,6 @@ from typing import Any, Optional
 import jwt
 import pytest
 import socketio
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.auth import AuthConfig, Authenticator
@@ -540,3 +539,11 @@ async def test_the_room_api_with_jwts_names_the_acting_participant(http, users):
     err = await other.req("POST", "/api/rooms/load/transports", {"direction": "send"}, status=403,
                           headers={"X-Participant-Id": one["participantId"]})
     assert "another user" in err["error"]
+
+
+async def test_a_call_with_roles_records_its_router(http, users):
+    (proctor,) = await users("proctor")
+    call_id = await new_call(proctor, roles=True)
+    joined = await proctor.join(call_id, role="subscriber")
+    stored = http.server.app[CALLS].store.get_call(call_id)
+    assert stored.mode == "sfu" and stored.router_id == joined["routerId"] and stored.roles_enabled
