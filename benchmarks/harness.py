@@ -238,7 +238,7 @@ class ServerTarget:
         # The server's JWT secret (HS256): the harness mints one token per
         # participant (its own user). Its own REST set-up makes thousands of
         # requests in seconds, so the rate limits are off for the benchmark.
-        return ["--jwt-secret", self.secret, "--rate-limit-user", "off", "--rate-limit-ip", "off"]
+        return ["--jwt-secret", self.secret, "--rate-limit-user", "off", "--rate-limit-ip", "off", "--db", ":memory:"]
 
     def mint(self, user: str) -> str:
         import jwt

@@ -151,7 +151,7 @@ class AuthConfig:
         if self.secret is None and self.public_key is None:
             if not self.dev_mode:
                 raise ValueError(f"no JWT key configured: set {KEY_OPTIONS}, or run in development mode "
-                                 "(--dev) for a generated secret")
+                                 "(--dev-auth) for a generated secret")
             self.secret = secrets.token_urlsafe(32)
             logger.warning("development mode: tokens are signed with a random secret generated at start-up "
                            "(not for production)")
