@@ -38,6 +38,7 @@ from typing import Any, Optional
 import sfu
 
 from .common import dump_json, machine_info, markdown_table
+from .harness import pin_process, wait_idle
 from .loadgen import LoadGenerator
 
 MEDIA_CODECS = [
@@ -99,38 +100,6 @@ async def start_perf(pid: int, path: str, seconds: float) -> asyncio.subprocess.
         "perf", "record", "-F", "997", "-g", "-p", str(pid), "-o", path, "--", "sleep", f"{seconds:.1f}",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
-
-
-def pin_process(pid: int, cpus: set[int]) -> None:
-    """Pins every thread of a process (sched_setaffinity acts on one thread)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass
-
-
-def cpu_busy_sample() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    return busy, busy + v[3] + v[4]
-
-
-async def wait_idle(max_busy_pct: float = 15.0, timeout: float = 120.0) -> float:
-    """Waits (up to timeout) for a second during which the machine is less
-    than max_busy_pct busy, so that other work does not skew a point.
-    Returns the last busy share seen."""
-    deadline = time.monotonic() + timeout
-    pct = 100.0
-    while time.monotonic() < deadline:
-        b0, t0 = cpu_busy_sample()
-        await asyncio.sleep(1.0)
-        b1, t1 = cpu_busy_sample()
-        pct = 100.0 * (b1 - b0) / max(1, t1 - t0)
-        if pct < max_busy_pct:
-            break
-    return pct
 
 
 class SfuTarget:
