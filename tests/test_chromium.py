@@ -32,21 +32,28 @@ def _prerequisites() -> str | None:
     return None
 
 
-def run_pages(pages: int, seconds: float, loss: float = 0.0, auth: bool = False) -> dict:
+def run_browser_script(name: str, *args: object, timeout: float) -> dict:
+    """Runs tests/browser/<name> in a network namespace with only `lo` and
+    returns the JSON of its last output line (skips, or fails in CI, when
+    the prerequisites are missing)."""
     missing = _prerequisites()
     if missing:
         if os.environ.get("CI"):
             pytest.fail(missing)
         pytest.skip(missing)
-    script = ROOT / "tests" / "browser" / "demo_pages.py"
+    script = ROOT / "tests" / "browser" / name
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = " ".join(str(a) for a in args)
     run = subprocess.run(
-        ["unshare", "-n", "sh", "-c",
-         f'ip link set lo up && exec "{sys.executable}" "{script}" {pages} {seconds} {loss} {"auth" if auth else ""}'],
-        capture_output=True, text=True, timeout=180, env=env, cwd=ROOT,
+        ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{script}" {argv}'],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run_pages(pages: int, seconds: float, loss: float = 0.0, auth: bool = False) -> dict:
+    result = run_browser_script("demo_pages.py", pages, seconds, loss, "auth" if auth else "", timeout=180)
     print(json.dumps(result, indent=1))
     return result
 

@@ -8,17 +8,7 @@ Runs in a loopback-only network namespace like tests/test_chromium.py.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-from test_chromium import _prerequisites
-
-ROOT = Path(__file__).resolve().parent.parent
+from test_chromium import run_browser_script
 
 # The bounds asserted are the seed's (a switch within 2 s) and a generous gap
 # bound: the goals (500 ms, 200 ms) are measured and recorded, not asserted,
@@ -28,20 +18,7 @@ GAP_LIMIT_MS = 1000
 
 
 def run_call(hold_s: float = 1.5, keyframe_ms: int = 350) -> dict:
-    missing = _prerequisites()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    script = ROOT / "tests" / "browser" / "call_pages.py"
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run = subprocess.run(
-        ["unshare", "-n", "sh", "-c",
-         f'ip link set lo up && exec "{sys.executable}" "{script}" {hold_s} {keyframe_ms}'],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_browser_script("call_pages.py", hold_s, keyframe_ms, timeout=120)
 
 
 def _switch(stats: dict, mode: str, kind: str = "switch") -> dict:

@@ -944,6 +944,13 @@ static inline int transport_protect(sfu_engine_t *e, sfu_transport_t *t, uint8_t
     return 0;
 }
 
+/* A destination is known and, on an ICE transport, the SRTP keys are in:
+ * media never leaves in cleartext before DTLS is done. */
+static inline int transport_can_send_media(const sfu_transport_t *t)
+{
+    return t->remote.set && (!t->require_srtp || t->srtp_out);
+}
+
 /* keyframe: -1 when the codec gives no way to tell (audio, unknown video
  * codec), else whether this packet starts a keyframe. */
 static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
@@ -954,7 +961,7 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
         if (c->paused || c->producer_paused || c->stream != stream)
             continue;
         sfu_transport_t *t = c->transport;
-        if (!t->remote.set || (t->require_srtp && !t->srtp_out))
+        if (!transport_can_send_media(t))
             continue; /* no destination yet, or DTLS not done: never send cleartext */
         sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
         if (!s)
@@ -1265,7 +1272,7 @@ static void retry_keyframe_requests(sfu_engine_t *e, sfu_producer_t *p, uint64_t
         if (c->stream < 0 || c->stream >= p->nstreams)
             continue;
         sfu_transport_t *t = c->transport;
-        if (!t->remote.set || (t->require_srtp && !t->srtp_out))
+        if (!transport_can_send_media(t))
             continue;
         sfu_producer_stream_t *st = &p->streams[c->stream];
         if (st->keyframe_pending)
@@ -1461,7 +1468,7 @@ static void retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, s
     sfu_producer_stream_t *st = &p->streams[c->stream];
     sfu_transport_t *t = c->transport;
     sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
-    if (!s || !t->remote.set || (t->require_srtp && !t->srtp_out))
+    if (!s || !transport_can_send_media(t))
         return;
     for (int i = 0; i < n; i++) {
         uint16_t out_seq = seqs[i], in_seq;
