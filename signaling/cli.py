@@ -22,12 +22,16 @@ from aiohttp import web
 from .auth import AuthConfig, Authenticator
 from .metrics import Metrics
 from .ratelimit import Rate, RateLimiter, parse_rate
-from .server import create_app, start_rooms
+from .server import CorsPolicy, create_app, start_rooms
 from .store import CallStore, StoreError
 
 logger = logging.getLogger("sfu.signaling")
 
 DEV_USERS = ("alice", "bob", "carol")
+#: The demos --dev-auth prints get rooms of their own: a call's SFU room is
+#: the call's (joined with ?as=), so the room demo cannot share its name.
+DEMO_CALL = "demo-call"
+DEMO_ROOM = "demo-room"
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -85,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="per authenticated user (SFU_RATE_LIMIT_USER, default 10/s:40)")
     r.add_argument("--rate-limit-ip", type=_rate, default=_env("SFU_RATE_LIMIT_IP", "50/s:200"),
                    help="per client IP address (SFU_RATE_LIMIT_IP, default 50/s:200)")
+    w = p.add_argument_group("browsers (CORS)")
+    w.add_argument("--cors-origin", metavar="ORIGIN", action="append", default=None,
+                   help="let pages of ORIGIN (scheme://host[:port]) call /api, /whip, /whep and Socket.IO; "
+                        "repeatable; '*' allows any origin, 'none' none (SFU_CORS_ORIGINS, comma-separated; "
+                        "default: none, i.e. same-origin pages only, but any origin with --dev-auth)")
     c = p.add_argument_group("calls")
     c.add_argument("--db", default=_env("SFU_DB", "sfu-calls.sqlite3"),
                    help="SQLite file of the call records, or :memory: (SFU_DB, default ./sfu-calls.sqlite3)")
@@ -100,6 +109,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, name, _rate(getattr(args, name)))
             except argparse.ArgumentTypeError as exc:
                 p.error(f"--{name.replace('_', '-')}: {exc}")
+    if args.cors_origin is None:  # the options win over the environment
+        env = _env("SFU_CORS_ORIGINS", None)
+        if env is not None:
+            args.cors_origin = [env]
+        elif args.dev_auth:
+            args.cors_origin = ["*"]  # development: a page on another dev server may call us (tokens still needed)
+    try:
+        args.cors = CorsPolicy.parse(args.cors_origin or [])
+    except ValueError as exc:
+        p.error(f"--cors-origin / SFU_CORS_ORIGINS: {exc}")
     try:
         args.auth_config = AuthConfig.from_options(
             secret=args.jwt_secret, public_key_file=args.jwt_public_key, algorithms=args.jwt_algorithms,
@@ -108,6 +127,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"{exc}\n(sfu-server always authenticates: give --jwt-secret / SFU_JWT_SECRET, "
                 "--jwt-public-key FILE, or --dev-auth for development)")
     return args
+
+
+def dev_banner(base: str, auth: Authenticator, cors: CorsPolicy) -> list[str]:
+    """What --dev-auth prints: tokens in the URLs of the call demo (one per
+    user of :data:`DEV_USERS`, call :data:`DEMO_CALL`) and of the room demo
+    (room :data:`DEMO_ROOM`)."""
+    lines = ["DEVELOPMENT MODE (--dev-auth): tokens below are valid for 24 h; do not use in production",
+             f"  call demo, call {DEMO_CALL}:"]
+    for user in DEV_USERS:
+        token = auth.mint(user, name=user.capitalize(), ttl_s=24 * 3600)
+        lines.append(f"  {user}: {base}/call?call={DEMO_CALL}&token={token}")
+    lines.append("  open the URLs in separate tabs: two run peer-to-peer, the third moves the call to the SFU")
+    lines.append(f"  room demo (WHIP/WHEP only), room {DEMO_ROOM}: "
+                 f"{base}/?room={DEMO_ROOM}&token={auth.mint('dev', ttl_s=24 * 3600)}")
+    lines.append(f"  CORS: pages of {cors.describe()} may call the API (--cors-origin to choose)")
+    return lines
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -126,22 +161,18 @@ async def serve(args: argparse.Namespace) -> None:
     if args.rate_limit_user or args.rate_limit_ip:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
-                     disconnect_grace_s=args.disconnect_grace)
+                     disconnect_grace_s=args.disconnect_grace, cors=args.cors)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.listen_ip, args.http_port)
     await site.start()
     base = f"http://{args.listen_ip}:{args.http_port}"
-    logger.info("sfu-server: %d worker(s), %s/, calls in %s", len(rooms.workers), base, args.db)
+    logger.info("sfu-server: %d worker(s), %s/, calls in %s, CORS origins: %s", len(rooms.workers), base, args.db,
+                args.cors.describe())
     print(f"sfu-server listening on {base}/ with {len(rooms.workers)} worker(s)", flush=True)
     if args.dev_auth:
-        print("DEVELOPMENT MODE (--dev-auth): tokens below are valid for 24 h; do not use in production", flush=True)
-        for user in DEV_USERS:
-            token = auth.mint(user, name=user.capitalize(), ttl_s=24 * 3600)
-            print(f"  {user}: {base}/call?call=demo&token={token}", flush=True)
-        print("  open the URLs in separate tabs: two run peer-to-peer, the third moves the call to the SFU",
-              flush=True)
-        print(f"  room demo (WHIP/WHEP only): {base}/?token={auth.mint('dev', ttl_s=24 * 3600)}", flush=True)
+        for line in dev_banner(base, auth, args.cors):
+            print(line, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

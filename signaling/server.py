@@ -35,14 +35,22 @@ caller is the user ``anonymous``.
 A participant can only act on its own transports, producers and consumers
 (403 on another's). Errors are JSON ``{"error": "..."}`` with a 4xx status
 naming the problem; nothing a request does can disturb another room.
+
+CORS. Pages of other origins may call /api, /whip and /whep only from the
+origins of a :class:`CorsPolicy` (none by default: same-origin only);
+:func:`cors_middleware` is the one place that answers preflights (without a
+token) and adds ``Access-Control-*`` headers, also to error answers. The
+same origins may open Socket.IO connections.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional
+from urllib.parse import urlsplit
 
 import socketio
 from aiohttp import WSMsgType, web
@@ -89,6 +97,193 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": "internal error"}, status=500)
+
+
+# ------------------------------------------------------------------ CORS
+
+#: What a page of another origin may send (If-Match: WHIP's PATCH) ...
+CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "X-Participant-Id")
+#: ... and which response headers its script may read: RFC 9725 (WHIP) asks
+#: for Location, Link and ETag; X-Sfu-Participant-Id names the WHIP/WHEP
+#: session's participant; Retry-After comes with 429.
+CORS_EXPOSE_HEADERS = ("Location", "Link", "ETag", "X-Sfu-Participant-Id", "Retry-After")
+#: Seconds a browser may cache a preflight's answer (Chromium caps it at 7200).
+CORS_MAX_AGE_S = 600
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def normalize_origin(value: str) -> str:
+    """An origin written as browsers send it in ``Origin``: lower-case
+    ``scheme://host``, ``:port`` unless the scheme's default, no trailing
+    slash (ValueError naming the value when it is not an origin)."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an origin: {exc}") from None
+    if (not parts.scheme or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment
+            or "@" in parts.netloc):
+        raise ValueError(f"{value!r} is not an origin (scheme://host[:port], e.g. https://app.example.com)")
+    scheme = parts.scheme.lower()
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}"
+
+
+@dataclass(frozen=True)
+class CorsPolicy:
+    """Which other origins' pages may use /api, /whip and /whep (and
+    Socket.IO). ``origins``: exact origins (see :func:`normalize_origin`);
+    ``any_origin``: every origin. The default allows none: same-origin
+    pages only (the browser needs no CORS for those)."""
+
+    origins: frozenset[str] = frozenset()
+    any_origin: bool = False
+
+    @classmethod
+    def parse(cls, values: Iterable[str]) -> "CorsPolicy":
+        """From option values, each an origin, a comma-separated list of
+        them, ``*`` (any origin) or ``none`` (ValueError naming a value that
+        is none of these)."""
+        origins: set[str] = set()
+        any_origin = False
+        for value in values:
+            for item in value.split(","):
+                item = item.strip()
+                if not item or item.lower() == "none":
+                    continue
+                if item == "*":
+                    any_origin = True
+                else:
+                    origins.add(normalize_origin(item))
+        return cls(frozenset(origins), any_origin)
+
+    @property
+    def enabled(self) -> bool:
+        return self.any_origin or bool(self.origins)
+
+    def allows(self, origin: Optional[str]) -> bool:
+        """True for an allowed origin. ``null`` (sandboxed frames, file:
+        pages) never is: any page can claim it."""
+        if not origin or origin == "null":
+            return False
+        return self.any_origin or origin in self.origins
+
+    def describe(self) -> str:
+        if self.any_origin:
+            return "any origin (*)"
+        if self.origins:
+            return ", ".join(sorted(self.origins))
+        return "none (same-origin pages only)"
+
+
+def _is_preflight(request: web.BaseRequest) -> bool:
+    return (request.method == "OPTIONS" and "Origin" in request.headers
+            and "Access-Control-Request-Method" in request.headers)
+
+
+def _vary_origin(headers: Any) -> None:
+    vary = headers.get("Vary", "")
+    if "origin" not in {v.strip().lower() for v in vary.split(",")}:
+        headers["Vary"] = f"{vary}, Origin" if vary.strip() else "Origin"
+
+
+def _apply_cors(headers: Any, policy: CorsPolicy, origin: Optional[str]) -> None:
+    """The CORS headers of an actual (non-preflight) answer; Access-Control-*
+    headers a handler set are replaced, so this is the only place."""
+    for name in {k for k in headers if k.lower().startswith("access-control-")}:
+        del headers[name]
+    if policy.enabled:
+        _vary_origin(headers)
+    if policy.allows(origin):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = ", ".join(CORS_EXPOSE_HEADERS)
+
+
+def _preflight(request: web.BaseRequest, policy: CorsPolicy) -> web.Response:
+    """204 with the Access-Control-Allow-* headers, or 403 naming why not
+    (the browser then refuses the request it was asking about)."""
+    origin = request.headers["Origin"]
+    method = request.headers["Access-Control-Request-Method"].strip().upper()
+    wanted = [h.strip() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()]
+    allowed_headers = {h.lower() for h in CORS_ALLOW_HEADERS}
+    problem = None
+    if not policy.allows(origin):
+        problem = (f"CORS: origin {origin} may not use this API (this server allows "
+                   f"{'other origins only when listed' if policy.enabled else 'no other origin'}: "
+                   "sfu-server --cors-origin / SFU_CORS_ORIGINS)")
+    elif method not in CORS_ALLOW_METHODS:
+        problem = f"CORS: method {method} is not allowed (allowed: {', '.join(CORS_ALLOW_METHODS)})"
+    else:
+        extra = [h for h in wanted if h.lower() not in allowed_headers]
+        if extra:
+            problem = (f"CORS: request header(s) {', '.join(extra)} not allowed "
+                       f"(allowed: {', '.join(CORS_ALLOW_HEADERS)})")
+    if problem is not None:
+        logger.info("preflight for %s %s refused: %s", method, request.path, problem)
+        return web.json_response({"error": problem}, status=403, headers={"Vary": "Origin"})
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
+        "Access-Control-Allow-Methods": ", ".join(CORS_ALLOW_METHODS),
+        "Access-Control-Allow-Headers": ", ".join(CORS_ALLOW_HEADERS),
+        "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+    }
+    if request.path.startswith(("/whip/", "/whep/")):
+        headers["Accept-Post"] = "application/sdp"
+    return web.Response(status=204, headers=headers)
+
+
+def cors_middleware(policy: CorsPolicy, applies: Callable[[str], bool] = lambda path: _protected(path)) -> Any:
+    """aiohttp middleware for the paths ``applies`` to: answers preflights
+    itself (no token needed: put it before the auth middleware) and adds
+    Access-Control-Allow-Origin (the request's origin, when ``policy``
+    allows it) and Access-Control-Expose-Headers to every other answer,
+    401, 429 and errors included. A request from an origin not allowed is
+    still served (same-origin requests carry an Origin too) but gets no
+    Access-Control-Allow-Origin, so a browser does not give its answer to
+    the page."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not applies(request.path):
+            return await handler(request)
+        if _is_preflight(request):
+            return _preflight(request, policy)
+        origin = request.headers.get("Origin")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _apply_cors(exc.headers, policy, origin)
+            raise
+        if not response.prepared:  # a WebSocket's headers are gone already (and CORS does not apply)
+            _apply_cors(response.headers, policy, origin)
+        return response
+
+    return middleware
+
+
+def _socketio_origins(policy: CorsPolicy) -> Any:
+    """python-engineio's ``cors_allowed_origins`` for ``policy``: its own
+    same-origin check when nothing is allowed, else the page's own origin
+    plus the allowed ones."""
+    if not policy.enabled:
+        return None
+    if policy.any_origin:
+        return "*"
+
+    def allowed(origin: Optional[str], environ: Mapping[str, Any]) -> bool:
+        if policy.allows(origin):
+            return True
+        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST")
+        scheme = str(environ.get("wsgi.url_scheme", "http")).split(",")[0].strip()
+        own = {f"{scheme}://{environ.get('HTTP_HOST')}", f"{scheme}://{str(host).split(',')[0].strip()}"}
+        return origin in own
+
+    return allowed
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -359,6 +554,7 @@ async def call_script(request: web.Request) -> web.FileResponse:
 
 
 LIFECYCLE = web.AppKey("lifecycle", dict)
+CORS = web.AppKey("cors", CorsPolicy)
 
 
 def _protected(path: str) -> bool:
@@ -374,6 +570,7 @@ def create_app(
     store: Optional[CallStore] = None,
     disconnect_grace_s: float = 5.0,
     switch_timeout_s: float = 15.0,
+    cors: Optional[CorsPolicy] = None,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -384,10 +581,12 @@ def create_app(
     in-memory SQLite store when None; calls left in progress by a previous
     run are ended at start-up). ``disconnect_grace_s``: how long a call
     participant may lose its Socket.IO connection before it is made to leave.
+    ``cors``: the other origins whose pages may use the API (None: none).
     """
     metrics = metrics if metrics is not None else Metrics()
     metrics.bind_rooms(rooms)
-    middlewares: list[Any] = [metrics_middleware(metrics)]
+    cors = cors if cors is not None else CorsPolicy()
+    middlewares: list[Any] = [metrics_middleware(metrics), cors_middleware(cors)]
     if auth is not None:
         middlewares.append(auth_middleware(auth, exempt=lambda path: not _protected(path),
                                            on_failure=lambda exc, req: metrics.auth_failures.inc()))
@@ -398,12 +597,14 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[ROOMS] = rooms
     app[METRICS] = metrics
+    app[CORS] = cors
     own_store = store is None
     store = store if store is not None else CallStore(":memory:")
     app[STORE] = store
     if auth is not None:
         app[AUTH] = auth
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False,
+                               cors_allowed_origins=_socketio_origins(cors), cors_credentials=False)
     sio.attach(app)
     app[SIO] = sio
     calls = CallService(rooms, store, sio, auth=auth, metrics=metrics, disconnect_grace_s=disconnect_grace_s,

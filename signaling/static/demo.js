@@ -3,7 +3,7 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const room = params.get("room") || "demo";
+const room = params.get("room") || "demo-room";
 // A server that authenticates (sfu-server always does) needs a JWT: ?token=...
 const jwt = params.get("token");
 const jwtAuth = jwt ? { Authorization: `Bearer ${jwt}` } : {};
