@@ -423,10 +423,17 @@ FLOW_JS = """async ({sfu, token, room}) => {
   };
   await step("create", async () => {
     const r = await fetch(`${sfu}/api/rooms/${room}/create`, {method: "POST", headers: auth});
-    return {status: r.status, body: await r.json()};
+    const body = await r.json();
+    return {status: r.status, body: {roomId: body.roomId, error: body.error}};
   });
   await step("join", async () => {
     const r = await fetch(`${sfu}/api/rooms/${room}/participants`, {method: "POST", headers: auth});
+    const body = await r.json();
+    return {status: r.status, body: {participantId: body.participantId, error: body.error}};
+  });
+  await step("badRequest", async () => {
+    const r = await fetch(`${sfu}/api/rooms/${room}/transports`, {
+      method: "POST", headers: {...auth, "Content-Type": "application/json"}, body: "{}"});
     return {status: r.status, body: await r.json()};
   });
   await step("badToken", async () => {
@@ -511,7 +518,7 @@ async def browser_main() -> dict:
                     await tab.goto(origins[label] + "/")
                     flow = await asyncio.wait_for(tab.evaluate(FLOW_JS, {
                         "sfu": sfu, "token": auth.mint(f"user-{label}"), "room": f"{label}-room"}), 120)
-                    flow["console"] = console[-10:]
+                    flow["console"] = console[-12:]
                     flow["roomExists"] = f"{label}-room" in rooms.rooms
                     result[label] = flow
                     await tab.close()
@@ -533,7 +540,8 @@ def test_chromium_page_of_another_origin_uses_the_api_only_when_allowed():
     ok = result["allowed"]
     assert ok["create"]["status"] == 201 and ok["create"]["body"]["roomId"] == "allowed-room", ok
     assert ok["join"]["status"] == 201 and ok["join"]["body"]["participantId"], ok
-    # an error answer (401 from the auth middleware) is readable by the page
+    # error answers (400 from the error middleware, 401 from the auth middleware) are readable by the page
+    assert ok["badRequest"]["status"] == 400 and "direction" in ok["badRequest"]["body"]["error"], ok
     assert ok["badToken"]["status"] == 401 and ok["badToken"]["body"]["error"], ok
     whip = ok["whip"]
     assert whip["status"] == 201 and whip["iceLite"] and whip["remoteSet"], whip
@@ -543,8 +551,9 @@ def test_chromium_page_of_another_origin_uses_the_api_only_when_allowed():
     assert ok["roomExists"]
 
     denied = result["denied"]
-    for name in ("create", "join", "badToken", "whip"):
+    for name in ("create", "join", "badRequest", "badToken", "whip"):
         assert denied[name].get("error") == "TypeError", (name, denied)
+    assert any("blocked by CORS policy" in line for line in denied["console"]), denied["console"]
     assert not denied["roomExists"]
     # the browser asked (preflight, 403) and sent nothing else
     from_denied = [s for s in result["seen"] if s["origin"] == result["origins"]["denied"]]
