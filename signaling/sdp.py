@@ -15,12 +15,39 @@ Typical WHIP flow::
         if answer:
             await transport.produce(section.kind, answer["rtp_parameters"])
     sdp_answer = build_answer(offer, transport, answers)
+
+Robustness: every offer a client can send either parses or raises
+:class:`SdpError` naming the line and the problem (the HTTP layer answers
+400); nothing else escapes :func:`parse_offer`, :func:`whip_media_answers`,
+:func:`offer_to_consumer_capabilities` or :func:`build_answer`
+(``tests/test_sdp_fuzz.py`` checks this on mutated real offers). Numbers are
+ASCII digits within their protocol range, tokens (media, mid, rid) follow
+RFC 8866's ``token`` grammar, duplicate attributes that agree are merged and
+ones that contradict each other (a payload type mapped twice, an extmap id
+with two URIs, two mids) are errors. Unknown attributes are ignored.
+
+Why no SDP library from PyPI: it would not make the grammar smaller. The
+WebRTC semantics (bundle-only, ssrc-groups, simulcast, extmap directions,
+mediasoup shapes) and the validation are the bulk and stay ours either way.
+``aiortc.sdp`` (already installed) raises IndexError, AssertionError or bare
+ValueError on malformed lines and knows no ``a=bundle-only``;
+``sdp-transform`` (the PyPI port of the JS grammar) splits lines into
+untyped dicts by regex and checks nothing. A small strict parser of our own
+keeps one error type with line numbers and no extra dependency in the
+request path.
+
+Bundle (RFC 8843, JSEP RFC 8829 §5.2.1 max-bundle): an m-section offered with
+port 0 *and* ``a=bundle-only`` whose mid is in the offer's BUNDLE group is
+not rejected: it is accepted inside the bundle (Firefox's video and
+GStreamer's second section under max-bundle). Only port 0 without that is a
+rejected section.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -47,6 +74,14 @@ _STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
 }
 # fmtp keys whose values are never turned into numbers (hex strings etc.).
 _STRING_FMTP_KEYS = frozenset({"profile-level-id", "sprop-parameter-sets"})
+# RFC 8866 token (media, mid, rid, ...): visible ASCII except separators.
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_LINE_END = re.compile(r"\r\n|\n|\r")
+# RFC 8122 hash functions we accept, with their digest sizes in bytes.
+_FINGERPRINT_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
+_MAX_SSRC = 0xFFFFFFFF
+_MAX_LINES = 10000
 
 
 class SdpError(ValueError):
@@ -77,7 +112,7 @@ class Codec:
 
 @dataclass
 class Extmap:
-    """An ``a=extmap`` line."""
+    """An ``a=extmap`` line (``direction`` as the offerer wrote it, e.g. Firefox's ``2/recvonly``)."""
 
     id: int
     uri: str
@@ -117,11 +152,16 @@ class MediaSection:
     ice_pwd: str | None = None
     fingerprints: list[dict[str, str]] = field(default_factory=list)
     setup: str | None = None
+    #: ``a=bundle-only`` was present (RFC 8843 §6).
+    bundle_only: bool = False
+    #: the mid is in the offer's (first) BUNDLE group; set by :func:`parse_offer`.
+    in_bundle: bool = False
 
     @property
     def rejected(self) -> bool:
-        """True when the offerer disabled the section (port 0)."""
-        return self.port == 0
+        """True when the offerer disabled the section: port 0 and not a
+        bundle-only section of the BUNDLE group (RFC 8843 §6)."""
+        return self.port == 0 and not (self.bundle_only and self.in_bundle)
 
     @property
     def cname(self) -> str | None:
@@ -132,6 +172,12 @@ class MediaSection:
     def fid(self) -> dict[int, int]:
         """Media SSRC -> RTX SSRC from ``a=ssrc-group:FID``."""
         return {g[0]: g[1] for sem, g in self.ssrc_groups if sem == "FID" and len(g) == 2}
+
+    @property
+    def msid_track(self) -> str | None:
+        """The track id of ``a=msid:<stream> <track>`` (``-`` streams included)."""
+        parts = (self.msid or "").split()
+        return parts[1] if len(parts) > 1 else None
 
     def codec(self, payload_type: int) -> Codec | None:
         """The codec with the given payload type, if any."""
@@ -150,6 +196,7 @@ class Offer:
     media: list[MediaSection]
     ice_lite: bool = False
     ice_options: list[str] = field(default_factory=list)
+    extmap_allow_mixed: bool = False
 
 
 # ---------------------------------------------------------------------------
@@ -157,17 +204,28 @@ class Offer:
 # ---------------------------------------------------------------------------
 
 
-def _int(value: str, what: str) -> int:
-    """``int(value)`` or :class:`SdpError` naming ``what``."""
-    try:
-        return int(value)
-    except ValueError:
-        raise SdpError(f"{what}: {value!r} is not an integer") from None
+def _int(value: str, what: str, low: int = 0, high: int = _MAX_SSRC) -> int:
+    """An ASCII decimal in ``[low, high]``, or :class:`SdpError` naming ``what``.
+
+    (``int()`` alone would take ``" 1_0"``, ``"+5"`` or non-ASCII digits.)
+    """
+    if not _DIGITS.fullmatch(value):
+        raise SdpError(f"{what}: {value!r} is not an integer")
+    number = int(value)
+    if not low <= number <= high:
+        raise SdpError(f"{what}: {number} is out of range [{low}, {high}]")
+    return number
+
+
+def _token(value: str, what: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        raise SdpError(f"{what}: {value!r} is not a token")
+    return value
 
 
 def _fmtp_value(key: str, value: str) -> str | int:
     """Numeric fmtp values become ints (as sdp-transform does), hex ids stay strings."""
-    if key not in _STRING_FMTP_KEYS and value.isdigit():
+    if key not in _STRING_FMTP_KEYS and _DIGITS.fullmatch(value):
         return int(value)
     return value
 
@@ -192,29 +250,38 @@ def _parse_m_line(value: str, lineno: int) -> MediaSection:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(f"line {lineno}: bad m-line 'm={value}'")
-    port = parts[1].split("/")[0]
-    if not port.isdigit():
+    kind = _token(parts[0], f"line {lineno}: m-line media")
+    port_text, _, count = parts[1].partition("/")
+    if not _DIGITS.fullmatch(port_text) or (count and not _DIGITS.fullmatch(count)):
         raise SdpError(f"line {lineno}: bad m-line port {parts[1]!r}")
-    section = MediaSection(kind=parts[0], port=int(port), protocol=parts[2], formats=parts[3:])
+    port = _int(port_text, f"line {lineno}: m-line port", 0, 65535)
+    formats = list(dict.fromkeys(parts[3:]))  # a repeated format counts once
+    section = MediaSection(kind=kind, port=port, protocol=parts[2], formats=formats)
     if section.kind in ("audio", "video"):
         for fmt in section.formats:
-            _int(fmt, f"line {lineno}: m-line payload type")
+            _int(fmt, f"line {lineno}: m-line payload type", 0, 127)
     return section
 
 
 def _parse_rtpmap(section: MediaSection, value: str, where: str) -> None:
-    """``a=rtpmap:<pt> <name>/<clock>[/<channels>]``."""
+    """``a=rtpmap:<pt> <name>/<clock>[/<channels>]``; a repeated identical line counts once."""
     pt, _, encoding = value.partition(" ")
     parts = encoding.strip().split("/")
-    if len(parts) < 2:
+    if len(parts) < 2 or len(parts) > 3:
         raise SdpError(f"{where}: bad a=rtpmap:{value}")
     codec = Codec(
-        payload_type=_int(pt, f"{where}: a=rtpmap payload type"),
-        name=parts[0],
-        clock_rate=_int(parts[1], f"{where}: a=rtpmap clock rate"),
-        channels=_int(parts[2], f"{where}: a=rtpmap channels") if len(parts) > 2 else None,
+        payload_type=_int(pt, f"{where}: a=rtpmap payload type", 0, 127),
+        name=_token(parts[0], f"{where}: a=rtpmap encoding name"),
+        clock_rate=_int(parts[1], f"{where}: a=rtpmap clock rate", 1),
+        channels=_int(parts[2], f"{where}: a=rtpmap channels", 1, 255) if len(parts) > 2 else None,
     )
-    section.codecs.append(codec)
+    previous = section.codec(codec.payload_type)
+    if previous is None:
+        section.codecs.append(codec)
+    elif (previous.name.lower(), previous.clock_rate, previous.channels or 1) != (
+        codec.name.lower(), codec.clock_rate, codec.channels or 1
+    ):
+        raise SdpError(f"{where}: payload type {codec.payload_type} mapped twice (a=rtpmap:{value})")
 
 
 def _parse_rtcp_fb(value: str, where: str) -> tuple[str, RtcpFeedback]:
@@ -225,84 +292,137 @@ def _parse_rtcp_fb(value: str, where: str) -> tuple[str, RtcpFeedback]:
     return parts[0], {"type": parts[1], "parameter": " ".join(parts[2:])}
 
 
-def _parse_extmap(value: str, where: str) -> Extmap:
-    """``a=extmap:<id>[/<direction>] <uri> [<attributes>]``."""
+def _parse_extmap(section: MediaSection, value: str, where: str) -> None:
+    """``a=extmap:<id>[/<direction>] <uri> [<attributes>]`` (RFC 8285).
+
+    The same id with the same URI again counts once; with another URI it is
+    an error.
+    """
     parts = value.split()
     if len(parts) < 2:
         raise SdpError(f"{where}: bad a=extmap:{value}")
     ext_id, _, direction = parts[0].partition("/")
-    return Extmap(_int(ext_id, f"{where}: a=extmap id"), parts[1], direction or None)
+    if direction and direction not in DIRECTIONS:
+        raise SdpError(f"{where}: bad a=extmap direction {direction!r}")
+    ext = Extmap(_int(ext_id, f"{where}: a=extmap id", 1, 255), parts[1], direction or None)
+    previous = next((e for e in section.extmaps if e.id == ext.id), None)
+    if previous is None:
+        section.extmaps.append(ext)
+    elif previous.uri != ext.uri:
+        raise SdpError(f"{where}: a=extmap id {ext.id} used for {previous.uri} and {ext.uri}")
 
 
 def _parse_ssrc(section: MediaSection, value: str, where: str) -> None:
     """``a=ssrc:<ssrc> <attribute>[:<value>]``."""
     ssrc, _, attr = value.partition(" ")
     attrs = section.ssrcs.setdefault(_int(ssrc, f"{where}: a=ssrc"), {})
-    name, _, attr_value = attr.partition(":")
-    if name:
+    name, _, attr_value = attr.strip().partition(":")
+    if name and name not in attrs:
         attrs[name] = attr_value
 
 
-def _parse_ssrc_group(value: str, where: str) -> tuple[str, list[int]]:
-    """``a=ssrc-group:<semantics> <ssrc>...``."""
+def _parse_ssrc_group(section: MediaSection, value: str, where: str) -> None:
+    """``a=ssrc-group:<semantics> <ssrc>...`` (FID and FEC-FR pair two SSRCs, SIM lists layers)."""
     parts = value.split()
-    if not parts:
+    if len(parts) < 2:
         raise SdpError(f"{where}: bad a=ssrc-group:{value}")
-    return parts[0], [_int(s, f"{where}: a=ssrc-group") for s in parts[1:]]
+    semantics = parts[0].upper()
+    ssrcs = [_int(s, f"{where}: a=ssrc-group") for s in parts[1:]]
+    if len(set(ssrcs)) != len(ssrcs):
+        raise SdpError(f"{where}: a=ssrc-group:{value} repeats an SSRC")
+    if semantics in ("FID", "FEC-FR") and len(ssrcs) != 2:
+        raise SdpError(f"{where}: a=ssrc-group:{semantics} needs two SSRCs, got {len(ssrcs)}")
+    if (semantics, ssrcs) not in section.ssrc_groups:
+        section.ssrc_groups.append((semantics, ssrcs))
 
 
 def _simulcast_rids(alternatives: str) -> list[str]:
-    """Rids of a simulcast stream list ``"h;m;~l"`` (first alternative, paused kept)."""
-    return [s.split(",")[0].lstrip("~") for s in alternatives.split(";") if s]
+    """Rids of a simulcast stream list ``"h;m;~l"`` (first alternative, paused kept).
+
+    Old Firefox wrote ``rid=h;m;l``: the ``rid=`` prefix is dropped.
+    """
+    if alternatives.startswith("rid="):
+        alternatives = alternatives[4:]
+    rids = [s.split(",")[0].lstrip("~") for s in alternatives.split(";") if s]
+    return list(dict.fromkeys(r for r in rids if _TOKEN.fullmatch(r)))
 
 
 def _parse_simulcast(section: MediaSection, value: str, where: str) -> None:
-    """``a=simulcast:send <list> [recv <list>]`` (RFC 8853)."""
+    """``a=simulcast:send <list> [recv <list>]`` (RFC 8853); a malformed line is ignored."""
     parts = value.split()
     if len(parts) % 2:
-        raise SdpError(f"{where}: bad a=simulcast:{value}")
+        return
     for direction, streams in zip(parts[::2], parts[1::2]):
         if direction == "send":
             section.simulcast_send = _simulcast_rids(streams)
         elif direction == "recv":
             section.simulcast_recv = _simulcast_rids(streams)
-        else:
-            raise SdpError(f"{where}: bad a=simulcast direction {direction!r}")
 
 
-def _parse_fingerprint(value: str, where: str) -> dict[str, str]:
-    """``a=fingerprint:<algorithm> <hex:pairs>``."""
+def _parse_fingerprint(section: MediaSection, value: str, where: str) -> None:
+    """``a=fingerprint:<algorithm> <hex:pairs>``; hashes we cannot check are skipped."""
     parts = value.split()
     if len(parts) != 2:
         raise SdpError(f"{where}: bad a=fingerprint:{value}")
-    return {"algorithm": parts[0].lower(), "value": parts[1].upper()}
+    algorithm, digest = parts[0].lower(), parts[1].upper()
+    size = _FINGERPRINT_BYTES.get(algorithm)
+    if size is None:
+        return  # e.g. md5: another line may carry a hash we support
+    if not re.fullmatch(r"[0-9A-F]{2}(:[0-9A-F]{2})*", digest) or len(digest) != 3 * size - 1:
+        raise SdpError(f"{where}: bad a=fingerprint:{value} (expected {size} hex bytes)")
+    fingerprint = {"algorithm": algorithm, "value": digest}
+    if fingerprint not in section.fingerprints:
+        section.fingerprints.append(fingerprint)
 
 
 def _parse_rid(section: MediaSection, value: str, where: str) -> None:
-    """``a=rid:<id> <send|recv> [<params>]``."""
+    """``a=rid:<id> <send|recv> [<params>]``; a malformed or repeated rid is ignored."""
     parts = value.split(maxsplit=2)
-    if len(parts) < 2 or parts[1] not in ("send", "recv"):
-        raise SdpError(f"{where}: bad a=rid:{value}")
+    if len(parts) < 2 or parts[1] not in ("send", "recv") or not _TOKEN.fullmatch(parts[0]):
+        return
+    if any(r.id == parts[0] for r in section.rids):
+        return
     section.rids.append(Rid(parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
 
 
 def _parse_setup(section: MediaSection, value: str, where: str) -> None:
     """``a=setup:<actpass|active|passive|holdconn>``."""
-    if value not in SETUP_ROLES:
+    role = value.lower()
+    if role not in SETUP_ROLES:
         raise SdpError(f"{where}: bad a=setup:{value}")
-    section.setup = value
+    section.setup = section.setup or role
 
 
-_SIMPLE_ATTRIBUTES = {"mid": "mid", "msid": "msid", "ice-ufrag": "ice_ufrag", "ice-pwd": "ice_pwd"}
-_FLAG_ATTRIBUTES = {"rtcp-mux": "rtcp_mux", "rtcp-rsize": "rtcp_rsize"}
+def _parse_mid(section: MediaSection, value: str, where: str) -> None:
+    mid = _token(value, f"{where}: a=mid")
+    if section.mid is not None and section.mid != mid:
+        raise SdpError(f"{where}: a second a=mid:{mid} in the m-section of a=mid:{section.mid}")
+    section.mid = mid
+
+
+def _first(name: str) -> Callable[[MediaSection, str, str], None]:
+    """Sets attribute ``name`` unless an earlier line did (duplicates: the first wins)."""
+
+    def apply(section: MediaSection, value: str, where: str) -> None:
+        if getattr(section, name) is None:
+            setattr(section, name, value)
+
+    return apply
+
+
+_FLAG_ATTRIBUTES = {"rtcp-mux": "rtcp_mux", "rtcp-rsize": "rtcp_rsize", "bundle-only": "bundle_only"}
 _SECTION_PARSERS: dict[str, Callable[[MediaSection, str, str], None]] = {
+    "mid": _parse_mid,
+    "msid": _first("msid"),
+    "ice-ufrag": _first("ice_ufrag"),
+    "ice-pwd": _first("ice_pwd"),
     "rtpmap": _parse_rtpmap,
-    "extmap": lambda s, v, w: s.extmaps.append(_parse_extmap(v, w)),
+    "extmap": _parse_extmap,
     "ssrc": _parse_ssrc,
-    "ssrc-group": lambda s, v, w: s.ssrc_groups.append(_parse_ssrc_group(v, w)),
+    "ssrc-group": _parse_ssrc_group,
     "rid": _parse_rid,
     "simulcast": _parse_simulcast,
-    "fingerprint": lambda s, v, w: s.fingerprints.append(_parse_fingerprint(v, w)),
+    "fingerprint": _parse_fingerprint,
     "setup": _parse_setup,
 }
 
@@ -315,9 +435,11 @@ class _Parser:
         self.media: list[MediaSection] = []
         self.fmtp: list[tuple[MediaSection, str, str]] = []
         self.rtcp_fb: list[tuple[MediaSection, str, RtcpFeedback]] = []
-        self.bundle_mids: list[str] = []
+        self.bundle_mids: list[str] | None = None
         self.ice_lite = False
         self.ice_options: list[str] = []
+        self.extmap_allow_mixed = False
+        self.explicit_direction: set[int] = set()  # id() of sections with their own a=<direction>
 
     @property
     def current(self) -> MediaSection:
@@ -326,23 +448,23 @@ class _Parser:
     def line(self, lineno: int, line: str) -> None:
         """Dispatch one ``x=value`` line."""
         if len(line) < 2 or line[1] != "=":
-            raise SdpError(f"line {lineno}: not a '<type>=<value>' line: {line!r}")
+            raise SdpError(f"line {lineno}: not a '<type>=<value>' line: {line[:80]!r}")
         kind, value = line[0], line[2:]
         if kind == "m":
             self.media.append(_parse_m_line(value, lineno))
         elif kind == "a":
             name, _, attr_value = value.partition(":")
-            self.attribute(name, attr_value.strip(), f"line {lineno}")
+            self.attribute(name.strip(), attr_value.strip(), f"line {lineno}")
 
     def attribute(self, name: str, value: str, where: str) -> None:
         """Apply one ``a=`` attribute to the current section (or the session)."""
         s = self.current
-        if name in _SIMPLE_ATTRIBUTES:
-            setattr(s, _SIMPLE_ATTRIBUTES[name], value)
-        elif name in _FLAG_ATTRIBUTES:
+        if name in _FLAG_ATTRIBUTES:
             setattr(s, _FLAG_ATTRIBUTES[name], True)
         elif name in DIRECTIONS:
-            s.direction = name
+            if id(s) not in self.explicit_direction:  # duplicates: the first wins
+                s.direction = name
+                self.explicit_direction.add(id(s))
         elif name in _SECTION_PARSERS:
             _SECTION_PARSERS[name](s, value, where)
         elif name == "fmtp":
@@ -354,26 +476,41 @@ class _Parser:
             self.session_attribute(name, value)
 
     def session_attribute(self, name: str, value: str) -> None:
-        """BUNDLE group, ice-lite and ice-options; unknown attributes are ignored."""
+        """BUNDLE group, ice-lite, ice-options, extmap-allow-mixed; unknown attributes are ignored."""
         if name == "group":
             parts = value.split()
-            if parts and parts[0] == "BUNDLE":
-                self.bundle_mids = parts[1:]
+            # one BUNDLE transport: the first group is ours, later groups would need transports of their own
+            if parts and parts[0] == "BUNDLE" and self.bundle_mids is None:
+                self.bundle_mids = list(dict.fromkeys(parts[1:]))
         elif name == "ice-lite":
             self.ice_lite = True
         elif name == "ice-options":
-            self.ice_options = value.split()
+            self.ice_options = list(dict.fromkeys(self.ice_options + value.split()))
+        elif name == "extmap-allow-mixed":
+            self.extmap_allow_mixed = True
 
-    def finish_codecs(self) -> None:
-        """Add static payload types, then apply fmtp and rtcp-fb to the codecs."""
+    def finish(self) -> None:
+        """Session-level defaults, static payload types, fmtp and rtcp-fb, bundle membership."""
+        bundle = set(self.bundle_mids or [])
+        mids: set[str] = set()
         for section in self.media:
+            if id(section) not in self.explicit_direction and id(self.session) in self.explicit_direction:
+                section.direction = self.session.direction  # RFC 8866: session level is the default
+            if section.kind in ("audio", "video"):
+                known = {e.id for e in section.extmaps}
+                section.extmaps += [copy.copy(e) for e in self.session.extmaps if e.id not in known]
+            if section.mid is not None:
+                if section.mid in mids:
+                    raise SdpError(f"a=mid:{section.mid} is used by two m-sections")
+                mids.add(section.mid)
+            section.in_bundle = section.mid is not None and section.mid in bundle
             self._add_static_codecs(section)
         for section, pt, config in self.fmtp:
-            codec = section.codec(int(pt)) if pt.isdigit() else None
+            codec = section.codec(int(pt)) if _DIGITS.fullmatch(pt) else None
             if codec is not None:
                 codec.parameters.update(parse_fmtp(config))
         for section, pt, fb in self.rtcp_fb:
-            targets = section.codecs if pt == "*" else [section.codec(int(pt))] if pt.isdigit() else []
+            targets = section.codecs if pt == "*" else [section.codec(int(pt))] if _DIGITS.fullmatch(pt) else []
             for codec in targets:
                 if codec is not None and fb not in codec.rtcp_feedback:
                     codec.rtcp_feedback.append(dict(fb))  # type: ignore[arg-type]
@@ -404,35 +541,42 @@ def _transport_attr(parser: _Parser, name: str) -> Any:
 def parse_offer(sdp: str) -> Offer:
     """Parse an SDP offer (WHIP or WHEP).
 
-    ICE credentials, DTLS fingerprints and setup may be at session or media
-    level (the session level wins). Raises :class:`SdpError` naming the line
-    or attribute on malformed input or when ``a=ice-ufrag``, ``a=ice-pwd`` or
-    ``a=fingerprint`` is missing everywhere.
+    Lines may end in CRLF, LF or CR. ICE credentials, DTLS fingerprints and
+    setup may be at session or media level (the session level wins). Raises
+    :class:`SdpError` naming the line or attribute on malformed input or
+    when ``a=ice-ufrag``, ``a=ice-pwd`` or ``a=fingerprint`` is missing
+    everywhere.
     """
-    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+    if not isinstance(sdp, str):
+        raise SdpError("the offer must be text")
+    lines = [ln for ln in _LINE_END.split(sdp) if ln.strip()]
     if not lines or not lines[0].startswith("v="):
         raise SdpError("line 1: SDP must start with 'v='")
+    if len(lines) > _MAX_LINES:
+        raise SdpError(f"{len(lines)} lines: more than {_MAX_LINES}")
     parser = _Parser()
     for lineno, line in enumerate(lines, start=1):
-        parser.line(lineno, line.rstrip())
+        parser.line(lineno, line.strip())
     if not parser.media:
         raise SdpError("no m= section")
-    parser.finish_codecs()
+    parser.finish()
     values = {n: _transport_attr(parser, n) for n in ("ice_ufrag", "ice_pwd", "fingerprints")}
-    for name, attr in (("ice_ufrag", "ice-ufrag"), ("ice_pwd", "ice-pwd"), ("fingerprints", "fingerprint")):
+    for name, attr in (("ice_ufrag", "ice-ufrag"), ("ice_pwd", "ice-pwd")):
         if not values[name]:
             raise SdpError(f"missing a={attr}")
+    if not values["fingerprints"]:
+        raise SdpError("missing a=fingerprint (with a sha-1/-224/-256/-384/-512 hash)")
     return Offer(
         ice_ufrag=values["ice_ufrag"],
         ice_pwd=values["ice_pwd"],
         fingerprints=copy.deepcopy(values["fingerprints"]),
         setup=_transport_attr(parser, "setup") or "actpass",
-        bundle_mids=parser.bundle_mids,
+        bundle_mids=parser.bundle_mids or [],
         media=parser.media,
         ice_lite=parser.ice_lite,
         ice_options=parser.ice_options,
+        extmap_allow_mixed=parser.extmap_allow_mixed,
     )
-
 
 # ---------------------------------------------------------------------------
 # Offer -> mediasoup RTP parameters / capabilities.
@@ -498,7 +642,8 @@ def _producer_codecs(section: MediaSection, router_codecs: list[Any]) -> list[Rt
 def _producer_header_extensions(
     section: MediaSection, router_extensions: list[Any]
 ) -> list[RtpHeaderExtensionParameters]:
-    """Offered extmaps whose URI the router receives for this kind."""
+    """Offered extmaps whose URI the router receives for this kind (not those
+    the offerer marked ``/recvonly`` or ``/inactive``: it will not send them)."""
     supported = {
         e["uri"]
         for e in router_extensions
@@ -507,21 +652,48 @@ def _producer_header_extensions(
     return [
         {"uri": e.uri, "id": e.id, "encrypt": False, "parameters": {}}
         for e in section.extmaps
-        if e.uri in supported
+        if e.uri in supported and e.direction not in ("recvonly", "inactive")
     ]
 
 
 def _ssrc_encodings(section: MediaSection) -> list[RtpEncodingParameters]:
-    """Encodings from a=ssrc: the SIM group's SSRCs, else the first non-RTX SSRC."""
-    fid = section.fid
+    """Encodings from a=ssrc and a=ssrc-group, whatever order the lines came in.
+
+    The SIM group's SSRCs, else the first ``a=ssrc`` that is not the second
+    SSRC of a FID (RTX) or FEC-FR group, else the first SSRC of a FID group
+    (``a=ssrc-group:FID 2 1`` with only ``a=ssrc:1``). RTX SSRCs come from FID.
+    Raises :class:`SdpError` when the groups contradict each other.
+    """
+    where = f"m-section mid={section.mid}"
+    fid: dict[int, int] = {}
+    for semantics, group in section.ssrc_groups:
+        if semantics == "FID":
+            media, rtx = group
+            if fid.setdefault(media, rtx) != rtx:
+                raise SdpError(f"{where}: SSRC {media} has two a=ssrc-group:FID (RTX {fid[media]} and {rtx})")
+    secondary = {g[1] for sem, g in section.ssrc_groups if sem in ("FID", "FEC-FR")}
     sim = next((g for sem, g in section.ssrc_groups if sem == "SIM"), None)
-    rtx_ssrcs = set(fid.values())
-    ssrcs = sim or [next(s for s in section.ssrcs if s not in rtx_ssrcs)]
+    if sim is not None:
+        primaries = sim
+    else:
+        candidates = [s for s in section.ssrcs if s not in secondary]
+        candidates = candidates or [g[0] for sem, g in section.ssrc_groups if sem == "FID"]
+        if not candidates:
+            raise SdpError(f"{where}: no media SSRC (every a=ssrc is the RTX/FEC SSRC of an a=ssrc-group)")
+        primaries = candidates[:1]
     encodings: list[RtpEncodingParameters] = []
-    for ssrc in ssrcs:
+    used: set[int] = set()
+    for ssrc in primaries:
+        if ssrc in secondary:
+            raise SdpError(f"{where}: SSRC {ssrc} is both a media SSRC and an RTX/FEC SSRC")
         encoding: RtpEncodingParameters = {"ssrc": ssrc}
+        ssrcs = [ssrc]
         if ssrc in fid:
             encoding["rtx"] = {"ssrc": fid[ssrc]}
+            ssrcs.append(fid[ssrc])
+        if used.intersection(ssrcs):
+            raise SdpError(f"{where}: SSRC {used.intersection(ssrcs).pop()} is used twice")
+        used.update(ssrcs)
         encodings.append(encoding)
     return encodings
 
@@ -538,7 +710,7 @@ def offer_encodings(section: MediaSection) -> list[RtpEncodingParameters]:
     rids = section.simulcast_send or [r.id for r in section.rids if r.direction == "send"]
     if rids and not has_sim:
         return [{"rid": rid} for rid in rids]
-    if section.ssrcs:
+    if section.ssrcs or section.ssrc_groups:
         return _ssrc_encodings(section)
     raise SdpError(f"m-section mid={section.mid}: no a=ssrc or a=rid to identify the stream")
 
@@ -579,7 +751,8 @@ def offer_to_consumer_capabilities(offer_media: MediaSection) -> RtpCapabilities
 
     Every offered codec (RTX included) with the offer's payload type as
     ``preferredPayloadType`` and its rtcp-fb; every extmap as a header
-    extension with the offer's id as ``preferredId``.
+    extension with the offer's id as ``preferredId`` (except those the
+    offerer marked ``/sendonly`` or ``/inactive``).
     """
     kind = offer_media.kind
     codecs: list[RtpCodecCapability] = []
@@ -599,32 +772,60 @@ def offer_to_consumer_capabilities(offer_media: MediaSection) -> RtpCapabilities
     extensions: list[RtpHeaderExtension] = [
         {"kind": cast(Any, kind), "uri": e.uri, "preferredId": e.id, "preferredEncrypt": False, "direction": "sendrecv"}
         for e in offer_media.extmaps
+        if e.direction not in ("sendonly", "inactive")  # the viewer would not receive them
     ]
     return {"codecs": codecs, "headerExtensions": extensions}
 
 
+def _encoding_ssrcs(params: RtpParameters) -> set[int]:
+    ssrcs: set[int] = set()
+    for encoding in params.get("encodings") or []:
+        if "ssrc" in encoding:
+            ssrcs.add(encoding["ssrc"])
+        if "rtx" in encoding:
+            ssrcs.add(encoding["rtx"]["ssrc"])
+    return ssrcs
+
+
 def whip_media_answers(
-    offer: Offer, router_rtp_capabilities: RtpCapabilities
+    offer: Offer, router_rtp_capabilities: RtpCapabilities, problems: list[str] | None = None
 ) -> list[dict[str, Any] | None]:
     """One ``media_answers`` entry per m-section for a WHIP publish.
 
-    ``None`` (rejected) for port-0, non-audio/video or non-sending sections
-    and for sections without a codec the router supports; otherwise
-    ``{"direction": "recvonly", "rtp_parameters": ...}``.
+    ``None`` (rejected) for port-0 sections (bundle-only ones are accepted),
+    non-audio/video or non-sending sections, sections without a mid, without
+    a codec the router supports or whose SSRCs another section already uses;
+    otherwise ``{"direction": "recvonly", "rtp_parameters": ...}``. With
+    ``problems`` given, the reason for each rejected audio/video section is
+    appended to it (for the 400 when nothing is accepted).
     """
     answers: list[dict[str, Any] | None] = []
+    taken: dict[int, str] = {}  # SSRC -> mid of the section that uses it
     for section in offer.media:
-        if section.rejected or section.kind not in ("audio", "video") or section.direction not in (
-            "sendrecv",
-            "sendonly",
-        ):
+        reason = None
+        if section.kind not in ("audio", "video"):
             answers.append(None)
             continue
-        try:
-            params = offer_to_producer_parameters(section, router_rtp_capabilities)
-        except SdpError:
+        if section.rejected:
+            reason = "rejected by the offer (port 0 without a=bundle-only in the BUNDLE group)"
+        elif section.direction not in ("sendrecv", "sendonly"):
+            reason = f"a={section.direction}: nothing to publish"
+        elif section.mid is None:
+            reason = "no a=mid"
+        if reason is None:
+            try:
+                params = offer_to_producer_parameters(section, router_rtp_capabilities)
+                clash = sorted(_encoding_ssrcs(params).intersection(taken))
+                if clash:
+                    raise SdpError(f"SSRC {clash[0]} is already used by m-section mid={taken[clash[0]]}")
+            except SdpError as exc:
+                reason = str(exc).removeprefix(f"m-section mid={section.mid}: ")
+        if reason is not None:
+            if problems is not None:
+                problems.append(f"{section.kind} m-section mid={section.mid}: {reason}")
             answers.append(None)
             continue
+        taken.update(dict.fromkeys(_encoding_ssrcs(params), str(section.mid)))
         answers.append({"direction": "recvonly", "rtp_parameters": params})
     return answers
 
@@ -726,7 +927,11 @@ def _accepted_section(
     lines = [f"m={section.kind} 9 {section.protocol} {pts}", "c=IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0.0.0.0"]
     lines += transport_lines[:-1]  # ICE credentials and fingerprints; candidates go last
     lines += [f"a=setup:{setup}", f"a=mid:{section.mid}"]
-    lines += [f"a=extmap:{e['id']} {e['uri']}" for e in params.get("headerExtensions") or []]
+    offered = {e.id: e.direction for e in section.extmaps}
+    for ext in params.get("headerExtensions") or []:
+        # RFC 8285 §6: the answer mirrors an offered direction (2/recvonly -> 2/sendonly)
+        ext_direction = {"recvonly": "/sendonly", "sendonly": "/recvonly"}.get(offered.get(ext["id"]) or "", "")
+        lines.append(f"a=extmap:{ext['id']}{ext_direction} {ext['uri']}")
     lines.append(f"a={direction}")
     msid = answer.get("msid") or f"sfu-{section.mid} {section.kind}-{section.mid}"
     if direction in ("sendonly", "sendrecv"):
@@ -752,6 +957,14 @@ def _transport_lines(transport_params: Any) -> list[str]:
     return lines + [CRLF.join(candidate_block)]
 
 
+def _answer_bundle(offer: Offer, accepted: list[int]) -> list[str]:
+    """Mids of the answer's BUNDLE group: every accepted mid, those of the
+    offer's BUNDLE group first and in its order, so the first mid of the
+    offer's group that we accept is the answerer-tagged one (RFC 8843 §7.3.1)."""
+    mids = [str(offer.media[i].mid) for i in accepted]
+    return [m for m in offer.bundle_mids if m in mids] + [m for m in mids if m not in offer.bundle_mids]
+
+
 def build_answer(
     offer: Offer, transport_params: Any, media_answers: Sequence[Mapping[str, Any] | None]
 ) -> str:
@@ -761,10 +974,15 @@ def build_answer(
     ``ice_candidates`` and ``dtls_parameters`` (camelCase keys also work) or
     a :class:`~sfu.webrtc_transport.WebRtcTransport`. ``media_answers`` has
     one entry per offer m-section: ``None`` (or ``{"rejected": True}``) for a
-    port-0 section, else ``{"direction", "rtp_parameters"[, "msid"]}`` with
+    section we reject (port 0 and ``a=inactive`` in the answer, as is every
+    section the offer rejected; bundle-only sections are not rejected), else ``{"direction", "rtp_parameters"[, "msid"]}`` with
     the producer's parameters (WHIP, ``recvonly``) or the consumer's (WHEP,
     ``sendonly``; ssrc/FID/msid lines are added). Raises :class:`SdpError`
     if the counts differ or nothing is accepted.
+
+    Every accepted section (a bundle-only one too) gets port 9, our ICE
+    credentials, fingerprint, candidates and ``a=rtcp-mux``, and its mid is
+    in our BUNDLE group (see :func:`_answer_bundle` for the order).
     """
     if len(media_answers) != len(offer.media):
         raise SdpError(f"{len(media_answers)} media answers for {len(offer.media)} m-sections")
@@ -780,7 +998,7 @@ def build_answer(
             raise SdpError(f"m-section {i}: missing a=mid")
     session_id = random.randint(1, 2**62)
     lines = ["v=0", f"o=- {session_id} 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
-    mids = " ".join(str(offer.media[i].mid) for i in accepted)
+    mids = " ".join(_answer_bundle(offer, accepted))
     lines += [f"a=group:BUNDLE {mids}", "a=ice-lite", "a=msid-semantic: WMS *"]
     for i, (section, answer) in enumerate(zip(offer.media, media_answers)):
         if i in accepted and answer:
