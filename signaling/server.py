@@ -278,10 +278,9 @@ def _socketio_origins(policy: CorsPolicy) -> Any:
     def allowed(origin: Optional[str], environ: Mapping[str, Any]) -> bool:
         if policy.allows(origin):
             return True
-        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST")
         scheme = str(environ.get("wsgi.url_scheme", "http")).split(",")[0].strip()
-        own = {f"{scheme}://{environ.get('HTTP_HOST')}", f"{scheme}://{str(host).split(',')[0].strip()}"}
-        return origin in own
+        hosts = (environ.get("HTTP_HOST"), environ.get("HTTP_X_FORWARDED_HOST"))
+        return origin in {f"{scheme}://{str(h).split(',')[0].strip()}" for h in hosts if h}
 
     return allowed
 
