@@ -22,7 +22,9 @@ whom (403 otherwise). A call in P2P mode has no room (409).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Optional
 
 from aiohttp import web
@@ -48,11 +50,29 @@ SDP = "application/sdp"
 async def _read_offer(request: web.Request) -> Any:
     if request.content_type != SDP:
         raise ApiError(415, f"Content-Type: must be {SDP}, got {request.content_type or 'none'}")
-    text = await request.text()
+    body = await request.read()
     try:
-        return parse_offer(text)
-    except SdpError as exc:
-        raise ApiError(400, f"SDP offer: {exc}") from None
+        text = body.decode("utf-8")  # RFC 8866 §5: SDP is UTF-8, whatever charset the header claims
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"SDP offer: not UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})") from None
+    return parse_offer(text)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _sdp_errors_are_400(handler: Handler) -> Handler:
+    """Any :class:`SdpError` of the handler (parsing, mapping, answering) is the
+    client's offer at fault: a 400 naming the problem, never a 500."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except SdpError as exc:
+            raise ApiError(400, f"SDP offer: {exc}") from None
+
+    return wrapped
 
 
 def _dtls_for_offer(offer: Any) -> dict[str, Any]:
@@ -73,6 +93,7 @@ def _call_room(request: web.Request) -> bool:
     return calls is not None and calls.owns_room(request.match_info["roomId"])
 
 
+@_sdp_errors_are_400
 async def whip_publish(request: web.Request) -> web.Response:
     offer = await _read_offer(request)
     ident = identity(request)
@@ -82,10 +103,12 @@ async def whip_publish(request: web.Request) -> web.Response:
     else:
         room, _ = await request.app[ROOMS].create_room(room_id)
         p, fresh = None, True
-    answers = whip_media_answers(offer, room.router.rtp_capabilities)
+    problems: list[str] = []
+    answers = whip_media_answers(offer, room.router.rtp_capabilities, problems)
     if not any(answers):
         raise ApiError(400, "SDP offer: no sending audio/video section with a codec the SFU supports "
-                            "(opus, VP8, VP9, H264 constrained baseline)")
+                            "(opus, VP8, VP9, H264 constrained baseline)"
+                            + (f": {'; '.join(problems)}" if problems else ""))
     if p is None:
         p = room.join(owner=ident.user_id if ident else None)
     t = None
@@ -118,6 +141,7 @@ def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer:
     return newest
 
 
+@_sdp_errors_are_400
 async def whep_view(request: web.Request) -> web.Response:
     offer = await _read_offer(request)
     ident = identity(request)
@@ -133,15 +157,19 @@ async def whep_view(request: web.Request) -> web.Response:
         consumers: list[sfu.Consumer] = []
         for section in offer.media:
             producer = None
-            if not section.rejected and section.kind in ("audio", "video") and section.direction in (
-                "recvonly", "sendrecv"
-            ):
+            # section.rejected is False for bundle-only sections (RFC 8843): they are viewed too
+            if not section.rejected and section.mid is not None and section.kind in ("audio", "video") \
+                    and section.direction in ("recvonly", "sendrecv"):
                 producer = _pick_producer(room, section.kind, wanted, p)
             if producer is None:
                 answers.append(None)
                 continue
             caps = offer_to_consumer_capabilities(section)
             try:
+                # TODO(mid, issue #9 item 5): the forwarded RTP must carry the viewer's own mid
+                # (section.mid). Pass `mid=section.mid` here once Room.consume forwards a `mid`
+                # keyword to Transport.consume(mid=...), which the engine's per-consumer MID
+                # rewriting adds; until then the consumer gets the transport's own counter as mid.
                 consumer = await room.consume(p, t.id, producer.id, caps)
             except sfu.UnsupportedError:
                 answers.append(None)
