@@ -210,7 +210,9 @@ def _int(value: str, what: str, low: int = 0, high: int = _MAX_SSRC) -> int:
     (``int()`` alone would take ``" 1_0"``, ``"+5"`` or non-ASCII digits.)
     """
     if not _DIGITS.fullmatch(value):
-        raise SdpError(f"{what}: {value!r} is not an integer")
+        if re.fullmatch(r"[0-9]+", value):
+            raise SdpError(f"{what}: {value[:20]}{'...' if len(value) > 20 else ''} is out of range [{low}, {high}]")
+        raise SdpError(f"{what}: {value[:40]!r} is not an integer")
     number = int(value)
     if not low <= number <= high:
         raise SdpError(f"{what}: {number} is out of range [{low}, {high}]")

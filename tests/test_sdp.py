@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+from pathlib import Path
 from unittest import mock
 
 import pytest
 
 from signaling.sdp import (
+    MediaSection,
     SdpError,
     build_answer,
+    offer_encodings,
     offer_to_consumer_capabilities,
     offer_to_producer_parameters,
     parse_offer,
@@ -771,3 +775,323 @@ async def test_aiortc_whep_offer_answer_accepted(loopback_only):
         for p, v in zip(whip.media, whep.media)
     ]
     assert await _accept(pc, build_answer(whep, transport_params(), answers)) == ["recvonly", "recvonly"]
+
+
+# ---------------------------------------------------------------------------
+# Real offers (tests/fixtures/sdp, captured by capture_offers.py there).
+# ---------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sdp"
+
+
+def fixture(name: str) -> str:
+    with open(FIXTURES / name, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+# file -> per m-section (kind, mid, direction, bundle-only, first codecs, SSRCs), and for
+# WHIP offers the producer encodings and codecs the router takes per section.
+REAL_OFFERS = {
+    "aiortc-1.16.0-whip-sendonly.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "G722", "PCMU", "PCMA"], [3949481012]),
+                  ("video", "1", "sendonly", False, ["VP8", "rtx", "H264"], [1771458347, 295765627])],
+        "encodings": [[{"ssrc": 3949481012}], [{"ssrc": 1771458347, "rtx": {"ssrc": 295765627}}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/H264", "video/rtx"]],
+    },
+    "aiortc-1.16.0-whep-recvonly.sdp": {
+        "media": [("audio", "0", "recvonly", False, ["opus", "G722", "PCMU", "PCMA"], [2077451924]),
+                  ("video", "1", "recvonly", False, ["VP8", "rtx", "H264"], [2085485978, 180735392])],
+    },
+    "chromium-156.0.8078.114-whip-sendonly.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "red", "G722", "PCMU"], [2729770722]),
+                  ("video", "1", "sendonly", False, ["VP8", "rtx", "H264"], [3311482314, 1478744469])],
+        "encodings": [[{"ssrc": 2729770722}], [{"ssrc": 3311482314, "rtx": {"ssrc": 1478744469}}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/H264", "video/rtx", "video/VP9", "video/rtx"]],
+    },
+    "chromium-156.0.8078.114-whip-sendonly-max-bundle.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "red", "G722", "PCMU"], [2254562588]),
+                  ("video", "1", "sendonly", False, ["VP8", "rtx", "H264"], [2517828207, 169945044])],
+        "encodings": [[{"ssrc": 2254562588}], [{"ssrc": 2517828207, "rtx": {"ssrc": 169945044}}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/H264", "video/rtx", "video/VP9", "video/rtx"]],
+    },
+    "chromium-156.0.8078.114-mediasoup-client-shape-simulcast.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "red", "G722", "PCMU"], [195429707]),
+                  ("video", "1", "sendonly", False, ["VP8", "rtx", "H264"], [])],
+        "encodings": [[{"ssrc": 195429707}], [{"rid": "r0"}, {"rid": "r1"}, {"rid": "r2"}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/H264", "video/rtx", "video/VP9", "video/rtx"]],
+    },
+    "chromium-156.0.8078.114-whep-recvonly.sdp": {
+        "media": [("audio", "0", "recvonly", False, ["opus", "red", "G722", "PCMU"], []),
+                  ("video", "1", "recvonly", False, ["VP8", "rtx", "VP9"], [])],
+    },
+    "chromium-156.0.8078.114-whep-recvonly-video-first.sdp": {
+        "media": [("video", "0", "recvonly", False, ["VP8", "rtx", "VP9"], []),
+                  ("audio", "1", "recvonly", False, ["opus", "red", "G722", "PCMU"], [])],
+    },
+    "firefox-153.8.0esr-whip-sendonly.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "G722", "PCMU", "PCMA"], [2339564777]),
+                  ("video", "1", "sendonly", False, ["VP8", "rtx", "VP9"], [4108741779, 3031237747])],
+        "encodings": [[{"ssrc": 2339564777}], [{"ssrc": 4108741779, "rtx": {"ssrc": 3031237747}}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/VP9", "video/rtx"]],
+    },
+    "firefox-153.8.0esr-whip-sendonly-max-bundle.sdp": {
+        "media": [("audio", "0", "sendonly", False, ["opus", "G722", "PCMU", "PCMA"], [1701281039]),
+                  ("video", "1", "sendonly", True, ["VP8", "rtx", "VP9"], [3555338824, 1428875446])],
+        "encodings": [[{"ssrc": 1701281039}], [{"ssrc": 3555338824, "rtx": {"ssrc": 1428875446}}]],
+        "codecs": [["audio/opus"], ["video/VP8", "video/rtx", "video/VP9", "video/rtx"]],
+    },
+    "firefox-153.8.0esr-whep-recvonly.sdp": {
+        "media": [("audio", "0", "recvonly", False, ["opus", "G722", "PCMU", "PCMA"], [3305819620]),
+                  ("video", "1", "recvonly", False, ["VP8", "rtx", "VP9"], [439544391])],
+    },
+    "gstreamer-1.22.0-webrtcbin-max-bundle-whip-sendonly-vp8.sdp": {
+        "media": [("video", "video0", "sendonly", False, ["VP8"], [2820240764]),
+                  ("audio", "audio1", "sendonly", True, ["OPUS"], [3317314588])],
+        "encodings": [[{"ssrc": 2820240764}], [{"ssrc": 3317314588}]],
+        "codecs": [["video/VP8"], ["audio/OPUS"]],
+    },
+    "gstreamer-1.22.0-webrtcbin-max-bundle-whip-sendonly-h264.sdp": {
+        "media": [("video", "video0", "sendonly", False, ["H264"], [940364124]),
+                  ("audio", "audio1", "sendonly", True, ["OPUS"], [554325739])],
+        "encodings": [[{"ssrc": 940364124}], [{"ssrc": 554325739}]],
+        "codecs": [["video/H264"], ["audio/OPUS"]],
+    },
+    "gstreamer-1.22.0-webrtcbin-max-bundle-whep-recvonly.sdp": {
+        "media": [("video", "video0", "recvonly", False, ["VP8"], []),
+                  ("audio", "audio1", "recvonly", True, ["OPUS"], [])],
+    },
+}
+
+
+def test_every_fixture_is_listed():
+    assert sorted(p.name for p in FIXTURES.glob("*.sdp")) == sorted(REAL_OFFERS)
+
+
+def _check_answer(offer, sdp, accepted):
+    """Our answer: accepted sections (bundle-only ones too) have port 9, our
+    ICE/DTLS/candidate lines and rtcp-mux; the BUNDLE group lists them,
+    starting with the first mid of the offer's group."""
+    answer = parse_offer(sdp)
+    mids = [s.mid for s, ok in zip(offer.media, accepted) if ok]
+    assert answer.bundle_mids[0] == next(m for m in offer.bundle_mids if m in mids)
+    assert sorted(answer.bundle_mids) == sorted(mids)
+    sections = sdp.split("\r\nm=")[1:]
+    assert len(sections) == len(offer.media)
+    for section, text, ok in zip(answer.media, sections, accepted):
+        assert not section.bundle_only
+        if ok:
+            assert section.port == 9 and not section.rejected
+            assert section.rtcp_mux and section.ice_ufrag == "sfuufrag1234abcd" and section.fingerprints
+            assert "a=candidate:udpcandidate 1 udp" in text and "a=end-of-candidates" in text
+        else:
+            assert section.port == 0 and section.direction == "inactive"
+
+
+@pytest.mark.parametrize("name", sorted(REAL_OFFERS))
+def test_real_offer(name):
+    expected = REAL_OFFERS[name]
+    sdp = fixture(name)
+    offer = parse_offer(sdp)
+    assert offer.setup == "actpass" and offer.fingerprints and offer.ice_ufrag and offer.ice_pwd
+    assert offer.bundle_mids == [m[1] for m in expected["media"]]
+    got = []
+    for section, (kind, *_rest, first_codecs, _ssrcs) in zip(offer.media, expected["media"]):
+        got.append((section.kind, section.mid, section.direction, section.bundle_only,
+                    [c.name for c in section.codecs][: len(first_codecs)], sorted(section.ssrcs)))
+        assert not section.rejected  # bundle-only sections are in the bundle, not rejected
+        assert section.port == 0 or not section.bundle_only
+    assert got == [(k, mid, d, bo, codecs, sorted(ssrcs)) for k, mid, d, bo, codecs, ssrcs in expected["media"]]
+    # the same parse with bare LF line ends
+    assert parse_offer(sdp.replace("\r\n", "\n")) == offer
+
+    tp = transport_params()
+    if "encodings" in expected:  # WHIP publisher
+        problems: list[str] = []
+        answers = whip_media_answers(offer, router_caps(), problems)
+        assert problems == []
+        assert [a["rtp_parameters"]["encodings"] for a in answers] == expected["encodings"]
+        assert [[c["mimeType"] for c in a["rtp_parameters"]["codecs"]] for a in answers] == expected["codecs"]
+        for section, answer in zip(offer.media, answers):
+            check_producer(answer["rtp_parameters"], section.kind)
+            assert answer["rtp_parameters"]["mid"] == section.mid
+        sdp_answer = build_answer(offer, tp, answers)
+        assert sdp_answer.count("a=recvonly\r\n") == len(offer.media)
+    else:  # WHEP viewer: consume what Chrome publishes (CHROME_WHIP)
+        publisher = {s.kind: s for s in parse_offer(CHROME_WHIP).media}
+        answers = []
+        for section in offer.media:
+            ortc.validate_rtp_capabilities(offer_to_consumer_capabilities(section))
+            params = _consumer_params(publisher[section.kind], section)
+            assert params["codecs"][0]["mimeType"].lower() == f"{section.kind}/{'opus' if section.kind == 'audio' else 'vp8'}"
+            answers.append({"direction": "sendonly", "rtp_parameters": params})
+        sdp_answer = build_answer(offer, tp, answers)
+        assert sdp_answer.count("a=sendonly\r\n") == len(offer.media)
+    _check_answer(offer, sdp_answer, [True] * len(offer.media))
+
+
+def test_firefox_extmap_directions_are_mirrored_in_the_answer():
+    offer = parse_offer(fixture("firefox-153.8.0esr-whip-sendonly-max-bundle.sdp"))
+    audio, video = offer.media
+    assert (audio.extmaps[1].id, audio.extmaps[1].direction) == (2, "recvonly")
+    answers = whip_media_answers(offer, router_caps())
+    # 6/recvonly (playout-delay) is never sent by Firefox: not part of its producer
+    assert 6 not in [e["id"] for e in answers[1]["rtp_parameters"]["headerExtensions"]]
+    whep = parse_offer(fixture("firefox-153.8.0esr-whep-recvonly.sdp"))
+    caps = offer_to_consumer_capabilities(whep.media[0])
+    assert [e["preferredId"] for e in caps["headerExtensions"]] == [e.id for e in whep.media[0].extmaps]
+    # a /recvonly extmap of a viewer's offer is answered /sendonly by us, the sender
+    whep.media[0].extmaps[1].direction = "recvonly"
+    params = {"codecs": [{"mimeType": "audio/opus", "payloadType": 109, "clockRate": 48000, "channels": 2}],
+              "headerExtensions": [{"uri": whep.media[0].extmaps[1].uri, "id": whep.media[0].extmaps[1].id}],
+              "encodings": [{"ssrc": 5}], "rtcp": {"cname": "c"}}
+    sdp = build_answer(whep, transport_params(), [{"direction": "sendonly", "rtp_parameters": params}, None])
+    assert f"a=extmap:{whep.media[0].extmaps[1].id}/sendonly {whep.media[0].extmaps[1].uri}\r\n" in sdp
+
+
+# ---------------------------------------------------------------------------
+# Bundle-only (RFC 8843 §6), issue #9.
+# ---------------------------------------------------------------------------
+
+
+def test_port_zero_is_rejected_only_without_bundle_only_in_the_group():
+    sdp = fixture("gstreamer-1.22.0-webrtcbin-max-bundle-whip-sendonly-vp8.sdp")
+    assert not parse_offer(sdp).media[1].rejected
+    assert parse_offer(sdp.replace("a=bundle-only\r\n", "")).media[1].rejected
+    # bundle-only, but its mid is not in the BUNDLE group: rejected
+    assert parse_offer(sdp.replace("a=group:BUNDLE video0 audio1", "a=group:BUNDLE video0")).media[1].rejected
+    assert parse_offer(sdp.replace("a=group:BUNDLE video0 audio1\r\n", "")).media[1].rejected
+
+
+def test_rejected_sections_and_bundle_order():
+    """The answer's BUNDLE starts with the first mid of the offer's group that
+    we accept; a section we reject is port 0, inactive and not in the group."""
+    sdp = fixture("gstreamer-1.22.0-webrtcbin-max-bundle-whip-sendonly-vp8.sdp")
+    offer = parse_offer(sdp.replace("a=group:BUNDLE video0 audio1", "a=group:BUNDLE audio1 video0"))
+    answers = whip_media_answers(offer, router_caps())
+    assert parse_offer(build_answer(offer, transport_params(), answers)).bundle_mids == ["audio1", "video0"]
+    # video (the offerer-tagged section) rejected: audio, bundle-only, becomes the tagged one
+    offer = parse_offer(sdp)
+    problems: list[str] = []
+    answers = whip_media_answers(offer, router_caps(MEDIA_CODECS[:1]), problems)
+    assert answers[0] is None and answers[1] is not None
+    assert problems == ["video m-section mid=video0: no codec supported by the router (offered: VP8/90000)"]
+    answer_sdp = build_answer(offer, transport_params(), answers)
+    _check_answer(offer, answer_sdp, [False, True])
+    # the offer's own rejection (no bundle-only) is kept
+    offer = parse_offer(sdp.replace("a=bundle-only\r\n", ""))
+    problems = []
+    answers = whip_media_answers(offer, router_caps(), problems)
+    assert answers[1] is None and "port 0" in problems[0]
+    _check_answer(offer, build_answer(offer, transport_params(), answers), [True, False])
+
+
+# ---------------------------------------------------------------------------
+# Offers that used to crash (HTTP 500) or were mis-read, issue #9.
+# ---------------------------------------------------------------------------
+
+GST_VP8 = "gstreamer-1.22.0-webrtcbin-max-bundle-whip-sendonly-vp8.sdp"
+
+
+def _with_video_ssrc_lines(lines: str) -> MediaSection:
+    """GStreamer's VP8 offer with its video a=ssrc lines replaced by ``lines``."""
+    sdp = fixture(GST_VP8)
+    kept = [ln for ln in sdp.split("\r\n") if not ln.startswith("a=ssrc:2820240764")]
+    at = kept.index("a=mid:video0")
+    return parse_offer("\r\n".join(kept[:at] + lines.strip().split("\n") + kept[at:])).media[0]
+
+
+@pytest.mark.parametrize(("lines", "encodings"), [
+    # the StopIteration of issue #9: the group names 2 as media, 1 as its RTX, only 1 has a=ssrc
+    ("a=ssrc-group:FID 2 1\na=ssrc:1 cname:c", [{"ssrc": 2, "rtx": {"ssrc": 1}}]),
+    ("a=ssrc:1 cname:c\na=ssrc:2 cname:c\na=ssrc-group:FID 2 1", [{"ssrc": 2, "rtx": {"ssrc": 1}}]),
+    ("a=ssrc-group:FID 1 2\na=ssrc:2 cname:c\na=ssrc:1 cname:c", [{"ssrc": 1, "rtx": {"ssrc": 2}}]),
+    ("a=ssrc:5 cname:c\na=ssrc-group:FEC-FR 5 6\na=ssrc:6 cname:c", [{"ssrc": 5}]),
+    ("a=ssrc:6 cname:c\na=ssrc:5 cname:c\na=ssrc-group:FEC-FR 5 6", [{"ssrc": 5}]),
+    ("a=ssrc-group:FID 12 13\na=ssrc-group:SIM 10 12\na=ssrc-group:FID 10 11\n"
+     + "\n".join(f"a=ssrc:{s} cname:c" for s in (13, 12, 11, 10)),
+     [{"ssrc": 10, "rtx": {"ssrc": 11}}, {"ssrc": 12, "rtx": {"ssrc": 13}}]),
+    ("a=ssrc-group:FID 1 2\na=ssrc-group:FID 1 2\na=ssrc:1 cname:c\na=ssrc:1 cname:c", [{"ssrc": 1, "rtx": {"ssrc": 2}}]),
+])
+def test_ssrc_groups_in_any_order(lines, encodings):
+    section = _with_video_ssrc_lines(lines)
+    assert offer_to_producer_parameters(section, router_caps())["encodings"] == encodings
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ("a=ssrc-group:FID 1 2\na=ssrc-group:FID 2 1\na=ssrc:1 cname:c", "1 is both a media SSRC and an RTX"),
+    ("a=ssrc-group:FEC-FR 2 1\na=ssrc:1 cname:c", "no media SSRC"),
+    ("a=ssrc-group:FID 1\na=ssrc:1 cname:c", "FID needs two SSRCs"),
+    ("a=ssrc-group:FID 1 1\na=ssrc:1 cname:c", "repeats an SSRC"),
+    ("a=ssrc-group:FID 1 2\na=ssrc-group:FID 1 3\na=ssrc:1 cname:c", "two a=ssrc-group:FID"),
+    ("a=ssrc-group:SIM 1 2\na=ssrc-group:FID 1 2\na=ssrc:1 cname:c", "both a media SSRC and an RTX"),
+    ("a=ssrc:99999999999 cname:c", "a=ssrc: 99999999999 is out of range"),
+])
+def test_contradicting_ssrc_groups_are_sdp_errors(lines, message):
+    with pytest.raises(SdpError, match=message):
+        offer_to_producer_parameters(_with_video_ssrc_lines(lines), router_caps())
+
+
+def test_same_ssrc_in_two_sections_rejects_the_second():
+    sdp = fixture(GST_VP8).replace("a=ssrc:3317314588", "a=ssrc:2820240764")
+    problems: list[str] = []
+    answers = whip_media_answers(parse_offer(sdp), router_caps(), problems)
+    assert answers[0] and answers[1] is None
+    assert problems == ["audio m-section mid=audio1: SSRC 2820240764 is already used by m-section mid=video0"]
+
+
+def test_msid_forms_and_session_attributes():
+    chrome = parse_offer(fixture("chromium-156.0.8078.114-whip-sendonly.sdp"))
+    assert chrome.extmap_allow_mixed and chrome.media[0].msid.startswith("- ")
+    assert chrome.media[0].msid_track == "ef1c5443-8bcf-486c-9e3e-aed4e6331ef4"
+    firefox = parse_offer(fixture("firefox-153.8.0esr-whip-sendonly.sdp"))
+    assert firefox.media[0].msid_track == "{de06a038-63c2-424f-95c3-b120a403d8c4}"
+    # Firefox's session-level a=sendrecv is the default only: each section says sendonly
+    assert [m.direction for m in firefox.media] == ["sendonly", "sendonly"]
+    sdp = fixture(GST_VP8).replace("a=sendonly\r\n", "").replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n")
+    assert [m.direction for m in parse_offer(sdp).media] == ["sendonly", "sendonly"]
+
+
+def test_line_ends_and_duplicate_attributes():
+    sdp = fixture(GST_VP8)
+    offer = parse_offer(sdp)
+    assert parse_offer(sdp.replace("\r\n", "\n")) == offer
+    assert parse_offer(sdp.replace("\r\n", "\r")) == offer
+    assert parse_offer(sdp.replace("\r\n", "\r\n\r\n")) == offer
+    doubled = "\r\n".join(
+        ln + ("\r\n" + ln if ln.startswith("a=") and not ln.startswith("a=ssrc:") else "")
+        for ln in sdp.split("\r\n")
+    )
+    again = parse_offer(doubled)
+    assert again.media == offer.media and again.fingerprints == offer.fingerprints
+    for variant in (sdp.replace("a=setup:actpass", "a=setup:ACTPASS"), sdp.replace("a=setup:actpass", "a=setup:active")):
+        assert parse_offer(variant).setup in ("actpass", "active")
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda s: s.replace("a=mid:audio1", "a=mid:video0"), "a=mid:video0 is used by two m-sections"),
+    (lambda s: s.replace("a=mid:audio1", "a=mid:audio1\r\na=mid:audio2"), "a second a=mid:audio2"),
+    (lambda s: s.replace("a=mid:audio1", "a=mid:audio 1"), "a=mid: 'audio 1' is not a token"),
+    (lambda s: s.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP8/90000\r\na=rtpmap:96 H264/90000"),
+     "payload type 96 mapped twice"),
+    (lambda s: s.replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP8/9\u0660000"), "clock rate"),
+    (lambda s: s.replace("m=video 9 ", "m=video 99999 "), "m-line port: 99999 is out of range"),
+    (lambda s: s.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video 9 UDP/TLS/RTP/SAVPF 200"), "payload type: 200"),
+    (lambda s: s.replace("m=video 9 ", "m=video \u00b2 "), "bad m-line port"),
+    (lambda s: s.replace("a=rtcp-mux\r\n", "a=extmap:3 urn:a\r\na=extmap:3 urn:b\r\n", 1), "extmap id 3 used for"),
+    (lambda s: s.replace("a=rtcp-mux\r\n", "a=extmap:3/sideways urn:a\r\n", 1), "bad a=extmap direction"),
+    (lambda s: s.replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256 ZZ"), "bad a=fingerprint"),
+    (lambda s: s.replace("a=fingerprint:sha-256 ", "a=fingerprint:md5 "), "missing a=fingerprint"),
+])
+def test_more_parse_errors(mutate, message):
+    with pytest.raises(SdpError, match=re.escape(message)):
+        parse_offer(mutate(fixture(GST_VP8)))
+
+
+def test_rid_and_simulcast_lines_are_accepted():
+    sdp = fixture("chromium-156.0.8078.114-mediasoup-client-shape-simulcast.sdp")
+    video = parse_offer(sdp).media[1]
+    assert [(r.id, r.direction) for r in video.rids] == [("r0", "send"), ("r1", "send"), ("r2", "send")]
+    # old Firefox's "rid=" form, malformed lines and a repeated rid are ignored, not errors
+    for line in ("a=simulcast: send rid=r0;r1;r2", "a=simulcast:send", "a=rid:r0", "a=rid:r0 send", "a=rid:bad\x01 send"):
+        again = parse_offer(sdp.replace("a=simulcast:send r0;r1;r2", "a=simulcast:send r0;r1;r2\r\n" + line))
+        assert offer_encodings(again.media[1]) == [{"rid": "r0"}, {"rid": "r1"}, {"rid": "r2"}]
