@@ -1,0 +1,251 @@
+"""Runs sfu-server (in-process, one worker, JWT auth) and headless Chromium
+pages that use the real mediasoup-client (tests/browser/msc/, bundled by
+esbuild into tests/browser/msc/build/msc.js) against its REST API, then
+prints one JSON line with what each page's getStats() showed.
+
+Meant to run inside a network namespace that has only `lo` (see
+tests/test_chromium.py `run_browser_script`). Usage:
+
+    python tests/browser/msc_pages.py mesh PAGES CODEC
+        PAGES pages join one room at once, each publishing audio + video
+        (CODEC: vp8, h264 or default) and consuming every other page.
+    python tests/browser/msc_pages.py late ROUNDS CODEC [keep-going]
+        ROUNDS times, in a fresh room: two pages join and consume each
+        other; once both decode, a third page joins, publishing audio then
+        video in even rounds and video then audio in odd rounds (so its
+        MIDs are "0"/"1" of the other kind than on the incumbents' receiving
+        side). Stops at the first failed round unless `keep-going`.
+    python tests/browser/msc_pages.py simulcast
+        One page produces video with three RID encodings (mediasoup-client's
+        usual simulcast); prints what the server answered.
+
+The page (tests/browser/msc/index.html) and the bundle are served by the
+sfu-server app itself under /msc/ (routes added here, on the test's copy of
+the app), so the REST calls are same-origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from demo_pages import CHROMIUM, FLAGS
+from signaling.auth import AuthConfig, Authenticator
+from signaling.server import create_app, start_rooms
+
+HERE = Path(__file__).resolve().parent / "msc"
+BUNDLE = HERE / "build" / "msc.js"
+SECRET = "msc-pages-test-secret-0123456789abcdef"
+CODECS = {"vp8": "video/VP8", "h264": "video/H264", "default": ""}
+
+#: bounds of the waits (busy shared machine: generous, never the thing tested)
+READY_S = 30.0
+RISING_S = 20.0
+
+
+def flowing(stats: dict[str, Any], others: list[str]) -> bool:
+    """Every other participant's audio and video are consumed, resumed, and
+    counted on the consumer's receiver (video decoded, audio received)."""
+    if stats is None or stats.get("status") != "ready":
+        return False
+    for pid in others:
+        for kind, counter in (("audio", "packetsReceived"), ("video", "framesDecoded")):
+            recs = [r for r in stats["remotes"] if r["participantId"] == pid and r["kind"] == kind
+                    and r["state"] == "resumed"]
+            if len(recs) != 1 or not any(i[counter] > 0 for i in recs[0]["inbound"]):
+                return False
+    return True
+
+
+def _counter(stats: dict[str, Any], pid: str, kind: str) -> int:
+    counter = "framesDecoded" if kind == "video" else "packetsReceived"
+    for r in stats["remotes"]:
+        if r["participantId"] == pid and r["kind"] == kind and r["state"] == "resumed":
+            return max((i[counter] for i in r["inbound"]), default=0)
+    return 0
+
+
+def rising(first: dict[str, Any], second: dict[str, Any], others: list[str]) -> bool:
+    return all(_counter(second, pid, kind) > _counter(first, pid, kind)
+               for pid in others for kind in ("audio", "video"))
+
+
+class Session:
+    """The server, the browser, and the pages opened so far."""
+
+    def __init__(self, browser: Browser, base_url: str, auth: Authenticator) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.auth = auth
+        self.console: list[str] = []
+        self._users = 0
+
+    async def open(self, ctx: BrowserContext, room: str, codec: str, extra: str = "") -> Page:
+        self._users += 1
+        user = f"user{self._users}"
+        page = await ctx.new_page()
+        page.on("console", lambda m: self.console.append(f"{user} {m.type}: {m.text}"[:300])
+                if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: self.console.append(f"{user} pageerror: {e}"[:300]))
+        url = f"{self.base_url}/msc/?room={room}&token={self.auth.mint(user)}"
+        if CODECS[codec]:
+            url += f"&codec={CODECS[codec]}"
+        await page.goto(url + extra)
+        return page
+
+
+async def snapshot(pages: list[Page]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(p.evaluate("() => window.mscStats ? window.mscStats() : null")
+                                        for p in pages)))
+
+
+def expected_remotes(stats: list[dict[str, Any]]) -> list[list[str]]:
+    ids = [s["participantId"] if s else None for s in stats]
+    return [[q for q in ids if q and q != me] for me in ids]
+
+
+async def wait_flowing(pages: list[Page], count: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
+    """Polls until every page sees ``count`` other participants flowing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stats = await snapshot(pages)
+        others = expected_remotes(stats)
+        if all(len(o) == count for o in others) and all(flowing(s, o) for s, o in zip(stats, others)):
+            return True, stats
+        if loop.time() > deadline:
+            return False, stats
+        await asyncio.sleep(0.25)
+
+
+async def wait_rising(pages: list[Page], first: list[dict[str, Any]], timeout: float
+                      ) -> tuple[bool, list[dict[str, Any]]]:
+    """Polls until every counter of ``first`` has grown on every page."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    others = expected_remotes(first)
+    while True:
+        stats = await snapshot(pages)
+        if all(s is not None and rising(f, s, o) for f, s, o in zip(first, stats, others)):
+            return True, stats
+        if loop.time() > deadline:
+            return False, stats
+        await asyncio.sleep(0.25)
+
+
+async def measure(pages: list[Page], timeout: float = READY_S) -> dict[str, Any]:
+    """``first``: once every page has every other flowing (or at the
+    deadline); ``second``: once every counter grew (or at the deadline)."""
+    ok_first, first = await wait_flowing(pages, len(pages) - 1, timeout)
+    ok_second, second = await wait_rising(pages, first, RISING_S if ok_first else 2.0)
+    return {"ok": ok_first and ok_second, "flowing": ok_first, "rising": ok_second,
+            "first": first, "second": second}
+
+
+async def leave(ctx: BrowserContext, pages: list[Page]) -> None:
+    for p in pages:
+        try:
+            await p.evaluate("() => window.mscLeave && window.mscLeave()")
+        except Exception:  # a page that failed must not hide the result
+            pass
+    await ctx.close()
+
+
+async def mesh(s: Session, n: int, codec: str) -> dict[str, Any]:
+    ctx = await s.browser.new_context()
+    room = f"mesh-{uuid.uuid4().hex[:8]}"
+    pages = list(await asyncio.gather(*(s.open(ctx, room, codec) for _ in range(n))))
+    result = await measure(pages)
+    await leave(ctx, pages)
+    return result
+
+
+async def late(s: Session, rounds: int, codec: str, keep_going: bool) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for r in range(rounds):
+        ctx = await s.browser.new_context()
+        room = f"late-{r}-{uuid.uuid4().hex[:8]}"
+        incumbents = list(await asyncio.gather(s.open(ctx, room, codec), s.open(ctx, room, codec)))
+        ok_before, before = await wait_flowing(incumbents, 1, READY_S)
+        entry: dict[str, Any] = {"round": r, "incumbents_flowing": ok_before, "before": before}
+        if ok_before:
+            order = "video-first" if r % 2 else "audio-first"
+            entry["newcomer_order"] = order
+            newcomer = await s.open(ctx, room, codec, f"&order={order}")
+            entry.update(await measure(incumbents + [newcomer]))
+        else:
+            entry["ok"] = False
+        await leave(ctx, incumbents + ([newcomer] if ok_before else []))
+        out.append(entry)
+        if not entry["ok"] and not keep_going:
+            break
+    return {"rounds": out, "passed": sum(1 for e in out if e["ok"]), "run": len(out)}
+
+
+async def simulcast(s: Session) -> dict[str, Any]:
+    ctx = await s.browser.new_context()
+    page = await s.open(ctx, f"simulcast-{uuid.uuid4().hex[:8]}", "vp8", "&simulcast=1")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_S
+    while True:
+        st = (await snapshot([page]))[0]
+        if st and (st["status"] in ("ready", "error") or loop.time() > deadline):
+            break
+        await asyncio.sleep(0.25)
+    await leave(ctx, [page])
+    return {"stats": st}
+
+
+async def main(mode: str, args: list[str]) -> dict[str, Any]:
+    if not BUNDLE.exists():
+        raise SystemExit(f"{BUNDLE} is missing: build it (tests/test_mediasoup_client.py does)")
+    rooms = await start_rooms(workers=1)
+    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
+    app = create_app(rooms, auth=auth)
+
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(HERE / "index.html")
+
+    async def bundle(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(BUNDLE, headers={"Content-Type": "text/javascript"})
+
+    app.router.add_get("/msc/", page)
+    app.router.add_get("/msc/msc.js", bundle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    result: dict[str, Any] = {"mode": mode, "args": args}
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            s = Session(browser, f"http://127.0.0.1:{port}", auth)
+            try:
+                if mode == "mesh":
+                    result.update(await mesh(s, int(args[0]), args[1]))
+                elif mode == "late":
+                    result.update(await late(s, int(args[0]), args[1], len(args) > 2 and args[2] == "keep-going"))
+                elif mode == "simulcast":
+                    result.update(await simulcast(s))
+                else:
+                    raise SystemExit(f"unknown mode {mode!r}")
+            finally:
+                result["console"] = s.console[-40:]
+                result["counters"] = await rooms.workers[0].get_counters()
+                await browser.close()
+    finally:
+        await runner.cleanup()
+        await rooms.close()
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2:]))), flush=True)
