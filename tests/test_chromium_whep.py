@@ -30,9 +30,10 @@ VIDEO_ONLY_RUNS = min(RUNS, 3)  # not a race: the mids differ on every packet
 
 
 def _budget(runs: int) -> int:
-    """Generous: a run that passes takes a few seconds; one that waits out its
-    media bound (20 s) or the publisher's connection bound (20 s) ~45 s."""
-    return 60 + 45 * runs
+    """Generous: a run that passes takes a few seconds; one that waits out
+    all its bounds (publisher connected, viewers connected, media flowing:
+    20 s each) about a minute."""
+    return 60 + 65 * runs
 
 
 def _runs(loss: float, runs: int = RUNS, view: str = "video,audio", publish: str = "audio,video") -> dict:

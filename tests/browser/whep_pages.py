@@ -10,14 +10,17 @@ Per run (a fresh room each time; the browser and its pages are reused):
 2. the moment its PeerConnection is `connected` (no sleep), VIEWERS pages
    each add recvonly transceivers video *then* audio (so their mids are the
    publisher's swapped), POST to /whep/{room} and set the answer;
-3. every viewer must show, within BOUND_S: video framesDecoded rising, audio
+3. every viewer must connect within BOUND_S and then show, within BOUND_S
+   more (polled, no fixed wait): video framesDecoded rising, audio
    packetsReceived rising, and every inbound-rtp stream on the transceiver
    whose m-section of the answer signals its SSRC (receiver track kind =
    inbound kind = the m-section's kind, SSRC = that m-section's a=ssrc,
    getStats' inbound `mid` = the transceiver's mid).
 
 A stream filed under the wrong transceiver (issue #9: forwarded RTP carrying
-the publisher's MID value while Chromium still stamps it) fails step 3.
+the publisher's MID value while Chromium still stamps it) fails step 3, at
+once: Chromium reports it as an inbound-rtp of the wrong kind and mid, and
+keeps it there (its demuxer latches the SSRC to the MID).
 
 Meant to run inside a network namespace that has only `lo` (see
 tests/test_chromium.py `run_browser_script`). With LOSS > 0 the SFU's shared
@@ -49,7 +52,7 @@ from signaling.server import create_app, start_rooms
 HERE = Path(__file__).resolve().parent
 PAGE = HERE / "whep_conformance.html"
 PAGE_PATH = "/whep-conformance.html"
-BOUND_S = 20.0       # per run: from the viewers' POSTs until their media must be flowing
+BOUND_S = 20.0       # per run: for the viewers to connect, then for their media to flow
 CONNECT_S = 20.0     # per run: the publisher's connection
 POLL_S = 0.2
 
@@ -154,6 +157,7 @@ async def one_run(pages: list[Page], url: str, room: str, publish: list[str], vi
         views = await asyncio.wait_for(asyncio.gather(
             *(v.evaluate("([room, kinds]) => view(room, kinds)", [room, view]) for v in viewers)), BOUND_S)
         run["timings"]["viewers_connected_ms"] = [round(v["connectedMs"]) for v in views]
+        t_view = loop.time()
         sections = [answer_sections(v["answer"]) for v in views]
         run["answer_sections"] = sections
         first: list[Optional[dict[str, int]]] = [None] * len(viewers)
@@ -170,7 +174,7 @@ async def one_run(pages: list[Page], url: str, room: str, publish: list[str], vi
                 elif flowing(m, first[i], expected):
                     done[i] = True
             # a misfiled stream stays misfiled (Chromium latches the SSRC to the MID): no need to wait
-            if run["problems"] or all(done) or loop.time() - t_conn > BOUND_S:
+            if run["problems"] or all(done) or loop.time() - t_view > BOUND_S:
                 break
             await asyncio.sleep(POLL_S)
         run["timings"]["media_s"] = round(loop.time() - t_conn, 3)
