@@ -12,6 +12,7 @@ from .errors import InvalidParametersError, InvalidStateError, UnsupportedError
 from .events import EventEmitter
 from .producer import Producer
 from .rtp_parameters import MediaKind, RtpCapabilities, RtpParameters
+from .supported_rtp_capabilities import URI_MID, URI_REPAIRED_RTP_STREAM_ID, URI_RTP_STREAM_ID
 
 if TYPE_CHECKING:
     from .router import Router
@@ -48,12 +49,23 @@ class Transport(EventEmitter):
         if self._closed:
             raise InvalidStateError(f"transport {self.id} is closed")
 
-    def _require_ssrcs(self, rtp_parameters: RtpParameters) -> None:
-        """Plain transports route by SSRC: every encoding must name one."""
-        for i, enc in enumerate(rtp_parameters.get("encodings") or []):
-            if "ssrc" not in enc:
+    @staticmethod
+    def _require_routable(rtp_parameters: RtpParameters) -> None:
+        """Incoming RTP is routed by SSRC, then MID, then RID (mediasoup's
+        RtpListener): each encoding needs an SSRC or a RID, or the producer
+        a MID with a single encoding."""
+        encodings = rtp_parameters.get("encodings") or []
+        mid = rtp_parameters.get("mid")
+        if mid is not None and not 1 <= len(mid.encode()) <= 16:
+            raise InvalidParametersError(f"rtpParameters.mid: 1 to 16 bytes, got {mid!r}")
+        for i, enc in enumerate(encodings):
+            rid = enc.get("rid")
+            if rid is not None and not 1 <= len(str(rid).encode()) <= 16:
+                raise InvalidParametersError(f"rtpParameters.encodings[{i}].rid: 1 to 16 bytes, got {rid!r}")
+            if enc.get("ssrc") is None and not rid and not (mid and len(encodings) == 1):
                 raise InvalidParametersError(
-                    f"rtpParameters.encodings[{i}].ssrc: required on this transport (it routes by SSRC)"
+                    f"rtpParameters.encodings[{i}].ssrc: required when the encoding has no rid "
+                    "and the producer no mid (incoming RTP is routed by SSRC, MID or RID)"
                 )
 
     async def produce(
@@ -87,13 +99,17 @@ class Transport(EventEmitter):
                 raise InvalidParametersError(
                     f"rtpParameters.codecs[{i}].mimeType: {codec['mimeType']} is not a {kind} codec"
                 )
-        self._require_ssrcs(params)
+        self._require_routable(params)
         caps = self.router._rtp_capabilities
         mapping = ortc.get_producer_rtp_parameters_mapping(params, caps, kind)
         consumable = ortc.get_consumable_rtp_parameters(kind, params, caps, mapping)
+        # SSRC 0: not signalled, learned from the first packet naming the
+        # producer's MID or the encoding's RID
         streams = [
-            {"ssrc": enc["ssrc"], "rtxSsrc": (enc.get("rtx") or {}).get("ssrc")} for enc in params["encodings"]
+            {"ssrc": enc.get("ssrc") or 0, "rtxSsrc": (enc.get("rtx") or {}).get("ssrc"), "rid": enc.get("rid")}
+            for enc in params["encodings"]
         ]
+        incoming_ext = {e["uri"]: e["id"] for e in params.get("headerExtensions") or []}
         pid = producer_id or str(uuid.uuid4())
         await self.router.worker._request(
             "transport.produce",
@@ -112,6 +128,10 @@ class Transport(EventEmitter):
                     if c["payloadType"] == m["payloadType"] and not ortc.is_rtx_codec(c)
                 },
                 "feedback": _producer_feedback(params, mapping),
+                "mid": params.get("mid"),
+                "midExtId": incoming_ext.get(URI_MID, 0),
+                "ridExtId": incoming_ext.get(URI_RTP_STREAM_ID, 0),
+                "rridExtId": incoming_ext.get(URI_REPAIRED_RTP_STREAM_ID, 0),
                 "paused": paused,
             },
         )
@@ -128,10 +148,18 @@ class Transport(EventEmitter):
         rtp_capabilities: RtpCapabilities,
         paused: bool = False,
         app_data: Any = None,
+        mid: Optional[str] = None,
     ) -> Consumer:
         """Starts sending the producer's media to the remote end of this transport,
-        with parameters derived from the remote's ``rtp_capabilities``."""
+        with parameters derived from the remote's ``rtp_capabilities``.
+
+        ``mid`` is the remote's m-section for this stream (an SDP answerer
+        such as WHEP knows it from the offer); by default the transport
+        numbers its consumers "0", "1", ... Every packet the consumer sends
+        carries its own MID, whatever the publisher's was."""
         self._check_open()
+        if mid is not None and not (isinstance(mid, str) and 1 <= len(mid.encode()) <= 16 and mid.isascii()):
+            raise InvalidParametersError(f"mid: 1 to 16 ASCII characters, got {mid!r}")
         producer = self.router.get_producer(producer_id)
         if producer is None:
             raise InvalidParametersError(f"producer_id: producer {producer_id!r} not found in this router")
@@ -144,14 +172,20 @@ class Transport(EventEmitter):
             )
         params = ortc.get_consumer_rtp_parameters(producer.consumable_rtp_parameters, caps, False, True)
         pt_map = _adopt_remote_payload_types(params, caps)
-        params["mid"] = str(self._next_mid)
-        self._next_mid += 1
+        if mid is None:
+            mid = str(self._next_mid)
+            self._next_mid += 1
+        params["mid"] = mid
         encoding = params["encodings"][0]
         media_codecs = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
         router_ext_ids = {e["uri"]: e["id"] for e in producer.consumable_rtp_parameters.get("headerExtensions", [])}
+        # the MID extension is written by the engine with this consumer's value
         ext_map = {
-            str(router_ext_ids[e["uri"]]): e["id"] for e in params.get("headerExtensions", []) if e["uri"] in router_ext_ids
+            str(router_ext_ids[e["uri"]]): e["id"]
+            for e in params.get("headerExtensions", [])
+            if e["uri"] in router_ext_ids and e["uri"] != URI_MID
         }
+        mid_ext_id = next((e["id"] for e in params.get("headerExtensions", []) if e["uri"] == URI_MID), 0)
         cid = str(uuid.uuid4())
         await self.router.worker._request(
             "transport.consume",
@@ -167,6 +201,8 @@ class Transport(EventEmitter):
                 "ptMap": {str(k): v for k, v in pt_map.items()},
                 "extMap": ext_map,
                 "feedback": _consumer_feedback(params),
+                "mid": mid,
+                "midExtId": mid_ext_id,
                 "paused": paused,
             },
         )

@@ -195,7 +195,10 @@ class Room:
                              exclude=p.id)
         return producer
 
-    async def consume(self, p: Participant, transport_id: str, producer_id: str, caps: Any) -> sfu.Consumer:
+    async def consume(self, p: Participant, transport_id: str, producer_id: str, caps: Any,
+                      mid: Optional[str] = None) -> sfu.Consumer:
+        """A paused consumer of ``producer_id`` for ``p``; ``mid`` is the
+        viewer's m-section for it when the viewer's SDP chose one (WHEP)."""
         t = self.transport_of(p, transport_id)
         if self.router.get_producer(producer_id) is None:
             raise ApiError(404, f"producerId: producer {producer_id} not found in room {self.id}")
@@ -203,7 +206,7 @@ class Room:
             self.guard.check_consume(self, p, self.producer_owner(producer_id))
         if not isinstance(caps, dict):
             raise ApiError(400, "rtpCapabilities: required, an object")
-        consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id})
+        consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id}, mid=mid)
         p.consumers[consumer.id] = consumer
         consumer.observer.once("close", lambda: p.consumers.pop(consumer.id, None))
         return consumer

@@ -91,6 +91,14 @@ class Publisher:
                 self.retransmitted += 1
 
 
+def rtp_header_length(data: bytes) -> int:
+    """Fixed header + CSRCs + header extension block (RFC 3550 5.3.1)."""
+    n = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10 and len(data) >= n + 4:
+        n += 4 + 4 * struct.unpack_from("!H", data, n + 2)[0]
+    return n
+
+
 @dataclass
 class Viewer:
     """Receives one stream, NACKs what is missing, recovers RTX, records times."""
@@ -113,7 +121,7 @@ class Viewer:
             return
         pt = data[1] & 0x7F
         seq, ts, ssrc = struct.unpack_from("!HII", data, 2)
-        payload = data[12:]
+        payload = data[rtp_header_length(data):]
         if self.rtx_ssrc is not None and ssrc == self.rtx_ssrc and pt == self.rtx_pt:
             seq = struct.unpack_from("!H", payload)[0]
             payload = payload[2:]

@@ -41,6 +41,10 @@ def check_all_rtp(data: bytes, mapping: dict | None = None):
     parsed = same("parse_rtp", data)
     same("rtp_extensions", data)
     same("map_extensions", data, mapping if mapping is not None else {})
+    # a consumer writing its own MID (id 1 here, or a two-byte id)
+    same("rewrite_extensions", data, mapping if mapping is not None else {}, 1, b"video0")
+    same("rewrite_extensions", data, mapping if mapping is not None else {}, 200, b"m")
+    same("rewrite_extensions", data, mapping if mapping is not None else {}, 0, b"")
     return parsed
 
 
@@ -239,6 +243,34 @@ def test_map_extensions_properties(data, mapping):
         assert C.map_extensions(out, {i: i for i in range(1, 256)}) == out
     else:
         assert out == data
+
+
+@FAST
+@given(rtp_packets(), id_maps(), st.integers(1, 255), st.binary(min_size=1, max_size=16))
+def test_rewrite_extensions_writes_the_consumers_mid(data, mapping, add_id, value):
+    """The consumer's MID element is present exactly once with its value,
+    every other mapped element is kept, the payload is untouched."""
+    assume(all(0 <= k < 256 and 0 <= v < 256 for k, v in mapping.items()))
+    try:
+        before = C.parse_rtp(data)
+        elems = C.rtp_extensions(data)
+    except ValueError:
+        return
+    opaque = before["extension"] and before["extension_profile"] != 0xBEDE and (
+        before["extension_profile"] & 0xFFF0) != 0x1000
+    out = C.rewrite_extensions(data, mapping, add_id, value)
+    if opaque:
+        assert out == data
+        return
+    after = C.parse_rtp(out)
+    for key in ("marker", "payload_type", "sequence_number", "timestamp", "ssrc", "csrcs", "payload",
+                "padding_length"):
+        assert after[key] == before[key], key
+    table = {k: v for k, v in mapping.items() if k}
+    expected = [(table[i], v) for i, v in elems if table.get(i) and table[i] != add_id]
+    if len(expected) < 32:  # the parser's limit: a full block gains nothing
+        expected.append((add_id, value))
+    assert C.rtp_extensions(out) == expected
 
 
 def test_large_packets():

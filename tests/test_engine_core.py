@@ -495,11 +495,27 @@ def test_comedia_learns_the_remote_from_the_first_packet():
     assert seqs(rig.send(media(2, 1800), addr=OTHER_ADDR)["c1"]) == [C1_INITIAL + 2]
 
 
-def test_comedia_learns_from_rtcp_too():
+def test_comedia_with_rtcp_mux_learns_from_rtp_and_takes_rtcp_from_the_senders_other_port():
+    """ffmpeg sends RTCP from RTP port + 1 even to a muxed port, and may send
+    it first: the tuple is learnt from RTP only (an RTCP-latched tuple would
+    drop all its RTP), and RTCP from the learnt host is accepted on any port."""
     rig = Rig(comedia=True, connect=False)
-    rig.send(b"\x81\xca\x00\x00", addr=("2001:db8::99", 9))
-    assert rig.e.poll_upcalls() == [("tuple", rig.s_in, rig.t_in, False, ("2001:db8::99", 9))]
-    assert rig.e.transport_tuple(rig.t_in) == (("2001:db8::99", 9), ("2001:db8::99", 9))
+    rtp_addr, rtcp_addr = ("192.0.2.77", 5004), ("192.0.2.77", 5005)
+    sr = bytes.fromhex("80c80006") + S.to_bytes(4, "big") + bytes(20)
+    rig.send(sr, addr=rtcp_addr)
+    assert rig.e.poll_upcalls() == []
+    assert rig.e.transport_tuple(rig.t_in) == (None, None)
+    assert rig.e.counters()["drop_not_connected"] == 1
+    pkt = media(1, 0)
+    assert rig.send(pkt, addr=rtp_addr)["c1"] == [expected_c1(pkt, C1_INITIAL + 1)]
+    assert rig.e.poll_upcalls() == [("tuple", rig.s_in, rig.t_in, False, rtp_addr)]
+    rig.send(sr, addr=rtcp_addr)
+    rig.send(sr, addr=("192.0.2.78", 5005))  # another host
+    c = rig.e.counters()
+    assert (c["drop_not_connected"], c["drop_unknown_source"]) == (1, 1)
+    assert rig.e.transport_stats(rig.t_in)["rtcpPacketsReceived"] == 1
+    # RTP from the other port is still refused
+    assert rig.send(media(2, 1800), addr=rtcp_addr) == {"c1": [], "c2": []}
 
 
 @pytest.mark.parametrize("data, kind", [

@@ -180,7 +180,8 @@ async def test_header_extension_ids_are_mapped_to_router_then_to_consumer(router
              tp.tuple["localPort"])
     await sub.wait_for(1)
     (r,) = sub.rtp()
-    assert r.extensions == [(3, b"\x01\x02\x03")]
+    # the unknown extension is dropped; the consumer's own MID (its id 1) is added
+    assert r.extensions == [(3, b"\x01\x02\x03"), (1, consumer.rtp_parameters["mid"].encode())]
     assert r.payload == VP8_KEY + b"payload"
 
 
@@ -328,3 +329,31 @@ async def test_new_video_consumer_starts_at_a_keyframe(router, peers):
     await pub.wait_for(1, rtcp=True)
     plis = [d for d in pub.received if len(d) >= 12 and d[1] == 206 and d[0] & 0x1F == 1]
     assert plis and int.from_bytes(plis[0][8:12], "big") == 51
+
+
+async def test_producer_without_ssrc_is_routed_by_mid_and_consumer_mid_is_its_own(router, peers):
+    """mediasoup-client and browsers without a=ssrc lines name a stream by MID
+    (and RID); each viewer's packets carry the viewer's MID, not the publisher's."""
+    pub, sub = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tp.connect(ip="127.0.0.1", port=pub.port)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1")
+    await tc.connect(ip="127.0.0.1", port=sub.port)
+    with pytest.raises(sfu.InvalidParametersError, match=r"encodings\[0\]\.ssrc: required when"):
+        await tp.produce("video", {"codecs": [VP8], "encodings": [{}]})
+    producer = await tp.produce("video", {
+        "mid": "pub-v", "codecs": [VP8], "encodings": [{}],
+        "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 9}],
+    })
+    consumer = await tc.consume(producer.id, router.rtp_capabilities, mid="viewer-1")
+    assert consumer.rtp_parameters["mid"] == "viewer-1"
+    with pytest.raises(sfu.InvalidParametersError, match="mid: 1 to 16"):
+        await tc.consume(producer.id, router.rtp_capabilities, mid="x" * 17)
+    pub.send(build_rtp(96, 1, 1, 777, VP8_KEY + b"a", extensions=[(9, b"other")]), tp.tuple["localPort"])
+    pub.send(build_rtp(96, 2, 2, 4242, VP8_KEY + b"b", extensions=[(9, b"pub-v")]), tp.tuple["localPort"])
+    pub.send(build_rtp(96, 3, 3, 4242, VP8_KEY + b"c"), tp.tuple["localPort"])
+    await sub.wait_for(2)
+    got = sub.rtp()
+    assert [r.payload for r in got] == [VP8_KEY + b"b", VP8_KEY + b"c"]
+    assert all(r.extensions == [(1, b"viewer-1")] for r in got)
+    assert (await producer.get_stats())[0]["ssrc"] == 4242

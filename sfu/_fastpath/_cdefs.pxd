@@ -37,6 +37,8 @@ cdef extern from "src/rtp.h" nogil:
     int sfu_rtp_parse(const uint8_t *buf, size_t len, sfu_rtp_t *out)
     int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p, sfu_rtp_ext_elem_t *elems, int max)
     int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t *map)
+    long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                         const uint8_t *map, uint8_t add_id, const uint8_t *add, uint8_t add_len)
     int sfu_classify(const uint8_t *buf, size_t len)
 
 cdef extern from "src/rtcp.h" nogil:
@@ -176,6 +178,8 @@ cdef extern from "src/engine.h" nogil:
     uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,
                                      const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
                                      const uint8_t *pt_map, const uint8_t *ext_map, int paused)
+    int sfu_producer_set_rtp_ids_locked(sfu_engine_t *e, uint32_t p, const char *mid, const char *const *rids,
+                                        uint8_t mid_ext_in, uint8_t rid_ext_in, uint8_t rrid_ext_in)
     int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused)
     int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t *codec_of_pt)
     int sfu_producer_set_feedback_locked(sfu_engine_t *e, uint32_t p, int nack, const uint8_t *rtx_apt,
@@ -187,6 +191,7 @@ cdef extern from "src/engine.h" nogil:
     uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
                                      uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,
                                      int paused, uint16_t initial_seq)
+    int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)

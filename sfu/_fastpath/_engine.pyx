@@ -25,8 +25,18 @@ COUNTER_NAMES = (
     "drop_upcall_full", "tx_datagrams", "tx_bytes", "tx_errors", "tx_srtp_errors",
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
     "rx_nack", "tx_nack", "rx_rtx", "tx_retransmissions", "retransmission_misses", "rx_remb", "tx_remb",
-    "tx_sr", "tx_rr", "tx_twcc", "keyframe_retries",
+    "tx_sr", "tx_rr", "tx_twcc", "keyframe_retries", "ssrc_learned",
 )
+
+def _rtp_id(value, what):
+    """A MID or RID as the engine takes it: 1 to 16 ASCII bytes, or None."""
+    if value is None or value == "":
+        return None
+    b = value.encode("ascii", "strict") if isinstance(value, str) else bytes(value)
+    if len(b) > 16 or b"\0" in b:
+        raise ValueError(f"{what}: at most 16 bytes, got {value!r}")
+    return b
+
 
 CODEC_IDS = {"vp8": 1, "video/vp8": 1, "vp9": 2, "video/vp9": 2, "h264": 3, "video/h264": 3}
 
@@ -158,6 +168,36 @@ def map_extensions(bytes data, dict mapping):
         if rc < 0:
             raise ValueError(RTP_ERRORS[rc])
         return PyBytes_FromStringAndSize(<char *>buf, n)
+    finally:
+        free(buf)
+
+
+def rewrite_extensions(bytes data, dict mapping, int add_id=0, bytes add=b""):
+    """A copy of the packet with extension ids mapped through `mapping` (ids
+    not in it removed) and, when add_id is non-zero, the element mapped to
+    add_id replaced by (add_id, add), appended when absent (what a consumer
+    does to write its own MID)."""
+    cdef uint8_t m[256]
+    cdef sfu_rtp_t p
+    cdef size_t n = len(data)
+    cdef size_t cap = n + 9000
+    if not (0 <= add_id < 256) or len(add) > 255 or (add_id and not add):
+        raise ValueError("add_id 0..255 and 1..255 bytes of add")
+    cdef uint8_t *buf = <uint8_t *>malloc(cap)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        _fill_map(m, 256, mapping, 0)
+        m[0] = 0
+        rc = sfu_rtp_parse(<const uint8_t *>PyBytes_AS_STRING(data), n, &p)
+        if rc < 0:
+            raise ValueError(RTP_ERRORS[rc])
+        out = sfu_rtp_copy_rewrite_extensions(buf, cap, <const uint8_t *>PyBytes_AS_STRING(data), n, &p, m,
+                                              <uint8_t>add_id, <const uint8_t *>PyBytes_AS_STRING(add),
+                                              <uint8_t>len(add))
+        if out < 0:
+            raise ValueError(RTP_ERRORS[out])
+        return PyBytes_FromStringAndSize(<char *>buf, out)
     finally:
         free(buf)
 
@@ -439,6 +479,45 @@ cdef class Engine:
         sfu_engine_unlock(self.e)
         if rc == -2:
             raise MemoryError("no memory for the retransmission buffer")
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
+    def set_producer_rtp_ids(self, uint32_t h, str mid=None, list rids=None, int mid_ext_id=0,
+                             int rid_ext_id=0, int rrid_ext_id=0):
+        """SSRC-less routing: the producer's MID, its streams' RIDs (None for
+        none) and the incoming extension ids of MID, RID and repaired RID.
+        Streams added with SSRC 0 are bound to the first packet naming them."""
+        cdef bytes bmid = _rtp_id(mid, "mid")
+        brids = [_rtp_id(r, "rid") for r in (rids or [])]
+        cdef const char *crids[4]
+        cdef int i
+        for i in range(4):
+            crids[i] = NULL
+        for i, r in enumerate(brids[:4]):
+            if r is not None:
+                crids[i] = <const char *>r
+        cdef const char *cmid = NULL
+        if bmid is not None:
+            cmid = bmid
+        sfu_engine_lock(self.e)
+        rc = sfu_producer_set_rtp_ids_locked(self.e, h, cmid, crids, <uint8_t>mid_ext_id, <uint8_t>rid_ext_id,
+                                             <uint8_t>rrid_ext_id)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown producer handle {h}")
+
+    def set_consumer_mid(self, uint32_t h, int ext_id, str mid):
+        """Writes ``mid`` in the MID extension (consumer id ``ext_id``) of every
+        packet the consumer sends; ext_id 0 writes none."""
+        cdef bytes bmid = _rtp_id(mid, "mid")
+        cdef const char *cmid = NULL
+        if bmid is not None:
+            cmid = bmid
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_mid_locked(self.e, h, <uint8_t>ext_id, cmid)
+        sfu_engine_unlock(self.e)
+        if rc == -2:
+            raise ValueError("mid: required (1 to 16 bytes) when the MID extension is written")
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 

@@ -267,6 +267,48 @@ def map_extensions(data: bytes, mapping: dict) -> bytes:
     return out
 
 
+def rewrite_extensions(data: bytes, mapping: dict, add_id: int = 0, add: bytes = b"") -> bytes:
+    """A copy of the packet with element ids mapped through `mapping` (ids it
+    lacks removed); with add_id, an element mapped to add_id is left out and
+    (add_id, add) appended after the others. Unlike map_extensions, an empty
+    block is always dropped (X cleared) and a packet without a block gains
+    one when something is added; an opaque profile is copied unchanged."""
+    _check_bytes(data)
+    if not (0 <= add_id < 256) or len(add) > 255 or (add_id and not add):
+        raise ValueError("add_id 0..255 and 1..255 bytes of add")
+    table = _id_map(mapping)
+    h = _parse(data)
+    if h["extension"] and h["ext_profile"] != ONE_BYTE_PROFILE and (
+            h["ext_profile"] & 0xFFF0) != TWO_BYTE_PROFILE:
+        return data
+    elems = _elements(data, h)
+    kept = [(table[eid], data[off : off + ln]) for eid, off, ln in elems
+            if table[eid] and table[eid] != add_id]
+    if add_id and len(kept) < 32:  # at most 32 elements, as the parser reads
+        kept.append((add_id, add))
+    one_byte = all(eid <= 14 and 1 <= len(value) <= 16 for eid, value in kept)
+    block = bytearray()
+    for eid, value in kept:
+        if one_byte:
+            block.append((eid << 4) | (len(value) - 1))
+        else:
+            block += bytes((eid, len(value)))
+        block += value
+    block += bytes(-len(block) % 4)
+    csrc_end = 12 + 4 * h["csrc_count"]
+    tail = data[h["header_length"] :]
+    if kept:
+        profile = ONE_BYTE_PROFILE if one_byte else TWO_BYTE_PROFILE
+        first = data[0] | 0x10
+        ext = struct.pack("!HH", profile, len(block) // 4) + bytes(block)
+    else:
+        first = data[0] & ~0x10 & 0xFF
+        ext = b""
+    if csrc_end + len(ext) + len(tail) > len(data) + MAP_EXTRA_ROOM:
+        raise _rtp_error(-8)
+    return bytes((first,)) + data[1:csrc_end] + ext + tail
+
+
 def build_rtp(
     *,
     payload_type: int = 96,

@@ -504,6 +504,12 @@ class WorkerState:
             remb_floor_bps=self.remb_floor_bps,
             clock_rate=int(fb.get("clockRate") or 0),
         )
+        rids = [s.get("rid") for s in data["streams"]]
+        if data.get("mid") or any(rids):
+            self.engine.set_producer_rtp_ids(
+                handle, data.get("mid"), rids, int(data.get("midExtId") or 0), int(data.get("ridExtId") or 0),
+                int(data.get("rridExtId") or 0),
+            )
         self.producers[pid] = ProducerState(pid, handle, tid, data["kind"])
         t.producer_ids.add(pid)
 
@@ -523,6 +529,8 @@ class WorkerState:
         )
         fb = data.get("feedback") or {}
         self.engine.set_consumer_feedback(handle, nack=bool(fb.get("nack")), rtx_pt=int(fb.get("rtxPt") or 0))
+        if data.get("midExtId"):
+            self.engine.set_consumer_mid(handle, int(data["midExtId"]), str(data["mid"]))
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)

@@ -135,6 +135,7 @@ static void free_transport(void *p)
 {
     sfu_transport_t *t = p;
     free(t->routes);
+    free(t->pending);
     free(t->consumers);
     free(t->twcc);
     free(t);
@@ -234,21 +235,27 @@ static void addr_set(sfu_addr_t *a, const struct sockaddr *sa, socklen_t len)
     a->set = 1;
 }
 
-static int addr_equal(const sfu_addr_t *a, const struct sockaddr *sa)
+/* Same IP (and, with ports, same port). */
+static int addr_match(const sfu_addr_t *a, const struct sockaddr *sa, int ports)
 {
     if (a->addr.ss_family != sa->sa_family)
         return 0;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
         const struct sockaddr_in *y = (const struct sockaddr_in *)sa;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+        return (!ports || x->sin_port == y->sin_port) && x->sin_addr.s_addr == y->sin_addr.s_addr;
     }
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
         const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)sa;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+        return (!ports || x->sin6_port == y->sin6_port) && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
     }
     return 0;
+}
+
+static int addr_equal(const sfu_addr_t *a, const struct sockaddr *sa)
+{
+    return addr_match(a, sa, 1);
 }
 
 static int sockaddr_equal(const struct sockaddr *a, const struct sockaddr *b)
@@ -544,6 +551,24 @@ static int route_add(sfu_transport_t *t, uint32_t ssrc, sfu_producer_t *p, int s
     return 0;
 }
 
+static int pending_add(sfu_transport_t *t, sfu_producer_t *p, int stream, int is_rtx)
+{
+    if (t->npending == t->pending_cap) {
+        uint32_t ncap = t->pending_cap ? t->pending_cap * 2 : 8;
+        struct sfu_route *r = realloc(t->pending, ncap * sizeof(*r));
+        if (!r)
+            return -1;
+        t->pending = r;
+        t->pending_cap = ncap;
+    }
+    t->pending[t->npending].ssrc = 0;
+    t->pending[t->npending].producer = p;
+    t->pending[t->npending].stream = (uint16_t)stream;
+    t->pending[t->npending].is_rtx = (uint16_t)is_rtx;
+    t->npending++;
+    return 0;
+}
+
 static void routes_remove_producer(sfu_transport_t *t, sfu_producer_t *p)
 {
     uint32_t j = 0;
@@ -551,6 +576,11 @@ static void routes_remove_producer(sfu_transport_t *t, sfu_producer_t *p)
         if (t->routes[i].producer != p)
             t->routes[j++] = t->routes[i];
     t->nroutes = j;
+    j = 0;
+    for (uint32_t i = 0; i < t->npending; i++)
+        if (t->pending[i].producer != p)
+            t->pending[j++] = t->pending[i];
+    t->npending = j;
 }
 
 static int map_is_identity(const uint8_t *map, int n)
@@ -578,7 +608,7 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t th, int kind_video, i
     memcpy(p->pt_map, pt_map, 128);
     memcpy(p->ext_map, ext_map, 256);
     p->ext_identity = map_is_identity(p->ext_map, 256);
-    uint32_t nroutes_before = t->nroutes;
+    uint32_t nroutes_before = t->nroutes, npending_before = t->npending;
     memset(p->rtx_apt, 0xff, sizeof(p->rtx_apt));
     sfu_remb_agg_init(&p->remb);
     for (int i = 0; i < nstreams; i++) {
@@ -587,8 +617,13 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t th, int kind_video, i
         p->streams[i].score = 10;
         p->streams[i].ssrc = ssrcs[i];
         p->streams[i].rtx_ssrc = rtx_ssrcs ? rtx_ssrcs[i] : 0;
-        if (route_add(t, ssrcs[i], p, i, 0) < 0 || (p->streams[i].rtx_ssrc && route_add(t, p->streams[i].rtx_ssrc, p, i, 1) < 0)) {
+        /* an SSRC of 0 was not signalled: learned later (MID/RID) */
+        int rc = ssrcs[i] ? route_add(t, ssrcs[i], p, i, 0) : pending_add(t, p, i, 0);
+        if (rc == 0)
+            rc = p->streams[i].rtx_ssrc ? route_add(t, p->streams[i].rtx_ssrc, p, i, 1) : pending_add(t, p, i, 1);
+        if (rc < 0) {
             t->nroutes = nroutes_before;
+            t->npending = npending_before;
             free(p);
             return 0;
         }
@@ -596,10 +631,36 @@ uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t th, int kind_video, i
     p->handle = sfu_table_add(&e->producers, p);
     if (!p->handle) {
         t->nroutes = nroutes_before;
+        t->npending = npending_before;
         free(p);
         return 0;
     }
     return p->handle;
+}
+
+/* Copies a MID/RID string; 0 when absent or longer than SFU_MAX_RTP_ID. */
+static uint8_t rtp_id_copy(uint8_t dst[SFU_MAX_RTP_ID], const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n == 0 || n > SFU_MAX_RTP_ID)
+        return 0;
+    memcpy(dst, src, n);
+    return (uint8_t)n;
+}
+
+int sfu_producer_set_rtp_ids_locked(sfu_engine_t *e, uint32_t h, const char *mid, const char *const *rids,
+                                    uint8_t mid_ext_in, uint8_t rid_ext_in, uint8_t rrid_ext_in)
+{
+    sfu_producer_t *p = sfu_producer_get(e, h);
+    if (!p)
+        return -1;
+    p->mid_len = rtp_id_copy(p->mid, mid);
+    for (int i = 0; i < p->nstreams; i++)
+        p->streams[i].rid_len = rtp_id_copy(p->streams[i].rid, rids ? rids[i] : NULL);
+    p->mid_ext_in = mid_ext_in;
+    p->rid_ext_in = rid_ext_in;
+    p->rrid_ext_in = rrid_ext_in;
+    return 0;
 }
 
 int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
@@ -731,6 +792,19 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     p->consumers[p->nconsumers++] = c;
     t->consumers[t->nconsumers++] = c;
     return c->handle;
+}
+
+int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t h, uint8_t ext_id, const char *mid)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    uint8_t len = rtp_id_copy(c->mid, mid);
+    if (ext_id && !len)
+        return -2;
+    c->mid_len = ext_id ? len : 0;
+    c->mid_ext_id = ext_id;
+    return 0;
 }
 
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
@@ -912,22 +986,28 @@ static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now
     }
 }
 
-/* Rewrites a copy of a router-level packet for one consumer: SSRC, sequence
- * number, timestamp, payload type and (when its map is not the identity)
- * header extension ids. */
-static inline int consumer_rewrite(const sfu_consumer_t *c, uint8_t *out, size_t *olen, const sfu_rtp_t *rtp,
-                                   uint16_t seq, uint32_t ts, uint8_t pt)
+/* Writes a router-level packet into `out` as one consumer sends it: SSRC,
+ * sequence number, timestamp, payload type, and header extensions (ids
+ * through the consumer's map, RID/RRID removed, the consumer's own MID
+ * written). One copy. Returns the length, or -1 when it does not fit. */
+static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const uint8_t *src, size_t len,
+                                  const sfu_rtp_t *rtp, uint16_t seq, uint32_t ts, uint8_t pt)
 {
+    long olen;
+    if (c->mid_ext_id || (!c->ext_identity && rtp->extension)) {
+        olen = sfu_rtp_copy_rewrite_extensions(out, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, src, len, rtp,
+                                               c->ext_map, c->mid_ext_id, c->mid, c->mid_len);
+        if (olen < 0)
+            return -1;
+    } else {
+        memcpy(out, src, len);
+        olen = (long)len;
+    }
     sfu_rtp_set_ssrc(out, c->ssrc);
     sfu_rtp_set_seq(out, seq);
     sfu_rtp_set_timestamp(out, ts);
     sfu_rtp_set_payload_type(out, pt);
-    if (!c->ext_identity && rtp->extension) {
-        sfu_rtp_t q = *rtp;
-        if (sfu_rtp_map_extensions(out, olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, &q, c->ext_map) < 0)
-            return -1;
-    }
-    return 0;
+    return olen;
 }
 
 /* SRTP-protects an outgoing RTP packet in place when the transport has keys. */
@@ -994,13 +1074,13 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
         if (!slot)
             return;
         uint8_t *out = slot->data;
-        memcpy(out, buf, len);
-        size_t olen = len;
         uint32_t ots = rtp->timestamp + c->ts_offset;
-        if (consumer_rewrite(c, out, &olen, rtp, oseq, ots, opt) < 0) {
+        long wlen = consumer_write(c, out, buf, len, rtp, oseq, ots, opt);
+        if (wlen < 0) {
             c->dropped++;
             continue;
         }
+        size_t olen = (size_t)wlen;
         if (transport_protect(e, t, out, &olen) < 0)
             continue;
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
@@ -1015,6 +1095,67 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
             c->last_ts_ms = now_ms;
         }
     }
+}
+
+static const sfu_rtp_ext_elem_t *ext_find(const sfu_rtp_ext_elem_t *elems, int n, uint8_t id)
+{
+    if (!id)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        if (elems[i].id == id)
+            return &elems[i];
+    return NULL;
+}
+
+static int ext_equals(const uint8_t *buf, const sfu_rtp_ext_elem_t *el, const uint8_t *value, uint8_t len)
+{
+    return el && len && el->length == len && memcmp(buf + el->offset, value, len) == 0;
+}
+
+/* A packet from an SSRC no route knows: the first pending stream it names
+ * (mediasoup's RtpListener order: the producer's MID, then the stream's RID,
+ * or the repaired RID for RTX) is bound to its SSRC from now on. */
+static struct sfu_route *route_learn(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *buf, const sfu_rtp_t *rtp)
+{
+    if (!rtp->extension)
+        return NULL;
+    sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
+    int n = sfu_rtp_ext_elements(buf, rtp, elems, SFU_RTP_MAX_EXTENSIONS);
+    if (n <= 0)
+        return NULL;
+    for (uint32_t i = 0; i < t->npending; i++) {
+        struct sfu_route pr = t->pending[i];
+        sfu_producer_t *p = pr.producer;
+        int is_rtx = p->rtx_apt[rtp->payload_type] != 0xff;
+        if (is_rtx != pr.is_rtx || (!is_rtx && p->pt_map[rtp->payload_type] == SFU_PT_NONE))
+            continue;
+        const sfu_rtp_ext_elem_t *mid = ext_find(elems, n, p->mid_ext_in);
+        int mid_ok = ext_equals(buf, mid, p->mid, p->mid_len);
+        if (mid && p->mid_len && !mid_ok)
+            continue; /* another producer's MID */
+        sfu_producer_stream_t *st = &p->streams[pr.stream];
+        int stream_ok;
+        if (st->rid_len) {
+            const sfu_rtp_ext_elem_t *rid = ext_find(elems, n, is_rtx ? p->rrid_ext_in : p->rid_ext_in);
+            if (!rid && is_rtx)
+                rid = ext_find(elems, n, p->rid_ext_in);
+            stream_ok = ext_equals(buf, rid, st->rid, st->rid_len);
+        } else {
+            stream_ok = mid_ok && p->nstreams == 1;
+        }
+        if (!stream_ok)
+            continue;
+        if (route_add(t, rtp->ssrc, p, pr.stream, pr.is_rtx) < 0)
+            return NULL;
+        if (is_rtx)
+            st->rtx_ssrc = rtp->ssrc;
+        else
+            st->ssrc = rtp->ssrc;
+        t->pending[i] = t->pending[--t->npending];
+        e->counters[SFU_C_SSRC_LEARNED]++;
+        return &t->routes[t->nroutes - 1];
+    }
+    return NULL;
 }
 
 static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_t len, size_t cap, uint64_t now_ms,
@@ -1052,6 +1193,8 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
             break;
         }
     }
+    if (!r && t->npending)
+        r = route_learn(e, t, buf, &rtp);
     if (!r) {
         e->counters[SFU_C_DROP_UNKNOWN_SSRC]++;
         t->drops++;
@@ -1159,6 +1302,8 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
     if (!p->kind_video || stream < 0 || stream >= p->nstreams)
         return;
     sfu_producer_stream_t *st = &p->streams[stream];
+    if (!st->ssrc)
+        return; /* SSRC not learned yet: nothing to address */
     if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < e->keyframe_request_interval_ms) {
         /* Coalesce: one more request when the interval ends, whatever the
          * number of viewers asking meanwhile (a viewer that joined after
@@ -1495,10 +1640,10 @@ static void retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, s
         if (!slot)
             return;
         uint8_t *out = slot->data;
-        memcpy(out, orig, len);
-        size_t olen = len;
-        if (consumer_rewrite(c, out, &olen, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt) < 0)
+        long wlen = consumer_write(c, out, orig, len, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt);
+        if (wlen < 0)
             continue;
+        size_t olen = (size_t)wlen;
         if (c->rtx_pt && c->rtx_ssrc) {
             c->rtx_seq++;
             if (sfu_rtx_encapsulate(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, c->rtx_pt, c->rtx_ssrc,
@@ -1671,10 +1816,14 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
     }
     sfu_addr_t *remote = s->is_rtcp ? &t->remote_rtcp : &t->remote;
     struct sfu_latch latch = {NULL, NULL, src, src_len};
+    /* comedia with RTP and RTCP on one port: senders such as ffmpeg still
+     * send RTCP from a port of its own (RTP port + 1), so the tuple is learnt
+     * from RTP only, and RTCP is taken from the learnt host on any port */
+    int rtcp_from_elsewhere = kind == SFU_PKT_RTCP && t->comedia && !s->is_rtcp && t->rtcp_socket == t->rtp_socket;
     if (t->ice) {
         /* the tuple map already vouched for the source */
     } else if (!remote->set) {
-        if (!t->comedia) {
+        if (!t->comedia || rtcp_from_elsewhere) {
             e->counters[SFU_C_DROP_NOT_CONNECTED]++;
             t->drops++;
             return;
@@ -1683,7 +1832,7 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
          * and parses (a forged datagram must not capture the tuple) */
         latch.socket = s;
         latch.remote = remote;
-    } else if (!addr_equal(remote, src)) {
+    } else if (!addr_equal(remote, src) && !(rtcp_from_elsewhere && addr_match(remote, src, 0))) {
         e->counters[SFU_C_DROP_UNKNOWN_SOURCE]++;
         t->drops++;
         return;

@@ -32,6 +32,7 @@
 #define SFU_MAX_DATAGRAM 1600     /* larger RTP/RTCP datagrams are dropped */
 #define SFU_OUTBOX_SLOTS 4096
 #define SFU_MAX_STREAMS 4         /* encodings per producer */
+#define SFU_MAX_RTP_ID 16         /* longest MID / RID (one-byte extension element) */
 #define SFU_SRTP_TRAILER_ROOM 160 /* tag + MKI + SRTCP index */
 #define SFU_PT_NONE 0xff
 
@@ -77,6 +78,7 @@ enum sfu_counter {
     SFU_C_TX_RR,
     SFU_C_TX_TWCC,
     SFU_C_KEYFRAME_RETRIES,
+    SFU_C_SSRC_LEARNED,
     SFU_C_COUNT
 };
 
@@ -173,6 +175,11 @@ typedef struct sfu_transport {
     /* SSRC -> producer stream table (linear: a transport sends few streams) */
     uint32_t nroutes, routes_cap;
     struct sfu_route { uint32_t ssrc; struct sfu_producer *producer; uint16_t stream; uint16_t is_rtx; } *routes;
+    /* streams whose SSRC the producer did not signal: learned from the first
+     * packet that carries the producer's MID and/or the stream's RID (RRID
+     * for RTX), as mediasoup's RtpListener does; then moved to routes */
+    uint32_t npending, pending_cap;
+    struct sfu_route *pending;
     uint32_t nconsumers;   /* consumers sending on this transport */
 } sfu_transport_t;
 
@@ -199,6 +206,8 @@ typedef struct {
     uint64_t bytes_at_last_rate, rate_bps;
     uint8_t last_fraction_lost;
     int score;
+    uint8_t rid_len;                /* RID of the stream (0: none) */
+    uint8_t rid[SFU_MAX_RTP_ID];
 } sfu_producer_stream_t;
 
 typedef struct sfu_producer {
@@ -220,6 +229,11 @@ typedef struct sfu_producer {
     uint64_t last_remb_bps;
     uint32_t nconsumers, consumers_cap;
     struct sfu_consumer **consumers;
+    /* SSRC-less routing: the producer's MID and the incoming ids of the MID,
+     * RID and repaired-RID extensions (0: not negotiated) */
+    uint8_t mid_len;
+    uint8_t mid[SFU_MAX_RTP_ID];
+    uint8_t mid_ext_in, rid_ext_in, rrid_ext_in;
 } sfu_producer_t;
 
 typedef struct sfu_consumer {
@@ -236,6 +250,11 @@ typedef struct sfu_consumer {
     uint8_t pt_map[128];   /* router payload type -> consumer payload type */
     uint8_t ext_map[256];  /* router extension id -> consumer id (0 drops) */
     int ext_identity;
+    /* The consumer's own MID, written on every packet it sends in place of
+     * the publisher's (RFC 8843 9.2: the receiver files packets by it) */
+    uint8_t mid_ext_id;    /* consumer id of the MID extension (0: none) */
+    uint8_t mid_len;
+    uint8_t mid[SFU_MAX_RTP_ID];
     sfu_seqmgr_t seq;
     int ts_started;
     uint32_t ts_offset;
@@ -342,6 +361,12 @@ int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t t);
 uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,
                                  const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,
                                  const uint8_t pt_map[128], const uint8_t ext_map[256], int paused);
+/* SSRC-less routing (mediasoup's RtpListener: SSRC, then MID, then RID):
+ * the producer's MID (may be NULL), its streams' RIDs (rids[i] may be NULL),
+ * and the incoming extension ids carrying them. Streams added with SSRC 0
+ * are bound to the SSRC of the first packet that names them. */
+int sfu_producer_set_rtp_ids_locked(sfu_engine_t *e, uint32_t p, const char *mid, const char *const *rids,
+                                    uint8_t mid_ext_in, uint8_t rid_ext_in, uint8_t rrid_ext_in);
 int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t p, int paused);
 /* Which codec each router payload type carries (SFU_CODEC_*), for keyframe detection. */
 int sfu_producer_set_codecs_locked(sfu_engine_t *e, uint32_t p, const uint8_t codec_of_pt[128]);
@@ -355,6 +380,8 @@ int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t p);
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32_t ssrc, uint32_t rtx_ssrc,
                                  uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
                                  int paused, uint16_t initial_seq);
+/* The MID written on every packet of the consumer (ext_id 0: none). */
+int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
 /* Time-driven work: deferred keyframe requests. Returns the ms until it
  * wants to run again (or -1 for nothing pending). */

@@ -119,61 +119,139 @@ int sfu_rtp_ext_map_is_noop(const uint8_t *buf, const sfu_rtp_t *p, const uint8_
     return 1;
 }
 
-int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t map[256])
+/* Encodes the extension block of `src` (parsed as `p`) into `block`: each
+ * element id goes through map[id] (0 removes it); an element whose mapped id
+ * is add_id is left out and, when add_id is non-zero, (add_id, add) is
+ * appended instead (unless the block already holds SFU_RTP_MAX_EXTENSIONS
+ * elements). One-byte form (0xBEDE) when every id is 1..14 and every
+ * length 1..16, else two-byte. Returns the padded block length (0: no
+ * element left) and sets *profile; negative on a malformed block. */
+static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t map[256], uint8_t add_id,
+                        const uint8_t *add, uint8_t add_len, uint8_t *block, uint16_t *profile, int *nelems)
 {
     sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
-    int n = sfu_rtp_ext_elements(buf, p, elems, SFU_RTP_MAX_EXTENSIONS);
+    int n = sfu_rtp_ext_elements(src, p, elems, SFU_RTP_MAX_EXTENSIONS);
     if (n < 0)
         return n;
-    if (n == 0)
-        return SFU_RTP_OK;
-
-    /* Encode the new block into a scratch buffer. The largest block is
-     * 32 two-byte elements of 255 bytes: 32 * 257 = 8224 bytes. */
-    uint8_t block[SFU_RTP_MAX_EXTENSIONS * 257 + 4];
+    *nelems = n;
     int one_byte = 1;
     int kept = 0;
     for (int i = 0; i < n; i++) {
         uint8_t id = map[elems[i].id];
-        if (id == 0)
+        if (id == 0 || id == add_id) {
+            elems[i].id = 0; /* dropped below */
             continue;
+        }
+        elems[i].id = id;
         kept++;
         if (id > 14 || elems[i].length == 0 || elems[i].length > 16)
             one_byte = 0;
     }
+    if (kept >= SFU_RTP_MAX_EXTENSIONS)
+        add_id = 0; /* no room for one more element: the packet stays parseable */
+    if (add_id && (add_id > 14 || add_len == 0 || add_len > 16))
+        one_byte = 0;
     size_t blen = 0;
     for (int i = 0; i < n; i++) {
-        uint8_t id = map[elems[i].id];
-        if (id == 0)
+        if (elems[i].id == 0)
             continue;
         if (one_byte) {
-            block[blen++] = (uint8_t)((id << 4) | (elems[i].length - 1));
+            block[blen++] = (uint8_t)((elems[i].id << 4) | (elems[i].length - 1));
         } else {
-            block[blen++] = id;
+            block[blen++] = elems[i].id;
             block[blen++] = elems[i].length;
         }
-        memcpy(block + blen, buf + elems[i].offset, elems[i].length);
+        memcpy(block + blen, src + elems[i].offset, elems[i].length);
         blen += elems[i].length;
+    }
+    if (add_id) {
+        if (one_byte) {
+            block[blen++] = (uint8_t)((add_id << 4) | (add_len - 1));
+        } else {
+            block[blen++] = add_id;
+            block[blen++] = add_len;
+        }
+        memcpy(block + blen, add, add_len);
+        blen += add_len;
+        kept++;
     }
     size_t padded = (blen + 3) & ~(size_t)3;
     memset(block + blen, 0, padded - blen);
+    *profile = one_byte ? SFU_RTP_EXT_ONE_BYTE : SFU_RTP_EXT_TWO_BYTE;
+    return kept ? (int)padded : 0;
+}
+
+/* The largest block: 32 two-byte elements of 255 bytes plus one added. */
+#define SFU_RTP_MAX_BLOCK ((SFU_RTP_MAX_EXTENSIONS + 1) * 257 + 4)
+
+int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t map[256])
+{
+    if (!p->extension || p->ext_length == 0)
+        return SFU_RTP_OK;
+    if (p->ext_profile != SFU_RTP_EXT_ONE_BYTE && (p->ext_profile & 0xfff0) != SFU_RTP_EXT_TWO_BYTE)
+        return SFU_RTP_OK; /* unknown profile: opaque, left untouched */
+    uint8_t block[SFU_RTP_MAX_BLOCK];
+    uint16_t profile;
+    int n = 0;
+    int padded = encode_block(buf, p, map, 0, NULL, 0, block, &profile, &n);
+    if (padded < 0)
+        return padded;
+    if (n == 0)
+        return SFU_RTP_OK; /* only padding: nothing to map */
 
     size_t csrc_end = SFU_RTP_FIXED_HEADER + 4u * p->csrc_count;
     size_t old_header = p->header_length;
     size_t tail = *len - old_header; /* payload + padding */
-    size_t new_header = csrc_end + (kept ? 4 + padded : 0);
+    size_t new_header = csrc_end + (padded ? 4 + (size_t)padded : 0);
     if (new_header + tail > cap)
         return SFU_RTP_ENO_ROOM;
 
-    memmove(buf + new_header, buf + old_header, tail);
-    if (kept) {
-        sfu_store_be16(buf + csrc_end, one_byte ? SFU_RTP_EXT_ONE_BYTE : SFU_RTP_EXT_TWO_BYTE);
+    if (new_header != old_header)
+        memmove(buf + new_header, buf + old_header, tail);
+    if (padded) {
+        sfu_store_be16(buf + csrc_end, profile);
         sfu_store_be16(buf + csrc_end + 2, (uint16_t)(padded / 4));
-        memcpy(buf + csrc_end + 4, block, padded);
+        memcpy(buf + csrc_end + 4, block, (size_t)padded);
         buf[0] |= 0x10;
     } else {
         buf[0] &= (uint8_t)~0x10;
     }
     *len = new_header + tail;
     return sfu_rtp_parse(buf, *len, p);
+}
+
+long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                     const uint8_t map[256], uint8_t add_id, const uint8_t *add, uint8_t add_len)
+{
+    int known = p->extension && (p->ext_profile == SFU_RTP_EXT_ONE_BYTE ||
+                                 (p->ext_profile & 0xfff0) == SFU_RTP_EXT_TWO_BYTE);
+    if (p->extension && !known) {
+        /* unknown profile: opaque, copied as it is */
+        if (len > cap)
+            return SFU_RTP_ENO_ROOM;
+        memcpy(dst, src, len);
+        return (long)len;
+    }
+    uint8_t block[SFU_RTP_MAX_BLOCK];
+    uint16_t profile = SFU_RTP_EXT_ONE_BYTE;
+    int n = 0;
+    int padded = encode_block(src, p, map, add_id, add, add_len, block, &profile, &n);
+    if (padded < 0)
+        return padded;
+    size_t csrc_end = SFU_RTP_FIXED_HEADER + 4u * p->csrc_count;
+    size_t tail = len - p->header_length;
+    size_t new_header = csrc_end + (padded ? 4 + (size_t)padded : 0);
+    if (new_header + tail > cap)
+        return SFU_RTP_ENO_ROOM;
+    memcpy(dst, src, csrc_end);
+    if (padded) {
+        sfu_store_be16(dst + csrc_end, profile);
+        sfu_store_be16(dst + csrc_end + 2, (uint16_t)(padded / 4));
+        memcpy(dst + csrc_end + 4, block, (size_t)padded);
+        dst[0] |= 0x10;
+    } else {
+        dst[0] &= (uint8_t)~0x10;
+    }
+    memcpy(dst + new_header, src + p->header_length, tail);
+    return (long)(new_header + tail);
 }

@@ -80,6 +80,16 @@ int sfu_rtp_ext_elements(const uint8_t *buf, const sfu_rtp_t *p,
 int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p,
                            const uint8_t map[256]);
 
+/* Copies the packet `src` (parsed as `p`, len bytes) to `dst` (cap bytes)
+ * with its header extensions re-encoded: each element id goes through
+ * map[id] (0 removes it) and, when add_id is non-zero, the element mapped to
+ * add_id is replaced by (add_id, add[0..add_len)), which is appended when
+ * the packet had none (a packet without extensions gains a block). An
+ * unknown extension profile is copied unchanged. One copy of the payload.
+ * Returns the new length or a negative SFU_RTP_E* code. */
+long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                     const uint8_t map[256], uint8_t add_id, const uint8_t *add, uint8_t add_len);
+
 /* True when map[id] == id for every id present in the packet (nothing to do). */
 int sfu_rtp_ext_map_is_noop(const uint8_t *buf, const sfu_rtp_t *p, const uint8_t map[256]);
 
