@@ -6,9 +6,10 @@ prints one JSON line with what each page's getStats() showed.
 Meant to run inside a network namespace that has only `lo` (see
 tests/test_chromium.py `run_browser_script`). Usage:
 
-    python tests/browser/msc_pages.py mesh PAGES CODEC
+    python tests/browser/msc_pages.py mesh PAGES CODEC [simulcast]
         PAGES pages join one room at once, each publishing audio + video
-        (CODEC: vp8, h264 or default) and consuming every other page.
+        (CODEC: vp8, h264 or default) and consuming every other page
+        (`simulcast`: video with three RID encodings).
     python tests/browser/msc_pages.py late ROUNDS CODEC [keep-going]
         ROUNDS times, in a fresh room: two pages join and consume each
         other; once both decode, a third page joins, publishing audio then
@@ -158,10 +159,10 @@ async def leave(ctx: BrowserContext, pages: list[Page]) -> None:
     await ctx.close()
 
 
-async def mesh(s: Session, n: int, codec: str) -> dict[str, Any]:
+async def mesh(s: Session, n: int, codec: str, extra: str = "") -> dict[str, Any]:
     ctx = await s.browser.new_context()
     room = f"mesh-{uuid.uuid4().hex[:8]}"
-    pages = list(await asyncio.gather(*(s.open(ctx, room, codec) for _ in range(n))))
+    pages = list(await asyncio.gather(*(s.open(ctx, room, codec, extra) for _ in range(n))))
     result = await measure(pages)
     await leave(ctx, pages)
     return result
@@ -230,7 +231,8 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
             s = Session(browser, f"http://127.0.0.1:{port}", auth)
             try:
                 if mode == "mesh":
-                    result.update(await mesh(s, int(args[0]), args[1]))
+                    extra = "&simulcast=1" if len(args) > 2 and args[2] == "simulcast" else ""
+                    result.update(await mesh(s, int(args[0]), args[1], extra))
                 elif mode == "late":
                     result.update(await late(s, int(args[0]), args[1], len(args) > 2 and args[2] == "keep-going"))
                 elif mode == "simulcast":

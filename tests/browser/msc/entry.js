@@ -200,6 +200,7 @@ async function produceAll() {
         codec: producer.rtpParameters.codecs[0].mimeType,
         ssrc: enc.ssrc,
         mid: producer.rtpParameters.mid,
+        rtcp: producer.rtpParameters.rtcp,
         encodings: producer.rtpParameters.encodings,
       };
       window[`msc_${kind}Producer`] = producer;
@@ -279,6 +280,7 @@ window.mscStats = async () => {
       mid: rec.mid || null,
       expectedSsrc: rec.rtpParameters ? rec.rtpParameters.encodings[0].ssrc : null,
       codec: rec.rtpParameters ? rec.rtpParameters.codecs[0].mimeType : null,
+      rtcp: rec.rtpParameters ? rec.rtpParameters.rtcp : null,
       inbound: [],
     };
     if (rec.consumer && !rec.consumer.closed) item.inbound = counters(await rec.consumer.getStats());
