@@ -399,7 +399,8 @@ async def main(scenario: str, client_ns: str, server_ip: str, bundle_policy: str
 
 
 if __name__ == "__main__":
-    # firefox-esr is a child of `ip netns exec`: end our whole group on SIGTERM
+    # SIGTERM unwinds main()'s finally blocks (Firefox and Chromium closed);
+    # tests/test_firefox.py kills the runner's whole session only past its bound
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     started = time.monotonic()
     out = asyncio.run(main(*sys.argv[1:5]))
