@@ -81,7 +81,11 @@ _LINE_END = re.compile(r"\r\n|\n|\r")
 # RFC 8122 hash functions we accept, with their digest sizes in bytes.
 _FINGERPRINT_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
 _MAX_SSRC = 0xFFFFFFFF
+# Bounds that keep one request's parsing linear and small (each far above what
+# a browser offers: it is the request body that would be unreasonable).
 _MAX_LINES = 10000
+_MAX_SECTIONS = 256
+_MAX_PER_SECTION = {"ssrc-group": 64, "rid": 32, "fingerprint": 16, "rtcp-fb": 64}
 
 
 class SdpError(ValueError):
@@ -335,7 +339,14 @@ def _parse_ssrc_group(section: MediaSection, value: str, where: str) -> None:
     if semantics in ("FID", "FEC-FR") and len(ssrcs) != 2:
         raise SdpError(f"{where}: a=ssrc-group:{semantics} needs two SSRCs, got {len(ssrcs)}")
     if (semantics, ssrcs) not in section.ssrc_groups:
+        _check_count(len(section.ssrc_groups), "ssrc-group", where)
         section.ssrc_groups.append((semantics, ssrcs))
+
+
+def _check_count(count: int, attribute: str, where: str) -> None:
+    """:class:`SdpError` when an m-section already has the most ``a=<attribute>`` lines we take."""
+    if count >= _MAX_PER_SECTION[attribute]:
+        raise SdpError(f"{where}: more than {_MAX_PER_SECTION[attribute]} different a={attribute} in one m-section")
 
 
 def _simulcast_rids(alternatives: str) -> list[str]:
@@ -374,6 +385,7 @@ def _parse_fingerprint(section: MediaSection, value: str, where: str) -> None:
         raise SdpError(f"{where}: bad a=fingerprint:{value} (expected {size} hex bytes)")
     fingerprint = {"algorithm": algorithm, "value": digest}
     if fingerprint not in section.fingerprints:
+        _check_count(len(section.fingerprints), "fingerprint", where)
         section.fingerprints.append(fingerprint)
 
 
@@ -384,6 +396,7 @@ def _parse_rid(section: MediaSection, value: str, where: str) -> None:
         return
     if any(r.id == parts[0] for r in section.rids):
         return
+    _check_count(len(section.rids), "rid", where)
     section.rids.append(Rid(parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
 
 
@@ -436,7 +449,7 @@ class _Parser:
         self.session = MediaSection(kind="session", port=0, protocol="", formats=[])
         self.media: list[MediaSection] = []
         self.fmtp: list[tuple[MediaSection, str, str]] = []
-        self.rtcp_fb: list[tuple[MediaSection, str, RtcpFeedback]] = []
+        self.rtcp_fb: list[tuple[MediaSection, str, RtcpFeedback, str]] = []
         self.bundle_mids: list[str] | None = None
         self.ice_lite = False
         self.ice_options: list[str] = []
@@ -453,6 +466,8 @@ class _Parser:
             raise SdpError(f"line {lineno}: not a '<type>=<value>' line: {line[:80]!r}")
         kind, value = line[0], line[2:]
         if kind == "m":
+            if len(self.media) >= _MAX_SECTIONS:
+                raise SdpError(f"line {lineno}: more than {_MAX_SECTIONS} m-sections")
             self.media.append(_parse_m_line(value, lineno))
         elif kind == "a":
             name, _, attr_value = value.partition(":")
@@ -473,7 +488,7 @@ class _Parser:
             pt, _, config = value.partition(" ")
             self.fmtp.append((s, pt, config))
         elif name == "rtcp-fb":
-            self.rtcp_fb.append((s, *_parse_rtcp_fb(value, where)))
+            self.rtcp_fb.append((s, *_parse_rtcp_fb(value, where), where))
         else:
             self.session_attribute(name, value)
 
@@ -511,10 +526,16 @@ class _Parser:
             codec = section.codec(int(pt)) if _DIGITS.fullmatch(pt) else None
             if codec is not None:
                 codec.parameters.update(parse_fmtp(config))
-        for section, pt, fb in self.rtcp_fb:
+        seen: dict[int, set[tuple[str, str]]] = {}  # id(codec) -> its (type, parameter)s
+        for section, pt, fb, where in self.rtcp_fb:
             targets = section.codecs if pt == "*" else [section.codec(int(pt))] if _DIGITS.fullmatch(pt) else []
             for codec in targets:
-                if codec is not None and fb not in codec.rtcp_feedback:
+                if codec is None:
+                    continue
+                known = seen.setdefault(id(codec), set())
+                if (fb["type"], fb["parameter"]) not in known:
+                    _check_count(len(known), "rtcp-fb", where)
+                    known.add((fb["type"], fb["parameter"]))
                     codec.rtcp_feedback.append(dict(fb))  # type: ignore[arg-type]
 
     @staticmethod
@@ -551,6 +572,7 @@ def parse_offer(sdp: str) -> Offer:
     """
     if not isinstance(sdp, str):
         raise SdpError("the offer must be text")
+    sdp = sdp.removeprefix("\ufeff")  # a byte-order mark some editors and tools add
     lines = [ln for ln in _LINE_END.split(sdp) if ln.strip()]
     if not lines or not lines[0].startswith("v="):
         raise SdpError("line 1: SDP must start with 'v='")

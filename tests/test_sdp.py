@@ -1057,6 +1057,7 @@ def test_line_ends_and_duplicate_attributes():
     assert parse_offer(sdp.replace("\r\n", "\n")) == offer
     assert parse_offer(sdp.replace("\r\n", "\r")) == offer
     assert parse_offer(sdp.replace("\r\n", "\r\n\r\n")) == offer
+    assert parse_offer("\ufeff" + sdp) == offer  # a byte-order mark
     doubled = "\r\n".join(
         ln + ("\r\n" + ln if ln.startswith("a=") and not ln.startswith("a=ssrc:") else "")
         for ln in sdp.split("\r\n")
@@ -1081,6 +1082,13 @@ def test_line_ends_and_duplicate_attributes():
     (lambda s: s.replace("a=rtcp-mux\r\n", "a=extmap:3/sideways urn:a\r\n", 1), "bad a=extmap direction"),
     (lambda s: s.replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256 ZZ"), "bad a=fingerprint"),
     (lambda s: s.replace("a=fingerprint:sha-256 ", "a=fingerprint:md5 "), "missing a=fingerprint"),
+    # bounds that keep parsing linear (a 1 MB body of distinct lines took seconds of CPU before)
+    (lambda s: s.replace("a=rtcp-mux\r\n", "".join(f"a=rtcp-fb:96 x{i}\r\n" for i in range(70)), 1),
+     "more than 64 different a=rtcp-fb"),
+    (lambda s: s.replace("a=rtcp-mux\r\n", "".join(f"a=ssrc-group:SIM {i} {i + 1000}\r\n" for i in range(70)), 1),
+     "more than 64 different a=ssrc-group"),
+    (lambda s: s + "".join(f"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:x{i}\r\n" for i in range(260)),
+     "more than 256 m-sections"),
 ])
 def test_more_parse_errors(mutate, message):
     with pytest.raises(SdpError, match=re.escape(message)):
