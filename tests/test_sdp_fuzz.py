@@ -313,6 +313,13 @@ async def test_http_issue_9_offers(client):
     assert resp.status == 400 and "a=mid:0 is used by two m-sections" in (await resp.json())["error"]
     resp = await client.post("/whep/i9", data=ISSUE_9_BODIES[2], headers=headers)
     assert resp.status == 400 and "not UTF-8" in (await resp.json())["error"]
+    # nothing to publish: the 400 says why, section by section
+    viewer = OFFERS["gstreamer-1.22.0-webrtcbin-max-bundle-whep-recvonly.sdp"]
+    resp = await client.post("/whip/i9", data=viewer.replace(b"a=rtpmap:96 VP8", b"a=rtpmap:96 H265"), headers=headers)
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and error.endswith(
+        "video m-section mid=video0: a=recvonly: nothing to publish; "
+        "audio m-section mid=audio1: a=recvonly: nothing to publish"), error
 
 
 async def test_http_bundle_only_sections_are_published_and_viewed(client):
