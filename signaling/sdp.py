@@ -999,8 +999,8 @@ def build_answer(
     a :class:`~sfu.webrtc_transport.WebRtcTransport`. ``media_answers`` has
     one entry per offer m-section: ``None`` (or ``{"rejected": True}``) for a
     section we reject (port 0 and ``a=inactive`` in the answer, as is every
-    section the offer rejected; bundle-only sections are not rejected), else ``{"direction", "rtp_parameters"[, "msid"]}`` with
-    the producer's parameters (WHIP, ``recvonly``) or the consumer's (WHEP,
+    section the offer rejected; bundle-only sections are not rejected), else
+    ``{"direction", "rtp_parameters"[, "msid"]}`` with the producer's parameters (WHIP, ``recvonly``) or the consumer's (WHEP,
     ``sendonly``; ssrc/FID/msid lines are added). Raises :class:`SdpError`
     if the counts differ or nothing is accepted.
 
