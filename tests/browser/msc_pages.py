@@ -121,7 +121,9 @@ async def wait_flowing(pages: list[Page], count: int, timeout: float) -> tuple[b
         others = expected_remotes(stats)
         if all(len(o) == count for o in others) and all(flowing(s, o) for s, o in zip(stats, others)):
             return True, stats
-        if loop.time() > deadline:
+        # a page's error is final (a failed consume leaves its recv transport's
+        # SDP broken): no need to wait for the deadline
+        if loop.time() > deadline or any(s and s["errors"] for s in stats):
             return False, stats
         await asyncio.sleep(0.25)
 
