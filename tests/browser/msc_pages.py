@@ -32,7 +32,7 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
