@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import ortc
 from .consumer import Consumer
@@ -30,6 +30,11 @@ class Transport(EventEmitter):
         self._producers: dict[str, Producer] = {}
         self._consumers: dict[str, Consumer] = {}
         self._next_mid = 0
+        # as mediasoup: producers that signal no CNAME (Chrome's RID simulcast
+        # offer has no a=ssrc lines, so mediasoup-client sends cname "") get
+        # the transport's first producer CNAME, or a random one; consumers'
+        # SDP needs one (mediasoup-client uses it as the msid stream id)
+        self._cname_for_producers: Optional[str] = None
         self.app_data = app_data
         self.observer = EventEmitter()
 
@@ -89,6 +94,12 @@ class Transport(EventEmitter):
             raise InvalidStateError(f"a producer with id {producer_id} already exists")
         params: RtpParameters = copy.deepcopy(rtp_parameters)
         ortc.validate_rtp_parameters(params)
+        rtcp = cast(dict[str, Any], params.setdefault("rtcp", {}))
+        if rtcp.get("cname"):
+            self._cname_for_producers = self._cname_for_producers or rtcp["cname"]
+        else:
+            self._cname_for_producers = self._cname_for_producers or uuid.uuid4().hex[:16]
+            rtcp["cname"] = self._cname_for_producers
         if not params.get("encodings"):
             raise InvalidParametersError("rtpParameters.encodings: at least one encoding is required")
         if len(params["encodings"]) > 4:

@@ -191,10 +191,6 @@ def test_three_pages_publish_h264_chosen_from_the_device_capabilities(bundle):
     _assert_measured(result, "video/H264", "h264 mesh")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "mediasoup-client's RID simulcast sends rtcp.cname '' (Chrome's offer has no a=ssrc lines); the SFU "
-    "passes the empty CNAME on to consumers, whose remote SDP then has 'a=msid: <track>' and Chromium "
-    "refuses it. Needs sfu/transport.py to give such producers a CNAME, as mediasoup does."))
 def test_three_pages_publish_vp8_simulcast_and_consume_each_other(bundle):
     """mediasoup-client's usual simulcast: three RID encodings (no SSRCs
     signalled), routed by the SFU by MID/RID; each consumer gets one stream."""

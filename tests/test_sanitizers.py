@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["tests/test_rtp.py", "tests/test_rtcp.py", "tests/test_seqmgr.py", "tests/test_differential.py",
           "tests/test_nack.py", "tests/test_rtx_buffer.py", "tests/test_rtcp_build.py", "tests/test_remb.py",
           "tests/test_twcc.py", "tests/test_rtp_stats.py", "tests/test_keyframe_detection.py",
-          "tests/test_engine_core.py"]
+          "tests/test_engine_core.py", "tests/test_rtp_listener.py"]
 
 
 def _runtime(name: str) -> str | None:
@@ -29,6 +29,7 @@ def _runtime(name: str) -> str | None:
     return out if out and os.path.isabs(out) and os.path.exists(out) else None
 
 
+@pytest.mark.timeout(1500)  # a rebuild plus the suites, slower on a busy machine
 def test_packet_suites_clean_under_asan_and_ubsan(tmp_path):
     asan, ubsan = _runtime("libasan.so"), _runtime("libubsan.so")
     if not (asan and ubsan):
