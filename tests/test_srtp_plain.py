@@ -3,6 +3,7 @@ client side (an independent path into libsrtp from the engine's C calls)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 
@@ -96,3 +97,69 @@ async def test_srtp_suite_follows_remote_and_parameters_are_validated(router, pe
         await plain.connect(ip="127.0.0.1", port=peer.port, srtp_parameters=client.params)
     with pytest.raises(sfu.UnsupportedError, match="ROT13"):
         await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite="ROT13")
+
+
+async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(worker, router, peers):
+    """connect() again replaces a transport's SRTP sessions while the I/O
+    thread protects and unprotects with them: the engine swaps them under
+    its lock before the old ones are freed (this crashed the worker with
+    SIGSEGV within a few hundred reconnects). A smaller count of the
+    100,000-cycle run reported in the notes."""
+    import threading
+
+    suite = "AEAD_AES_128_GCM"
+    pub_peer, sub_peer = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    pub, sub = SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tc.srtp_parameters)
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+    producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 0x2222}]})
+    await tc.consume(producer.id, router.rtp_capabilities)
+    died: list[object] = []
+    worker.on("died", lambda *a: died.append(a))
+
+    stop = threading.Event()
+    sent = [0]
+    port = tp.tuple["localPort"]
+
+    cycles = int(os.environ.get("SFU_RECONNECT_CYCLES", "1500"))
+
+    def blast() -> None:  # bounded: stops when told, or after its deadline / packet budget
+        import time as _time
+        deadline = _time.monotonic() + 60 + cycles / 100
+        seq = 0
+        while not stop.is_set() and _time.monotonic() < deadline and seq < 50_000_000:
+            head = b"\x10\x00" if seq % 50 == 0 else b"\x00\x01"
+            pkt = pub.tx.protect(build_rtp(96, seq & 0xFFFF, 3000 * (seq // 3), 0x2222, head + bytes(300)))
+            pub_peer.sock.sendto(pkt, ("127.0.0.1", port))
+            seq += 1
+            sent[0] = seq
+            if seq % 64 == 0:
+                _time.sleep(0.0005)
+
+    th = threading.Thread(target=blast, daemon=True)
+    th.start()
+    try:
+        for i in range(cycles):
+            # same keys on the remote side: media keeps flowing through the swaps
+            await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+            await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+            assert not died, f"worker died after {i} reconnects"
+    finally:
+        stop.set()
+        th.join(10)
+    assert not died and sent[0] > 1000
+    # the worker still answers and still forwards
+    before = len(sub_peer.received)
+    counters = await worker.get_counters()
+    assert counters["rx_rtp"] > 0
+    for i in range(20):
+        head = b"\x10\x00" if i == 0 else b"\x00\x01"
+        seq = sent[0] + i  # onward from the blaster's last (libsrtp refuses older indexes)
+        pub_peer.send(pub.tx.protect(build_rtp(96, seq & 0xFFFF, 3000 * seq, 0x2222, head + bytes(100))), port)
+    for _ in range(100):
+        if len(sub_peer.received) > before:
+            break
+        await asyncio.sleep(0.05)
+    assert len(sub_peer.received) > before

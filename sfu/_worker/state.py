@@ -447,13 +447,18 @@ class WorkerState:
             if data.get("srtpParameters") is None:
                 raise InvalidParametersError("srtpParameters: required because SRTP is enabled on this transport")
             suite, key = decode_srtp_parameters(data["srtpParameters"])
+            srtp_out = t.srtp_out
             if suite != t.srtp_suite:
                 # Follow the remote's suite: both directions use one suite.
                 t.srtp_suite = suite
                 t.srtp_local_key = generate_key(suite)
-                t.srtp_out = SrtpContext(suite, t.srtp_local_key, outbound=True)
-            t.srtp_in = SrtpContext(suite, key, outbound=False)
-            self.engine.set_transport_srtp(t.handle, t.srtp_in.address, t.srtp_out.address)
+                srtp_out = SrtpContext(suite, t.srtp_local_key, outbound=True)
+            srtp_in = SrtpContext(suite, key, outbound=False)
+            # The engine swaps the sessions under its lock; only then may the
+            # old ones be freed (the I/O thread may be protecting with them
+            # until the swap): the old contexts are released after this call.
+            self.engine.set_transport_srtp(t.handle, srtp_in.address, srtp_out.address)
+            t.srtp_in, t.srtp_out = srtp_in, srtp_out
             result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
         elif data.get("srtpParameters") is not None:
             raise InvalidParametersError("srtpParameters: given but SRTP is not enabled on this transport")

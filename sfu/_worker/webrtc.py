@@ -186,9 +186,12 @@ class WebRtcTransportState:
         for ev in out.events:
             if isinstance(ev, DtlsConnected):
                 suite = crypto_suite(ev.suite)
-                self.srtp_in = SrtpContext(suite, ev.remote_master, outbound=False)
-                self.srtp_out = SrtpContext(suite, ev.local_master, outbound=True)
-                self.engine.set_transport_srtp(self.handle, self.srtp_in.address, self.srtp_out.address)
+                srtp_in = SrtpContext(suite, ev.remote_master, outbound=False)
+                srtp_out = SrtpContext(suite, ev.local_master, outbound=True)
+                # swapped in the engine under its lock before the previous
+                # sessions (a re-key) are released
+                self.engine.set_transport_srtp(self.handle, srtp_in.address, srtp_out.address)
+                self.srtp_in, self.srtp_out = srtp_in, srtp_out
                 # Media can flow to this transport only now: its viewers need a keyframe.
                 self.on_media_ready(self)
             elif isinstance(ev, DtlsStateChange):
