@@ -15,6 +15,7 @@ Socket.IO (default namespace; token in the ``auth`` payload ``{token}``, the
 ``token`` query parameter or an ``Authorization`` header). Server to client:
 ``call:joined``, ``call:participant-joined``, ``call:participant-left``,
 ``call:mode-switch``, ``call:mode-switched``, ``call:ended``,
+``call:media-lost`` and ``call:room-replaced`` (the SFU room's worker died),
 ``webrtc:offer``/``webrtc:answer``/``webrtc:ice-candidate`` (relayed, with
 ``from``), ``new-producer``, ``producer-closed``. Client to server:
 ``call:attach {callId, participantId}`` (or ``socketId`` in the join body),
@@ -149,6 +150,8 @@ class CallRoomGuard(RoomGuard):
     def on_event(self, room: Room, event: str, data: dict[str, Any]) -> None:
         if event in ("new-producer", "producer-closed"):
             asyncio.ensure_future(self.service._forward_producer_event(self.call, room, event, data))
+        elif event == "room-closed":
+            asyncio.ensure_future(self.service._room_lost(self.call, room, data))
 
 
 @dataclass
@@ -396,6 +399,50 @@ class CallService:
             if event == "new-producer" and (target is None or not call.can_view(m, target)):
                 continue
             await self._send(m, event, payload)
+
+    async def _room_lost(self, call: Call, room: Room, data: dict[str, Any]) -> None:
+        """The call's SFU room closed under it (its media worker died): every
+        member is told at once with ``call:media-lost`` {callId, reason,
+        roomId, routerId, workerPid, lostProducers, mode}. A call still in SFU
+        mode then gets a new room as soon as a worker runs, announced with
+        ``call:room-replaced`` (the SFU details, as in ``call:joined``): the
+        members publish and view again through the same WHIP/WHEP URLs.
+        Getting media back is up to the clients."""
+        async with call.lock:
+            if call.ended or call.room is not room:
+                return
+            call.room = None
+            for m in call.members.values():
+                m.sessions.clear()
+                self._record_media(call, m)
+            lost = [{"participantId": x.get("participantId"), "producerId": x.get("producerId"),
+                     "kind": x.get("kind")} for x in data.get("producers", [])]
+            payload = {"callId": call.id, "reason": data.get("reason", "worker-died"), "roomId": room.id,
+                       "routerId": room.router.id, "workerPid": data.get("workerPid"), "lostProducers": lost,
+                       "mode": call.mode}
+            logger.warning("call %s: SFU room lost (%s, worker %s); %d producer(s) gone", call.id,
+                           payload["reason"], payload["workerPid"], len(lost))
+            await self._send_all(call, "call:media-lost", payload)
+            if call.mode != SFU:
+                return
+        if not await self.rooms.wait_for_worker(max(self.switch_timeout_s, 30.0)):
+            logger.error("call %s: no media worker came back; the call has no SFU room until one does", call.id)
+            return
+        async with call.lock:
+            if call.ended or call.room is not None or call.mode != SFU or self._closing:
+                return
+            try:
+                new_room = await self._ensure_room(call)
+            except Exception as exc:  # ApiError 503, or the new worker died too
+                logger.error("call %s: no new SFU room: %s", call.id, exc)
+                return
+            for m in call.members.values():
+                self._ensure_room_participant(call, m)
+            self._store_mode(call, SFU, new_room.router.id)
+            for m in list(call.members.values()):
+                info = {"callId": call.id, "reason": payload["reason"], "mode": call.mode}
+                info.update(self._sfu_info(call, m))
+                await self._send(m, "call:room-replaced", info)
 
     # ---------------------------------------------------------- REST side
 

@@ -10,7 +10,8 @@ Two kinds of metrics:
   participants (set by the call service), authentication failures and
   rate-limited requests;
 * read from the media side on each scrape: workers, rooms, routers,
-  transports, producers, consumers (counted from the parent's object model)
+  transports, producers, consumers (counted from the parent's object model),
+  worker deaths and replacements (the room manager's supervision totals)
   and the engines' counters (packets and bytes received and sent, drops by
   reason, NACK, PLI, FIR, REMB, retransmissions), plus publishers' loss from
   producer stats. prometheus-client collects synchronously, so
@@ -100,6 +101,11 @@ class MediaSnapshot:
     producer_packets: int = 0
     producer_packets_lost: int = 0
     producer_stats_complete: bool = True
+    worker_deaths: int = 0
+    worker_replacements: int = 0
+    worker_replacement_failures: int = 0
+    workers_replacing: int = 0
+    rooms_lost: int = 0
 
 
 class _MediaCollector:
@@ -116,6 +122,16 @@ class _MediaCollector:
 
         yield gauge("sfu_workers", "Media worker processes configured.", s.workers)
         yield gauge("sfu_workers_alive", "Media worker processes running.", s.workers_alive)
+        yield gauge("sfu_workers_replacing", "Worker slots whose worker died and whose replacement is starting.",
+                    s.workers_replacing)
+        for name, doc, value in (
+                ("sfu_worker_deaths", "Media workers that died (exited without being asked to).", s.worker_deaths),
+                ("sfu_worker_replacements", "Replacement workers started for workers that died.",
+                 s.worker_replacements),
+                ("sfu_worker_replacement_failures", "Attempts to start a replacement worker that failed "
+                 "(each is retried).", s.worker_replacement_failures),
+                ("sfu_rooms_lost", "Rooms closed because their worker died.", s.rooms_lost)):
+            yield CounterMetricFamily(name, doc, value=value)
         yield gauge("sfu_rooms", "Rooms (one router each) open in the room manager.", s.rooms)
         yield gauge("sfu_routers", "Routers open on the running workers.", s.routers)
         yield gauge("sfu_transports", "Transports open.", s.transports)
@@ -206,6 +222,11 @@ class Metrics:
         workers = list(rooms.workers)
         alive = [w for w in workers if not w.closed]
         s.workers, s.workers_alive = len(workers), len(alive)
+        s.worker_deaths = getattr(rooms, "worker_deaths", 0)
+        s.worker_replacements = getattr(rooms, "worker_replacements", 0)
+        s.worker_replacement_failures = getattr(rooms, "worker_replacement_failures", 0)
+        s.rooms_lost = getattr(rooms, "rooms_lost", 0)
+        s.workers_replacing = len(rooms.replacing()) if hasattr(rooms, "replacing") else 0
         s.rooms = sum(1 for room in list(rooms.rooms.values()) if not room.router.closed)
         producers = []
         for w in alive:

@@ -8,6 +8,15 @@ participant's transport or consumer is a 403).
 A room may carry a :class:`RoomGuard` (the call service sets one on a call's
 room): it decides who may produce and who may consume whose producers, and
 hears the room's events.
+
+Supervision: the manager watches its workers. A worker that dies (mediasoup's
+``"died"``: the process exited without being asked to) closes its routers;
+every room on it is closed with reason ``worker-died`` (its WebSocket clients
+get ``room-closed`` naming what was lost, its participants, WHIP and WHEP
+sessions included, are removed) and, when the manager knows how to start
+workers (a :class:`WorkerSettings`), a replacement with the same settings,
+the same shared WebRTC port included, takes the dead worker's slot. A worker
+closed on purpose (``Worker.close()``) is not replaced.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
@@ -98,6 +108,14 @@ class Room:
         self.announced_ip = announced_ip
         self.participants: dict[str, Participant] = {}
         self.guard: Optional[RoomGuard] = None
+        #: Set when the room was closed because its worker died (see :meth:`lost`).
+        self.closed_reason: Optional[str] = None
+        self._lost_producers: list[dict[str, Any]] = []
+
+    @property
+    def worker(self) -> sfu.Worker:
+        """The worker process the room's router lives on."""
+        return self.router.worker
 
     def participant_by_token(self, token: str) -> Participant:
         for p in self.participants.values():
@@ -187,6 +205,9 @@ class Room:
 
         def closed() -> None:
             p.producers.pop(producer.id, None)
+            if self.router.worker.died:  # the whole room goes: "room-closed" will name it
+                self._lost_producers.append({"participantId": p.id, "producerId": producer.id, "kind": kind})
+                return
             asyncio.ensure_future(self.broadcast("producer-closed", {"participantId": p.id,
                                                                       "producerId": producer.id}))
 
@@ -224,13 +245,106 @@ class Room:
         if not self.router.closed:
             self.router.close()
 
+    async def lost(self, reason: str, detail: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The room is gone with its router (its worker died): broadcasts
+        ``room-closed`` naming what was lost (the guard hears it too), then
+        removes every participant (WHIP/WHEP sessions included) and closes
+        their WebSockets. Returns the event's data."""
+        self.close()
+        self.closed_reason = reason
+        participants = list(self.participants.values())
+        data: dict[str, Any] = {
+            "roomId": self.id,
+            "reason": reason,
+            "routerId": self.router.id,
+            **(detail or {}),
+            "participants": [p.id for p in participants],
+            "producers": list(self._lost_producers),
+            "consumers": sum(len(p.consumers) for p in participants),
+        }
+        await self.broadcast("room-closed", data)
+        self.participants.clear()
+        for p in participants:
+            for t in list(p.transports.values()):
+                t.close()
+            p.transports.clear()
+            p.producers.clear()
+            p.consumers.clear()
+            for ws in list(p.sockets):
+                try:
+                    await ws.close(code=1011, message=reason.encode())
+                except Exception as exc:  # already gone
+                    logger.debug("websocket of %s: %s", p.id, exc)
+            p.sockets.clear()
+        return data
+
+
+@dataclass
+class WorkerSettings:
+    """How the manager starts a worker (at start-up and to replace one that
+    died): the :func:`sfu.create_worker` keywords and, with ``rtc_port``, a
+    shared WebRTC port per worker slot (``rtc_port + slot``, announced as
+    ``announced_rtc_port + slot`` when given)."""
+
+    listen_ip: str = "127.0.0.1"
+    announced_ip: Optional[str] = None
+    rtc_port: int = 0
+    announced_rtc_port: Optional[int] = None
+    worker_options: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self, slot: int) -> tuple[sfu.Worker, Optional[sfu.WebRtcServer]]:
+        """A worker for ``slot`` and its WebRTC server (None without
+        ``rtc_port``). Nothing is left running when this raises."""
+        worker = await sfu.create_worker(**self.worker_options)
+        if not self.rtc_port:
+            return worker, None
+        try:
+            server = await worker.create_webrtc_server(
+                self.listen_ip, self.rtc_port + slot, self.announced_ip,
+                self.announced_rtc_port + slot if self.announced_rtc_port else None)
+        except BaseException:
+            worker.close()
+            raise
+        return worker, server
+
+
+@dataclass
+class WorkerDeath:
+    """One worker that died, and its replacement."""
+
+    slot: int
+    pid: int
+    error: str
+    at: float  # Unix time
+    rooms: list[str]
+    attempts: int = 0
+    replaced_by: Optional[int] = None
+    replaced_after_s: Optional[float] = None
+    last_error: Optional[str] = None
+
+    def view(self) -> dict[str, Any]:
+        return {"slot": self.slot, "pid": self.pid, "error": self.error, "at": self.at, "rooms": list(self.rooms),
+                "attempts": self.attempts, "replacedBy": self.replaced_by,
+                "replacedAfterS": None if self.replaced_after_s is None else round(self.replaced_after_s, 3),
+                "lastError": self.last_error}
+
 
 class RoomManager:
-    """Workers (one per core by default) and the rooms placed on them."""
+    """Workers (one per core by default) and the rooms placed on them.
+
+    With ``settings`` (how to start a worker), a worker that dies is replaced
+    in its slot: at once, then, while starting fails (its WebRTC port still
+    held, ...), again after ``retry_s`` doubling up to ``retry_max_s``. A
+    slot whose worker dies again within ``crash_loop_s`` of being started
+    waits before its next replacement too (a crash loop must not spin).
+    ``on_worker_died``/``on_worker_replaced`` listeners are called with the
+    :class:`WorkerDeath`."""
 
     def __init__(self, workers: list[sfu.Worker], servers: dict[int, sfu.WebRtcServer],
                  listen_ip: str, announced_ip: Optional[str],
-                 media_codecs: Optional[list[dict[str, Any]]] = None) -> None:
+                 media_codecs: Optional[list[dict[str, Any]]] = None, *,
+                 settings: Optional[WorkerSettings] = None, retry_s: float = 0.1, retry_max_s: float = 2.0,
+                 crash_loop_s: float = 10.0) -> None:
         self.workers = workers
         self.servers = servers
         self.listen_ip = listen_ip
@@ -238,12 +352,167 @@ class RoomManager:
         self.media_codecs = media_codecs or DEFAULT_MEDIA_CODECS
         self.rooms: dict[str, Room] = {}
         self._lock = asyncio.Lock()
+        self.settings = settings
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.crash_loop_s = crash_loop_s
+        #: Totals since start (read by the metrics).
+        self.worker_deaths = 0
+        self.worker_replacements = 0
+        self.worker_replacement_failures = 0
+        self.rooms_lost = 0
+        #: The last deaths, newest last (at most 20).
+        self.deaths: list[WorkerDeath] = []
+        self.on_worker_died: list[Callable[[WorkerDeath], Any]] = []
+        self.on_worker_replaced: list[Callable[[WorkerDeath], Any]] = []
+        self._replacing: dict[int, tuple[WorkerDeath, asyncio.Task[None]]] = {}
+        self._started_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
+        self._lost: dict[int, list[Room]] = {}  # worker pid -> its rooms, between router close and "died"
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pool_changed = asyncio.Event()
+        self._closing = False
+        for slot, w in enumerate(workers):
+            self._supervise(slot, w)
+
+    # ------------------------------------------------------------ the pool
+
+    @property
+    def workers_alive(self) -> int:
+        return sum(1 for w in self.workers if not w.closed)
+
+    def replacing(self) -> list[WorkerDeath]:
+        """Deaths whose replacement is still starting."""
+        return [death for death, _ in self._replacing.values()]
+
+    def pool_state(self) -> dict[str, Any]:
+        """The worker pool as /healthz reports it."""
+        return {
+            "configured": len(self.workers),
+            "alive": self.workers_alive,
+            "pids": [w.pid for w in self.workers if not w.closed],
+            "replacing": [d.view() for d in self.replacing()],
+            "deaths": self.worker_deaths,
+            "replacements": self.worker_replacements,
+            "replacementFailures": self.worker_replacement_failures,
+            "roomsLost": self.rooms_lost,
+            "lastDeath": self.deaths[-1].view() if self.deaths else None,
+        }
+
+    async def wait_for_worker(self, timeout: float) -> bool:
+        """Waits until some worker runs (True), at most ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.workers_alive:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing:
+                return False
+            self._pool_changed.clear()
+            try:
+                await asyncio.wait_for(self._pool_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    def _spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _supervise(self, slot: int, worker: sfu.Worker) -> None:
+        self._started_at[worker.pid] = time.monotonic()
+        worker.on("died", lambda error: self._on_died(slot, worker, error))
+
+    def _on_died(self, slot: int, worker: sfu.Worker, error: Exception) -> None:
+        """``worker`` died: its routers are closed already (so its rooms are
+        out of :attr:`rooms`); tell the rooms, start a replacement."""
+        lost = self._lost.pop(worker.pid, [])
+        self.servers.pop(worker.pid, None)
+        self.worker_deaths += 1
+        self.rooms_lost += len(lost)
+        death = WorkerDeath(slot=slot, pid=worker.pid, error=str(error), at=time.time(), rooms=[r.id for r in lost])
+        self.deaths.append(death)
+        del self.deaths[:-20]
+        lived = time.monotonic() - self._started_at.pop(worker.pid, 0.0)
+        self._quick_deaths[slot] = self._quick_deaths.get(slot, 0) + 1 if lived < self.crash_loop_s else 0
+        logger.error("media worker %d (slot %d) died: %s; %d room(s) lost%s%s", worker.pid, slot, error, len(lost),
+                     f" ({', '.join(death.rooms)})" if lost else "",
+                     "; starting a replacement" if self.settings is not None and not self._closing else "")
+        detail = {"workerPid": worker.pid, "error": str(error)}
+        for room in lost:
+            self._spawn_task(self._tell_room(room, detail))
+        for listener in list(self.on_worker_died):
+            try:
+                listener(death)
+            except Exception:
+                logger.exception("on_worker_died listener failed")
+        if self.settings is not None and not self._closing and slot not in self._replacing:
+            task = self._spawn_task(self._replace(slot, death))
+            self._replacing[slot] = (death, task)
+
+    async def _tell_room(self, room: Room, detail: dict[str, Any]) -> None:
+        try:
+            await room.lost("worker-died", detail)
+        except Exception:
+            logger.exception("room %s: telling its participants failed", room.id)
+
+    async def _replace(self, slot: int, death: WorkerDeath) -> None:
+        assert self.settings is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = self.retry_s
+        quick = self._quick_deaths.get(slot, 0)
+        try:
+            if quick > 1:  # died again soon after its own replacement: a crash loop
+                wait = min(self.retry_s * 2 ** (quick - 1), self.retry_max_s * 5)
+                logger.warning("worker slot %d: %d quick deaths in a row, waiting %.1f s before restarting",
+                               slot, quick, wait)
+                await asyncio.sleep(wait)
+            while not self._closing:
+                death.attempts += 1
+                try:
+                    worker, server = await self.settings.start(slot)
+                except Exception as exc:
+                    self.worker_replacement_failures += 1
+                    death.last_error = str(exc)
+                    logger.warning("worker slot %d: replacement attempt %d failed: %s; retrying in %.1f s",
+                                   slot, death.attempts, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.retry_max_s)
+                    continue
+                if self._closing:
+                    worker.close()
+                    return
+                self.workers[slot] = worker
+                if server is not None:
+                    self.servers[worker.pid] = server
+                self._supervise(slot, worker)
+                self.worker_replacements += 1
+                death.replaced_by = worker.pid
+                death.replaced_after_s = loop.time() - started
+                logger.warning("media worker %d replaces %d in slot %d after %.3f s (%d attempt(s))",
+                               worker.pid, death.pid, slot, death.replaced_after_s, death.attempts)
+                self._pool_changed.set()
+                for listener in list(self.on_worker_replaced):
+                    try:
+                        listener(death)
+                    except Exception:
+                        logger.exception("on_worker_replaced listener failed")
+                return
+        finally:
+            current = self._replacing.get(slot)
+            if current is not None and current[0] is death:
+                del self._replacing[slot]
 
     def _least_loaded(self) -> sfu.Worker:
         alive = [w for w in self.workers if not w.closed]
         if not alive:
-            raise ApiError(503, "no media worker is running")
+            starting = " (a replacement is starting)" if self._replacing else ""
+            raise ApiError(503, f"no media worker is running{starting}")
         return min(alive, key=lambda w: sum(len(r.transports) for r in w.routers) + len(w.routers))
+
+    # ---------------------------------------------------------------- rooms
 
     async def create_room(self, room_id: str) -> tuple[Room, bool]:
         async with self._lock:
@@ -254,7 +523,14 @@ class RoomManager:
             router = await worker.create_router(self.media_codecs)
             room = Room(room_id, router, self.servers.get(worker.pid), self.listen_ip, self.announced_ip)
             self.rooms[room_id] = room
-            router.observer.once("close", lambda: self.rooms.pop(room_id, None) if self.rooms.get(room_id) is room else None)
+
+            def router_closed() -> None:
+                if self.rooms.get(room_id) is room:
+                    self.rooms.pop(room_id, None)
+                if worker.died:  # the "died" handler, right after this, tells the room
+                    self._lost.setdefault(worker.pid, []).append(room)
+
+            router.observer.once("close", router_closed)
             return room, True
 
     def close_room(self, room_id: str) -> bool:
@@ -272,6 +548,12 @@ class RoomManager:
         return room
 
     async def close(self) -> None:
+        self._closing = True
+        pending = [task for _, task in self._replacing.values()]
+        if pending:  # a replacement that is starting closes its worker itself when it sees _closing
+            _, late = await asyncio.wait(pending, timeout=5)
+            for task in late:
+                task.cancel()
         for w in self.workers:
             w.close()
         for w in self.workers:

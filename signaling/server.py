@@ -61,7 +61,7 @@ from .auth import Authenticator, Identity, auth_middleware
 from .calls import ANONYMOUS, CallService
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .ratelimit import RateLimiter, rate_limit_middleware
-from .rooms import ApiError, Participant, Room, RoomManager
+from .rooms import ApiError, Participant, Room, RoomManager, WorkerSettings
 from .store import CallStore
 
 logger = logging.getLogger("sfu.signaling")
@@ -470,22 +470,37 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers and at least one media worker runs."""
-    workers = request.app[ROOMS].workers
-    alive = sum(1 for w in workers if not w.closed)
-    return web.json_response({"status": "ok" if alive else "no worker", "workers": alive,
-                              "rooms": len(request.app[ROOMS].rooms)},
+    """Liveness: the process answers and at least one media worker runs
+    (503 otherwise). The body reports the worker pool: workers alive, dead
+    ones being replaced, deaths and replacements so far, the last death."""
+    rooms = request.app[ROOMS]
+    pool = rooms.pool_state()
+    alive = pool["alive"]
+    if not alive:
+        status = "no worker"
+    elif alive < pool["configured"]:
+        status = "degraded"
+    else:
+        status = "ok"
+    return web.json_response({"status": status, "workers": alive, "rooms": len(rooms.rooms), "pool": pool},
                              status=200 if alive else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: every worker runs, the call store answers, and the server
-    is not shutting down (503 naming what is not ready otherwise)."""
+    is not shutting down (503 naming what is not ready otherwise). A worker
+    that died is not ready until its replacement runs."""
     rooms = request.app[ROOMS]
     problems = []
     dead = sum(1 for w in rooms.workers if w.closed)
     if not rooms.workers or dead:
-        problems.append(f"{dead} of {len(rooms.workers)} media worker(s) not running")
+        problem = f"{dead} of {len(rooms.workers)} media worker(s) not running"
+        starting = rooms.replacing()
+        if starting:
+            problem += "; replacing " + ", ".join(
+                f"worker {d.pid} (slot {d.slot}, died: {d.error}; attempt {d.attempts}"
+                + (f", last failure: {d.last_error}" if d.last_error else "") + ")" for d in starting)
+        problems.append(problem)
     try:
         request.app[STORE].active_calls()
     except Exception as exc:  # the database is gone or locked
@@ -661,18 +676,24 @@ async def start_rooms(
 ) -> RoomManager:
     """Starts the workers (and, with ``rtc_port``, one shared WebRTC port per
     worker: rtc_port, rtc_port+1, ...). ``keyframe_request_interval_ms``:
-    the workers' PLI coalescing interval (None: the worker default)."""
+    the workers' PLI coalescing interval (None: the worker default). A worker
+    that dies is replaced with the same settings, its port included (see
+    :class:`~signaling.rooms.RoomManager`)."""
+    options: dict[str, Any] = {"log_level": log_level, "rtc_min_port": rtc_min_port, "rtc_max_port": rtc_max_port}
+    if keyframe_request_interval_ms is not None:
+        options["keyframe_request_interval_ms"] = keyframe_request_interval_ms
+    settings = WorkerSettings(listen_ip=listen_ip, announced_ip=announced_ip, rtc_port=rtc_port,
+                              announced_rtc_port=announced_rtc_port, worker_options=options)
     started: list[sfu.Worker] = []
     servers: dict[int, sfu.WebRtcServer] = {}
-    extra: dict[str, Any] = {}
-    if keyframe_request_interval_ms is not None:
-        extra["keyframe_request_interval_ms"] = keyframe_request_interval_ms
-    for i in range(workers):
-        w = await sfu.create_worker(log_level=log_level, rtc_min_port=rtc_min_port, rtc_max_port=rtc_max_port,
-                                    **extra)
-        started.append(w)
-        if rtc_port:
-            servers[w.pid] = await w.create_webrtc_server(
-                listen_ip, rtc_port + i, announced_ip, announced_rtc_port + i if announced_rtc_port else None
-            )
-    return RoomManager(started, servers, listen_ip, announced_ip)
+    try:
+        for i in range(workers):
+            w, server = await settings.start(i)
+            started.append(w)
+            if server is not None:
+                servers[w.pid] = server
+    except BaseException:
+        for w in started:
+            w.close()
+        raise
+    return RoomManager(started, servers, listen_ip, announced_ip, settings=settings)
