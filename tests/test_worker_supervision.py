@@ -44,10 +44,27 @@ def token(user: str) -> str:
     return jwt.encode({"sub": user, "iat": now, "exp": now + 600}, SECRET, algorithm="HS256")
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_udp_port(count: int = 1) -> int:
+    """The first of ``count`` consecutive UDP ports free on 127.0.0.1."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + count > 65536:
+            continue
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free UDP ports")
 
 
 async def serve(rtc_port: int) -> tuple[Any, TestClient]:
@@ -317,4 +334,29 @@ async def test_a_replacement_is_retried_while_its_port_is_held_and_a_closed_work
     finally:
         holder.close()
         await http.close()
+        await rooms.close()
+
+
+async def test_only_the_dead_workers_rooms_close_and_its_slot_keeps_its_port():
+    """Two workers, a room on each: killing one closes its room only, and its
+    replacement takes the same slot and shared port (rtc_port + slot)."""
+    rtc_port = free_udp_port(2)
+    rooms = await start_rooms(workers=2, rtc_port=rtc_port)
+    try:
+        a, _ = await rooms.create_room("on-first")
+        b, _ = await rooms.create_room("on-second")
+        assert {a.worker.pid, b.worker.pid} == {w.pid for w in rooms.workers}  # least loaded: one each
+        slot = rooms.workers.index(b.worker)
+        dead = b.worker
+        assert rooms.servers[dead.pid].port == rtc_port + slot
+        os.kill(dead.pid, signal.SIGKILL)
+        await poll(lambda: not rooms.workers[slot].closed and rooms.workers[slot] is not dead, REPLACED_WITHIN_S,
+                   "the replacement")
+        assert b.router.closed and b.closed_reason == "worker-died" and "on-second" not in rooms.rooms
+        assert not a.router.closed and rooms.room("on-first") is a and a.closed_reason is None
+        assert rooms.servers[rooms.workers[slot].pid].port == rtc_port + slot
+        assert rooms.deaths[-1].rooms == ["on-second"] and rooms.rooms_lost == 1
+        again, created = await rooms.create_room("on-second")
+        assert created and not again.router.closed
+    finally:
         await rooms.close()
