@@ -409,11 +409,13 @@ class CallService:
         members publish and view again through the same WHIP/WHEP URLs.
         Getting media back is up to the clients."""
         async with call.lock:
-            if call.ended or call.room is not room:
+            if call.ended or call.room is None:  # ended, or released meanwhile (back to P2P)
                 return
-            call.room = None
+            if call.room is room:
+                call.room = None
+            # else a join made a new room meanwhile: the media was lost all the same
             for m in call.members.values():
-                m.sessions.clear()
+                m.sessions = {pid for pid in m.sessions if call.room is not None and pid in call.room.participants}
                 self._record_media(call, m)
             lost = [{"participantId": x.get("participantId"), "producerId": x.get("producerId"),
                      "kind": x.get("kind")} for x in data.get("producers", [])]
@@ -429,10 +431,10 @@ class CallService:
             logger.error("call %s: no media worker came back; the call has no SFU room until one does", call.id)
             return
         async with call.lock:
-            if call.ended or call.room is not None or call.mode != SFU or self._closing:
+            if call.ended or call.mode != SFU or self._closing:
                 return
             try:
-                new_room = await self._ensure_room(call)
+                new_room = await self._ensure_room(call)  # the one a join made meanwhile, if any
             except Exception as exc:  # ApiError 503, or the new worker died too
                 logger.error("call %s: no new SFU room: %s", call.id, exc)
                 return
