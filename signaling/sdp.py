@@ -773,14 +773,18 @@ def offer_to_producer_parameters(
 def offer_to_consumer_capabilities(offer_media: MediaSection) -> RtpCapabilities:
     """mediasoup ``RtpCapabilities`` of a WHEP (recvonly) viewer for one m-section.
 
-    Every offered codec (RTX included) with the offer's payload type as
+    Every offered codec (RTX included when its ``apt`` names an offered
+    codec) with the offer's payload type as
     ``preferredPayloadType`` and its rtcp-fb; every extmap as a header
     extension with the offer's id as ``preferredId`` (except those the
     offerer marked ``/sendonly`` or ``/inactive``).
     """
     kind = offer_media.kind
     codecs: list[RtpCodecCapability] = []
+    media_pts = {c.payload_type for c in offer_media.codecs if not c.is_rtx}
     for codec in offer_media.codecs:
+        if codec.is_rtx and codec.parameters.get("apt") not in media_pts:
+            continue  # an RTX codec without a=fmtp apt=<one of this section's codecs> repairs nothing
         params = codec_to_parameters(kind, codec)
         cap: RtpCodecCapability = {
             "kind": cast(Any, kind),

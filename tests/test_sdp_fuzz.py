@@ -298,7 +298,7 @@ async def test_http_whip_and_whep_never_answer_500(client):
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
             assert resp.status == 201 or 400 <= resp.status < 500, (url, resp.status, text, body[:2000])
             if resp.status != 201:
-                assert "SDP offer" in text or "nothing to view" in text, (url, text)
+                assert (await resp.json())["error"], (url, text)  # a message naming the problem
     print("HTTP statuses of the mutated offers:", statuses)
     assert statuses.get(400, 0) > 0 and statuses.get(201, 0) > 0
 
