@@ -1103,3 +1103,11 @@ def test_rid_and_simulcast_lines_are_accepted():
     for line in ("a=simulcast: send rid=r0;r1;r2", "a=simulcast:send", "a=rid:r0", "a=rid:r0 send", "a=rid:bad\x01 send"):
         again = parse_offer(sdp.replace("a=simulcast:send r0;r1;r2", "a=simulcast:send r0;r1;r2\r\n" + line))
         assert offer_encodings(again.media[1]) == [{"rid": "r0"}, {"rid": "r1"}, {"rid": "r2"}]
+
+
+def test_whep_rtx_without_a_usable_apt_is_left_out():
+    for fmtp in ("a=fmtp:97 apt=x", "a=fmtp:97 apt=55", ""):
+        video = parse_offer(WHEP_OFFER.replace("a=fmtp:97 apt=96\r\n", fmtp + ("\r\n" if fmtp else ""))).media[1]
+        caps = offer_to_consumer_capabilities(video)
+        ortc.validate_rtp_capabilities(caps)
+        assert [c["preferredPayloadType"] for c in caps["codecs"]] == [96, 102, 103]
