@@ -22,6 +22,7 @@ from aiohttp import web
 from .auth import AuthConfig, Authenticator
 from .metrics import Metrics
 from .ratelimit import Rate, RateLimiter, parse_rate
+from .rooms import Limits
 from .server import CorsPolicy, create_app, start_rooms
 from .store import CallStore, StoreError
 
@@ -45,6 +46,63 @@ def _rate(spec: str) -> Optional[Rate]:
         return parse_rate(spec)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(spec: str) -> int:
+    """Bytes: ``65536``, ``64k``/``64kB``, ``1m``/``1MB``."""
+    text = spec.strip().lower().removesuffix("b")
+    scale = 1
+    if text.endswith("k"):
+        scale, text = 1024, text[:-1]
+    elif text.endswith("m"):
+        scale, text = 1024 * 1024, text[:-1]
+    try:
+        value = int(text.strip()) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not a size (e.g. 65536, 64k, 1m)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{spec!r}: must not be negative")
+    return value
+
+
+def _count(spec: str) -> int:
+    try:
+        value = int(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{spec!r}: must not be negative (0 turns the limit off)")
+    return value
+
+
+#: (option, Limits field, environment variable, type, help)
+LIMIT_OPTIONS: tuple[tuple[str, str, str, object, str], ...] = (
+    ("--max-whip-sections", "whip_sections", "SFU_MAX_WHIP_SECTIONS", _count, "m-lines per WHIP offer"),
+    ("--max-whep-sections", "whep_sections", "SFU_MAX_WHEP_SECTIONS", _count, "m-lines per WHEP offer"),
+    ("--max-transports-per-participant", "transports_per_participant", "SFU_MAX_TRANSPORTS_PER_PARTICIPANT",
+     _count, "transports per participant (a WHIP/WHEP session is one participant with one transport)"),
+    ("--max-transports-per-room", "transports_per_room", "SFU_MAX_TRANSPORTS_PER_ROOM", _count,
+     "transports per room"),
+    ("--max-participants-per-room", "participants_per_room", "SFU_MAX_PARTICIPANTS_PER_ROOM", _count,
+     "participants per room (WHIP/WHEP sessions included)"),
+    ("--max-consumers-per-transport", "consumers_per_transport", "SFU_MAX_CONSUMERS_PER_TRANSPORT", _count,
+     "consumers per transport"),
+    ("--max-request-body", "request_body_bytes", "SFU_MAX_REQUEST_BODY", _size,
+     "request body size (SDP offers, JSON), bytes or 64k"),
+    ("--max-rooms-per-user", "rooms_per_user", "SFU_MAX_ROOMS_PER_USER", _count,
+     "open rooms an authenticated user may have created"),
+    ("--transport-connect-timeout", "connect_timeout_s", "SFU_TRANSPORT_CONNECT_TIMEOUT", float,
+     "seconds a transport may take to complete ICE + DTLS before it is closed"),
+    ("--fd-reserve", "fd_reserve", "SFU_FD_RESERVE", _count,
+     "file descriptors kept free in each worker: a transport that would use one is refused (503)"),
+)
+
+
+def _limit_default(field: str) -> str:
+    value = getattr(Limits(), field)
+    if field == "request_body_bytes" and value % 1024 == 0:
+        return f"{value // 1024}k"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="let pages of ORIGIN (scheme://host[:port]) call /api, /whip, /whep and Socket.IO; "
                         "repeatable; '*' allows any origin, 'none' none (SFU_CORS_ORIGINS, comma-separated; "
                         "default: none, i.e. same-origin pages only, but any origin with --dev-auth)")
+    lim = p.add_argument_group("admission limits (0 turns one off; refusals are 429/413/400 naming the limit)")
+    for option, name, env, kind, text in LIMIT_OPTIONS:
+        default = _limit_default(name)
+        metavar = "BYTES" if kind is _size else "SECONDS" if kind is float else "N"
+        lim.add_argument(option, dest=f"limit_{name}", metavar=metavar, type=kind,  # type: ignore[arg-type]
+                         default=_env(env, default),
+                         help=f"{text} ({env}, default {default})")
     c = p.add_argument_group("calls")
     c.add_argument("--db", default=_env("SFU_DB", "sfu-calls.sqlite3"),
                    help="SQLite file of the call records, or :memory: (SFU_DB, default ./sfu-calls.sqlite3)")
@@ -109,6 +174,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, name, _rate(getattr(args, name)))
             except argparse.ArgumentTypeError as exc:
                 p.error(f"--{name.replace('_', '-')}: {exc}")
+    limits: dict[str, object] = {}
+    for option, name, env, kind, _ in LIMIT_OPTIONS:
+        value = getattr(args, f"limit_{name}")
+        if isinstance(value, str):  # a default from the environment (or ours) comes as a string
+            try:
+                value = kind(value)  # type: ignore[operator]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                p.error(f"{option} / {env}: {exc}")
+        if isinstance(value, float) and value < 0:
+            p.error(f"{option} / {env}: must not be negative")
+        limits[name] = value
+    args.limits = Limits(**limits)  # type: ignore[arg-type]
     if args.cors_origin is None:  # the options win over the environment
         env = _env("SFU_CORS_ORIGINS", None)
         if env is not None:
@@ -155,13 +232,13 @@ async def serve(args: argparse.Namespace) -> None:
         workers=args.workers, listen_ip=args.listen_ip, announced_ip=args.announced_ip, rtc_port=args.rtc_port,
         rtc_min_port=args.rtc_min_port, rtc_max_port=args.rtc_max_port,
         log_level="warning" if args.log_level == "info" else args.log_level,
-        keyframe_request_interval_ms=args.keyframe_interval_ms,
+        keyframe_request_interval_ms=args.keyframe_interval_ms, limits=args.limits,
     )
     limiter = None
     if args.rate_limit_user or args.rate_limit_ip:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
-                     disconnect_grace_s=args.disconnect_grace, cors=args.cors)
+                     disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.listen_ip, args.http_port)

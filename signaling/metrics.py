@@ -11,7 +11,10 @@ Two kinds of metrics:
   rate-limited requests;
 * read from the media side on each scrape: workers, rooms, routers,
   transports, producers, consumers (counted from the parent's object model),
-  worker deaths and replacements (the room manager's supervision totals)
+  worker deaths and replacements (the room manager's supervision totals),
+  admission refusals by limit (``sfu_admission_rejected_total{limit}``),
+  transports closed because they never connected, open file descriptors
+  against their limit (the server and each worker)
   and the engines' counters (packets and bytes received and sent, drops by
   reason, NACK, PLI, FIR, REMB, retransmissions), plus publishers' loss from
   producer stats. prometheus-client collects synchronously, so
@@ -32,6 +35,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+
+from .rooms import LIMIT_NAMES
 
 if TYPE_CHECKING:
     from .rooms import RoomManager
@@ -106,6 +111,9 @@ class MediaSnapshot:
     worker_replacement_failures: int = 0
     workers_replacing: int = 0
     rooms_lost: int = 0
+    admission_rejected: dict[str, int] = field(default_factory=dict)  # limit -> refusals
+    transports_closed_unconnected: int = 0
+    fds: list[dict[str, Any]] = field(default_factory=list)  # RoomManager.fd_state()
 
 
 class _MediaCollector:
@@ -132,6 +140,23 @@ class _MediaCollector:
                  "(each is retried).", s.worker_replacement_failures),
                 ("sfu_rooms_lost", "Rooms closed because their worker died.", s.rooms_lost)):
             yield CounterMetricFamily(name, doc, value=value)
+        rejected = CounterMetricFamily("sfu_admission_rejected", "Requests refused by an admission limit, by limit.",
+                                       labels=["limit"])
+        for limit in sorted(set(LIMIT_NAMES) | set(s.admission_rejected)):
+            rejected.add_metric([limit], s.admission_rejected.get(limit, 0))
+        yield rejected
+        yield CounterMetricFamily("sfu_transports_closed_unconnected",
+                                  "Transports closed because ICE/DTLS had not completed within the connect timeout.",
+                                  value=s.transports_closed_unconnected)
+        open_fds = GaugeMetricFamily("sfu_open_fds", "Open file descriptors, by process (server or worker).",
+                                     labels=["process", "pid"])
+        max_fds = GaugeMetricFamily("sfu_max_fds", "Open-files limit (soft RLIMIT_NOFILE), by process.",
+                                    labels=["process", "pid"])
+        for f in s.fds:
+            open_fds.add_metric([f["process"], str(f["pid"])], f["open"])
+            max_fds.add_metric([f["process"], str(f["pid"])], f["limit"])
+        yield open_fds
+        yield max_fds
         yield gauge("sfu_rooms", "Rooms (one router each) open in the room manager.", s.rooms)
         yield gauge("sfu_routers", "Routers open on the running workers.", s.routers)
         yield gauge("sfu_transports", "Transports open.", s.transports)
@@ -227,6 +252,12 @@ class Metrics:
         s.worker_replacement_failures = getattr(rooms, "worker_replacement_failures", 0)
         s.rooms_lost = getattr(rooms, "rooms_lost", 0)
         s.workers_replacing = len(rooms.replacing()) if hasattr(rooms, "replacing") else 0
+        limits = getattr(rooms, "limits", None)
+        if limits is not None:
+            s.admission_rejected = dict(limits.rejected)
+        s.transports_closed_unconnected = getattr(rooms, "transports_closed_unconnected", 0)
+        if hasattr(rooms, "fd_state"):
+            s.fds = rooms.fd_state()
         s.rooms = sum(1 for room in list(rooms.rooms.values()) if not room.router.closed)
         producers = []
         for w in alive:

@@ -17,14 +17,30 @@ sessions included, are removed) and, when the manager knows how to start
 workers (a :class:`WorkerSettings`), a replacement with the same settings,
 the same shared WebRTC port included, takes the dead worker's slot. A worker
 closed on purpose (``Worker.close()``) is not replaced.
+
+Admission limits (:class:`Limits`): a room refuses, before anything is
+allocated, a participant, transport, consumer or room beyond its limit with a
+:class:`LimitError` (an :class:`ApiError`, mostly 429) whose message names
+the limit (``transports per participant: limit 4 reached``), and counts the
+refusal in :attr:`Limits.rejected`. Transports whose ICE/DTLS has not
+completed within ``Limits.connect_timeout_s`` are closed (counted in
+:attr:`RoomManager.transports_closed_unconnected`). With a port per
+transport (no shared WebRTC port) every transport holds a file descriptor of
+its worker: a transport that would leave its worker fewer than
+``Limits.fd_reserve`` free descriptors is refused (503), see
+:meth:`RoomManager.fd_state`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
+import resource
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
@@ -53,6 +69,146 @@ class ApiError(Exception):
 Event = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+# ------------------------------------------------------------ admission limits
+
+#: Every admission limit: its metric label -> how messages name it.
+LIMIT_NAMES: dict[str, str] = {
+    "whip_sections": "m-lines per WHIP offer",
+    "whep_sections": "m-lines per WHEP offer",
+    "transports_per_participant": "transports per participant",
+    "transports_per_room": "transports per room",
+    "participants_per_room": "participants per room",
+    "consumers_per_transport": "consumers per transport",
+    "request_body": "request body",
+    "rooms_per_user": "rooms per user",
+    "file_descriptors": "file descriptors",
+}
+
+#: The user a request acts for, when it may create a room (set by the
+#: server for /api/rooms and /whip requests): :meth:`RoomManager.create_room`
+#: counts the room against that user's ``rooms_per_user``.
+ROOM_CREATOR: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("sfu_room_creator", default=None)
+
+
+class LimitError(ApiError):
+    """A request refused by an admission limit; ``limit`` is its
+    :data:`LIMIT_NAMES` key (the ``limit`` label of
+    ``sfu_admission_rejected_total``)."""
+
+    def __init__(self, limit: str, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.limit = limit
+
+
+def format_bytes(n: int) -> str:
+    """``65536`` -> ``64 kB``, ``1048576`` -> ``1024 kB``, ``1000`` -> ``1000 bytes``."""
+    return f"{n // 1024} kB" if n % 1024 == 0 else f"{n} bytes"
+
+
+@dataclass
+class Limits:
+    """Admission limits of the server (0 turns one off).
+
+    ``whip_sections``/``whep_sections``: m-lines per WHIP/WHEP offer (a
+    publisher sends audio + video; a viewer's every recvonly section becomes
+    a consumer). ``transports_per_participant``, ``transports_per_room``,
+    ``participants_per_room`` (call members joining their call's room are
+    bounded by the call's own size and never refused, but count),
+    ``consumers_per_transport``, ``request_body_bytes`` (aiohttp's
+    ``client_max_size``: SDP offers and JSON bodies), ``rooms_per_user``
+    (open rooms an authenticated user created; when the user is at the
+    limit, the oldest of those rooms that nobody is in is closed to make
+    room, and only when none is empty is the request refused).
+    ``connect_timeout_s``: a transport whose ICE + DTLS has not completed by
+    then is closed. ``fd_reserve``: descriptors kept free in each worker (a
+    transport that would use one of them is refused, 503);
+    ``fd_low_fraction``: /readyz reports not ready when a process has less
+    than this fraction of its descriptors left.
+
+    :attr:`rejected` counts refusals by limit (read by the metrics)."""
+
+    whip_sections: int = 2
+    whep_sections: int = 4
+    transports_per_participant: int = 4
+    transports_per_room: int = 200
+    participants_per_room: int = 100
+    consumers_per_transport: int = 100
+    request_body_bytes: int = 64 * 1024
+    rooms_per_user: int = 10
+    connect_timeout_s: float = 30.0
+    fd_reserve: int = 64
+    fd_low_fraction: float = 0.10
+    rejected: Counter = field(default_factory=Counter, compare=False, repr=False)
+
+    def refuse(self, limit: str, status: int, message: str) -> LimitError:
+        """Counts a refusal by ``limit`` and returns the error to raise."""
+        self.rejected[limit] += 1
+        logger.info("admission refused (%s): %s", limit, message)
+        return LimitError(limit, status, message)
+
+    def check_count(self, limit: str, current: int, detail: str = "") -> None:
+        """429 when ``current`` (what exists already) has reached the
+        limit named ``limit`` (an attribute of this class)."""
+        value = getattr(self, limit)
+        if value and current >= value:
+            raise self.refuse(limit, 429, f"{LIMIT_NAMES[limit]}: limit {value} reached{detail}")
+
+    def check_offer_sections(self, kind: str, count: int) -> None:
+        """An SDP offer of ``kind`` ``"whip"`` or ``"whep"`` with ``count``
+        m-lines: 400 naming the limit when it has more than allowed. Call it
+        before anything is created for the offer."""
+        if kind not in ("whip", "whep"):
+            raise ValueError(f"kind: 'whip' or 'whep', not {kind!r}")
+        limit = f"{kind}_sections"
+        value = getattr(self, limit)
+        if value and count > value:
+            raise self.refuse(limit, 400, f"{LIMIT_NAMES[limit]}: limit {value}, the offer has {count}"
+                                          + (" (audio + video)" if kind == "whip" and value == 2 else ""))
+
+    def body_too_large(self) -> LimitError:
+        """The refusal of a request body over ``request_body_bytes`` (413)."""
+        return self.refuse("request_body", 413, f"request body: limit {format_bytes(self.request_body_bytes)}")
+
+
+def count_sdp_sections(body: bytes) -> int:
+    """The m-lines of an SDP (lines starting with ``m=``), without parsing it."""
+    return sum(1 for line in body.split(b"\n") if line.lstrip().startswith(b"m="))
+
+
+#: Descriptor limits above this are reported as this (RLIM_INFINITY).
+_FD_CEILING = 1 << 20
+
+
+def fd_usage(pid: Optional[int] = None) -> Optional[tuple[int, int]]:
+    """(open descriptors, soft RLIMIT_NOFILE) of process ``pid`` (this one
+    when None), from /proc; None when it cannot be read."""
+    try:
+        open_fds = len(os.listdir(f"/proc/{pid or 'self'}/fd"))
+        if pid is None or pid == os.getpid():
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        else:
+            soft, _ = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft > _FD_CEILING:
+        soft = _FD_CEILING
+    return open_fds, soft
+
+
+def raise_fd_limit() -> tuple[int, int, int]:
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit (workers
+    started afterwards inherit it). Returns (soft before, soft now, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, _FD_CEILING)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    now, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft, now, hard
+
+
 @dataclass
 class Participant:
     """One client of a room. ``owner`` is the authenticated user (JWT ``sub``)
@@ -67,6 +223,7 @@ class Participant:
     producers: dict[str, sfu.Producer] = field(default_factory=dict)
     consumers: dict[str, sfu.Consumer] = field(default_factory=dict)
     sockets: set[Any] = field(default_factory=set)  # WebSocket responses
+    pending_transports: int = 0  # being created (counted by the transports_per_* limits)
 
     def transport(self, transport_id: str) -> sfu.WebRtcTransport:
         t = self.transports.get(transport_id)
@@ -100,8 +257,15 @@ class Room:
     """One call: a router and its participants."""
 
     def __init__(self, room_id: str, router: sfu.Router, webrtc_server: Optional[sfu.WebRtcServer],
-                 listen_ip: str, announced_ip: Optional[str]) -> None:
+                 listen_ip: str, announced_ip: Optional[str], *, manager: Optional["RoomManager"] = None,
+                 created_by: Optional[str] = None) -> None:
         self.id = room_id
+        self.manager = manager
+        self._own_limits = Limits()
+        #: The authenticated user that created the room (counted in ``rooms_per_user``).
+        self.created_by = created_by
+        self._pending_transports = 0
+        self._pending_consumers: dict[str, int] = {}
         self.router = router
         self.webrtc_server = webrtc_server
         self.listen_ip = listen_ip
@@ -111,6 +275,11 @@ class Room:
         #: Set when the room was closed because its worker died (see :meth:`lost`).
         self.closed_reason: Optional[str] = None
         self._lost_producers: list[dict[str, Any]] = []
+
+    @property
+    def limits(self) -> Limits:
+        """The manager's admission limits (defaults for a room without one)."""
+        return self.manager.limits if self.manager is not None else self._own_limits
 
     @property
     def worker(self) -> sfu.Worker:
@@ -130,6 +299,8 @@ class Room:
         pid = participant_id or secrets.token_hex(8)
         if pid in self.participants:
             raise ApiError(409, f"participant {pid} already exists in room {self.id}")
+        if participant_id is None:  # a call member (its own id) is bounded by its call's size
+            self.limits.check_count("participants_per_room", len(self.participants), f" in room {self.id}")
         p = Participant(id=pid, token=secrets.token_urlsafe(24), owner=owner, member=member)
         self.participants[p.id] = p
         return p
@@ -184,15 +355,69 @@ class Room:
     async def create_transport(self, p: Participant, direction: str) -> sfu.WebRtcTransport:
         if direction not in ("send", "recv"):
             raise ApiError(400, "direction: must be 'send' or 'recv'")
-        if self.webrtc_server is not None:
-            t = await self.router.create_webrtc_transport(webrtc_server=self.webrtc_server,
-                                                          app_data={"participantId": p.id, "direction": direction})
-        else:
-            t = await self.router.create_webrtc_transport(listen_ip=self.listen_ip, announced_ip=self.announced_ip,
-                                                          app_data={"participantId": p.id, "direction": direction})
+        limits = self.limits
+        limits.check_count("transports_per_participant", len(p.transports) + p.pending_transports)
+        limits.check_count("transports_per_room", self.transport_count() + self._pending_transports,
+                           f" in room {self.id}")
+        if self.webrtc_server is None and self.manager is not None:  # a UDP socket (fd) per transport
+            self.manager.check_fds(self.router.worker)
+        p.pending_transports += 1
+        self._pending_transports += 1
+        if self.manager is not None:
+            self.manager.pending_transports += 1
+        try:
+            if self.webrtc_server is not None:
+                t = await self.router.create_webrtc_transport(
+                    webrtc_server=self.webrtc_server, app_data={"participantId": p.id, "direction": direction})
+            else:
+                t = await self.router.create_webrtc_transport(
+                    listen_ip=self.listen_ip, announced_ip=self.announced_ip,
+                    app_data={"participantId": p.id, "direction": direction})
+        finally:
+            p.pending_transports -= 1
+            self._pending_transports -= 1
+            if self.manager is not None:
+                self.manager.pending_transports -= 1
         p.transports[t.id] = t
         t.observer.once("close", lambda: p.transports.pop(t.id, None))
+        self._watch_connect(p, t)
         return t
+
+    def transport_count(self) -> int:
+        """Open transports of the room's participants."""
+        return sum(len(p.transports) for p in self.participants.values())
+
+    def _watch_connect(self, p: Participant, t: sfu.WebRtcTransport) -> None:
+        """Closes ``t`` unless its DTLS is connected within
+        ``limits.connect_timeout_s``; a participant left with nothing (no
+        transport, producer, consumer or WebSocket; not a call member's own)
+        then leaves the room."""
+        timeout = self.limits.connect_timeout_s
+        if not timeout or timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            t.off("dtlsstatechange", on_state)
+            if t.closed or t.dtls_state == "connected":
+                return
+            logger.info("room %s: transport %s of participant %s not connected after %.0f s (ICE %s, DTLS %s): "
+                        "closed", self.id, t.id, p.id, timeout, t.ice_state, t.dtls_state)
+            if self.manager is not None:
+                self.manager.transports_closed_unconnected += 1
+            t.close()
+            if (p.id in self.participants and (p.member is None or p.member != p.id) and not p.transports
+                    and not p.producers and not p.consumers and not p.sockets):
+                asyncio.ensure_future(self.leave(p))
+
+        def on_state(state: str) -> None:
+            if state == "connected":
+                handle.cancel()
+                t.off("dtlsstatechange", on_state)
+
+        handle = loop.call_later(timeout, expire)
+        t.on("dtlsstatechange", on_state)
+        t.observer.once("close", handle.cancel)
 
     async def produce(self, p: Participant, transport_id: str, kind: str, rtp_parameters: Any) -> sfu.Producer:
         t = self.transport_of(p, transport_id)
@@ -227,7 +452,18 @@ class Room:
             self.guard.check_consume(self, p, self.producer_owner(producer_id))
         if not isinstance(caps, dict):
             raise ApiError(400, "rtpCapabilities: required, an object")
-        consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id}, mid=mid)
+        pending = self._pending_consumers.get(t.id, 0)
+        self.limits.check_count("consumers_per_transport", sum(1 for c in t.consumers if not c.closed) + pending,
+                                f" on transport {t.id}")
+        self._pending_consumers[t.id] = pending + 1
+        try:
+            consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id}, mid=mid)
+        finally:
+            left = self._pending_consumers.get(t.id, 1) - 1
+            if left > 0:
+                self._pending_consumers[t.id] = left
+            else:
+                self._pending_consumers.pop(t.id, None)
         p.consumers[consumer.id] = consumer
         consumer.observer.once("close", lambda: p.consumers.pop(consumer.id, None))
         return consumer
@@ -344,8 +580,14 @@ class RoomManager:
                  listen_ip: str, announced_ip: Optional[str],
                  media_codecs: Optional[list[dict[str, Any]]] = None, *,
                  settings: Optional[WorkerSettings] = None, retry_s: float = 0.1, retry_max_s: float = 2.0,
-                 crash_loop_s: float = 10.0) -> None:
+                 crash_loop_s: float = 10.0, limits: Optional[Limits] = None) -> None:
         self.workers = workers
+        #: Admission limits of every room (see :class:`Limits`).
+        self.limits = limits if limits is not None else Limits()
+        #: Transports being created right now (counted against the fd budget).
+        self.pending_transports = 0
+        #: Transports closed because ICE/DTLS did not complete in time (since start).
+        self.transports_closed_unconnected = 0
         self.servers = servers
         self.listen_ip = listen_ip
         self.announced_ip = announced_ip
@@ -512,16 +754,93 @@ class RoomManager:
             raise ApiError(503, f"no media worker is running{starting}")
         return min(alive, key=lambda w: sum(len(r.transports) for r in w.routers) + len(w.routers))
 
+    # --------------------------------------------------- file descriptors
+
+    def fds_per_transport(self, worker: sfu.Worker) -> int:
+        """Descriptors a new WebRTC transport takes in ``worker``: its own
+        UDP socket with a port per transport, none on a shared port."""
+        return 0 if self.servers.get(worker.pid) is not None else 1
+
+    def fd_state(self) -> list[dict[str, Any]]:
+        """Open descriptors against RLIMIT_NOFILE of this process and of
+        every running worker: ``{process, pid, open, limit, free,
+        fdsPerTransport, transportsLeft, low}`` (``low``: less than
+        ``limits.fd_low_fraction`` of the limit left)."""
+        out = []
+        procs: list[tuple[str, int, Optional[sfu.Worker]]] = [("server", os.getpid(), None)]
+        procs += [("worker", w.pid, w) for w in self.workers if not w.closed]
+        for name, pid, worker in procs:
+            usage = fd_usage(pid)
+            if usage is None:
+                continue
+            open_fds, limit = usage
+            free = max(limit - open_fds, 0)
+            per = self.fds_per_transport(worker) if worker is not None else 0
+            out.append({"process": name, "pid": pid, "open": open_fds, "limit": limit, "free": free,
+                        "fdsPerTransport": per,
+                        "transportsLeft": max(free - self.limits.fd_reserve, 0) // per if per else None,
+                        "low": free < self.limits.fd_low_fraction * limit})
+        return out
+
+    def fd_problems(self) -> list[str]:
+        """What /readyz reports about descriptors (empty when enough are left)."""
+        return [f"file descriptors low: {s['process']} {s['pid']} has {s['free']} of {s['limit']} left "
+                f"(less than {self.limits.fd_low_fraction:.0%})" for s in self.fd_state() if s["low"]]
+
+    def check_fds(self, worker: sfu.Worker) -> None:
+        """503 (limit ``file_descriptors``) when one more transport would leave
+        ``worker`` fewer than ``limits.fd_reserve`` free descriptors."""
+        per = self.fds_per_transport(worker)
+        if not per:
+            return
+        usage = fd_usage(worker.pid)
+        if usage is None:
+            return
+        open_fds, limit = usage
+        free = limit - open_fds - per * self.pending_transports
+        if free - per < self.limits.fd_reserve:
+            raise self.limits.refuse(
+                "file_descriptors", 503,
+                f"file descriptors: limit reached in media worker {worker.pid} ({max(free, 0)} of {limit} left, "
+                f"{self.limits.fd_reserve} kept in reserve); no new transport until some close")
+
     # ---------------------------------------------------------------- rooms
 
-    async def create_room(self, room_id: str) -> tuple[Room, bool]:
+    def rooms_created_by(self, user_id: str) -> list[Room]:
+        """The open rooms ``user_id`` created, oldest first."""
+        return [r for r in self.rooms.values() if r.created_by == user_id and not r.router.closed]
+
+    def _admit_room_for(self, user_id: str) -> None:
+        limit = self.limits.rooms_per_user
+        if not limit:
+            return
+        mine = self.rooms_created_by(user_id)
+        while len(mine) >= limit:
+            idle = next((r for r in mine if not r.participants), None)
+            if idle is None:
+                shown = ", ".join(r.id for r in mine[:10])
+                raise self.limits.refuse("rooms_per_user", 429, f"rooms per user: limit {limit} reached "
+                                                                f"(rooms you created that are in use: {shown})")
+            logger.info("user %s is at %d rooms: closing its room %s, which nobody is in", user_id, limit, idle.id)
+            self.close_room(idle.id)
+            mine.remove(idle)
+
+    async def create_room(self, room_id: str, creator: Optional[str] = None) -> tuple[Room, bool]:
+        """The room ``room_id``, created (True) unless it is open already.
+        ``creator`` (by default :data:`ROOM_CREATOR`, the user the current
+        request acts for): the user the new room counts against
+        (``rooms_per_user``)."""
+        creator = creator if creator is not None else ROOM_CREATOR.get()
         async with self._lock:
             room = self.rooms.get(room_id)
             if room is not None and not room.router.closed:
                 return room, False
+            if creator is not None:
+                self._admit_room_for(creator)
             worker = self._least_loaded()
             router = await worker.create_router(self.media_codecs)
-            room = Room(room_id, router, self.servers.get(worker.pid), self.listen_ip, self.announced_ip)
+            room = Room(room_id, router, self.servers.get(worker.pid), self.listen_ip, self.announced_ip,
+                        manager=self, created_by=creator)
             self.rooms[room_id] = room
 
             def router_closed() -> None:

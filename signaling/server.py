@@ -61,7 +61,18 @@ from .auth import Authenticator, Identity, auth_middleware
 from .calls import ANONYMOUS, CallService
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .ratelimit import RateLimiter, rate_limit_middleware
-from .rooms import ApiError, Participant, Room, RoomManager, WorkerSettings
+from .rooms import (
+    ROOM_CREATOR,
+    ApiError,
+    Limits,
+    Participant,
+    Room,
+    RoomManager,
+    WorkerSettings,
+    count_sdp_sections,
+    fd_usage,
+    raise_fd_limit,
+)
 from .store import CallStore
 
 logger = logging.getLogger("sfu.signaling")
@@ -92,11 +103,47 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response({"error": str(exc)}, status=503)
     except sfu.InvalidStateError as exc:
         return web.json_response({"error": str(exc)}, status=409)
+    except web.HTTPRequestEntityTooLarge:  # over client_max_size (the request_body limit)
+        exc = request.app[ROOMS].limits.body_too_large()
+        return web.json_response({"error": exc.message}, status=exc.status)
     except web.HTTPException:
         raise
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": "internal error"}, status=500)
+
+
+# ------------------------------------------------------- admission limits
+
+def _sdp_post_kind(request: web.Request) -> Optional[str]:
+    """``"whip"``/``"whep"`` for the POST of an SDP offer (``/whip/{roomId}``)."""
+    if request.method != "POST":
+        return None
+    parts = request.path.split("/")
+    if len(parts) == 3 and parts[1] in ("whip", "whep") and parts[2]:
+        return parts[1]
+    return None
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Limits checked before a handler allocates anything: the m-lines of a
+    WHIP/WHEP offer (counted on the raw body, which aiohttp's
+    ``client_max_size`` bounds: 413 ``request body``), and the user a room
+    created by this request counts against (:data:`ROOM_CREATOR`, for
+    /api/rooms and /whip). Put it innermost (after errors_middleware)."""
+    kind = _sdp_post_kind(request)
+    if kind is not None and request.content_type == "application/sdp":
+        body = await request.read()  # cached: the handler reads it again
+        request.app[ROOMS].limits.check_offer_sections(kind, count_sdp_sections(body))
+    ident = identity(request)
+    if ident is None or not request.path.startswith(("/api/rooms/", "/whip/")):
+        return await handler(request)
+    token = ROOM_CREATOR.set(ident.user_id)
+    try:
+        return await handler(request)
+    finally:
+        ROOM_CREATOR.reset(token)
 
 
 # ------------------------------------------------------------------ CORS
@@ -482,7 +529,11 @@ async def healthz(request: web.Request) -> web.Response:
         status = "degraded"
     else:
         status = "ok"
-    return web.json_response({"status": status, "workers": alive, "rooms": len(rooms.rooms), "pool": pool},
+    fds = rooms.fd_state()
+    if status == "ok" and any(f["low"] for f in fds):
+        status = "degraded"
+    return web.json_response({"status": status, "workers": alive, "rooms": len(rooms.rooms), "pool": pool,
+                              "fileDescriptors": fds},
                              status=200 if alive else 503)
 
 
@@ -501,6 +552,7 @@ async def readyz(request: web.Request) -> web.Response:
                 f"worker {d.pid} (slot {d.slot}, died: {d.error}; attempt {d.attempts}"
                 + (f", last failure: {d.last_error}" if d.last_error else "") + ")" for d in starting)
         problems.append(problem)
+    problems.extend(rooms.fd_problems())
     try:
         request.app[STORE].active_calls()
     except Exception as exc:  # the database is gone or locked
@@ -585,6 +637,7 @@ def create_app(
     disconnect_grace_s: float = 5.0,
     switch_timeout_s: float = 15.0,
     cors: Optional[CorsPolicy] = None,
+    limits: Optional[Limits] = None,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -596,7 +649,14 @@ def create_app(
     run are ended at start-up). ``disconnect_grace_s``: how long a call
     participant may lose its Socket.IO connection before it is made to leave.
     ``cors``: the other origins whose pages may use the API (None: none).
+    ``limits``: the admission limits (None: those of ``rooms``, by default
+    :class:`~signaling.rooms.Limits`' defaults); given, they replace
+    ``rooms.limits``. ``limits.request_body_bytes`` is the app's
+    ``client_max_size``.
     """
+    if limits is not None:
+        rooms.limits = limits
+    limits = rooms.limits
     metrics = metrics if metrics is not None else Metrics()
     metrics.bind_rooms(rooms)
     cors = cors if cors is not None else CorsPolicy()
@@ -608,7 +668,8 @@ def create_app(
         middlewares.append(rate_limit_middleware(limiter, applies=_protected,
                                                  on_limited=lambda req, wait: metrics.rate_limited.inc()))
     middlewares.append(errors_middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
+    middlewares.append(admission_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=limits.request_body_bytes)
     app[ROOMS] = rooms
     app[METRICS] = metrics
     app[CORS] = cors
@@ -673,12 +734,18 @@ async def start_rooms(
     log_level: str = "warning",
     announced_rtc_port: int | None = None,
     keyframe_request_interval_ms: int | None = None,
+    limits: Limits | None = None,
 ) -> RoomManager:
     """Starts the workers (and, with ``rtc_port``, one shared WebRTC port per
     worker: rtc_port, rtc_port+1, ...). ``keyframe_request_interval_ms``:
     the workers' PLI coalescing interval (None: the worker default). A worker
     that dies is replaced with the same settings, its port included (see
-    :class:`~signaling.rooms.RoomManager`)."""
+    :class:`~signaling.rooms.RoomManager`). ``limits``: the admission limits
+    (None: :class:`~signaling.rooms.Limits`' defaults).
+
+    The open-files soft limit is first raised to the hard limit (the workers
+    inherit it); the descriptor budget is logged."""
+    before, soft, hard = raise_fd_limit()
     options: dict[str, Any] = {"log_level": log_level, "rtc_min_port": rtc_min_port, "rtc_max_port": rtc_max_port}
     if keyframe_request_interval_ms is not None:
         options["keyframe_request_interval_ms"] = keyframe_request_interval_ms
@@ -696,4 +763,27 @@ async def start_rooms(
         for w in started:
             w.close()
         raise
-    return RoomManager(started, servers, listen_ip, announced_ip, settings=settings)
+    manager = RoomManager(started, servers, listen_ip, announced_ip, settings=settings, limits=limits)
+    _log_fd_budget(manager, before, soft, hard)
+    return manager
+
+
+def _log_fd_budget(manager: RoomManager, before: int, soft: int, hard: int) -> None:
+    raised = f" (raised from {before})" if soft != before else ""
+    usage = fd_usage()
+    logger.info("open-files limit %d%s, hard limit %s; this process uses %s", soft, raised,
+                "unlimited" if hard == -1 else hard, usage[0] if usage else "?")
+    for state in manager.fd_state():
+        if state["process"] != "worker":
+            continue
+        if state["fdsPerTransport"]:
+            logger.info("media worker %d: %d of %d descriptors free: about %d transports (1 each, a UDP port "
+                        "per transport; %d kept in reserve)", state["pid"], state["free"], state["limit"],
+                        state["transportsLeft"], manager.limits.fd_reserve)
+        else:
+            logger.info("media worker %d: %d of %d descriptors free; transports share its WebRTC port",
+                        state["pid"], state["free"], state["limit"])
+        if state["low"] or (state["transportsLeft"] is not None and state["transportsLeft"] < 100):
+            logger.warning("media worker %d has few file descriptors left (%d of %d): raise its hard limit "
+                           "(ulimit -Hn, LimitNOFILE=) or use a shared port (--rtc-port)", state["pid"],
+                           state["free"], state["limit"])
