@@ -31,7 +31,7 @@ from signaling.server import create_app, start_rooms  # noqa: E402
 
 ROOM = "gstreamer"
 SYSTEM_PYTHON = "/usr/bin/python3"
-MEDIA_WAIT_S = 45.0  # generous: the machine is shared
+MEDIA_WAIT_S = 30.0  # generous: the machine is shared
 
 VIEWER_HTML = "<!doctype html><title>WHEP viewer</title><p>WHEP viewer</p>"
 
