@@ -79,7 +79,7 @@ class Server:
 
     async def metric(self, name: str, **labels) -> float:
         text = await (await self.client.get("/metrics")).text()
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed: sorted
         pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+]+)"
         m = re.search(pattern, text)
         assert m, f"{name}{{{want}}} not in /metrics"
@@ -322,6 +322,7 @@ async def test_request_body_limit():
         while len(huge.encode()) < 685 * 1024:
             huge = inflate(huge, huge.count("\nm=") + 1 + 500)
         before, rss_before, fds_before = await s.engine(), rss_kb(os.getpid()), fds(s.worker.pid)
+        worker_rss_before = rss_kb(s.worker.pid)
         for _ in range(5):
             resp = await s.client.post("/whip/huge", data=huge, headers=SDP)
             assert resp.status == 413
@@ -329,6 +330,7 @@ async def test_request_body_limit():
         assert "huge" not in s.rooms.rooms and await s.engine() == before
         assert fds(s.worker.pid) == fds_before
         assert rss_kb(os.getpid()) - rss_before < 40 * 1024  # kB; the 5,000 producers took 117 MB
+        assert rss_kb(s.worker.pid) - worker_rss_before < 10 * 1024
 
         await s.call("POST", "/api/rooms/j/create", status=201)
         p = (await s.call("POST", "/api/rooms/j/participants", status=201))[1]
@@ -409,35 +411,51 @@ async def test_file_descriptor_budget():
     limits = Limits(fd_reserve=8, transports_per_participant=0)
     async with Server(limits, rtc_port=0) as s:
         assert (await s.client.get("/readyz")).status == 200
-        await s.call("POST", "/api/rooms/fd/create", status=201)
-        p = (await s.call("POST", "/api/rooms/fd/participants", status=201))[1]
-        pid = s.worker.pid
-        open_now = fds(pid)
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_now + 20, resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]))
-        s.rooms.limits.fd_low_fraction = 14 / (open_now + 20)  # "low" between the reserve (8) and now (20)
-        statuses = []
-        for _ in range(20):
-            status, body = await s.call("POST", "/api/rooms/fd/transports", p["token"], {"direction": "send"})
-            statuses.append(status)
-            if status != 201:
-                break
-        assert statuses[-1] == 503, statuses
-        assert body["error"].startswith(f"file descriptors: limit reached in media worker {pid}")
-        assert statuses.count(201) == 20 - 8  # every descriptor but the reserve
-        assert fds(pid) <= open_now + 20 - 8 + 1
-        resp = await s.client.get("/readyz")
-        ready = await resp.json()
-        assert resp.status == 503 and any("file descriptors low" in x for x in ready["problems"]), ready
-        assert (await s.client.get("/healthz")).status == 200
-        assert await s.metric("sfu_admission_rejected_total", limit="file_descriptors") == 1
-        await s.call("POST", f"/api/rooms/fd/participants/{p['participantId']}/leave", p["token"], status=200)
+        live = await LiveCall(s).start()  # its transports hold descriptors already: it must keep flowing
+        try:
+            await fd_exhaustion(s, live)
+        finally:
+            await live.close()
 
-        async def ready_again() -> bool:
-            return (await s.client.get("/readyz")).status == 200
 
-        await wait_for(ready_again, 30, "/readyz ready again")
-        q = (await s.call("POST", "/api/rooms/fd/participants", status=201))[1]
-        await s.call("POST", "/api/rooms/fd/transports", q["token"], {"direction": "send"}, status=201)
+async def fd_exhaustion(s: Server, live: LiveCall) -> None:
+    """Lowers the worker's open-files limit to 20 more than it uses, asks for transports until refused."""
+    assert await live.frames(5) == 5
+    await s.call("POST", "/api/rooms/fd/create", status=201)
+    p = (await s.call("POST", "/api/rooms/fd/participants", status=201))[1]
+    pid = s.worker.pid
+    open_now = fds(pid)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_now + 20, resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]))
+    s.rooms.limits.fd_low_fraction = 14 / (open_now + 20)  # "low" between the reserve (8) and now (20)
+    statuses = []
+    for _ in range(20):
+        status, body = await s.call("POST", "/api/rooms/fd/transports", p["token"], {"direction": "send"})
+        statuses.append(status)
+        if status != 201:
+            break
+    assert statuses[-1] == 503, statuses
+    assert body["error"].startswith(f"file descriptors: limit reached in media worker {pid}")
+    assert statuses.count(201) == 20 - 8  # every descriptor but the reserve
+    assert fds(pid) <= open_now + 20 - 8 + 1
+    resp = await s.client.get("/readyz")
+    ready = await resp.json()
+    assert resp.status == 503 and any("file descriptors low" in x for x in ready["problems"]), ready
+    resp = await s.client.get("/healthz")
+    health = await resp.json()
+    assert resp.status == 200 and health["status"] == "degraded", health
+    assert any(f["process"] == "worker" and f["low"] for f in health["fileDescriptors"]), health
+    assert await s.metric("sfu_admission_rejected_total", limit="file_descriptors") == 1
+    assert await s.metric("sfu_max_fds", process="worker", pid=pid) == open_now + 20
+    assert await live.frames(20) == 20  # the live call in another room is not disturbed
+    await s.call("POST", f"/api/rooms/fd/participants/{p['participantId']}/leave", p["token"], status=200)
+
+    async def ready_again() -> bool:
+        return (await s.client.get("/readyz")).status == 200
+
+    await wait_for(ready_again, 30, "/readyz ready again")
+    q = (await s.call("POST", "/api/rooms/fd/participants", status=201))[1]
+    await s.call("POST", "/api/rooms/fd/transports", q["token"], {"direction": "send"}, status=201)
+    assert await live.frames(5) == 5
 
 
 def test_options_and_environment(monkeypatch):
