@@ -114,7 +114,8 @@ class Limits:
     a consumer). ``transports_per_participant``, ``transports_per_room``,
     ``participants_per_room`` (call members joining their call's room are
     bounded by the call's own size and never refused, but count),
-    ``consumers_per_transport``, ``request_body_bytes`` (aiohttp's
+    ``consumers_per_transport`` (200: a viewer's one receiving transport in
+    a full room gets audio + video of the 99 others), ``request_body_bytes`` (aiohttp's
     ``client_max_size``: SDP offers and JSON bodies), ``rooms_per_user``
     (open rooms an authenticated user created; when the user is at the
     limit, the oldest of those rooms that nobody is in is closed to make
@@ -132,7 +133,7 @@ class Limits:
     transports_per_participant: int = 4
     transports_per_room: int = 200
     participants_per_room: int = 100
-    consumers_per_transport: int = 100
+    consumers_per_transport: int = 200
     request_body_bytes: int = 64 * 1024
     rooms_per_user: int = 10
     connect_timeout_s: float = 30.0

@@ -468,7 +468,7 @@ def test_options_and_environment(monkeypatch):
     defaults = Limits()
     assert (defaults.whip_sections, defaults.whep_sections, defaults.transports_per_participant,
             defaults.participants_per_room, defaults.consumers_per_transport, defaults.request_body_bytes,
-            defaults.rooms_per_user, defaults.connect_timeout_s) == (2, 4, 4, 100, 100, 64 * 1024, 10, 30.0)
+            defaults.rooms_per_user, defaults.connect_timeout_s) == (2, 4, 4, 100, 200, 64 * 1024, 10, 30.0)
     with pytest.raises(SystemExit):
         parse_args(["--dev-auth", "--max-request-body", "lots"])
 
