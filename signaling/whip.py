@@ -166,11 +166,9 @@ async def whep_view(request: web.Request) -> web.Response:
                 continue
             caps = offer_to_consumer_capabilities(section)
             try:
-                # TODO(mid, issue #9 item 5): the forwarded RTP must carry the viewer's own mid
-                # (section.mid). Pass `mid=section.mid` here once Room.consume forwards a `mid`
-                # keyword to Transport.consume(mid=...), which the engine's per-consumer MID
-                # rewriting adds; until then the consumer gets the transport's own counter as mid.
-                consumer = await room.consume(p, t.id, producer.id, caps)
+                # the forwarded RTP carries the viewer's own mid (issue #9): the engine writes it
+                # per consumer; a mid longer than 16 bytes cannot be sent in RTP (a 400 naming it)
+                consumer = await room.consume(p, t.id, producer.id, caps, mid=section.mid)
             except sfu.UnsupportedError:
                 answers.append(None)
                 continue

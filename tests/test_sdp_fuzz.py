@@ -349,3 +349,25 @@ async def test_http_bundle_only_sections_are_published_and_viewed(client):
         parsed = parse_offer(answer)
         assert [m.port for m in parsed.media] == [9, 9] and [m.direction for m in parsed.media] == ["sendonly"] * 2
         assert all(m.ssrcs for m in parsed.media)
+        # each consumer carries the viewer's own mid (the engine writes it on the forwarded RTP)
+        viewer = client.server.app[ROOMS].rooms[room].participants[resp.headers["X-Sfu-Participant-Id"]]
+        assert sorted((c.kind, c.rtp_parameters["mid"]) for c in viewer.consumers.values()) == sorted(
+            (m.kind, m.mid) for m in parse_offer(OFFERS[whep].decode()).media)
+
+
+async def test_http_whep_mids_are_the_viewers(client):
+    """A Chromium viewer with video first: its mids are the publisher's swapped."""
+    from signaling.server import ROOMS
+
+    headers = {"Content-Type": "application/sdp"}
+    resp = await client.post("/whip/mids", data=OFFERS["chromium-156.0.8078.114-whip-sendonly.sdp"], headers=headers)
+    assert resp.status == 201
+    whep = OFFERS["chromium-156.0.8078.114-whep-recvonly-video-first.sdp"]
+    resp = await client.post("/whep/mids", data=whep, headers=headers)
+    assert resp.status == 201, await resp.text()
+    viewer = client.server.app[ROOMS].rooms["mids"].participants[resp.headers["X-Sfu-Participant-Id"]]
+    assert sorted((c.kind, c.rtp_parameters["mid"]) for c in viewer.consumers.values()) == [("audio", "1"),
+                                                                                          ("video", "0")]
+    # a mid RTP cannot carry (over 16 bytes) is a 400 naming it
+    resp = await client.post("/whep/mids", data=whep.replace(b"a=mid:0", b"a=mid:" + b"v" * 17), headers=headers)
+    assert resp.status == 400 and "mid" in (await resp.json())["error"]
