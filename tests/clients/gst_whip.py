@@ -1,7 +1,8 @@
 """A WHIP publisher made of GStreamer's webrtcbin, driven through PyGObject.
 
 Runs with Debian's /usr/bin/python3 (python3-gi, gir1.2-gstreamer-1.0,
-gir1.2-gst-plugins-base-1.0, gir1.2-gst-plugins-bad-1.0; the elements come
+gir1.2-gst-plugins-base-1.0, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1;
+the elements come
 from gstreamer1.0-plugins-{base,good,bad,ugly} and gstreamer1.0-nice).
 GStreamer 1.22 has no whipsink (that element lives in gst-plugins-rs), so
 this script does what a WHIP client does and nothing more: webrtcbin makes
@@ -12,7 +13,7 @@ ICE-lite candidate, so no trickle is needed.
 Usage: /usr/bin/python3 gst_whip.py WHIP_URL vp8|h264 SECONDS [BUNDLE_POLICY]
 
 Prints one line per event as JSON on stdout (``offer``, ``answer``,
-``state``, ``error``, ``done``) and exits 0 when it published for SECONDS
+``state``, ``renegotiation-needed``, ``error``, ``done``) and exits 0 when it published for SECONDS
 with ICE connected, 1 otherwise.
 """
 
