@@ -373,9 +373,13 @@ async def test_rooms_per_user():
 
 
 async def test_unconnected_transports_are_closed_and_counted():
-    async with Server(Limits(connect_timeout_s=2)) as s:
-        live = await LiveCall(s).start()  # connects: must survive the timeout
+    async with Server(Limits()) as s:
+        live = await LiveCall(s).start()  # connects within the default 30 s: must survive
+        late = LiveCall(s, "late")
         try:
+            assert await live.frames(5) == 5
+            s.rooms.limits.connect_timeout_s = 8  # for the transports created from now on
+            await late.start()  # connects within the 8 s: must survive them
             before = await s.engine()
             await s.call("POST", "/api/rooms/idle/create", status=201)
             p = (await s.call("POST", "/api/rooms/idle/participants", status=201))[1]
@@ -396,8 +400,9 @@ async def test_unconnected_transports_are_closed_and_counted():
             await wait_for(closed, 60, "the unconnected transports closed")
             assert s.rooms.transports_closed_unconnected == 3
             assert await s.metric("sfu_transports_closed_unconnected_total") == 3
-            assert await live.frames(10) == 10
+            assert await live.frames(10) == 10 and await late.frames(10) == 10
         finally:
+            await late.close()
             await live.close()
 
 
