@@ -238,7 +238,10 @@ class ServerTarget:
         # The server's JWT secret (HS256): the harness mints one token per
         # participant (its own user). Its own REST set-up makes thousands of
         # requests in seconds, so the rate limits are off for the benchmark.
-        return ["--jwt-secret", self.secret, "--rate-limit-user", "off", "--rate-limit-ip", "off", "--db", ":memory:"]
+        return ["--jwt-secret", self.secret, "--rate-limit-user", "off", "--rate-limit-ip", "off", "--db", ":memory:",
+                # one room of up to --participants: admission limits off for the load
+                "--max-participants-per-room", "0", "--max-transports-per-room", "0",
+                "--max-consumers-per-transport", "0"]
 
     def mint(self, user: str) -> str:
         import jwt

@@ -191,3 +191,25 @@ def test_producer_keyframe_request_for_resume():
     assert to(r.send(r.s_pub, PUB, media(2, 3000), 2010), V1) == []
     (out,) = to(r.send(r.s_pub, PUB, media(3, 6000, b"\x10\x00key2"), 2050), V1)
     assert struct.unpack_from("!H", out, 2)[0] == 102
+
+
+def test_sender_reports_follow_the_publishers_own_mapping_through_bursts():
+    """With the publisher's SR known, each consumer SR maps wall time with the
+    publisher's RTP clock, shifted by the consumer's offset: packets that
+    arrive late and in a burst (ffmpeg -re catching up) do not move it."""
+    r = Rig()
+    r.send(r.s_pub, PUB, media(1, 90000, b"\x10\x00key"), 10_000)
+    # the publisher says: RTP 90000 is "now" (NTP arbitrary), at 10_005 ms
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, S, 0x12345678, 0, 90000, 1, 10)
+    r.send(r.s_pub, PUB, sr, 10_005)
+    # 900 ms later a burst of late packets (their timestamps 600 ms behind)
+    for k in range(5):
+        r.send(r.s_pub, PUB, media(2 + k, 90000 + 3000 * (k + 1)), 10_900)
+    r.e.take_outbox()
+    r.e.tick(12_005)
+    (sr1,) = rtcp_of_type(to(r.e.take_outbox(), V1), 200)
+    ts1 = struct.unpack_from("!I", sr1, 16)[0]
+    assert ts1 == 90000 + 2 * 90000   # 2 s after the publisher's SR, on its clock (offset 0 here)
+    r.e.tick(13_005)
+    (sr2,) = rtcp_of_type(to(r.e.take_outbox(), V1), 200)
+    assert struct.unpack_from("!I", sr2, 16)[0] - ts1 == 90000

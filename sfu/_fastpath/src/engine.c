@@ -1371,12 +1371,24 @@ static void send_receiver_reports(sfu_engine_t *e, sfu_transport_t *t, uint64_t 
 }
 
 /* A sender report for one consumer stream: NTP now and the RTP time that
- * corresponds to it on the consumer's (rewritten) timeline. */
+ * corresponds to it on the consumer's (rewritten) timeline. With a sender
+ * report from the publisher, that RTP time follows the publisher's own
+ * mapping (its last SR's RTP time, at that SR's arrival, plus the time
+ * since), so every SR of the consumer describes one media clock and a
+ * publisher's audio and video keep their relative timing. Without one, it
+ * is extrapolated from the last packet forwarded. */
 static void send_sender_report(sfu_engine_t *e, sfu_consumer_t *c, uint64_t now_ms)
 {
     if (!c->ts_started)
         return;
-    uint32_t rtp_ts = c->last_ts + (uint32_t)((now_ms - c->last_ts_ms) * c->clock_rate / 1000);
+    uint32_t rtp_ts;
+    const sfu_producer_t *p = c->producer;
+    if (p && c->stream < p->nstreams && p->streams[c->stream].sr_valid && now_ms >= p->streams[c->stream].sr_arrival_ms) {
+        const sfu_producer_stream_t *st = &p->streams[c->stream];
+        rtp_ts = st->sr_rtp_ts + c->ts_offset + (uint32_t)((now_ms - st->sr_arrival_ms) * c->clock_rate / 1000);
+    } else {
+        rtp_ts = c->last_ts + (uint32_t)((now_ms - c->last_ts_ms) * c->clock_rate / 1000);
+    }
     uint8_t pkt[64];
     int len = sfu_rtcp_build_sr(pkt, sizeof(pkt), c->ssrc, ntp_now(now_ms), rtp_ts, (uint32_t)c->sent.packets,
                                 (uint32_t)c->payload_bytes, NULL, 0); /* RFC 3550 6.4.1: payload octets */
@@ -1706,14 +1718,17 @@ static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk,
         }
         break;
     case SFU_RTCP_SR: {
-        uint32_t ssrc;
+        uint32_t ssrc, rtp_ts;
         uint64_t ntp;
-        if (sfu_rtcp_parse_sr(pk, len, &ssrc, &ntp, NULL, NULL, NULL) >= 0) {
+        if (sfu_rtcp_parse_sr(pk, len, &ssrc, &ntp, &rtp_ts, NULL, NULL) >= 0) {
             for (uint32_t i = 0; i < t->nroutes; i++) {
                 struct sfu_route *r = &t->routes[i];
                 if (r->ssrc == ssrc && !r->is_rtx) {
-                    r->producer->streams[r->stream].sr_lsr = sfu_ntp_compact(ntp);
-                    r->producer->streams[r->stream].sr_arrival_ms = now_ms;
+                    sfu_producer_stream_t *st = &r->producer->streams[r->stream];
+                    st->sr_lsr = sfu_ntp_compact(ntp);
+                    st->sr_arrival_ms = now_ms;
+                    st->sr_rtp_ts = rtp_ts;
+                    st->sr_valid = 1;
                 }
             }
         }

@@ -201,6 +201,8 @@ typedef struct {
     sfu_packet_store_t store;       /* router-level packets for consumers' retransmissions (lazy) */
     uint32_t sr_lsr;                /* middle 32 bits of the last SR's NTP time */
     uint64_t sr_arrival_ms;
+    uint32_t sr_rtp_ts;             /* RTP time of the last SR (sr_valid: one arrived) */
+    int sr_valid;
     uint64_t rtx_received;
     uint64_t nack_packets_sent;
     uint64_t bytes_at_last_rate, rate_bps;
