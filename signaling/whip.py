@@ -84,8 +84,7 @@ def _dtls_for_offer(offer: Any) -> dict[str, Any]:
 def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str) -> web.Response:
     location = f"/{kind}/{room.id}/{p.token}"
     return web.Response(status=201, text=sdp, content_type=SDP,
-                        headers={"Location": location, "X-Sfu-Participant-Id": p.id,
-                                 "Access-Control-Expose-Headers": "Location, X-Sfu-Participant-Id"})
+                        headers={"Location": location, "X-Sfu-Participant-Id": p.id})
 
 
 def _call_room(request: web.Request) -> bool:
@@ -223,7 +222,13 @@ def _resume_when_connected(t: sfu.WebRtcTransport, consumers: list[sfu.Consumer]
 
 async def end_session(request: web.Request) -> web.Response:
     room = request.app[ROOMS].room(request.match_info["roomId"])
-    p = room.participant_by_token(request.match_info["session"])
+    try:
+        p = room.participant_by_token(request.match_info["session"])
+    except ApiError as exc:
+        if exc.status != 401:
+            raise
+        # RFC 9725: an unknown session (ended, or lost with its media worker) is 404
+        raise ApiError(404, f"session not found in room {room.id} (ended, or lost with its media worker)") from None
     await room.leave(p)
     return web.Response(status=200)
 
@@ -231,8 +236,6 @@ async def end_session(request: web.Request) -> web.Response:
 async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={
         "Accept-Post": SDP,
-        "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type, Authorization",
     })
 
 

@@ -81,7 +81,7 @@ async def test_whip_publisher_and_two_whep_viewers_decode(client):
         resp = await client.delete(location)
         assert resp.status == 200
         resp = await client.delete(location)
-        assert resp.status == 401
+        assert resp.status == 404  # RFC 9725: the session is gone
     finally:
         await publisher.close()
         for v in viewers:
