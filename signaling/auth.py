@@ -11,6 +11,22 @@ nothing else. Tokens are verified with either
 A development mode generates a random HS256 secret when none is given and can
 mint tokens for the demo page; it is never implied, it has to be asked for.
 
+Room grants. A token may carry a ``video`` claim (named after LiveKit's video
+grant) saying which rooms it may join and whether it may publish and
+subscribe there::
+
+    "video": {"rooms": ["A", "B"], "canPublish": true, "canSubscribe": false}
+
+``rooms`` is a list of room ids or ``"*"`` (every room); LiveKit's single
+``room`` is accepted too (and combined with ``rooms``). ``roomJoin: false``
+grants no room. ``canPublish``/``canSubscribe`` default to true (as in
+LiveKit); ``false`` withholds that right. :class:`RoomGrant` is the parsed
+claim (on :attr:`Identity.grant`); :func:`check_room_grant` raises
+``AuthError(403, "token grants no access to room B")``, ``"token may not
+publish"`` or ``"token may not subscribe"``. A token without the claim is
+accepted with every right unless :attr:`AuthConfig.require_grants` is set
+(``--require-grants``): that default is deprecated and will flip.
+
 Failures raise :class:`AuthError` (status 401, or 403 for a caller acting
 outside what its identity allows), whose message says what was wrong with the
 token. :func:`auth_middleware` turns them into ``401 {"error": ...}`` JSON
@@ -69,13 +85,101 @@ class AuthError(ApiError):
         self.reason = reason or ("forbidden" if status == 403 else "invalid")
 
 
+#: The claim holding a token's room grant (LiveKit's name for its video grant).
+GRANT_CLAIM = "video"
+
+
+@dataclass(frozen=True)
+class RoomGrant:
+    """What a token's ``video`` claim allows: ``rooms`` (a frozenset of room
+    ids, or None for every room: ``"*"``), ``can_publish``,
+    ``can_subscribe``."""
+
+    rooms: Optional[frozenset[str]]
+    can_publish: bool = True
+    can_subscribe: bool = True
+
+    def allows_room(self, room_id: str) -> bool:
+        return self.rooms is None or room_id in self.rooms
+
+    def describe(self) -> str:
+        rooms = "every room (*)" if self.rooms is None else (", ".join(sorted(self.rooms)) or "no room")
+        rights = [r for r, ok in (("publish", self.can_publish), ("subscribe", self.can_subscribe)) if ok]
+        return f"rooms: {rooms}; may {' and '.join(rights) if rights else 'neither publish nor subscribe'}"
+
+
+#: What a token without a ``video`` claim is granted while grants are not required.
+FULL_GRANT = RoomGrant(rooms=None)
+
+
+def parse_grant(claims: dict[str, Any]) -> Optional[RoomGrant]:
+    """The :class:`RoomGrant` of verified claims (None without a ``video``
+    claim); AuthError 401 (``claims``) naming what is malformed."""
+    if GRANT_CLAIM not in claims:
+        return None
+    video = claims[GRANT_CLAIM]
+    if not isinstance(video, dict):
+        raise AuthError(401, f"token '{GRANT_CLAIM}' claim (the room grant) must be an object", "claims")
+    rooms: set[str] = set()
+    every = False
+    room = video.get("room")
+    if room is not None:
+        if not isinstance(room, str) or not room:
+            raise AuthError(401, f"token '{GRANT_CLAIM}.room' must be a non-empty string (a room id or \"*\")",
+                            "claims")
+        every, rooms = room == "*", ({room} if room != "*" else set())
+    listed = video.get("rooms")
+    if listed == "*":
+        every = True
+    elif listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(r, str) and r for r in listed):
+            raise AuthError(401, f"token '{GRANT_CLAIM}.rooms' must be a list of room ids or \"*\"", "claims")
+        every = every or "*" in listed
+        rooms.update(r for r in listed if r != "*")
+    flags = {}
+    for key in ("roomJoin", "canPublish", "canSubscribe"):
+        value = video.get(key, True)
+        if not isinstance(value, bool):
+            raise AuthError(401, f"token '{GRANT_CLAIM}.{key}' must be true or false", "claims")
+        flags[key] = value
+    if not flags["roomJoin"]:
+        every, rooms = False, set()
+    return RoomGrant(rooms=None if every else frozenset(rooms), can_publish=flags["canPublish"],
+                     can_subscribe=flags["canSubscribe"])
+
+
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token says the caller is."""
+    """Who a verified token says the caller is; ``grant``: its room grant
+    (None when the token has no ``video`` claim)."""
 
     user_id: str
     name: Optional[str]
     claims: dict[str, Any] = field(hash=False)
+    grant: Optional[RoomGrant] = None
+
+
+def check_room_grant(ident: Optional[Identity], room_id: str, *, publish: bool = False, subscribe: bool = False,
+                     require: bool = False, call: bool = False) -> None:
+    """Raises AuthError 403 unless ``ident``'s grant allows room ``room_id``
+    (and publishing / subscribing when asked). ``ident`` None (no
+    authenticator) is always allowed. A token without grant: allowed
+    everything, unless ``require`` (``--require-grants``) and the room is not
+    a ``call``'s (calls authorise by membership and roles)."""
+    if ident is None:
+        return
+    grant = ident.grant
+    if grant is None:
+        if require and not call:
+            raise AuthError(403, f"token grants no access to room {room_id}: it has no room grant "
+                                 f"('{GRANT_CLAIM}' claim) and this server requires one (--require-grants)")
+        return
+    if not grant.allows_room(room_id):
+        raise AuthError(403, f"token grants no access to room {room_id}")
+    if publish and not grant.can_publish:
+        raise AuthError(403, "token may not publish (its grant has canPublish: false)")
+    if subscribe and not grant.can_subscribe:
+        raise AuthError(403, "token may not subscribe (its grant has canSubscribe: false)")
 
 
 def _algorithm_list(algorithms: Union[None, str, Iterable[str]]) -> Optional[list[str]]:
@@ -132,6 +236,8 @@ class AuthConfig:
     issuer: Optional[str] = None
     leeway_s: float = 5
     dev_mode: bool = False
+    #: Refuse (403) tokens without a room grant (``video`` claim) in rooms.
+    require_grants: bool = False
 
     def __post_init__(self) -> None:
         self.algorithms = _algorithm_list(self.algorithms) or []
@@ -186,6 +292,7 @@ class AuthConfig:
         issuer: Optional[str] = None,
         dev: bool = False,
         leeway_s: float = 5,
+        require_grants: bool = False,
     ) -> "AuthConfig":
         """Builds a config from command-line/environment values.
 
@@ -200,7 +307,8 @@ class AuthConfig:
             except OSError as exc:
                 raise ValueError(f"--jwt-public-key: cannot read {public_key_file}: {exc.strerror}") from None
         return cls(secret=secret or None, public_key=public_key, algorithms=_algorithm_list(algorithms) or [],
-                   audience=audience or None, issuer=issuer or None, leeway_s=leeway_s, dev_mode=dev)
+                   audience=audience or None, issuer=issuer or None, leeway_s=leeway_s, dev_mode=dev,
+                   require_grants=bool(require_grants))
 
     @property
     def can_mint(self) -> bool:
@@ -221,6 +329,7 @@ class Authenticator:
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
+        self._warned: set[str] = set()  # users whose grant-less token was logged (once each)
         self._key: Any = config.secret if config.secret is not None else load_public_key(config.public_key or "")
 
     def verify(self, token: Optional[str]) -> Identity:
@@ -263,11 +372,22 @@ class Authenticator:
         if not isinstance(sub, str) or not sub:
             raise AuthError(401, "token 'sub' claim must be a non-empty string (the user id)", "claims")
         name = claims.get("name")
-        return Identity(user_id=sub, name=name if isinstance(name, str) else None, claims=claims)
+        grant = parse_grant(claims)
+        if grant is None and not cfg.require_grants and len(self._warned) < 1000 and sub not in self._warned:
+            self._warned.add(sub)
+            logger.warning("token of %s has no room grant ('%s' claim): it may join, publish and subscribe in "
+                           "every room; this is deprecated (sfu-server --require-grants refuses such tokens)",
+                           sub, GRANT_CLAIM)
+        return Identity(user_id=sub, name=name if isinstance(name, str) else None, claims=claims, grant=grant)
 
-    def mint(self, user_id: str, name: Optional[str] = None, ttl_s: float = 3600, **claims: Any) -> str:
+    def mint(self, user_id: str, name: Optional[str] = None, ttl_s: float = 3600, *,
+             rooms: Union[None, str, Iterable[str]] = None, can_publish: bool = True, can_subscribe: bool = True,
+             **claims: Any) -> str:
         """A signed token for ``user_id`` valid ``ttl_s`` seconds (HS256 / dev
-        mode only: RuntimeError when only a public key is configured)."""
+        mode only: RuntimeError when only a public key is configured).
+        ``rooms`` (a room id, a list of them, or ``"*"``) adds a room grant
+        (``video`` claim) with ``can_publish``/``can_subscribe``; None adds
+        none (unless ``video=`` is given as a claim)."""
         cfg = self.config
         if cfg.secret is None:
             raise RuntimeError("cannot mint tokens: only a public key is configured; tokens come from the "
@@ -282,6 +402,10 @@ class Authenticator:
             payload["aud"] = cfg.audience
         if cfg.issuer:
             payload["iss"] = cfg.issuer
+        if rooms is not None:
+            listed = "*" if rooms == "*" else [rooms] if isinstance(rooms, str) else list(rooms)
+            payload[GRANT_CLAIM] = {"rooms": listed, "roomJoin": True, "canPublish": bool(can_publish),
+                                    "canSubscribe": bool(can_subscribe)}
         payload.update(claims)
         return jwt.encode(payload, cfg.secret, algorithm=cfg.algorithms[0])
 
