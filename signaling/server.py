@@ -57,7 +57,7 @@ from aiohttp import WSMsgType, web
 
 import sfu
 
-from .auth import Authenticator, Identity, auth_middleware
+from .auth import AuthError, Authenticator, Identity, auth_middleware, check_room_grant
 from .calls import ANONYMOUS, CallService
 from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .ratelimit import RateLimiter, rate_limit_middleware
@@ -344,8 +344,21 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def check_grant(request: web.Request, room_id: str, *, publish: bool = False, subscribe: bool = False) -> None:
+    """403 unless the caller's token grants room ``room_id`` (and publishing
+    / subscribing when asked): see :func:`signaling.auth.check_room_grant`.
+    A call's room accepts tokens without a grant (its roles decide)."""
+    auth = request.app.get(AUTH)
+    calls = request.app.get(CALLS)
+    check_room_grant(identity(request), room_id, publish=publish, subscribe=subscribe,
+                     require=auth is not None and auth.config.require_grants,
+                     call=calls is not None and calls.owns_room(room_id))
+
+
 def _room(request: web.Request) -> Room:
-    return request.app[ROOMS].room(request.match_info["roomId"])
+    room_id = request.match_info["roomId"]
+    check_grant(request, room_id)  # before the lookup: a room not granted is 403 whether it exists or not
+    return request.app[ROOMS].room(room_id)
 
 
 def identity(request: web.Request) -> Optional[Identity]:
@@ -392,6 +405,7 @@ def _require(data: dict[str, Any], key: str, kind: type, what: str) -> Any:
 
 
 async def create_room(request: web.Request) -> web.Response:
+    check_grant(request, request.match_info["roomId"])
     _not_a_call_room(request)
     room, created = await request.app[ROOMS].create_room(request.match_info["roomId"])
     return web.json_response(
@@ -449,6 +463,7 @@ async def connect_transport(request: web.Request) -> web.Response:
 
 
 async def produce(request: web.Request) -> web.Response:
+    check_grant(request, request.match_info["roomId"], publish=True)
     room = _room(request)
     p = _participant(request, room)
     data = await _body(request)
@@ -458,6 +473,7 @@ async def produce(request: web.Request) -> web.Response:
 
 
 async def consume(request: web.Request) -> web.Response:
+    check_grant(request, request.match_info["roomId"], subscribe=True)
     room = _room(request)
     p = _participant(request, room)
     data = await _body(request)
@@ -571,9 +587,24 @@ def _caller(request: web.Request) -> Identity:
     return identity(request) or ANONYMOUS
 
 
+def _check_call_grant(request: web.Request, call_id: Any) -> None:
+    """A token with a room grant must name the call (or ``*``); calls accept
+    tokens without a grant (their roles decide)."""
+    ident = identity(request)
+    if ident is None or ident.grant is None:
+        return
+    if not isinstance(call_id, str):  # a new call of a random id: only a grant of every room covers it
+        if ident.grant.rooms is not None:
+            raise AuthError(403, "token grants no access to a new call of a random id: give callId, "
+                                 "a room the token's grant names")
+        return
+    check_room_grant(ident, call_id, call=True)
+
+
 async def create_call(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[CALLS].create_call(_caller(request), await _body(request)),
-                             status=201)
+    body = await _body(request)
+    _check_call_grant(request, body.get("callId"))
+    return web.json_response(await request.app[CALLS].create_call(_caller(request), body), status=201)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -581,6 +612,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def join_call(request: web.Request) -> web.Response:
+    _check_call_grant(request, request.match_info["callId"])
     return web.json_response(
         await request.app[CALLS].join(_caller(request), request.match_info["callId"], await _body(request)),
         status=201)

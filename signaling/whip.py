@@ -17,6 +17,10 @@ Bearer``). A call's SFU room (its id is the call id) also needs
 session then publishes as that participant (``?participant=`` of WHEP names
 call participants), and the call's roles decide who may publish and view
 whom (403 otherwise). A call in P2P mode has no room (409).
+
+Room grants (the token's ``video`` claim, see :mod:`signaling.auth`): WHIP
+needs the room and ``canPublish``, WHEP the room and ``canSubscribe``, DELETE
+the room; refusals are 403 naming the missing grant.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from .sdp import (
     parse_offer,
     whip_media_answers,
 )
-from .server import CALLS, ROOMS, identity
+from .server import CALLS, ROOMS, check_grant, identity
 
 logger = logging.getLogger("sfu.signaling.whip")
 
@@ -94,9 +98,10 @@ def _call_room(request: web.Request) -> bool:
 
 @_sdp_errors_are_400
 async def whip_publish(request: web.Request) -> web.Response:
+    room_id = request.match_info["roomId"]
+    check_grant(request, room_id, publish=True)  # 403 "token may not publish" / "... no access to room"
     offer = await _read_offer(request)
     ident = identity(request)
-    room_id = request.match_info["roomId"]
     if _call_room(request):
         room, p, fresh = request.app[CALLS].publisher_session(ident, room_id, request.query.get("as"))
     else:
@@ -142,6 +147,7 @@ def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer:
 
 @_sdp_errors_are_400
 async def whep_view(request: web.Request) -> web.Response:
+    check_grant(request, request.match_info["roomId"], subscribe=True)
     offer = await _read_offer(request)
     ident = identity(request)
     wanted = request.query.get("participant")
@@ -221,6 +227,7 @@ def _resume_when_connected(t: sfu.WebRtcTransport, consumers: list[sfu.Consumer]
 
 
 async def end_session(request: web.Request) -> web.Response:
+    check_grant(request, request.match_info["roomId"])
     room = request.app[ROOMS].room(request.match_info["roomId"])
     try:
         p = room.participant_by_token(request.match_info["session"])
