@@ -18,6 +18,13 @@ workers (a :class:`WorkerSettings`), a replacement with the same settings,
 the same shared WebRTC port included, takes the dead worker's slot. A worker
 closed on purpose (``Worker.close()``) is not replaced.
 
+Empty rooms: a room nobody is in (created and not joined, or left by its
+last participant) is closed after :attr:`RoomManager.empty_room_grace_s`
+(30 s by default; 0 keeps empty rooms open), which frees its router; a
+participant joining within that time keeps it open. A room with a
+:class:`RoomGuard` (a call's) is left to its owner: the call service
+releases a call's room with the call.
+
 Admission limits (:class:`Limits`): a room refuses, before anything is
 allocated, a participant, transport, consumer or room beyond its limit with a
 :class:`LimitError` (an :class:`ApiError`, mostly 429) whose message names
@@ -276,6 +283,7 @@ class Room:
         #: Set when the room was closed because its worker died (see :meth:`lost`).
         self.closed_reason: Optional[str] = None
         self._lost_producers: list[dict[str, Any]] = []
+        self._empty_timer: Optional[asyncio.TimerHandle] = None
 
     @property
     def limits(self) -> Limits:
@@ -304,7 +312,45 @@ class Room:
             self.limits.check_count("participants_per_room", len(self.participants), f" in room {self.id}")
         p = Participant(id=pid, token=secrets.token_urlsafe(24), owner=owner, member=member)
         self.participants[p.id] = p
+        self._cancel_empty_close()
         return p
+
+    # ------------------------------------------------------- empty rooms
+
+    def schedule_empty_close(self) -> None:
+        """Closes the room after the manager's ``empty_room_grace_s`` unless
+        somebody joins meanwhile (nothing without a manager, with a grace
+        of 0, or when the room is closed already). Restarts a running
+        grace period."""
+        self._cancel_empty_close()
+        grace = self.manager.empty_room_grace_s if self.manager is not None else 0
+        if not grace or grace <= 0 or self.router.closed or self.guard is not None:
+            return
+        self._empty_timer = asyncio.get_running_loop().call_later(grace, self._close_if_empty)
+
+    def _cancel_empty_close(self) -> None:
+        if self._empty_timer is not None:
+            self._empty_timer.cancel()
+            self._empty_timer = None
+
+    @property
+    def closing_when_empty(self) -> bool:
+        """True while the room's grace period runs (it is empty)."""
+        return self._empty_timer is not None
+
+    def _close_if_empty(self) -> None:
+        self._empty_timer = None
+        if self.participants or self.router.closed or self.guard is not None:
+            return  # joined meanwhile, gone already, or a call's room (the call service releases it)
+        manager = self.manager
+        assert manager is not None
+        logger.info("room %s: empty for %.0f s, closed (router %s freed)", self.id, manager.empty_room_grace_s,
+                    self.router.id)
+        manager.rooms_closed_empty += 1
+        if manager.rooms.get(self.id) is self:
+            manager.close_room(self.id)
+        else:
+            self.close()
 
     def owned_by(self, user_id: str) -> list[Participant]:
         """The participants an authenticated user made."""
@@ -473,12 +519,15 @@ class Room:
         for t in list(p.transports.values()):
             t.close()
         self.participants.pop(p.id, None)
+        if not self.participants:
+            self.schedule_empty_close()
         for ws in list(p.sockets):
             await ws.close()
         await self.broadcast("participant-left", {"participantId": p.id})
 
     def close(self) -> None:
         """Closes the router (and with it every transport of the room)."""
+        self._cancel_empty_close()
         if not self.router.closed:
             self.router.close()
 
@@ -581,8 +630,15 @@ class RoomManager:
                  listen_ip: str, announced_ip: Optional[str],
                  media_codecs: Optional[list[dict[str, Any]]] = None, *,
                  settings: Optional[WorkerSettings] = None, retry_s: float = 0.1, retry_max_s: float = 2.0,
-                 crash_loop_s: float = 10.0, limits: Optional[Limits] = None) -> None:
+                 crash_loop_s: float = 10.0, limits: Optional[Limits] = None,
+                 empty_room_grace_s: float = 30.0) -> None:
+        if empty_room_grace_s < 0:
+            raise ValueError("empty_room_grace_s: must be >= 0 (0 keeps empty rooms open)")
         self.workers = workers
+        #: Seconds an empty room stays open before it is closed (0: forever).
+        self.empty_room_grace_s = empty_room_grace_s
+        #: Rooms closed because they stayed empty (since start).
+        self.rooms_closed_empty = 0
         #: Admission limits of every room (see :class:`Limits`).
         self.limits = limits if limits is not None else Limits()
         #: Transports being created right now (counted against the fd budget).
@@ -851,6 +907,7 @@ class RoomManager:
                     self._lost.setdefault(worker.pid, []).append(room)
 
             router.observer.once("close", router_closed)
+            room.schedule_empty_close()  # nobody is in it yet
             return room, True
 
     def close_room(self, room_id: str) -> bool:
@@ -869,6 +926,8 @@ class RoomManager:
 
     async def close(self) -> None:
         self._closing = True
+        for room in list(self.rooms.values()):
+            room._cancel_empty_close()
         pending = [task for _, task in self._replacing.values()]
         if pending:  # a replacement that is starting closes its worker itself when it sees _closing
             _, late = await asyncio.wait(pending, timeout=5)

@@ -670,6 +670,7 @@ def create_app(
     switch_timeout_s: float = 15.0,
     cors: Optional[CorsPolicy] = None,
     limits: Optional[Limits] = None,
+    empty_room_grace_s: Optional[float] = None,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -684,10 +685,17 @@ def create_app(
     ``limits``: the admission limits (None: those of ``rooms``, by default
     :class:`~signaling.rooms.Limits`' defaults); given, they replace
     ``rooms.limits``. ``limits.request_body_bytes`` is the app's
-    ``client_max_size``.
+    ``client_max_size``. ``empty_room_grace_s``: seconds an empty room stays
+    open before its router is closed (None: that of ``rooms``, 30 s by
+    default; 0: empty rooms stay open). Room grants: ``auth.config.require_grants``
+    (see :func:`check_grant`).
     """
     if limits is not None:
         rooms.limits = limits
+    if empty_room_grace_s is not None:
+        if empty_room_grace_s < 0:
+            raise ValueError("empty_room_grace_s: must be >= 0 (0 keeps empty rooms open)")
+        rooms.empty_room_grace_s = empty_room_grace_s
     limits = rooms.limits
     metrics = metrics if metrics is not None else Metrics()
     metrics.bind_rooms(rooms)
