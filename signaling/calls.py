@@ -41,7 +41,7 @@ from urllib.parse import parse_qs
 import socketio
 
 from .auth import Authenticator, AuthError, Identity
-from .metrics import Metrics
+from .metrics import SOCKETIO_REJECT_REASONS, Metrics
 from .rooms import ApiError, Participant, Room, RoomGuard, RoomManager
 from .store import CallSession, CallStore
 
@@ -155,9 +155,151 @@ class CallRoomGuard(RoomGuard):
 
 
 @dataclass
+class SocketLimits:
+    """Limits on the events of one Socket.IO connection.
+
+    ``rate_per_s`` / ``burst``: a token bucket per connection (None: no rate
+    limit); an event over it is refused (``rate-limit``, status 429).
+    ``disconnect_after``: refusals for the rate limit a connection may
+    accumulate (they drain at ``rate_per_s``) before it is disconnected
+    (0: never). ``max_event_bytes``: the largest event payload (its strings
+    and numbers counted roughly as JSON would; ``too-large``, 413).
+    ``notice_interval_s``: at most one ``call:error`` for the rate limit per
+    interval and connection (the acknowledgements still answer each event)."""
+
+    rate_per_s: Optional[float] = 20.0
+    burst: int = 40
+    disconnect_after: int = 200
+    max_event_bytes: int = 128 * 1024
+    notice_interval_s: float = 1.0
+
+    def describe(self) -> str:
+        if self.rate_per_s is None:
+            return "no rate limit"
+        return f"{self.rate_per_s:g} events/s with a burst of {self.burst} per connection"
+
+
+#: Why a Socket.IO event was refused before its handler ran (the ``reason``
+#: of the error and the label of ``sfu_socketio_events_rejected_total``).
+REJECT_REASONS = SOCKETIO_REJECT_REASONS
+
+
+@dataclass
 class SocketInfo:
     identity: Identity
     attached: set[tuple[str, str]] = field(default_factory=set)  # (callId, participantId)
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+    strikes: float = 0.0
+    strikes_at: float = 0.0
+    last_notice: float = float("-inf")
+    kicked: bool = False
+
+
+class EventRefused(Exception):
+    """A Socket.IO event refused before its handler ran."""
+
+    def __init__(self, reason: str, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def payload_size(value: Any, budget: int) -> int:
+    """Roughly the JSON size of ``value`` in bytes, counted without
+    serialising it and without recursion; stops counting once over
+    ``budget`` (so a huge payload costs no more than ``budget`` to measure)."""
+    size = 0
+    stack = [value]
+    while stack and size <= budget:
+        v = stack.pop()
+        if isinstance(v, str):
+            size += len(v) + 3
+        elif isinstance(v, dict):
+            size += 2 + len(v)
+            for k, x in v.items():
+                size += len(k) + 3 if isinstance(k, str) else 8
+                stack.append(x)
+        elif isinstance(v, (list, tuple)):
+            size += 2 + len(v)
+            stack.extend(v)
+        elif isinstance(v, (bytes, bytearray)):
+            size += len(v)
+        else:
+            size += 8
+    return size
+
+
+def _optional_str(data: dict[str, Any], key: str, max_len: int = 128) -> None:
+    value = data.get(key)
+    if value is not None and not (isinstance(value, str) and 0 < len(value) <= max_len):
+        raise EventRefused("invalid-payload", 400, f"{key}: must be a string of 1 to {max_len} characters")
+
+
+def _check_common(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise EventRefused("invalid-payload", 400, f"event data: must be an object, got {_json_type(data)}")
+    call_id = data.get("callId")
+    if call_id is not None and not (isinstance(call_id, str) and CALL_ID.fullmatch(call_id)):
+        raise EventRefused("invalid-payload", 400, "callId: 1 to 64 letters, digits, '-' or '_'")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data"
+    return type(value).__name__
+
+
+def _check_attach(data: Any) -> None:
+    data = _check_common(data)
+    if not isinstance(data.get("callId"), str):
+        raise EventRefused("invalid-payload", 400, "callId: required")
+    _optional_str(data, "participantId")
+
+
+def _check_relay(field_name: str, nullable: bool = False) -> Any:
+    def check(data: Any) -> None:
+        data = _check_common(data)
+        _optional_str(data, "to")
+        if field_name not in data:
+            raise EventRefused("invalid-payload", 400, f"{field_name}: required")
+        value = data[field_name]
+        if not (isinstance(value, dict) or nullable and value is None):
+            raise EventRefused("invalid-payload", 400, f"{field_name}: must be an object"
+                               + (" or null" if nullable else "") + f", got {_json_type(value)}")
+        sdp = value.get("sdp") if isinstance(value, dict) else None
+        if sdp is not None and not isinstance(sdp, str):
+            raise EventRefused("invalid-payload", 400, f"{field_name}.sdp: must be a string")
+
+    return check
+
+
+def _check_media_ready(data: Any) -> None:
+    data = _check_common(data)
+    if data.get("mode") not in (P2P, SFU):
+        raise EventRefused("invalid-payload", 400, "mode: must be 'p2p' or 'sfu'")
+    _optional_str(data, "switchId")
+
+
+def _check_consumer_action(data: Any) -> None:
+    data = _check_common(data)
+    _optional_str(data, "consumerId")
+    _optional_str(data, "participantId")
+    if data.get("consumerId") is None and data.get("participantId") is None:
+        raise EventRefused("invalid-payload", 400, "consumerId or participantId: required")
 
 
 def _now() -> float:
@@ -187,18 +329,22 @@ class CallService:
         self.sockets: dict[str, SocketInfo] = {}
         self._create_lock = asyncio.Lock()
         self._closing = False
-        for event, handler in (
-            ("connect", self._on_connect),
-            ("disconnect", self._on_disconnect),
-            ("call:attach", self._on_attach),
-            ("webrtc:offer", self._relay("webrtc:offer")),
-            ("webrtc:answer", self._relay("webrtc:answer")),
-            ("webrtc:ice-candidate", self._relay("webrtc:ice-candidate")),
-            ("call:media-ready", self._on_media_ready),
-            ("pause-consumer", self._consumer_action("pause")),
-            ("resume-consumer", self._consumer_action("resume")),
+        self._draining = False
+        #: Limits on each connection's events (replace or change before clients connect).
+        self.socket_limits = SocketLimits()
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        for event, handler, check in (
+            ("call:attach", self._on_attach, _check_attach),
+            ("webrtc:offer", self._relay("webrtc:offer"), _check_relay("offer")),
+            ("webrtc:answer", self._relay("webrtc:answer"), _check_relay("answer")),
+            ("webrtc:ice-candidate", self._relay("webrtc:ice-candidate"), _check_relay("candidate", nullable=True)),
+            ("call:media-ready", self._on_media_ready, _check_media_ready),
+            ("pause-consumer", self._consumer_action("pause"), _check_consumer_action),
+            ("resume-consumer", self._consumer_action("resume"), _check_consumer_action),
         ):
-            sio.on(event, handler)
+            sio.on(event, self._guarded(event, handler, check))
+        sio.on("*", self._on_unknown_event)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -231,6 +377,55 @@ class CallService:
             if call.switch and call.switch.timer:
                 call.switch.timer.cancel()
             self._release_room(call)
+
+    async def end_all(self, reason: str = "server-shutdown", lock_timeout_s: float = 5.0) -> list[str]:
+        """Graceful shutdown: refuses new Socket.IO connections from now on and
+        ends every call in progress with ``reason`` (its participants get
+        ``call:ended {callId, reason}``, the store records the end, the SFU
+        rooms are released). Returns the ids of the calls ended. A call
+        whose lock is held longer than ``lock_timeout_s`` is ended anyway."""
+        self._draining = True
+        ended = []
+        for call in list(self.calls.values()):
+            locked = False
+            try:
+                await asyncio.wait_for(call.lock.acquire(), lock_timeout_s)
+                locked = True
+            except asyncio.TimeoutError:
+                logger.warning("call %s: busy for %.0f s, ended without its lock", call.id, lock_timeout_s)
+            try:
+                if not call.ended:
+                    await self._end(call, reason)
+                    ended.append(call.id)
+            except Exception:  # one call's failure must not keep the others in progress
+                logger.exception("call %s: could not be ended (%s)", call.id, reason)
+            finally:
+                if locked:
+                    call.lock.release()
+        self._update_gauges()
+        if ended:
+            logger.info("%s: ended %d call(s): %s", reason, len(ended), ", ".join(ended))
+        return ended
+
+    async def disconnect_all(self, timeout_s: float = 5.0) -> None:
+        """Disconnects every Socket.IO connection, after what was sent to it
+        (``call:ended``) has gone out, waiting at most ``timeout_s``."""
+        sids = list(self.sockets)
+        if not sids:
+            return
+
+        async def one(sid: str) -> None:
+            try:
+                await self.sio.disconnect(sid)
+            except Exception as exc:  # already gone
+                logger.debug("socket %s: %s", sid, exc)
+
+        tasks = [asyncio.ensure_future(one(sid)) for sid in sids]
+        _, late = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            logger.warning("%d Socket.IO connection(s) did not close within %.0f s", len(late), timeout_s)
 
     def owns_room(self, room_id: str) -> bool:
         """True when ``room_id`` is the SFU room of a call (its id is the call id)."""
@@ -742,7 +937,11 @@ class CallService:
                 if self.metrics is not None:
                     self.metrics.auth_failures.inc()
                 raise socketio.exceptions.ConnectionRefusedError(exc.message, {"status": exc.status}) from None
-        self.sockets[sid] = SocketInfo(identity)
+        if self._draining or self._closing:
+            raise socketio.exceptions.ConnectionRefusedError("server is shutting down", {"status": 503})
+        now = time.monotonic()
+        self.sockets[sid] = SocketInfo(identity, tokens=float(self.socket_limits.burst), tokens_at=now,
+                                       strikes_at=now)
         logger.debug("socket %s connected as %s", sid, identity.user_id)
 
     async def _on_disconnect(self, sid: str, *args: Any) -> None:
@@ -786,6 +985,117 @@ class CallService:
         pending, m.pending = m.pending, []
         for event, data in pending:
             await self.sio.emit(event, data, to=sid)
+
+    # ---------------------------------------- event admission (validation, rate limit)
+
+    def _take_token(self, info: SocketInfo, now: float) -> bool:
+        limits = self.socket_limits
+        if limits.rate_per_s is None:
+            return True
+        info.tokens = min(float(limits.burst), info.tokens + max(0.0, now - info.tokens_at) * limits.rate_per_s)
+        info.tokens_at = now
+        if info.tokens >= 1.0:
+            info.tokens -= 1.0
+            return True
+        return False
+
+    def _admit(self, sid: str, event: str, args: tuple[Any, ...], check: Any) -> Any:
+        """The data of an event that may run its handler, or raises
+        :class:`EventRefused` (rate limit first: a refused event costs no
+        validation)."""
+        info = self.sockets.get(sid)
+        if info is None:
+            raise EventRefused("not-authenticated", 401, "socket is not authenticated")
+        limits = self.socket_limits
+        now = time.monotonic()
+        if not self._take_token(info, now):
+            assert limits.rate_per_s is not None
+            retry = (1.0 - info.tokens) / limits.rate_per_s
+            raise EventRefused("rate-limit", 429, f"rate limit exceeded: {limits.describe()}; "
+                               f"retry in {retry * 1000:.0f} ms",
+                               limit=limits.describe(), retryAfterMs=max(1, round(retry * 1000)))
+        if check is None:
+            raise EventRefused("unknown-event", 404, f"unknown event {event[:64]!r}")
+        if len(args) != 1:
+            raise EventRefused("invalid-payload", 400,
+                               f"event data: expected one object, got {len(args)} arguments")
+        data = args[0]
+        if payload_size(data, limits.max_event_bytes) > limits.max_event_bytes:
+            raise EventRefused("too-large", 413, f"event data: larger than {limits.max_event_bytes} bytes "
+                               "(the limit of one event)", limit=limits.max_event_bytes)
+        check(data)
+        return data
+
+    async def _refuse(self, sid: str, event: str, exc: EventRefused) -> dict[str, Any]:
+        """Counts the refusal, tells the client (the acknowledgement, plus a
+        ``call:error`` event, at most one a ``notice_interval_s`` for the
+        rate limit) and disconnects a connection that keeps exceeding the
+        rate limit. Never logs a traceback: this is the client's error."""
+        body: dict[str, Any] = {"error": exc.message, "status": exc.status, "reason": exc.reason,
+                                "event": event[:64], **exc.extra}
+        if self.metrics is not None:
+            self.metrics.socketio_events_rejected.labels(reason=exc.reason).inc()
+        info = self.sockets.get(sid)
+        if info is None or info.kicked:
+            return body
+        limits = self.socket_limits
+        now = time.monotonic()
+        notify = True
+        if exc.reason == "rate-limit":
+            rate = limits.rate_per_s or 1.0
+            info.strikes = max(0.0, info.strikes - (now - info.strikes_at) * rate) + 1.0
+            info.strikes_at = now
+            if limits.disconnect_after and info.strikes > limits.disconnect_after:
+                info.kicked = True
+                logger.warning("socket %s (%s): disconnected, over the event rate limit (%s) for more than "
+                               "%d events", sid, info.identity.user_id, limits.describe(), limits.disconnect_after)
+                if self.metrics is not None:
+                    self.metrics.socketio_abuse_disconnects.inc()
+                await self._emit_quietly("call:error", {**body, "disconnect": True}, sid)
+                try:
+                    await self.sio.disconnect(sid)
+                except Exception as err:  # gone meanwhile
+                    logger.debug("socket %s: %s", sid, err)
+                return {**body, "disconnect": True}
+            notify = now - info.last_notice >= limits.notice_interval_s
+            if notify:
+                info.last_notice = now
+                logger.info("socket %s (%s): events over the rate limit (%s)", sid, info.identity.user_id,
+                            limits.describe())
+        else:
+            logger.debug("socket %s: %s refused: %s", sid, event[:64], exc.message)
+        if notify:
+            await self._emit_quietly("call:error", body, sid)
+        return body
+
+    async def _emit_quietly(self, event: str, data: dict[str, Any], sid: str) -> None:
+        try:
+            await self.sio.emit(event, data, to=sid)
+        except Exception as err:  # the socket went away meanwhile
+            logger.debug("socket %s: %s not sent: %s", sid, event, err)
+
+    def _guarded(self, event: str, handler: Any, check: Any) -> Any:
+        """``handler(sid, data)`` behind :meth:`_admit`: any number of
+        arguments reaches it without a TypeError, and what it does not
+        accept is answered with ``{error, status, reason, event}``."""
+
+        async def guarded(sid: str, *args: Any) -> dict[str, Any]:
+            try:
+                data = self._admit(sid, event, args, check)
+            except EventRefused as exc:
+                return await self._refuse(sid, event, exc)
+            return await handler(sid, data)
+
+        guarded.__name__ = f"on_{event}"
+        return guarded
+
+    async def _on_unknown_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        name = event if isinstance(event, str) else repr(event)
+        try:
+            self._admit(sid, name, args, None)
+        except EventRefused as exc:
+            return await self._refuse(sid, name, exc)
+        raise AssertionError("unreachable: an unknown event is always refused")
 
     def _error(self, exc: Exception) -> dict[str, Any]:
         if isinstance(exc, ApiError):

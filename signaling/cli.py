@@ -22,8 +22,9 @@ from aiohttp import web
 from .auth import AuthConfig, Authenticator
 from .metrics import Metrics
 from .ratelimit import Rate, RateLimiter, parse_rate
-from .rooms import Limits
-from .server import CorsPolicy, create_app, start_rooms
+from .calls import SocketLimits
+from .rooms import Limits, RoomManager
+from .server import CALLS, CorsPolicy, create_app, drain, start_rooms
 from .store import CallStore, StoreError
 
 logger = logging.getLogger("sfu.signaling")
@@ -162,13 +163,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c = p.add_argument_group("calls")
     c.add_argument("--db", default=_env("SFU_DB", "sfu-calls.sqlite3"),
                    help="SQLite file of the call records, or :memory: (SFU_DB, default ./sfu-calls.sqlite3)")
+    c.add_argument("--drain-timeout", type=float, default=float(_env("SFU_DRAIN_TIMEOUT", "10") or 10),
+                   help="seconds a graceful shutdown (first SIGTERM/SIGINT) gives requests in flight and "
+                        "Socket.IO connections to finish; a second signal exits at once (SFU_DRAIN_TIMEOUT)")
+    s = p.add_argument_group("Socket.IO limits (per connection)")
+    s.add_argument("--socketio-rate", type=_rate, default=_env("SFU_SOCKETIO_RATE", "20/s:40"),
+                   help="events per connection, RATE/s or RATE/m with :BURST, or 'off'; over it an event is "
+                        "refused (call:error, 429) (SFU_SOCKETIO_RATE, default 20/s:40)")
+    s.add_argument("--socketio-disconnect-after", type=_count,
+                   default=_env("SFU_SOCKETIO_DISCONNECT_AFTER", "200"),
+                   help="refusals for the rate limit (draining at the rate) after which the connection is "
+                        "closed; 0: never (SFU_SOCKETIO_DISCONNECT_AFTER, default 200)")
+    s.add_argument("--socketio-max-event", type=_size, default=_env("SFU_SOCKETIO_MAX_EVENT", "128k"),
+                   help="largest event payload, bytes or 128k (SFU_SOCKETIO_MAX_EVENT, default 128k)")
     c.add_argument("--disconnect-grace", type=float, default=float(_env("SFU_DISCONNECT_GRACE", "5") or 5),
                    help="seconds a call participant may lose its Socket.IO connection before it is made "
                         "to leave (SFU_DISCONNECT_GRACE)")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    for name in ("rate_limit_user", "rate_limit_ip"):  # defaults from the environment come as strings
+    for name, kind in (("socketio_disconnect_after", _count), ("socketio_max_event", _size)):
+        if isinstance(getattr(args, name), str):
+            try:
+                setattr(args, name, kind(getattr(args, name)))
+            except argparse.ArgumentTypeError as exc:
+                p.error(f"--{name.replace('_', '-')}: {exc}")
+    if args.drain_timeout < 0:
+        p.error("--drain-timeout must not be negative")
+    for name in ("rate_limit_user", "rate_limit_ip", "socketio_rate"):  # defaults from the environment come as strings
         if isinstance(getattr(args, name), str):
             try:
                 setattr(args, name, _rate(getattr(args, name)))
@@ -222,7 +244,44 @@ def dev_banner(base: str, auth: Authenticator, cors: CorsPolicy) -> list[str]:
     return lines
 
 
+def socket_limits(args: argparse.Namespace) -> SocketLimits:
+    """The Socket.IO limits the options ask for."""
+    rate = args.socketio_rate
+    return SocketLimits(rate_per_s=rate[0] if rate else None, burst=rate[1] if rate else 1,
+                        disconnect_after=args.socketio_disconnect_after, max_event_bytes=args.socketio_max_event)
+
+
+def _exit_now(rooms: Optional[RoomManager], code: int) -> None:
+    """The second signal: no more waiting. Kills the media workers (they
+    would exit on their own once the control channel closes) and exits."""
+    for w in list(rooms.workers) if rooms is not None else []:
+        pid = getattr(w, "pid", None)
+        if pid and not w.closed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    logging.shutdown()
+    os._exit(code)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    state: dict[str, object] = {"signals": 0, "rooms": None}
+
+    def on_signal(sig: signal.Signals) -> None:
+        state["signals"] = int(state["signals"]) + 1  # type: ignore[call-overload]
+        if state["signals"] == 1:
+            logger.warning("%s: shutting down gracefully (send it again to exit at once)", sig.name)
+            print(f"sfu-server: {sig.name}, shutting down (again to exit at once)", flush=True)
+            stop.set()
+        else:
+            logger.warning("%s again: exiting at once", sig.name)
+            _exit_now(state["rooms"], 128 + int(sig))  # type: ignore[arg-type]
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
     auth = Authenticator(args.auth_config)
     try:
         store = CallStore(args.db)
@@ -234,12 +293,14 @@ async def serve(args: argparse.Namespace) -> None:
         log_level="warning" if args.log_level == "info" else args.log_level,
         keyframe_request_interval_ms=args.keyframe_interval_ms, limits=args.limits,
     )
+    state["rooms"] = rooms
     limiter = None
     if args.rate_limit_user or args.rate_limit_ip:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
                      disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits)
-    runner = web.AppRunner(app)
+    app[CALLS].socket_limits = socket_limits(args)
+    runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()
     site = web.TCPSite(runner, args.listen_ip, args.http_port)
     await site.start()
@@ -250,14 +311,12 @@ async def serve(args: argparse.Namespace) -> None:
     if args.dev_auth:
         for line in dev_banner(base, auth, args.cors):
             print(line, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await drain(app, timeout_s=args.drain_timeout)
     await runner.cleanup()
     await rooms.close()
     store.close()
+    logger.info("sfu-server stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

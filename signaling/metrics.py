@@ -45,6 +45,9 @@ logger = logging.getLogger("sfu.signaling.metrics")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: Label values of ``sfu_socketio_events_rejected_total`` (signaling.calls.REJECT_REASONS).
+SOCKETIO_REJECT_REASONS = ("rate-limit", "invalid-payload", "too-large", "unknown-event", "not-authenticated")
+
 #: Mode switches take from tens of milliseconds (loopback) to the seed's 2 s limit.
 MODE_SWITCH_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -197,7 +200,9 @@ class Metrics:
     ``to_mode``), ``mode_switch_seconds`` (Histogram), ``http_request_seconds``
     (Histogram, labels ``method``, ``route``, ``status``; see
     :func:`metrics_middleware`), ``calls_active`` and ``participants_active``
-    (Gauges), ``auth_failures`` and ``rate_limited`` (Counters).
+    (Gauges), ``auth_failures`` and ``rate_limited`` (Counters),
+    ``socketio_events_rejected`` (Counter, label ``reason``) and
+    ``socketio_abuse_disconnects`` (Counter).
     """
 
     def __init__(self, registry: Optional[CollectorRegistry] = None, worker_timeout_s: float = 2.0,
@@ -220,6 +225,14 @@ class Metrics:
                                      "invalid token.", registry=r)
         self.rate_limited = Counter("sfu_rate_limited_requests", "Requests refused with 429 by the rate limiter.",
                                     registry=r)
+        self.socketio_events_rejected = Counter(
+            "sfu_socketio_events_rejected", "Socket.IO events refused before their handler ran, by reason "
+            "(rate-limit, invalid-payload, too-large, unknown-event, not-authenticated).", ["reason"], registry=r)
+        for reason in SOCKETIO_REJECT_REASONS:
+            self.socketio_events_rejected.labels(reason=reason)
+        self.socketio_abuse_disconnects = Counter(
+            "sfu_socketio_abuse_disconnects", "Socket.IO connections disconnected for exceeding the event rate "
+            "limit for too long.", registry=r)
         self.worker_timeout_s = worker_timeout_s
         self.max_producer_stats = max_producer_stats
         self.snapshot = MediaSnapshot()

@@ -45,6 +45,7 @@ same origins may open Socket.IO connections.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 import socketio
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 import sfu
 
@@ -654,6 +655,70 @@ async def call_script(request: web.Request) -> web.FileResponse:
 LIFECYCLE = web.AppKey("lifecycle", dict)
 CORS = web.AppKey("cors", CorsPolicy)
 
+# ---------------------------------------------------------------- shutdown
+
+#: Paths still served while the server drains: Socket.IO (the connections
+#: being told the calls end; new ones are refused by the call service), the
+#: probes (/readyz answers 503 itself) and the metrics.
+DRAIN_EXEMPT_PREFIXES = ("/socket.io/", "/healthz", "/readyz", "/metrics")
+SHUTDOWN_REASON = "server-shutdown"
+
+
+@web.middleware
+async def draining_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While the server drains (:func:`drain`), new requests get ``503``
+    (``Retry-After``, ``Connection: close``); otherwise counts the requests
+    in flight (WebSockets and Socket.IO excepted) that :func:`drain` waits for."""
+    life = request.app[LIFECYCLE]
+    if life.get("draining") and not request.path.startswith(DRAIN_EXEMPT_PREFIXES):
+        return web.json_response({"error": "server is shutting down"}, status=503,
+                                 headers={"Retry-After": "5", "Connection": "close"})
+    tracked = (not request.path.startswith("/socket.io/")
+               and request.headers.get("Upgrade", "").lower() != "websocket")
+    if not tracked:
+        return await handler(request)
+    life["inflight"] = life.get("inflight", 0) + 1
+    try:
+        return await handler(request)
+    finally:
+        life["inflight"] -= 1
+
+
+async def drain(app: web.Application, reason: str = SHUTDOWN_REASON, timeout_s: float = 10.0) -> None:
+    """Graceful shutdown, before the runner's cleanup (``sfu-server`` calls
+    it on SIGTERM/SIGINT): new HTTP requests get 503 and new Socket.IO
+    connections are refused; every call in progress ends with ``reason``
+    (``call:ended`` to its participants, ended in the store); the room
+    WebSockets get ``room-closed {roomId, reason}`` and close (1001); the
+    requests in flight get up to ``timeout_s`` to finish; then the Socket.IO
+    connections close once what was sent to them has gone out. Idempotent.
+    (``on_shutdown`` alone, as in tests that stop the app, leaves the calls
+    in progress: the next start ends them with ``server-restart``.)"""
+    life = app[LIFECYCLE]
+    if life.get("draining"):
+        return
+    life["draining"] = life["closing"] = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    logger.warning("draining (%s): new requests get 503", reason)
+    calls = app[CALLS]
+    await calls.end_all(reason, lock_timeout_s=max(0.1, min(5.0, timeout_s)))
+    for room in list(app[ROOMS].rooms.values()):
+        sockets = [ws for p in room.participants.values() for ws in p.sockets]
+        if not sockets:
+            continue
+        await room.broadcast("room-closed", {"roomId": room.id, "reason": reason})
+        for ws in sockets:
+            try:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
+            except Exception as exc:  # already gone
+                logger.debug("room %s: websocket: %s", room.id, exc)
+    while life.get("inflight", 0) > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if life.get("inflight", 0) > 0:
+        logger.warning("%d request(s) still in flight after %.0f s", life["inflight"], timeout_s)
+    await calls.disconnect_all(timeout_s=max(0.5, deadline - loop.time()))
+
 
 def _protected(path: str) -> bool:
     return path.startswith(PROTECTED_PREFIXES)
@@ -700,7 +765,7 @@ def create_app(
     metrics = metrics if metrics is not None else Metrics()
     metrics.bind_rooms(rooms)
     cors = cors if cors is not None else CorsPolicy()
-    middlewares: list[Any] = [metrics_middleware(metrics), cors_middleware(cors)]
+    middlewares: list[Any] = [metrics_middleware(metrics), cors_middleware(cors), draining_middleware]
     if auth is not None:
         middlewares.append(auth_middleware(auth, exempt=lambda path: not _protected(path),
                                            on_failure=lambda exc, req: metrics.auth_failures.inc()))
@@ -725,7 +790,7 @@ def create_app(
     calls = CallService(rooms, store, sio, auth=auth, metrics=metrics, disconnect_grace_s=disconnect_grace_s,
                         switch_timeout_s=switch_timeout_s)
     app[CALLS] = calls
-    app[LIFECYCLE] = {"closing": False}
+    app[LIFECYCLE] = {"closing": False, "draining": False, "inflight": 0}
     calls.recover()
 
     async def on_shutdown(app: web.Application) -> None:
