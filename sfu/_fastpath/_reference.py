@@ -242,27 +242,7 @@ def map_extensions(data: bytes, mapping: dict) -> bytes:
     if not elems:
         return data
     kept = [(table[eid], data[off : off + ln]) for eid, off, ln in elems if table[eid]]
-    one_byte = all(eid <= 14 and 1 <= len(value) <= 16 for eid, value in kept)
-    block = bytearray()
-    for eid, value in kept:
-        if one_byte:
-            block.append((eid << 4) | (len(value) - 1))
-        else:
-            block += bytes((eid, len(value)))
-        block += value
-    block += bytes(-len(block) % 4)
-    csrc_end = 12 + 4 * h["csrc_count"]
-    tail = data[h["header_length"] :]  # payload + padding
-    if kept:
-        profile = ONE_BYTE_PROFILE if one_byte else TWO_BYTE_PROFILE
-        first = data[0] | 0x10
-        ext = struct.pack("!HH", profile, len(block) // 4) + bytes(block)
-    else:
-        first = data[0] & ~0x10 & 0xFF
-        ext = b""
-    if csrc_end + len(ext) + len(tail) > len(data) + MAP_EXTRA_ROOM:
-        raise _rtp_error(-8)
-    out = bytes((first,)) + data[1:csrc_end] + ext + tail
+    out = _with_block(data, h, kept)
     _parse(out)  # the C code re-parses its result (cannot fail)
     return out
 
@@ -286,6 +266,14 @@ def rewrite_extensions(data: bytes, mapping: dict, add_id: int = 0, add: bytes =
             if table[eid] and table[eid] != add_id]
     if add_id and len(kept) < 32:  # at most 32 elements, as the parser reads
         kept.append((add_id, add))
+    return _with_block(data, h, kept)
+
+
+def _with_block(data: bytes, h: dict, kept: list[tuple[int, bytes]]) -> bytes:
+    """The packet with its extension block replaced by the elements `kept`:
+    one-byte when every id is 1..14 and every length 1..16, else two-byte
+    (profile 0x1000, appbits cleared), zero-padded to a word; no block (X
+    cleared) when nothing is kept. Payload and padding byte for byte."""
     one_byte = all(eid <= 14 and 1 <= len(value) <= 16 for eid, value in kept)
     block = bytearray()
     for eid, value in kept:
@@ -296,7 +284,7 @@ def rewrite_extensions(data: bytes, mapping: dict, add_id: int = 0, add: bytes =
         block += value
     block += bytes(-len(block) % 4)
     csrc_end = 12 + 4 * h["csrc_count"]
-    tail = data[h["header_length"] :]
+    tail = data[h["header_length"] :]  # payload + padding
     if kept:
         profile = ONE_BYTE_PROFILE if one_byte else TWO_BYTE_PROFILE
         first = data[0] | 0x10
