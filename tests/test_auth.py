@@ -320,3 +320,39 @@ async def test_request_identity_on_an_exempt_path_is_401():
         assert resp.status == 401
     finally:
         await client.close()
+
+
+# -- room grants (the `video` claim; the server side is in tests/test_grants.py)
+
+
+def test_grants_in_minted_tokens_and_the_require_grants_option():
+    auth = hs()
+    assert auth.config.require_grants is False  # backward compatible default
+    assert hs(require_grants=True).config.require_grants is True
+    claims = auth.verify(auth.mint("alice", rooms=["A"], can_publish=False)).claims
+    assert claims["video"] == {"rooms": ["A"], "roomJoin": True, "canPublish": False, "canSubscribe": True}
+    assert auth.verify(auth.mint("alice")).grant is None  # no rooms: no grant claim
+    # a grant given as a raw claim is parsed the same way
+    grant = auth.verify(auth.mint("alice", video={"room": "*"})).grant
+    assert grant.rooms is None and grant.can_publish and grant.can_subscribe
+
+
+def test_a_token_without_grant_is_logged_once_per_user(caplog):
+    auth = hs()
+    with caplog.at_level("WARNING", logger="sfu.signaling.auth"):
+        for _ in range(3):
+            auth.verify(auth.mint("legacy"))
+        auth.verify(auth.mint("scoped", rooms=["A"]))
+    lines = [r.getMessage() for r in caplog.records if "no room grant" in r.getMessage()]
+    assert len(lines) == 1 and "legacy" in lines[0] and "--require-grants" in lines[0]
+    caplog.clear()
+    strict = hs(require_grants=True)
+    with caplog.at_level("WARNING", logger="sfu.signaling.auth"):
+        strict.verify(strict.mint("legacy"))  # refused where it is used (403), not logged as deprecated
+    assert not [r for r in caplog.records if "no room grant" in r.getMessage()]
+
+
+def test_a_malformed_grant_makes_the_token_invalid():
+    auth = hs()
+    err = reason_of(auth, auth.mint("alice", video={"rooms": "A"}))
+    assert err.reason == "claims" and "video.rooms" in err.message
