@@ -85,6 +85,8 @@ ENGINE_COUNTERS: tuple[tuple[str, str, Optional[str], dict[str, Optional[str]]],
     ("sfu_rtx_received", "RTX (retransmitted) packets received from publishers.", None, {"rx_rtx": None}),
     ("sfu_keyframe_retries", "Keyframe requests repeated for viewers still waiting for one.", None,
      {"keyframe_retries": None}),
+    ("sfu_stun_unvalidated_dropped", "STUN from tuples ICE has not validated, dropped by the engine's "
+     "admission (rate limit or queue share).", None, {"drop_stun_unvalidated": None}),
     ("sfu_ssrc_learned", "Publisher streams bound to their SSRC from MID/RID (no SSRC signalled).", None,
      {"ssrc_learned": None}),
     ("sfu_engine_syscalls", "recvmmsg/sendmmsg calls of the engine I/O thread.", "call",

@@ -68,3 +68,37 @@ def test_shared_socket_routes_media_by_bound_tuple_only():
     assert e.unbind_tuple(s_shared, VIEWER)
     e.receive(s_shared, VIEWER, stun, 1000)
     assert e.poll_upcalls()[0][2] == 0
+
+
+def stun_request(ufrag: bytes = b"nobody:x", tid: bytes = b"\x00" * 12) -> bytes:
+    """A STUN binding request with a USERNAME attribute (RFC 5389)."""
+    attr = struct.pack("!HH", 0x0006, len(ufrag)) + ufrag + b"\x00" * (-len(ufrag) % 4)
+    return struct.pack("!HHI", 0x0001, len(attr), 0x2112A442) + tid + attr
+
+
+def test_unvalidated_stun_flood_never_crowds_out_a_live_transports_checks():
+    """STUN from tuples ICE has not bound (a flood of unknown ufrags, or new
+    candidates) holds at most a quarter of the upcall queue and is rate
+    limited; checks from a bound tuple always go up."""
+    e = _engine.Engine()
+    s = e.add_socket(-1)
+    t = e.add_transport(s, ice=True)
+    e.bind_tuple(s, VIEWER, t)
+    now = 50_000
+    for i in range(10_000):
+        e.receive(s, ("127.0.0.1", 20000 + i % 30000), stun_request(), now)
+    e.receive(s, VIEWER, stun_request(b"live:peer"), now)   # consent check of the live transport
+    ups = e.poll_upcalls()
+    live = [u for u in ups if u[4] == VIEWER]
+    assert len(live) == 1 and live[0][2] == t
+    burst = len(ups) - 1
+    assert burst == 2048                                      # the queue share (= the burst)
+    assert e.counters()["drop_stun_unvalidated"] == 10_000 - 2048
+    # the queue is drained: the bucket refills at 4000 per second
+    for i in range(5000):
+        e.receive(s, ("127.0.0.1", 20000 + i), stun_request(), now + 250)
+    assert len(e.poll_upcalls()) == 1000
+    # a bound tuple is never limited, even with the bucket empty
+    for _ in range(3000):
+        e.receive(s, VIEWER, stun_request(b"live:peer"), now + 250)
+    assert len(e.poll_upcalls()) == 3000

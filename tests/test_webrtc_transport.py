@@ -268,3 +268,84 @@ async def test_worker_certificate_from_files_and_srtp_preference(tmp_path):
         await w.wait_closed()
     with pytest.raises(sfu.InvalidParametersError, match="together"):
         await sfu.create_worker(dtls_certificate_file=str(tmp_path / "cert.pem"))
+
+
+async def test_unknown_ufrag_flood_does_not_drop_a_live_tuples_checks(worker, router):
+    """A flood of STUN with unknown ufrags on a shared port (anyone can send
+    it) is rate limited in the engine; a validated tuple's checks (consent)
+    are all answered meanwhile. A smaller scale of 1 M requests in 10 s."""
+    import socket
+    import threading
+    import time
+
+    from aioice import stun
+
+    server = await worker.create_webrtc_server(listen_ip="127.0.0.1")
+    t = await router.create_webrtc_transport(webrtc_server=server)
+    username = f"{t.ice_parameters['usernameFragment']}:peer"
+    password = t.ice_parameters["password"]
+    live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    live.bind(("127.0.0.1", 0))
+    live.settimeout(5.0)
+
+    def check(tid: int) -> bool:
+        req = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST,
+                           transaction_id=tid.to_bytes(12, "big"))
+        req.attributes["USERNAME"] = username
+        req.attributes["PRIORITY"] = 1853824767
+        req.attributes["ICE-CONTROLLING"] = 1
+        req.attributes["USE-CANDIDATE"] = None
+        req.add_message_integrity(password.encode())
+        req.add_fingerprint()
+        live.sendto(bytes(req), ("127.0.0.1", server.port))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = live.recv(2048)
+            except socket.timeout:
+                return False
+            if data[8:20] == tid.to_bytes(12, "big"):
+                return True
+        return False
+
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, check, 1)  # the tuple is now validated (bound)
+    await wait_until(lambda: t.ice_state in ("connected", "completed"))
+
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.bind(("127.0.0.1", 0))
+    junk = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    junk.attributes["USERNAME"] = "nosuchufrag:attacker"
+    junk.attributes["PRIORITY"] = 1
+    junk.add_message_integrity(b"whatever-password-123456")
+    junk_bytes = bytes(junk)
+    stop = threading.Event()
+    sent = [0]
+
+    def blast() -> None:  # bounded: 300,000 datagrams or 8 s
+        end = time.monotonic() + 8
+        while not stop.is_set() and sent[0] < 300_000 and time.monotonic() < end:
+            try:
+                flood.sendto(junk_bytes, ("127.0.0.1", server.port))
+            except OSError:
+                pass
+            sent[0] += 1
+
+    th = threading.Thread(target=blast, daemon=True)
+    th.start()
+    try:
+        answered = 0
+        for i in range(30):
+            answered += await loop.run_in_executor(None, check, 100 + i)
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        th.join(10)
+        flood.close()
+        live.close()
+    counters = await worker.get_counters()
+    print(f"flood: {sent[0]} unknown-ufrag requests; {counters['drop_stun_unvalidated']} dropped by admission; "
+          f"live checks answered {answered} of 30")
+    assert sent[0] > 20_000 and counters["drop_stun_unvalidated"] > 0
+    assert answered == 30
+    assert (await t.get_stats())[0]["iceState"] in ("connected", "completed")

@@ -98,6 +98,7 @@ sfu_engine_t *sfu_engine_new(void)
     if (!e)
         return NULL;
     pthread_mutex_init(&e->lock, NULL);
+    e->stun_tokens_milli = (uint64_t)SFU_STUN_UNVALIDATED_BURST * 1000;
     e->outbox = malloc(sizeof(sfu_slot_t) * SFU_OUTBOX_SLOTS);
     e->upcalls = calloc(SFU_UPCALL_CAP, sizeof(sfu_upcall_t));
     if (!e->outbox || !e->upcalls) {
@@ -897,12 +898,12 @@ static inline void outbox_commit(sfu_engine_t *e, sfu_slot_t *slot, sfu_socket_t
     }
 }
 
-static void upcall_push(sfu_engine_t *e, int type, sfu_socket_t *s, uint32_t transport, int kind,
-                        const struct sockaddr *addr, socklen_t addr_len, const uint8_t *data, size_t len)
+static sfu_upcall_t *upcall_push(sfu_engine_t *e, int type, sfu_socket_t *s, uint32_t transport, int kind,
+                                 const struct sockaddr *addr, socklen_t addr_len, const uint8_t *data, size_t len)
 {
     if (e->up_count == SFU_UPCALL_CAP) {
         e->counters[SFU_C_DROP_UPCALL_FULL]++;
-        return;
+        return NULL;
     }
     sfu_upcall_t *up = &e->upcalls[(e->up_head + e->up_count) % SFU_UPCALL_CAP];
     memset(up, 0, sizeof(*up));
@@ -910,7 +911,7 @@ static void upcall_push(sfu_engine_t *e, int type, sfu_socket_t *s, uint32_t tra
         up->data = malloc(len);
         if (!up->data) {
             e->counters[SFU_C_DROP_UPCALL_FULL]++;
-            return;
+            return NULL;
         }
         memcpy(up->data, data, len);
     }
@@ -930,6 +931,7 @@ static void upcall_push(sfu_engine_t *e, int type, sfu_socket_t *s, uint32_t tra
         ssize_t r = write(e->notify_fd, &one, sizeof(one));
         (void)r;
     }
+    return up;
 }
 
 int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
@@ -938,6 +940,8 @@ int sfu_upcall_pop_locked(sfu_engine_t *e, sfu_upcall_t *up)
         return 0;
     *up = e->upcalls[e->up_head];
     e->upcalls[e->up_head].data = NULL;
+    if (up->unvalidated)
+        e->up_unvalidated--;
     e->up_head = (e->up_head + 1) % SFU_UPCALL_CAP;
     e->up_count--;
     return 1;
@@ -1789,6 +1793,26 @@ static void receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size
      * recovery layer; here the compound is validated and counted. */
 }
 
+/* STUN admission for tuples ICE has not validated: a token bucket
+ * (SFU_STUN_UNVALIDATED_PER_S, burst SFU_STUN_UNVALIDATED_BURST) and at most
+ * SFU_UPCALL_UNVALIDATED_CAP of them waiting in the upcall queue; the rest
+ * is counted and dropped here, before any copy. */
+static int stun_admit_unvalidated(sfu_engine_t *e, uint64_t now_ms)
+{
+    const uint64_t burst = (uint64_t)SFU_STUN_UNVALIDATED_BURST * 1000;
+    if (now_ms > e->stun_tokens_ms) {
+        uint64_t add = (now_ms - e->stun_tokens_ms) * SFU_STUN_UNVALIDATED_PER_S; /* milli-tokens */
+        e->stun_tokens_milli = e->stun_tokens_milli + add > burst ? burst : e->stun_tokens_milli + add;
+        e->stun_tokens_ms = now_ms;
+    }
+    if (e->stun_tokens_milli < 1000 || e->up_unvalidated >= SFU_UPCALL_UNVALIDATED_CAP) {
+        e->counters[SFU_C_DROP_STUN_UNVALIDATED]++;
+        return 0;
+    }
+    e->stun_tokens_milli -= 1000;
+    return 1;
+}
+
 void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src, socklen_t src_len, uint8_t *buf,
                         size_t len, size_t cap, uint64_t now_ms)
 {
@@ -1800,13 +1824,22 @@ void sfu_engine_receive(sfu_engine_t *e, uint32_t sh, const struct sockaddr *src
     /* ICE tuples first (shared or per-transport port), then the socket's
      * dedicated plain transport. */
     uint32_t th = s->tuples.count ? sfu_tuple_lookup(s, src) : 0;
+    int validated = th != 0;
     if (!th)
         th = s->transport;
     int kind = sfu_classify(buf, len);
     switch (kind) {
     case SFU_PKT_STUN:
         e->counters[SFU_C_RX_STUN]++;
-        upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
+        if (validated) {
+            upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
+        } else if (stun_admit_unvalidated(e, now_ms)) {
+            sfu_upcall_t *up = upcall_push(e, SFU_UP_PACKET, s, th, kind, src, src_len, buf, len);
+            if (up) {
+                up->unvalidated = 1;
+                e->up_unvalidated++;
+            }
+        }
         return;
     case SFU_PKT_DTLS:
         e->counters[SFU_C_RX_DTLS]++;

@@ -79,6 +79,7 @@ enum sfu_counter {
     SFU_C_TX_TWCC,
     SFU_C_KEYFRAME_RETRIES,
     SFU_C_SSRC_LEARNED,
+    SFU_C_DROP_STUN_UNVALIDATED,
     SFU_C_COUNT
 };
 
@@ -293,9 +294,17 @@ typedef struct {
     socklen_t addr_len;
     uint32_t len;
     uint8_t *data;         /* malloc'd, owned by the consumer of the queue */
+    int unvalidated;       /* STUN from a tuple no ICE check has bound yet */
 } sfu_upcall_t;
 
 #define SFU_UPCALL_CAP 8192
+/* STUN admission: STUN from tuples ICE has not validated (new candidates,
+ * or anyone who can reach a port) may hold at most this share of the upcall
+ * queue and is rate limited (a token bucket), so that a flood of unknown
+ * checks never crowds out the checks, consent and DTLS of live transports. */
+#define SFU_UPCALL_UNVALIDATED_CAP (SFU_UPCALL_CAP / 4)
+#define SFU_STUN_UNVALIDATED_PER_S 4000
+#define SFU_STUN_UNVALIDATED_BURST 2048
 
 typedef struct sfu_engine {
     pthread_mutex_t lock;
@@ -312,6 +321,9 @@ typedef struct sfu_engine {
 
     sfu_upcall_t *upcalls;
     uint32_t up_head, up_count;
+    uint32_t up_unvalidated;       /* unvalidated STUN among them */
+    uint64_t stun_tokens_milli;    /* token bucket of unvalidated STUN, in 1/1000 tokens */
+    uint64_t stun_tokens_ms;       /* when it was last refilled */
     int notify_fd;             /* eventfd written when upcalls arrive (-1: none) */
 
     uint64_t counters[SFU_C_COUNT];
