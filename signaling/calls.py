@@ -25,6 +25,21 @@ Socket.IO (default namespace; token in the ``auth`` payload ``{token}``, the
 ``{participantId}`` (everything I receive from that participant).
 Every client event is acknowledged with ``{ok: true, ...}`` or
 ``{error, status}``. See docs/calls.md for the whole flow.
+
+Every client event is checked before its handler runs (:class:`SocketLimits`):
+the connection's rate limit (a token bucket, 20 events/s with a burst of 40
+by default), the payload's size, type and required fields, and whether the
+event exists. A refused event is acknowledged with ``{error, status, reason,
+event}`` (400 ``invalid-payload``, 413 ``too-large``, 404 ``unknown-event``,
+429 ``rate-limit`` with ``limit`` and ``retryAfterMs``) and also answered
+with a ``call:error`` event of the same shape (for the rate limit, at most
+one a second); a connection that keeps over the rate limit is disconnected
+(``call:error`` with ``disconnect: true`` first). Refusals are counted in
+``sfu_socketio_events_rejected_total{reason}`` and never log a traceback.
+
+At a graceful shutdown (:meth:`CallService.end_all`, from
+:func:`signaling.server.drain`) every call ends with reason
+``server-shutdown``: ``call:ended`` to its participants, ended in the store.
 """
 
 from __future__ import annotations
@@ -345,6 +360,7 @@ class CallService:
         ):
             sio.on(event, self._guarded(event, handler, check))
         sio.on("*", self._on_unknown_event)
+        self._check_packets(sio)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -1088,6 +1104,55 @@ class CallService:
 
         guarded.__name__ = f"on_{event}"
         return guarded
+
+    def _check_packets(self, sio: socketio.AsyncServer) -> None:
+        """Malformed packets from raw clients (``42[]``, ``42[{}]``, invalid
+        JSON) make python-socketio itself fail, with a traceback in the log,
+        before any handler runs: an event packet whose first element is not
+        the event name is refused here, and a packet that cannot be decoded
+        is logged in one line. Both are counted (``invalid-payload``) and
+        take a token from the connection's rate limit. (Hooks python-socketio's
+        event dispatch; without it, only the Engine.IO message guard is left.)"""
+        dispatch = getattr(sio, "_handle_event", None)
+        if dispatch is not None:
+            async def checked_event(eio_sid: str, namespace: Optional[str], ack_id: Any, data: Any) -> Any:
+                if isinstance(data, list) and data and isinstance(data[0], str):
+                    return await dispatch(eio_sid, namespace, ack_id, data)
+                await self._refuse_packet(eio_sid, namespace, "event packet: must be an array that starts "
+                                                              "with the event name")
+                return None
+
+            sio._handle_event = checked_event  # type: ignore[method-assign]
+        on_message = sio.eio.handlers.get("message") if hasattr(sio.eio, "handlers") else None
+        if on_message is not None:
+            async def checked_message(eio_sid: str, data: Any) -> Any:
+                try:
+                    return await on_message(eio_sid, data)
+                except Exception as exc:  # a packet python-socketio could not decode or dispatch
+                    logger.debug("Socket.IO packet of %s failed", eio_sid, exc_info=True)
+                    await self._refuse_packet(eio_sid, "/", f"malformed Socket.IO packet ({type(exc).__name__})")
+                    return None
+
+            sio.eio.on("message", checked_message)
+
+    async def _refuse_packet(self, eio_sid: str, namespace: Optional[str], message: str) -> None:
+        try:
+            sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        except Exception:  # not connected to that namespace
+            sid = None
+        info = self.sockets.get(sid) if sid else None
+        if sid is None or info is None:
+            logger.info("Socket.IO session %s: %s", eio_sid, message)
+            if self.metrics is not None:
+                self.metrics.socketio_events_rejected.labels(reason="invalid-payload").inc()
+            return
+        if self._take_token(info, time.monotonic()):
+            exc = EventRefused("invalid-payload", 400, message)
+        else:
+            limits = self.socket_limits
+            exc = EventRefused("rate-limit", 429, f"rate limit exceeded: {limits.describe()}",
+                               limit=limits.describe())
+        await self._refuse(sid, "", exc)
 
     async def _on_unknown_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         name = event if isinstance(event, str) else repr(event)

@@ -291,3 +291,39 @@ async def test_a_flood_of_malformed_events_is_rate_limited_and_does_not_disturb_
             await c.close()
     no_tracebacks(caplog.records, capfd.readouterr().err)
     print(summary)
+
+
+async def test_malformed_packets_of_a_raw_client_are_refused_without_a_traceback(http, caplog, capfd):
+    """A client of its own (like the demo page's call.js) may send packets
+    python-socketio's client never would: an empty event array, a name that
+    is not a string, invalid JSON."""
+    caplog.set_level(logging.INFO)
+    ws = await http.ws_connect("/socket.io/?EIO=4&transport=websocket")
+    try:
+        assert (await ws.receive_str(timeout=30)).startswith("0{")
+        await ws.send_str('40{"token":"%s"}' % token("raw"))
+        assert (await ws.receive_str(timeout=30)).startswith("40{")
+        packets = ['42[]', '42[{}]', '42[["x"]]', '42[7,{}]', '42[null]', '42"webrtc:offer"', '42{"a":1}', '42[',
+                   '4x', '421[]']
+        for pkt in packets:
+            await ws.send_str(pkt)
+        await ws.send_str('429["webrtc:offer"]')  # then a well-formed packet, acknowledged as any client's
+        errors = []
+        while True:
+            msg = await ws.receive_str(timeout=30)
+            if msg.startswith("2"):  # Engine.IO ping
+                await ws.send_str("3")
+                continue
+            if msg.startswith("439"):
+                ack = msg
+                break
+            assert msg.startswith('42["call:error",'), msg
+            errors.append(msg)
+        assert len(errors) == len(packets) + 1, errors  # one per malformed packet, one for the last event
+        assert all('"reason":"invalid-payload"' in e and '"status":400' in e for e in errors)
+        assert "expected one object, got 0 arguments" in ack
+        text = await (await http.get("/metrics")).text()
+        assert rejected(text)["invalid-payload"] == len(packets) + 1
+    finally:
+        await ws.close()
+    no_tracebacks(caplog.records, capfd.readouterr().err)
