@@ -1068,10 +1068,10 @@ class CallService:
                 if self.metrics is not None:
                     self.metrics.socketio_abuse_disconnects.inc()
                 await self._emit_quietly("call:error", {**body, "disconnect": True}, sid)
-                try:
-                    await self.sio.disconnect(sid)
-                except Exception as err:  # gone meanwhile
-                    logger.debug("socket %s: %s", sid, err)
+                try:  # bounded: a flooder that does not read would keep the close waiting for its queue
+                    await asyncio.wait_for(self.sio.disconnect(sid), 10.0)
+                except Exception as err:  # gone meanwhile, or timed out
+                    logger.debug("socket %s: %r", sid, err)
                 return {**body, "disconnect": True}
             notify = now - info.last_notice >= limits.notice_interval_s
             if notify:
