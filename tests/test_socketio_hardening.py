@@ -327,3 +327,18 @@ async def test_malformed_packets_of_a_raw_client_are_refused_without_a_traceback
     finally:
         await ws.close()
     no_tracebacks(caplog.records, capfd.readouterr().err)
+
+
+def test_the_limits_are_options_of_sfu_server(monkeypatch):
+    from signaling.cli import parse_args, socket_limits
+
+    assert socket_limits(parse_args(["--dev-auth"])) == SocketLimits()
+    args = parse_args(["--dev-auth", "--socketio-rate", "5/s:10", "--socketio-disconnect-after", "50",
+                       "--socketio-max-event", "64k"])
+    assert socket_limits(args) == SocketLimits(rate_per_s=5.0, burst=10, disconnect_after=50, max_event_bytes=65536)
+    monkeypatch.setenv("SFU_SOCKETIO_RATE", "off")
+    monkeypatch.setenv("SFU_SOCKETIO_DISCONNECT_AFTER", "0")
+    limits = socket_limits(parse_args(["--dev-auth"]))
+    assert limits.rate_per_s is None and limits.disconnect_after == 0 and limits.describe() == "no rate limit"
+    with pytest.raises(SystemExit):
+        parse_args(["--dev-auth", "--socketio-rate", "fast"])
