@@ -143,6 +143,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--dev-auth", action="store_true", default=_env("SFU_DEV_AUTH", "") not in ("", "0"),
                    help="development mode: a random secret (unless --jwt-secret), and tokens plus demo URLs "
                         "printed at start (SFU_DEV_AUTH=1)")
+    a.add_argument("--require-grants", action="store_true",
+                   default=_env("SFU_REQUIRE_GRANTS", "") not in ("", "0"),
+                   help="refuse (403) tokens without a room grant ('video' claim) in rooms; without this they "
+                        "may use every room, which is deprecated (SFU_REQUIRE_GRANTS=1)")
     r = p.add_argument_group("rate limits (REST, WHIP and WHEP requests; RATE/s or RATE/m with :BURST, or 'off')")
     r.add_argument("--rate-limit-user", type=_rate, default=_env("SFU_RATE_LIMIT_USER", "10/s:40"),
                    help="per authenticated user (SFU_RATE_LIMIT_USER, default 10/s:40)")
@@ -160,6 +164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         lim.add_argument(option, dest=f"limit_{name}", metavar=metavar, type=kind,  # type: ignore[arg-type]
                          default=_env(env, default),
                          help=f"{text} ({env}, default {default})")
+    p.add_argument("--empty-room-grace", metavar="SECONDS", type=float,
+                   default=float(_env("SFU_EMPTY_ROOM_GRACE", "30") or 30),
+                   help="seconds an empty room stays open before its router is closed; 0 keeps empty rooms "
+                        "(SFU_EMPTY_ROOM_GRACE, default 30)")
     c = p.add_argument_group("calls")
     c.add_argument("--db", default=_env("SFU_DB", "sfu-calls.sqlite3"),
                    help="SQLite file of the call records, or :memory: (SFU_DB, default ./sfu-calls.sqlite3)")
@@ -182,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    if args.empty_room_grace < 0:
+        p.error("--empty-room-grace / SFU_EMPTY_ROOM_GRACE: must not be negative (0 keeps empty rooms)")
     for name, kind in (("socketio_disconnect_after", _count), ("socketio_max_event", _size)):
         if isinstance(getattr(args, name), str):
             try:
@@ -221,7 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.auth_config = AuthConfig.from_options(
             secret=args.jwt_secret, public_key_file=args.jwt_public_key, algorithms=args.jwt_algorithms,
-            audience=args.jwt_audience, issuer=args.jwt_issuer, dev=args.dev_auth)
+            audience=args.jwt_audience, issuer=args.jwt_issuer, dev=args.dev_auth,
+            require_grants=args.require_grants)
     except ValueError as exc:
         p.error(f"{exc}\n(sfu-server always authenticates: give --jwt-secret / SFU_JWT_SECRET, "
                 "--jwt-public-key FILE, or --dev-auth for development)")
@@ -235,11 +246,11 @@ def dev_banner(base: str, auth: Authenticator, cors: CorsPolicy) -> list[str]:
     lines = ["DEVELOPMENT MODE (--dev-auth): tokens below are valid for 24 h; do not use in production",
              f"  call demo, call {DEMO_CALL}:"]
     for user in DEV_USERS:
-        token = auth.mint(user, name=user.capitalize(), ttl_s=24 * 3600)
+        token = auth.mint(user, name=user.capitalize(), ttl_s=24 * 3600, rooms=[DEMO_CALL])
         lines.append(f"  {user}: {base}/call?call={DEMO_CALL}&token={token}")
     lines.append("  open the URLs in separate tabs: two run peer-to-peer, the third moves the call to the SFU")
     lines.append(f"  room demo (WHIP/WHEP only), room {DEMO_ROOM}: "
-                 f"{base}/?room={DEMO_ROOM}&token={auth.mint('dev', ttl_s=24 * 3600)}")
+                 f"{base}/?room={DEMO_ROOM}&token={auth.mint('dev', ttl_s=24 * 3600, rooms=[DEMO_ROOM])}")
     lines.append(f"  CORS: pages of {cors.describe()} may call the API (--cors-origin to choose)")
     return lines
 
@@ -298,7 +309,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.rate_limit_user or args.rate_limit_ip:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
-                     disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits)
+                     disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits,
+                     empty_room_grace_s=args.empty_room_grace)
     app[CALLS].socket_limits = socket_limits(args)
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()
