@@ -283,7 +283,7 @@ async def create_worker(
             },
         )
         worker.dtls_fingerprints = data["fingerprints"]
-    except Exception:
+    except BaseException:  # a cancelled start too: never leave the child running
         worker.close()
         raise
     return worker

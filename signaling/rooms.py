@@ -273,6 +273,7 @@ class Room:
         #: The authenticated user that created the room (counted in ``rooms_per_user``).
         self.created_by = created_by
         self._pending_transports = 0
+        self._connect_watched: set[str] = set()  # transports whose connect timer runs
         self._pending_consumers: dict[str, int] = {}
         self.router = router
         self.webrtc_server = webrtc_server
@@ -425,9 +426,11 @@ class Room:
             self._pending_transports -= 1
             if self.manager is not None:
                 self.manager.pending_transports -= 1
+        if p.id not in self.participants or self.router.closed:
+            t.close()  # the participant left (or the room closed) while the transport was made
+            raise ApiError(409, f"participant {p.id} left room {self.id} while its transport was created")
         p.transports[t.id] = t
         t.observer.once("close", lambda: p.transports.pop(t.id, None))
-        self._watch_connect(p, t)
         return t
 
     def transport_count(self) -> int:
@@ -436,12 +439,19 @@ class Room:
 
     def _watch_connect(self, p: Participant, t: sfu.WebRtcTransport) -> None:
         """Closes ``t`` unless its DTLS is connected within
-        ``limits.connect_timeout_s``; a participant left with nothing (no
-        transport, producer, consumer or WebSocket; not a call member's own)
-        then leaves the room."""
+        ``limits.connect_timeout_s`` of its first producer or consumer; a
+        participant left with nothing (no transport, producer, consumer or
+        WebSocket; not a call member's own) then leaves the room.
+
+        The timer starts with the first media, not at creation: mediasoup-
+        client connects a receiving transport only at its first consume(),
+        which may come long after it joined (a proctor waiting for
+        candidates). Idle transports are bounded by the transport limits."""
         timeout = self.limits.connect_timeout_s
-        if not timeout or timeout <= 0:
+        if not timeout or timeout <= 0 or t.id in self._connect_watched or t.dtls_state == "connected":
             return
+        self._connect_watched.add(t.id)
+        t.observer.once("close", lambda: self._connect_watched.discard(t.id))
         loop = asyncio.get_running_loop()
 
         def expire() -> None:
@@ -474,6 +484,7 @@ class Room:
             raise ApiError(400, "rtpParameters: required, an object")
         producer = await t.produce(kind, rtp_parameters, app_data={"participantId": p.id})
         p.producers[producer.id] = producer
+        self._watch_connect(p, t)
 
         def closed() -> None:
             p.producers.pop(producer.id, None)
@@ -511,6 +522,7 @@ class Room:
                 self._pending_consumers[t.id] = left
             else:
                 self._pending_consumers.pop(t.id, None)
+        self._watch_connect(p, t)
         p.consumers[consumer.id] = consumer
         consumer.observer.once("close", lambda: p.consumers.pop(consumer.id, None))
         return consumer

@@ -965,8 +965,8 @@ def _accepted_section(
     if direction in ("sendonly", "sendrecv"):
         lines.append(f"a=msid:{msid}")
     lines.append("a=rtcp-mux")
-    if (params.get("rtcp") or {}).get("reducedSize", True):
-        lines.append("a=rtcp-rsize")
+    if section.rtcp_rsize and (params.get("rtcp") or {}).get("reducedSize", True):
+        lines.append("a=rtcp-rsize")  # RFC 5506: only when the offer had it
     for codec in params["codecs"]:
         lines += _codec_lines(codec)
     if direction in ("sendonly", "sendrecv"):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from urllib.parse import quote
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional
 
@@ -86,7 +87,7 @@ def _dtls_for_offer(offer: Any) -> dict[str, Any]:
 
 
 def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str) -> web.Response:
-    location = f"/{kind}/{room.id}/{p.token}"
+    location = f"/{kind}/{quote(room.id, safe='')}/{p.token}"
     return web.Response(status=201, text=sdp, content_type=SDP,
                         headers={"Location": location, "X-Sfu-Participant-Id": p.id})
 
@@ -101,20 +102,30 @@ async def whip_publish(request: web.Request) -> web.Response:
     room_id = request.match_info["roomId"]
     check_grant(request, room_id, publish=True)  # 403 "token may not publish" / "... no access to room"
     offer = await _read_offer(request)
+    # on the parsed offer, whatever its line ends: nothing is created before
+    request.app[ROOMS].limits.check_offer_sections("whip", len(offer.media))
     ident = identity(request)
+    created = False
     if _call_room(request):
         room, p, fresh = request.app[CALLS].publisher_session(ident, room_id, request.query.get("as"))
     else:
-        room, _ = await request.app[ROOMS].create_room(room_id)
+        room, created = await request.app[ROOMS].create_room(room_id)
         p, fresh = None, True
     problems: list[str] = []
     answers = whip_media_answers(offer, room.router.rtp_capabilities, problems)
     if not any(answers):
+        if created and not room.participants:
+            request.app[ROOMS].close_room(room_id)  # a refused offer leaves no router behind
         raise ApiError(400, "SDP offer: no sending audio/video section with a codec the SFU supports "
                             "(opus, VP8, VP9, H264 constrained baseline)"
                             + (f": {'; '.join(problems)}" if problems else ""))
     if p is None:
-        p = room.join(owner=ident.user_id if ident else None)
+        try:
+            p = room.join(owner=ident.user_id if ident else None)
+        except ApiError:
+            if created and not room.participants:
+                request.app[ROOMS].close_room(room_id)
+            raise
     t = None
     try:
         t = await room.create_transport(p, "send")
@@ -149,6 +160,7 @@ def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer:
 async def whep_view(request: web.Request) -> web.Response:
     check_grant(request, request.match_info["roomId"], subscribe=True)
     offer = await _read_offer(request)
+    request.app[ROOMS].limits.check_offer_sections("whep", len(offer.media))
     ident = identity(request)
     wanted = request.query.get("participant")
     if _call_room(request):
