@@ -212,3 +212,15 @@ async def test_feedback_options_are_validated():
     finally:
         w.close()
         await w.wait_closed()
+
+
+async def test_channel_methods_come_from_a_table_and_ids_are_checked_by_kind(worker, router):
+    """Unknown methods (also private helpers reachable by name before) and ids
+    of the wrong kind are refused with a message; the worker keeps serving."""
+    with pytest.raises(sfu.InvalidParametersError, match="unknown method 'worker.close_transport'"):
+        await worker._request("worker.close_transport", None, {"transportId": "x"})
+    with pytest.raises(sfu.InvalidParametersError, match="unknown method 'transport._close_transport'"):
+        await worker._request("transport._close_transport", "x", {})
+    with pytest.raises(sfu.errors.ChannelError, match=f"transport {router.id} not found"):
+        await worker._request("transport.getStats", router.id, {})  # a router id where a transport's goes
+    assert (await worker.dump())["routerIds"] == [router.id]

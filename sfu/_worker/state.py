@@ -191,10 +191,13 @@ class WorkerState:
     # -- dispatch
 
     def handle(self, method: str, handler_id: str | None, data: dict[str, Any]) -> Any:
-        fn = getattr(self, "_" + method.replace(".", "_"), None)
+        """One channel request: the method's handler from the table below
+        (each looks its handler id up by kind: `_router`, `_transport`, ...,
+        so an id of the wrong kind is refused by name)."""
+        fn = _HANDLERS.get(method)
         if fn is None:
             raise InvalidParametersError(f"unknown method {method!r}")
-        return fn(handler_id, data)
+        return fn(self, handler_id, data)
 
     # -- worker
 
@@ -618,3 +621,32 @@ class WorkerState:
         s = self.engine.consumer_stats(c.handle)
         s.update({"type": "outbound-rtp"})
         return [s]
+
+
+# The channel's methods (mediasoup's names) and their handlers.
+_HANDLERS: dict[str, Callable[[WorkerState, Any, Any], Any]] = {
+    "worker.configure": WorkerState._worker_configure,
+    "worker.createWebRtcServer": WorkerState._worker_createWebRtcServer,
+    "worker.closeWebRtcServer": WorkerState._worker_closeWebRtcServer,
+    "worker.dump": WorkerState._worker_dump,
+    "worker.getResourceUsage": WorkerState._worker_getResourceUsage,
+    "worker.getCounters": WorkerState._worker_getCounters,
+    "worker.createRouter": WorkerState._worker_createRouter,
+    "worker.closeRouter": WorkerState._worker_closeRouter,
+    "router.createPlainTransport": WorkerState._router_createPlainTransport,
+    "router.closeTransport": WorkerState._router_closeTransport,
+    "router.createWebRtcTransport": WorkerState._router_createWebRtcTransport,
+    "transport.restartIce": WorkerState._transport_restartIce,
+    "transport.connect": WorkerState._transport_connect,
+    "transport.getStats": WorkerState._transport_getStats,
+    "transport.produce": WorkerState._transport_produce,
+    "transport.consume": WorkerState._transport_consume,
+    "producer.close": WorkerState._producer_close,
+    "producer.pause": WorkerState._producer_pause,
+    "producer.resume": WorkerState._producer_resume,
+    "producer.getStats": WorkerState._producer_getStats,
+    "consumer.close": WorkerState._consumer_close,
+    "consumer.pause": WorkerState._consumer_pause,
+    "consumer.resume": WorkerState._consumer_resume,
+    "consumer.getStats": WorkerState._consumer_getStats,
+}
