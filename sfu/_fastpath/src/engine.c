@@ -10,6 +10,7 @@
 
 #include "keyframe.h"
 #include "rtcp.h"
+#include "timers.h"
 
 static sfu_srtp_fn srtp_protect_fn, srtp_unprotect_fn, srtp_protect_rtcp_fn, srtp_unprotect_rtcp_fn;
 
@@ -111,7 +112,21 @@ sfu_engine_t *sfu_engine_new(void)
     e->keyframe_request_interval_ms = SFU_KEYFRAME_REQUEST_INTERVAL_MS;
     e->epoll_fd = -1;
     e->stop_fd = -1;
+    e->next_deadline_ms = SFU_TIMER_NONE;
+    e->io_wake_ms = 0;
     return e;
+}
+
+/* timers.h: a control call made timer work due before the I/O thread's
+ * planned wake-up. */
+void sfu_timer_wake(sfu_engine_t *e)
+{
+    e->io_wake_ms = 0; /* one write until the thread has ticked */
+    if (e->stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(e->stop_fd, &one, sizeof(one));
+        (void)r;
+    }
 }
 
 static void free_table(sfu_table_t *t, void (*fn)(void *))
@@ -434,6 +449,8 @@ uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t
         free(t);
         return 0;
     }
+    /* reports and rates from the first tick a report interval in */
+    sfu_timer_pull(e, t->last_rr_ms + SFU_RTCP_INTERVAL_MS);
     if (ice)
         return t->handle; /* sources come from the socket's tuple map */
     rs->transport = t->handle;
@@ -482,6 +499,8 @@ int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t h, const struct socka
         if (t->rtcp_socket != t->rtp_socket)
             socket_connect(e, t->rtcp_socket, &t->remote_rtcp);
     }
+    if (t->nconsumers)
+        sfu_timer_pull(e, 0); /* its consumers may wait for a keyframe */
     return 0;
 }
 
@@ -494,6 +513,8 @@ int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t h, void *srtp_in, vo
         return -2;
     t->srtp_in = srtp_in;
     t->srtp_out = srtp_out;
+    if (srtp_out && t->nconsumers)
+        sfu_timer_pull(e, 0); /* its consumers may wait for a keyframe */
     return 0;
 }
 
@@ -669,9 +690,11 @@ int sfu_producer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     sfu_producer_t *p = sfu_producer_get(e, h);
     if (!p)
         return -1;
-    if (p->paused && !paused)
+    if (p->paused && !paused && p->nconsumers) {
         for (uint32_t i = 0; i < p->nconsumers; i++)
             p->consumers[i]->sync_required = 1;
+        sfu_timer_pull(e, 0); /* they wait for a keyframe */
+    }
     p->paused = paused;
     for (uint32_t i = 0; i < p->nconsumers; i++)
         p->consumers[i]->producer_paused = paused;
@@ -792,6 +815,8 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     c->score = 10;
     p->consumers[p->nconsumers++] = c;
     t->consumers[t->nconsumers++] = c;
+    if (p->kind_video)
+        sfu_timer_pull(e, 0); /* it waits for a keyframe */
     return c->handle;
 }
 
@@ -813,8 +838,10 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     sfu_consumer_t *c = sfu_consumer_get(e, h);
     if (!c)
         return -1;
-    if (c->paused && !paused)
+    if (c->paused && !paused) {
         c->sync_required = 1;
+        sfu_timer_pull(e, 0); /* it waits for a keyframe */
+    }
     c->paused = paused;
     return 0;
 }
@@ -970,6 +997,8 @@ static void latch_apply(sfu_engine_t *e, sfu_transport_t *t, const struct sfu_la
         addr_set(&t->remote_rtcp, l->src, l->src_len);
     socket_connect(e, l->socket->handle, l->remote);
     upcall_push(e, SFU_UP_TUPLE, l->socket, t->handle, 0, l->src, l->src_len, NULL, 0);
+    if (t->nconsumers)
+        sfu_timer_pull(e, 0); /* its consumers may wait for a keyframe */
 }
 
 /* Keeps a resumed stream's timestamps moving forward: when the source's
@@ -1220,6 +1249,10 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
                 if (t->twcc) {
                     sfu_twcc_on_packet(t->twcc, tseq, now_ms * 1000);
                     t->twcc_media_ssrc = st->ssrc;
+                    if (!t->twcc_armed) { /* the first arrival to report */
+                        t->twcc_armed = 1;
+                        sfu_timer_pull(e, t->last_twcc_ms + SFU_TWCC_INTERVAL_MS);
+                    }
                 }
                 break;
             }
@@ -1260,8 +1293,12 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         if (!sfu_nack_on_packet(&st->nack, rtp.seq, recovered, now_ms) && recovered)
             return; /* a retransmission of something we already have */
         /* a new gap is NACKed at once; retries are the timer's job */
-        if (sfu_nack_missing_count(&st->nack) > missing_before)
+        if (sfu_nack_missing_count(&st->nack) > missing_before) {
             send_nacks(e, p, r->stream, now_ms);
+            int64_t due = sfu_nack_next_deadline_ms(&st->nack, 0);
+            if (due >= 0)
+                sfu_timer_pull(e, (uint64_t)due);
+        }
         if (sfu_nack_keyframe_needed(&st->nack))
             request_keyframe(e, p, r->stream, now_ms);
     }
@@ -1276,6 +1313,10 @@ static void receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf, size_
         st->seq_started = 1;
     }
     st->last_packet_ms = now_ms;
+    if (st->kf_retry_wait) { /* a keyframe retry waited for the publisher to send */
+        st->kf_retry_wait = 0;
+        sfu_timer_pull(e, now_ms);
+    }
     int codec = p->kind_video ? p->codec_of_pt[mpt] : SFU_CODEC_NONE;
     int keyframe = codec == SFU_CODEC_NONE ? -1 : sfu_is_keyframe(codec, buf + rtp.header_length, rtp.payload_length);
     if (keyframe == 1) {
@@ -1323,6 +1364,7 @@ static void request_keyframe(sfu_engine_t *e, sfu_producer_t *p, int stream, uin
             }
             e->kf_pending[e->nkf_pending++] = p->handle;
             st->keyframe_pending = 1;
+            sfu_timer_pull(e, st->last_keyframe_request_ms + e->keyframe_request_interval_ms);
         }
         return;
     }
@@ -1416,8 +1458,11 @@ static void send_remb(sfu_engine_t *e, sfu_producer_t *p, uint64_t bps)
     }
 }
 
-/* Timer work, every SFU_PERIODIC_MS: NACK retries, transport-cc feedback,
- * REMB, and once a second reports, rates and scores. */
+/* ------------------------------------------------------------------ timer work
+ * (timers.h): each unit runs what is due and reports its next deadline with
+ * sfu_timer_pull(); sfu_engine_tick() runs them only when the soonest cached
+ * deadline has come. */
+
 /* Asks again for a keyframe on each stream of a video producer that has a
  * consumer ready to send but still waiting for its first keyframe, once
  * SFU_KEYFRAME_RETRY_MS (or the request interval, if longer) has passed
@@ -1426,91 +1471,42 @@ static void retry_keyframe_requests(sfu_engine_t *e, sfu_producer_t *p, uint64_t
 {
     uint64_t retry = e->keyframe_request_interval_ms > SFU_KEYFRAME_RETRY_MS ? e->keyframe_request_interval_ms
                                                                            : SFU_KEYFRAME_RETRY_MS;
+    unsigned waiting = 0; /* streams with a consumer waiting for a keyframe */
     for (uint32_t i = 0; i < p->nconsumers; i++) {
         sfu_consumer_t *c = p->consumers[i];
         if (!c->sync_required || c->paused || c->producer_paused || p->paused)
             continue;
         if (c->stream < 0 || c->stream >= p->nstreams)
             continue;
-        sfu_transport_t *t = c->transport;
-        if (!transport_can_send_media(t))
+        if (!transport_can_send_media(c->transport))
             continue;
-        sfu_producer_stream_t *st = &p->streams[c->stream];
-        if (st->keyframe_pending)
-            continue; /* a deferred request is already due */
-        if (st->last_keyframe_request_ms && now_ms - st->last_keyframe_request_ms < retry)
+        waiting |= 1u << c->stream;
+    }
+    for (int s = 0; s < p->nstreams; s++) {
+        sfu_producer_stream_t *st = &p->streams[s];
+        st->kf_retry_wait = 0;
+        if (!(waiting & (1u << s)) || st->keyframe_pending)
+            continue; /* nobody waits, or a deferred request is already due */
+        uint64_t due = st->last_keyframe_request_ms ? st->last_keyframe_request_ms + retry : 0;
+        if (now_ms < due) {
+            sfu_timer_pull(e, due);
             continue;
+        }
         /* only while the publisher sends (a silent one starts with a keyframe) */
-        if (!st->seq_started || st->last_packet_ms <= st->last_keyframe_request_ms)
+        if (!st->seq_started || st->last_packet_ms <= st->last_keyframe_request_ms) {
+            st->kf_retry_wait = 1; /* its next packet pulls the deadline in */
             continue;
-        request_keyframe(e, p, c->stream, now_ms);
+        }
+        request_keyframe(e, p, s, now_ms);
         e->counters[SFU_C_KEYFRAME_RETRIES]++;
+        /* next retry one period on (also when the PLI could not be sent) */
+        sfu_timer_pull(e, now_ms + retry);
     }
 }
 
-static void periodic(sfu_engine_t *e, uint64_t now_ms)
+/* Deferred keyframe requests whose throttle window has ended. */
+static void run_deferred_keyframe_requests(sfu_engine_t *e, uint64_t now_ms)
 {
-    for (uint32_t i = 1; i < e->producers.cap; i++) {
-        sfu_producer_t *p = e->producers.items[i];
-        if (!p)
-            continue;
-        if (p->nack_enabled)
-            for (int s = 0; s < p->nstreams; s++)
-                if (sfu_nack_missing_count(&p->streams[s].nack))
-                    send_nacks(e, p, s, now_ms);
-        if (p->kind_video)
-            retry_keyframe_requests(e, p, now_ms);
-        uint64_t bps;
-        if (sfu_remb_agg_poll(&p->remb, now_ms, p->remb_floor_bps, &bps))
-            send_remb(e, p, bps);
-    }
-    for (uint32_t i = 1; i < e->transports.cap; i++) {
-        sfu_transport_t *t = e->transports.items[i];
-        if (!t)
-            continue;
-        if (t->twcc && sfu_twcc_pending(t->twcc) && now_ms - t->last_twcc_ms >= SFU_TWCC_INTERVAL_MS) {
-            uint8_t pkt[1200];
-            for (int k = 0; k < 8; k++) {
-                int len = sfu_twcc_build_feedback(t->twcc, pkt, sizeof(pkt), 1, t->twcc_media_ssrc);
-                if (len <= 0)
-                    break;
-                send_rtcp(e, t, pkt, (size_t)len);
-                e->counters[SFU_C_TX_TWCC]++;
-            }
-            t->last_twcc_ms = now_ms;
-        }
-        if (now_ms - t->last_rr_ms >= SFU_RTCP_INTERVAL_MS) {
-            uint64_t elapsed = t->last_rr_ms ? now_ms - t->last_rr_ms : 0;
-            t->last_rr_ms = now_ms;
-            send_receiver_reports(e, t, now_ms);
-            for (uint32_t k = 0; k < t->nconsumers; k++) {
-                sfu_consumer_t *c = t->consumers[k];
-                send_sender_report(e, c, now_ms);
-                if (elapsed) {
-                    c->rate_bps = (c->sent.bytes - c->bytes_at_last_rate) * 8000 / elapsed;
-                }
-                c->bytes_at_last_rate = c->sent.bytes;
-            }
-            for (uint32_t k = 0; k < t->nroutes; k++) {
-                struct sfu_route *r = &t->routes[k];
-                if (r->is_rtx)
-                    continue;
-                sfu_producer_stream_t *st = &r->producer->streams[r->stream];
-                if (elapsed)
-                    st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
-                st->bytes_at_last_rate = st->received.bytes;
-            }
-        }
-    }
-}
-
-int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
-{
-    if (now_ms >= e->next_periodic_ms) {
-        e->next_periodic_ms = now_ms + SFU_PERIODIC_MS;
-        periodic(e, now_ms);
-    }
-    int next = (int)(e->next_periodic_ms - now_ms);
     uint32_t j = 0;
     for (uint32_t i = 0; i < e->nkf_pending; i++) {
         sfu_producer_t *p = sfu_producer_get(e, e->kf_pending[i]);
@@ -1527,16 +1523,117 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
                 request_keyframe(e, p, s, now_ms);
             } else {
                 still = 1;
-                int wait = (int)(due - now_ms);
-                if (next < 0 || wait < next)
-                    next = wait;
+                sfu_timer_pull(e, due);
             }
         }
         if (still)
             e->kf_pending[j++] = e->kf_pending[i];
     }
     e->nkf_pending = j;
-    return next;
+}
+
+static int remb_has_estimates(const sfu_remb_agg_t *a)
+{
+    for (int i = 0; i < SFU_REMB_AGG_SLOTS; i++)
+        if (a->entries[i].used)
+            return 1;
+    return 0;
+}
+
+static void producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t now_ms)
+{
+    if (p->nack_enabled) {
+        for (int s = 0; s < p->nstreams; s++) {
+            sfu_nack_gen_t *g = &p->streams[s].nack;
+            if (!sfu_nack_missing_count(g))
+                continue;
+            int64_t due = sfu_nack_next_deadline_ms(g, 0);
+            if (due >= 0 && (uint64_t)due <= now_ms) {
+                send_nacks(e, p, s, now_ms);
+                due = sfu_nack_next_deadline_ms(g, 0);
+            }
+            if (due >= 0)
+                sfu_timer_pull(e, (uint64_t)due);
+        }
+    }
+    if (p->kind_video)
+        retry_keyframe_requests(e, p, now_ms);
+    sfu_remb_agg_t *a = &p->remb;
+    uint64_t bps;
+    if (sfu_remb_agg_poll(a, now_ms, p->remb_floor_bps, &bps))
+        send_remb(e, p, bps);
+    if (remb_has_estimates(a)) /* estimates still live after the poll */
+        sfu_timer_pull(e, a->last_sent_ms + SFU_REMB_INTERVAL_MS);
+}
+
+static void transport_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
+{
+    if (t->twcc_armed) {
+        if (t->twcc && sfu_twcc_pending(t->twcc) && now_ms - t->last_twcc_ms >= SFU_TWCC_INTERVAL_MS) {
+            uint8_t pkt[1200];
+            for (int k = 0; k < 8; k++) {
+                int len = sfu_twcc_build_feedback(t->twcc, pkt, sizeof(pkt), 1, t->twcc_media_ssrc);
+                if (len <= 0)
+                    break;
+                send_rtcp(e, t, pkt, (size_t)len);
+                e->counters[SFU_C_TX_TWCC]++;
+            }
+            t->last_twcc_ms = now_ms;
+        }
+        t->twcc_armed = t->twcc && sfu_twcc_pending(t->twcc);
+        if (t->twcc_armed)
+            sfu_timer_pull(e, t->last_twcc_ms + SFU_TWCC_INTERVAL_MS);
+    }
+    if (now_ms - t->last_rr_ms >= SFU_RTCP_INTERVAL_MS) {
+        uint64_t elapsed = t->last_rr_ms ? now_ms - t->last_rr_ms : 0;
+        t->last_rr_ms = now_ms;
+        send_receiver_reports(e, t, now_ms);
+        for (uint32_t k = 0; k < t->nconsumers; k++) {
+            sfu_consumer_t *c = t->consumers[k];
+            send_sender_report(e, c, now_ms);
+            if (elapsed) {
+                c->rate_bps = (c->sent.bytes - c->bytes_at_last_rate) * 8000 / elapsed;
+            }
+            c->bytes_at_last_rate = c->sent.bytes;
+        }
+        for (uint32_t k = 0; k < t->nroutes; k++) {
+            struct sfu_route *r = &t->routes[k];
+            if (r->is_rtx)
+                continue;
+            sfu_producer_stream_t *st = &r->producer->streams[r->stream];
+            if (elapsed)
+                st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
+            st->bytes_at_last_rate = st->received.bytes;
+        }
+    }
+    sfu_timer_pull(e, t->last_rr_ms + SFU_RTCP_INTERVAL_MS);
+}
+
+int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
+{
+    if (now_ms >= e->next_deadline_ms) {
+        /* something is due: run every unit's due work, and recompute the
+         * soonest deadline from scratch (each unit pulls its own in) */
+        e->counters[SFU_C_TIMER_RUNS]++;
+        e->next_deadline_ms = SFU_TIMER_NONE;
+        run_deferred_keyframe_requests(e, now_ms);
+        for (uint32_t i = 1; i < e->producers.cap; i++) {
+            sfu_producer_t *p = e->producers.items[i];
+            if (p)
+                producer_timers(e, p, now_ms);
+        }
+        for (uint32_t i = 1; i < e->transports.cap; i++) {
+            sfu_transport_t *t = e->transports.items[i];
+            if (t)
+                transport_timers(e, t, now_ms);
+        }
+    }
+    if (e->next_deadline_ms == SFU_TIMER_NONE)
+        return -1;
+    if (e->next_deadline_ms <= now_ms)
+        return 0;
+    uint64_t wait = e->next_deadline_ms - now_ms;
+    return wait > INT32_MAX ? INT32_MAX : (int)wait;
 }
 
 int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t now_ms)
@@ -1562,6 +1659,19 @@ int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t h, uint64_t n
     if (c->producer)
         request_keyframe(e, c->producer, c->stream, now_ms);
     return 0;
+}
+
+/* A consumer's new estimate: the producer's REMB is due at once for its
+ * first one or a drop of more than 25% (the only way the minimum drops is
+ * this value), else at the end of the interval. */
+static void remb_schedule(sfu_engine_t *e, sfu_producer_t *p, uint64_t bps, uint64_t now_ms)
+{
+    const sfu_remb_agg_t *a = &p->remb;
+    uint64_t v = bps < p->remb_floor_bps ? p->remb_floor_bps : bps;
+    if (!a->sent_any || (v < a->last_sent_bps && a->last_sent_bps - v > a->last_sent_bps / 4))
+        sfu_timer_pull(e, now_ms);
+    else
+        sfu_timer_pull(e, a->last_sent_ms + SFU_REMB_INTERVAL_MS);
 }
 
 static sfu_consumer_t *consumer_by_ssrc(sfu_transport_t *t, uint32_t ssrc)
@@ -1708,8 +1818,8 @@ static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk,
             e->counters[SFU_C_RX_REMB]++;
             for (int i = 0; i < n && i < 16; i++) {
                 sfu_consumer_t *c = consumer_by_ssrc(t, ssrcs[i]);
-                if (c && c->producer)
-                    sfu_remb_agg_update(&c->producer->remb, c->handle, bps, now_ms);
+                if (c && c->producer && sfu_remb_agg_update(&c->producer->remb, c->handle, bps, now_ms))
+                    remb_schedule(e, c->producer, bps, now_ms);
             }
         }
         break;

@@ -80,6 +80,7 @@ enum sfu_counter {
     SFU_C_KEYFRAME_RETRIES,
     SFU_C_SSRC_LEARNED,
     SFU_C_DROP_STUN_UNVALIDATED,
+    SFU_C_TIMER_RUNS,      /* ticks that found timer work due (timers.h) */
     SFU_C_COUNT
 };
 
@@ -173,6 +174,7 @@ typedef struct sfu_transport {
     uint32_t twcc_media_ssrc;         /* a producer SSRC, for the feedback's media SSRC */
     uint64_t last_rr_ms;
     uint64_t last_twcc_ms;
+    int twcc_armed;                   /* transport-cc feedback is scheduled (timers.h) */
     /* SSRC -> producer stream table (linear: a transport sends few streams) */
     uint32_t nroutes, routes_cap;
     struct sfu_route { uint32_t ssrc; struct sfu_producer *producer; uint16_t stream; uint16_t is_rtx; } *routes;
@@ -194,6 +196,7 @@ typedef struct {
     uint64_t last_keyframe_request_ms;
     uint64_t keyframe_requests;     /* PLIs sent to the producer */
     int keyframe_pending;           /* asked for within the interval: send when it ends */
+    int kf_retry_wait;              /* a keyframe retry is due at the next packet (timers.h) */
     uint64_t keyframes;             /* keyframe packets seen */
     uint64_t last_keyframe_ms;
     /* loss recovery and statistics */
@@ -328,7 +331,10 @@ typedef struct sfu_engine {
 
     uint64_t counters[SFU_C_COUNT];
 
-    uint64_t next_periodic_ms;
+    /* timers.h: the soonest deadline of the units' timer work
+     * (SFU_TIMER_NONE: none), and when the I/O thread will wake (0: awake) */
+    uint64_t next_deadline_ms;
+    uint64_t io_wake_ms;
     uint32_t keyframe_request_interval_ms; /* at most one PLI per producer stream per interval */
 
     /* producers with a deferred keyframe request (see sfu_engine_tick) */
@@ -339,7 +345,7 @@ typedef struct sfu_engine {
     int epoll_fd;
     pthread_t thread;
     int running;
-    int stop_fd;
+    int stop_fd;           /* eventfd: stops the thread (running = 0) or wakes it for timer work */
     uint64_t loop_busy_ns;
 } sfu_engine_t;
 
@@ -397,8 +403,9 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32
 /* The MID written on every packet of the consumer (ext_id 0: none). */
 int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
-/* Time-driven work: deferred keyframe requests. Returns the ms until it
- * wants to run again (or -1 for nothing pending). */
+/* Time-driven work (timers.h): runs what is due and returns the ms until
+ * the soonest deadline of any unit, or -1 when nothing is scheduled. O(1)
+ * while nothing is due. */
 int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms);
 /* Asks a producer for a keyframe on each of its streams (PLI, throttled). */
 int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms);
@@ -412,7 +419,6 @@ int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t n
 #define SFU_KEYFRAME_RETRY_MS 1000
 #define SFU_TWCC_INTERVAL_MS 100         /* transport-cc feedback period */
 #define SFU_RETRANSMISSION_MAX_AGE_MS 1000
-#define SFU_PERIODIC_MS 20               /* granularity of timer work (NACK retries) */
 int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c);
 
 sfu_socket_t *sfu_socket_get(sfu_engine_t *e, uint32_t h);

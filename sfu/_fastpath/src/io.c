@@ -4,6 +4,7 @@
  * No Python runs here; the GIL is never taken. */
 #define _GNU_SOURCE
 #include "engine.h"
+#include "timers.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -146,7 +147,11 @@ static void *io_main(void *arg)
     sfu_engine_t *e = arg;
     struct epoll_event events[64];
 
-    int timeout = 100;
+    /* Sleeps until a socket is readable, the soonest timer deadline
+     * (sfu_engine_tick's answer, at most SFU_TIMER_MAX_WAIT_MS), or the
+     * eventfd: sfu_io_stop, or a control call that added timer work due
+     * before the planned wake-up (timers.h). */
+    int timeout = 0;
     for (;;) {
         int n = epoll_wait(e->epoll_fd, events, 64, timeout);
         if (n < 0 && errno != EINTR)
@@ -154,12 +159,16 @@ static void *io_main(void *arg)
         uint64_t t0 = now_ns();
         int stop = 0;
         pthread_mutex_lock(&e->lock);
+        e->io_wake_ms = 0; /* awake: pulls need no eventfd write */
         e->counters[SFU_C_LOOP_ITERATIONS]++;
         uint64_t now_ms = t0 / 1000000u;
         for (int i = 0; i < n; i++) {
             uint32_t h = events[i].data.u32;
             if (h == 0) {
-                stop = 1;
+                uint64_t v;
+                ssize_t r = read(e->stop_fd, &v, sizeof(v)); /* reset it (non-blocking) */
+                (void)r;
+                stop = !e->running;
                 continue;
             }
             sfu_socket_t *s = sfu_socket_get(e, h);
@@ -167,9 +176,11 @@ static void *io_main(void *arg)
                 drain_socket(e, s, now_ms);
         }
         int next = sfu_engine_tick(e, now_ms);
-        timeout = next < 0 ? 100 : (next < 100 ? next + 1 : 100);
+        timeout = next < 0 || next > SFU_TIMER_MAX_WAIT_MS ? SFU_TIMER_MAX_WAIT_MS : next;
         sfu_io_flush_locked(e);
         e->loop_busy_ns += now_ns() - t0;
+        /* epoll_wait never returns early; truncated ms keep deadlines due */
+        e->io_wake_ms = now_ms + (uint64_t)timeout;
         pthread_mutex_unlock(&e->lock);
         if (stop || !e->running)
             break;
@@ -218,9 +229,12 @@ void sfu_io_stop(sfu_engine_t *e)
     ssize_t r = write(e->stop_fd, &one, sizeof(one));
     (void)r;
     pthread_join(e->thread, NULL);
+    pthread_mutex_lock(&e->lock);
+    e->io_wake_ms = 0; /* no thread to wake */
     close(e->stop_fd);
     close(e->epoll_fd);
     e->stop_fd = -1;
     e->epoll_fd = -1;
     e->flush = NULL;
+    pthread_mutex_unlock(&e->lock);
 }
