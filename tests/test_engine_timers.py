@@ -122,6 +122,21 @@ def test_reports_are_due_one_interval_after_the_last_and_nothing_runs_before():
     assert runs(e) == 2
 
 
+def test_a_later_transport_joins_the_report_round_one_deadline_for_all():
+    e = _engine.Engine()
+    s1, s2 = e.add_socket(-1), e.add_socket(-1)
+    t1 = e.add_transport(s1)
+    e.connect_transport(t1, V1)
+    assert e.tick(1000) == 1000
+    t2 = e.add_transport(s2)  # at 1300: reports with t1's at 2000, not a phase of its own
+    e.connect_transport(t2, V2)
+    assert e.tick(1300) == 700
+    assert runs(e) == 1
+    assert e.tick(2000) == 1000
+    assert e.tick(2500) == 500
+    assert runs(e) == 2  # one pass a second for both
+
+
 def test_a_nack_retry_goes_out_exactly_when_due_not_on_a_20_ms_grid():
     r = Rig()
     r.send(r.s_pub, PUB, media(1, KEY), 1001)
@@ -271,7 +286,7 @@ def test_a_new_consumer_pulls_the_deadline_in_for_its_keyframe():
     assert r.e.tick(1001) == 999
     r.send(r.s_pub, PUB, media(2), 1200)
     s3 = r.e.add_socket(-1)
-    t3 = r.e.add_transport(s3)  # its first report is due at once (1000 < now)
+    t3 = r.e.add_transport(s3)  # joins the others' reports at 2000
     r.e.connect_transport(t3, ("127.0.0.1", 6003))
     r.e.add_consumer(t3, r.p, 0xC3, 0, 90000, {101: 101}, {})
     assert r.e.tick(1200) == 800

@@ -449,7 +449,13 @@ uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t
         free(t);
         return 0;
     }
-    /* reports and rates from the first tick a report interval in */
+    /* Reports and rates: in the engine's round of reports, so that all
+     * transports share one deadline a second (one pass over them, not one
+     * per transport); the first transport starts the round at once. */
+    if (e->rr_round_ms) {
+        t->last_rr_ms = e->rr_round_ms;
+        t->rr_joined = 1;
+    }
     sfu_timer_pull(e, t->last_rr_ms + SFU_RTCP_INTERVAL_MS);
     if (ice)
         return t->handle; /* sources come from the socket's tuple map */
@@ -1585,8 +1591,10 @@ static void transport_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_m
             sfu_timer_pull(e, t->last_twcc_ms + SFU_TWCC_INTERVAL_MS);
     }
     if (now_ms - t->last_rr_ms >= SFU_RTCP_INTERVAL_MS) {
-        uint64_t elapsed = t->last_rr_ms ? now_ms - t->last_rr_ms : 0;
+        uint64_t elapsed = t->last_rr_ms && !t->rr_joined ? now_ms - t->last_rr_ms : 0;
         t->last_rr_ms = now_ms;
+        t->rr_joined = 0;
+        e->rr_round_ms = now_ms;
         send_receiver_reports(e, t, now_ms);
         for (uint32_t k = 0; k < t->nconsumers; k++) {
             sfu_consumer_t *c = t->consumers[k];

@@ -175,6 +175,7 @@ typedef struct sfu_transport {
     uint64_t last_rr_ms;
     uint64_t last_twcc_ms;
     int twcc_armed;                   /* transport-cc feedback is scheduled (timers.h) */
+    int rr_joined;                    /* joined the report round: no rates at the first one */
     /* SSRC -> producer stream table (linear: a transport sends few streams) */
     uint32_t nroutes, routes_cap;
     struct sfu_route { uint32_t ssrc; struct sfu_producer *producer; uint16_t stream; uint16_t is_rtx; } *routes;
@@ -335,6 +336,7 @@ typedef struct sfu_engine {
      * (SFU_TIMER_NONE: none), and when the I/O thread will wake (0: awake) */
     uint64_t next_deadline_ms;
     uint64_t io_wake_ms;
+    uint64_t rr_round_ms;  /* when the last SR/RR round ran (0: none yet) */
     uint32_t keyframe_request_interval_ms; /* at most one PLI per producer stream per interval */
 
     /* producers with a deferred keyframe request (see sfu_engine_tick) */

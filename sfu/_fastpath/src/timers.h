@@ -13,7 +13,9 @@
  *     consumers have live estimates, at once on a drop of more than 25%;
  *   - transport-cc feedback while arrivals are unreported: the last
  *     feedback + SFU_TWCC_INTERVAL_MS;
- *   - SR/RR and rates, per transport: the last report + SFU_RTCP_INTERVAL_MS.
+ *   - SR/RR and rates, per transport: the last report + SFU_RTCP_INTERVAL_MS;
+ *     a new transport joins the round of the others (e->rr_round_ms), so
+ *     reports cost one pass a second whatever the number of transports.
  *
  * The engine caches the soonest of them in e->next_deadline_ms (UINT64_MAX:
  * nothing scheduled). sfu_engine_tick() returns at once, without looking at
