@@ -26,7 +26,7 @@ COUNTER_NAMES = (
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
     "rx_nack", "tx_nack", "rx_rtx", "tx_retransmissions", "retransmission_misses", "rx_remb", "tx_remb",
     "tx_sr", "tx_rr", "tx_twcc", "keyframe_retries", "ssrc_learned",
-    "drop_stun_unvalidated",
+    "drop_stun_unvalidated", "timer_runs",
 )
 
 def _rtp_id(value, what):
