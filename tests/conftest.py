@@ -170,3 +170,15 @@ async def peers():
 
 async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
+
+
+@pytest.fixture
+async def rooms():
+    """The sfu-server's worker pool and rooms (one worker), closed after the test."""
+    from signaling.server import start_rooms
+
+    r = await start_rooms(workers=1)
+    try:
+        yield r
+    finally:
+        await r.close()

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from signaling.auth import AuthConfig, Authenticator
 from signaling.metrics import Metrics
 from signaling.ratelimit import RateLimiter
-from signaling.server import CALLS, create_app, start_rooms
+from signaling.server import CALLS, create_app
 from signaling.store import CallStore
 
 SECRET = "test-secret-for-the-call-service-0123456789"
@@ -28,13 +28,6 @@ def token(user: str, ttl: float = 600, secret: str = SECRET, **claims: Any) -> s
     return jwt.encode({"sub": user, "iat": now, "exp": now + int(ttl), **claims}, secret, algorithm="HS256")
 
 
-@pytest.fixture
-async def rooms():
-    r = await start_rooms(workers=1)
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 async def serve(rooms, store: Optional[CallStore] = None, limiter: Optional[RateLimiter] = None,

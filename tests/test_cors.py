@@ -64,13 +64,6 @@ def _need(module: str) -> None:
 
 # ----------------------------------------------------------- unit level
 
-@pytest.fixture
-async def rooms():
-    r = await start_rooms(workers=1)
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 async def serve(rooms, origins: Optional[list[str]] = None, **kw: Any):

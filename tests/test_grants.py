@@ -21,7 +21,7 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack  # noqa: E402
 
 from aiortc_peer import pin_loopback  # noqa: E402
 from signaling.auth import AuthConfig, AuthError, Authenticator, RoomGrant, check_room_grant  # noqa: E402
-from signaling.server import create_app, start_rooms  # noqa: E402
+from signaling.server import create_app  # noqa: E402
 
 SECRET = "grants-test-secret-0123456789abcdef0123456789"
 SDP = {"Content-Type": "application/sdp"}
@@ -34,13 +34,6 @@ def loopback_only(monkeypatch):
     pin_loopback(monkeypatch)
 
 
-@pytest.fixture
-async def rooms():
-    r = await start_rooms(workers=1)
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 async def serve(rooms, require_grants: bool = False, **kw: Any) -> tuple[TestClient, Authenticator]:
