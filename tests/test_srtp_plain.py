@@ -163,3 +163,122 @@ async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(wor
             break
         await asyncio.sleep(0.05)
     assert len(sub_peer.received) > before
+
+
+async def test_each_consumer_has_its_own_srtp_session_with_the_transports_key(worker, router, peers):
+    """Every consumer protects with an outbound SRTP session of its own (libsrtp
+    searches a session's streams linearly per packet): the viewer decrypts all
+    of them with the one key its transport announced; a consumer closed while
+    media flows leaves the others flowing; connect() again with the same
+    suite keeps the key and with another suite moves every consumer to the
+    new key, with media flowing throughout."""
+    import threading
+
+    pub_peer, sub_peer = peers(), peers()
+    suite = "AEAD_AES_128_GCM"
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    pub, sub = SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tc.srtp_parameters)
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+    sources = {0x3001: ("video", VP8), 0x3002: ("video", VP8), 0x3003: ("audio", OPUS)}
+    consumers = {}
+    for ssrc, (kind, codec) in sources.items():
+        producer = await tp.produce(kind, {"codecs": [codec], "encodings": [{"ssrc": ssrc}]})
+        consumers[ssrc] = await tc.consume(producer.id, router.rtp_capabilities)
+    out_ssrc = {ssrc: c.rtp_parameters["encodings"][0]["ssrc"] for ssrc, c in consumers.items()}
+    assert len(set(out_ssrc.values())) == 3
+    died: list[object] = []
+    worker.on("died", lambda *a: died.append(a))
+
+    stop = threading.Event()
+    port = tp.tuple["localPort"]
+
+    def blast() -> None:  # bounded: stops when told or after its deadline
+        import time as _time
+        deadline = _time.monotonic() + 240
+        i = 0
+        while not stop.is_set() and _time.monotonic() < deadline:
+            for ssrc, (kind, codec) in sources.items():
+                head = (b"\x10\x00" if i % 30 == 0 else b"\x00\x01") if kind == "video" else b""
+                pkt = build_rtp(codec["payloadType"], i & 0xFFFF, 3000 * i, ssrc, head + bytes(200))
+                pub_peer.sock.sendto(pub.tx.protect(pkt), ("127.0.0.1", port))
+            i += 1
+            if i % 8 == 0:
+                _time.sleep(0.002)
+
+    # Received media in arrival order, each packet decrypted with the first of
+    # the viewer's keys (in the order they were announced) that authenticates
+    # it; per SSRC, never with a key older than the one its previous packet
+    # used.
+    rx_sessions = [sub.rx]
+    decrypted: list[tuple[int, int]] = []  # (key index, ssrc)
+    last_key: dict[int, int] = {}
+    done = [0]
+
+    def decrypt_new() -> None:
+        media = [d for d in sub_peer.received if not 192 <= d[1] <= 223]
+        for d in media[done[0]:]:
+            ssrc = int.from_bytes(d[8:12], "big")
+            for k in range(last_key.get(ssrc, 0), len(rx_sessions)):
+                try:
+                    rtp = read_rtp(rx_sessions[k].unprotect(d))
+                except pylibsrtp.Error:
+                    continue
+                assert rtp.ssrc == ssrc
+                decrypted.append((k, ssrc))
+                last_key[ssrc] = k
+                break
+            else:
+                raise AssertionError(f"packet {len(decrypted)} (ssrc {ssrc:#x}) decrypts with none of the "
+                                     f"viewer's keys {last_key.get(ssrc, 0)}..{len(rx_sessions) - 1}")
+        done[0] = len(media)
+
+    async def wait_for_media(key: int, ssrcs: set[int], each: int = 20) -> None:
+        """Until each of ssrcs has `each` more packets decrypted with key `key`."""
+        decrypt_new()
+        mark = len(decrypted)
+        for _ in range(1200):  # up to 60 s
+            decrypt_new()
+            got = {s: sum(1 for k, x in decrypted[mark:] if k == key and x == s) for s in ssrcs}
+            if all(n >= each for n in got.values()):
+                return
+            assert not died, "the worker died"
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"media with key {key}: {got} packets of {ssrcs} (wanted {each} each)")
+
+    th = threading.Thread(target=blast, daemon=True)
+    th.start()
+    try:
+        await wait_for_media(0, set(out_ssrc.values()))
+
+        # A consumer closed while media flows: the others keep flowing.
+        consumers[0x3001].close()
+        await worker.get_counters()  # the close is processed
+        await wait_for_media(0, {out_ssrc[0x3002], out_ssrc[0x3003]}, each=50)
+        assert not died
+
+        # connect() again with the same suite: the key is unchanged.
+        key0 = tc.srtp_parameters["keyBase64"]
+        await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+        assert tc.srtp_parameters["keyBase64"] == key0
+        await wait_for_media(0, {out_ssrc[0x3002], out_ssrc[0x3003]}, each=50)
+
+        # Re-keys to another suite and back, several consumers flowing: each
+        # new outbound key replaces every consumer's session.
+        for n, new_suite in enumerate(["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_32"]):
+            client = SrtpClient(new_suite, {"keyBase64": base64.b64encode(b"\0" * SUITES[new_suite][1]).decode()})
+            await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=client.params)
+            assert tc.srtp_parameters["cryptoSuite"] == new_suite
+            rx_sessions.append(pylibsrtp.Session(pylibsrtp.Policy(
+                key=base64.b64decode(tc.srtp_parameters["keyBase64"]),
+                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=SUITES[new_suite][0])))
+            await wait_for_media(n + 1, {out_ssrc[0x3002], out_ssrc[0x3003]})
+            assert not died, f"the worker died after re-key {n + 1}"
+    finally:
+        stop.set()
+        th.join(10)
+    decrypt_new()
+    # The closed consumer's packets stopped at its close (it sent with key 0 only).
+    assert {k for k, s in decrypted if s == out_ssrc[0x3001]} == {0}
+    assert not died
