@@ -192,7 +192,6 @@ cdef extern from "src/engine.h" nogil:
                                      uint32_t clock_rate, const uint8_t *pt_map, const uint8_t *ext_map,
                                      int paused, uint16_t initial_seq)
     int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid)
-    int sfu_consumer_set_srtp_locked(sfu_engine_t *e, uint32_t c, void *srtp_out)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)

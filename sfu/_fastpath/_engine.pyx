@@ -522,19 +522,6 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 
-    def set_consumer_srtp(self, uint32_t h, uintptr_t srtp_out):
-        """Installs the consumer's own outbound libsrtp session (srtp_t address;
-        0 = use the transport's) for its RTP and RTX; it must hold the
-        transport's outbound key. The caller keeps it alive until it replaces
-        or clears it here, or removes the consumer."""
-        sfu_engine_lock(self.e)
-        rc = sfu_consumer_set_srtp_locked(self.e, h, <void *>srtp_out)
-        sfu_engine_unlock(self.e)
-        if rc == -2:
-            raise RuntimeError("SRTP functions are not installed (set_srtp_functions)")
-        if rc != 0:
-            raise KeyError(f"unknown consumer handle {h}")
-
     def set_producer_paused(self, uint32_t h, bint paused):
         sfu_engine_lock(self.e)
         rc = sfu_producer_set_paused_locked(self.e, h, paused)

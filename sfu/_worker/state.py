@@ -45,8 +45,6 @@ class ConsumerState:
     handle: int
     transport_id: str
     producer_id: str
-    # its own outbound SRTP session (the transport's key), see _set_consumer_srtp
-    srtp_out: SrtpContext | None = None
 
 
 @dataclass
@@ -386,8 +384,6 @@ class WorkerState:
         self.ufrag_index[(t.socket, new)] = t.id
 
     def _on_transport_media_ready(self, t: WebRtcTransportState) -> None:
-        # new DTLS keys: each consumer gets an outbound session with them
-        self._refresh_consumer_srtp(t)
         now = _engine.now_ms()
         for cid in t.consumer_ids:
             c = self.consumers.get(cid)
@@ -465,13 +461,7 @@ class WorkerState:
             # old ones be freed (the I/O thread may be protecting with them
             # until the swap): the old contexts are released after this call.
             self.engine.set_transport_srtp(t.handle, srtp_in.address, srtp_out.address)
-            rekeyed = srtp_out is not t.srtp_out
             t.srtp_in, t.srtp_out = srtp_in, srtp_out
-            if rekeyed:
-                # A new outbound key: each consumer gets a session with it. With
-                # the key unchanged they keep theirs (a fresh session would
-                # restart its streams' rollover counters).
-                self._refresh_consumer_srtp(t)
             result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
         elif data.get("srtpParameters") is not None:
             raise InvalidParametersError("srtpParameters: given but SRTP is not enabled on this transport")
@@ -545,21 +535,11 @@ class WorkerState:
             t.handle, p.handle, int(data["ssrc"]), int(data.get("rtxSsrc") or 0), int(data["clockRate"]),
             pt_map, ext_map, bool(data.get("paused")), random.randrange(1, 0x8000),
         )
-        c = ConsumerState(cid, handle, tid, p.id)
-        try:
-            # its own SRTP session before its first packet (if the keys are
-            # not in yet: when they arrive)
-            self._set_consumer_srtp(t, c)
-            fb = data.get("feedback") or {}
-            self.engine.set_consumer_feedback(handle, nack=bool(fb.get("nack")), rtx_pt=int(fb.get("rtxPt") or 0))
-            if data.get("midExtId"):
-                self.engine.set_consumer_mid(handle, int(data["midExtId"]), str(data["mid"]))
-        except Exception:
-            # out of the engine before its session is released
-            self.engine.remove_consumer(handle)
-            c.srtp_out = None
-            raise
-        self.consumers[cid] = c
+        fb = data.get("feedback") or {}
+        self.engine.set_consumer_feedback(handle, nack=bool(fb.get("nack")), rtx_pt=int(fb.get("rtxPt") or 0))
+        if data.get("midExtId"):
+            self.engine.set_consumer_mid(handle, int(data["midExtId"]), str(data["mid"]))
+        self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)
         if not data.get("paused"):
@@ -618,39 +598,12 @@ class WorkerState:
         if c is None:
             return
         self.engine.remove_consumer(c.handle)
-        # its SRTP session is freed only now that the engine no longer uses it
-        c.srtp_out = None
         t = self.transports.get(c.transport_id)
         if t:
             t.consumer_ids.discard(cid)
         p = self.producers.get(c.producer_id)
         if p:
             p.consumer_ids.discard(cid)
-
-    def _set_consumer_srtp(self, t: TransportState | WebRtcTransportState, c: ConsumerState) -> None:
-        """Gives the consumer its own outbound SRTP session with the
-        transport's current outbound suite and key (none while the transport
-        has no keys). libsrtp finds the stream of an SSRC by a linear search
-        over its session's streams: a session per consumer keeps that search
-        to the consumer's SSRC and RTX SSRC instead of all of the transport's.
-        The same master key in several sessions is as safe as several SSRCs
-        in one session: each SSRC has its own keystream."""
-        suite, key = t.srtp_suite, t.srtp_local_key
-        new = (
-            SrtpContext(suite, key, outbound=True)
-            if suite is not None and key is not None and t.srtp_out is not None
-            else None
-        )
-        # swapped in the engine under its lock; the previous session is
-        # released only after this call
-        self.engine.set_consumer_srtp(c.handle, new.address if new is not None else 0)
-        c.srtp_out = new
-
-    def _refresh_consumer_srtp(self, t: TransportState | WebRtcTransportState) -> None:
-        for cid in list(t.consumer_ids):
-            c = self.consumers.get(cid)
-            if c is not None:
-                self._set_consumer_srtp(t, c)
 
     def _consumer_close(self, cid: str, _d: Any) -> None:
         self._close_consumer(cid)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..dtls import DtlsConnected, DtlsEndpoint, DtlsOutput, DtlsStateChange
 from ..ice import IceLiteAgent, IceOutput, IceSelectedTupleChange, IceStateChange, IceTupleAdded, IceTupleRemoved
-from ..srtp import CryptoSuite, SrtpContext, crypto_suite
+from ..srtp import SrtpContext, crypto_suite
 
 if TYPE_CHECKING:
     from .._fastpath._engine import Engine
@@ -71,9 +71,6 @@ class WebRtcTransportState:
         self.dtls_started = False
         self.srtp_in: Optional[SrtpContext] = None
         self.srtp_out: Optional[SrtpContext] = None
-        # the outbound suite and key, for the consumers' own sessions
-        self.srtp_suite: Optional[CryptoSuite] = None
-        self.srtp_local_key: Optional[bytes] = None
         self.producer_ids: set[str] = set()
         self.consumer_ids: set[str] = set()
         self.closed = False
@@ -195,7 +192,6 @@ class WebRtcTransportState:
                 # sessions (a re-key) are released
                 self.engine.set_transport_srtp(self.handle, srtp_in.address, srtp_out.address)
                 self.srtp_in, self.srtp_out = srtp_in, srtp_out
-                self.srtp_suite, self.srtp_local_key = suite, ev.local_master
                 # Media can flow to this transport only now: its viewers need a keyframe.
                 self.on_media_ready(self)
             elif isinstance(ev, DtlsStateChange):

@@ -839,17 +839,6 @@ int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t h, uint8_t ext_id, con
     return 0;
 }
 
-int sfu_consumer_set_srtp_locked(sfu_engine_t *e, uint32_t h, void *srtp_out)
-{
-    sfu_consumer_t *c = sfu_consumer_get(e, h);
-    if (!c)
-        return -1;
-    if (srtp_out && !srtp_protect_fn)
-        return -2;
-    c->srtp_out = srtp_out;
-    return 0;
-}
-
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
 {
     sfu_consumer_t *c = sfu_consumer_get(e, h);
@@ -1060,16 +1049,13 @@ static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const u
     return olen;
 }
 
-/* SRTP-protects a consumer's outgoing RTP packet in place when the transport
- * has keys: with the consumer's own session if it has one (same key), else
- * with the transport's. */
-static inline int transport_protect(sfu_engine_t *e, sfu_transport_t *t, const sfu_consumer_t *c, uint8_t *out,
-                                    size_t *olen)
+/* SRTP-protects an outgoing RTP packet in place when the transport has keys. */
+static inline int transport_protect(sfu_engine_t *e, sfu_transport_t *t, uint8_t *out, size_t *olen)
 {
     if (!t->srtp_out)
         return 0;
     int l = (int)*olen;
-    if (srtp_protect_fn(c->srtp_out ? c->srtp_out : t->srtp_out, out, &l) != 0) {
+    if (srtp_protect_fn(t->srtp_out, out, &l) != 0) {
         e->counters[SFU_C_TX_SRTP_ERRORS]++;
         return -1;
     }
@@ -1134,7 +1120,7 @@ static void forward_rtp(sfu_engine_t *e, sfu_producer_t *p, int stream, const ui
             continue;
         }
         size_t olen = (size_t)wlen;
-        if (transport_protect(e, t, c, out, &olen) < 0)
+        if (transport_protect(e, t, out, &olen) < 0)
             continue;
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
         c->sent.packets++;
@@ -1798,7 +1784,7 @@ static void retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, s
                                     c->rtx_seq) < 0)
                 continue;
         }
-        if (transport_protect(e, t, c, out, &olen) < 0)
+        if (transport_protect(e, t, out, &olen) < 0)
             continue;
         outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
         c->retransmitted++;

@@ -262,10 +262,6 @@ typedef struct sfu_consumer {
     uint8_t mid_ext_id;    /* consumer id of the MID extension (0: none) */
     uint8_t mid_len;
     uint8_t mid[SFU_MAX_RTP_ID];
-    /* Its own outbound SRTP session (srtp_t, owned by Python; NULL: the
-     * transport's): libsrtp finds a session's stream by a linear search
-     * over its SSRCs, so one session per consumer keeps that search short. */
-    void *srtp_out;
     sfu_seqmgr_t seq;
     int ts_started;
     uint32_t ts_offset;
@@ -408,7 +404,6 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32
                                  int paused, uint16_t initial_seq);
 /* The MID written on every packet of the consumer (ext_id 0: none). */
 int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid);
-int sfu_consumer_set_srtp_locked(sfu_engine_t *e, uint32_t c, void *srtp_out);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
 /* Time-driven work (timers.h): runs what is due and returns the ms until
  * the soonest deadline of any unit, or -1 when nothing is scheduled. O(1)
