@@ -5,20 +5,16 @@ Options through the environment:
   SFU_SANITIZE=1    AddressSanitizer + UndefinedBehaviorSanitizer (tests)
   SFU_ANNOTATE=1    write Cython's HTML annotation next to the .pyx
 """
+import glob
 import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 SRC = "sfu/_fastpath/src"
-sources = ["sfu/_fastpath/_engine.pyx"] + [
-    f"{SRC}/{name}"
-    for name in (
-        "rtp.c", "rtcp.c", "engine.c", "io.c",
-        # loss recovery and feedback
-        "nack.c", "rtx_buffer.c", "rtcp_build.c", "remb.c", "twcc.c", "rtp_stats.c",
-    )
-]
+# every C unit of the engine (src/*.c; engine.h lists them by concern)
+ENGINE_C = sorted(glob.glob(f"{SRC}/*.c"))
+sources = ["sfu/_fastpath/_engine.pyx"] + ENGINE_C
 
 extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden"]
 extra_link_args = []
@@ -37,7 +33,7 @@ extensions = [
         sources=sources,
         include_dirs=["sfu/_fastpath"],
         extra_compile_args=extra_compile_args,
-        extra_link_args=extra_link_args + ["-lpthread"],
+        extra_link_args=extra_link_args + ["-lpthread", "-lcrypto"],
     ),
     # The benchmarks' plain-RTP load generator (C core in benchmarks/src/_loadgen.c).
     Extension(

@@ -140,8 +140,8 @@ def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
     def rtp(seq: int, payload: bytes) -> bytes:
         return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
 
-    e.request_keyframe(c, 1000)                      # on consume; this PLI is "lost"
-    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
+    e.tick(1000)                                     # the engine asks for the new consumer
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1  # and this PLI is "lost"
     now, seq, plis = 1000, 1, []
     while now < 3500:                                # delta frames only: the consumer waits
         now += 20

@@ -1,5 +1,5 @@
 # Test hooks for the loss-recovery C units: src/nack.h (NACK generator),
-# src/rtx_buffer.h (packet store, sequence map) and src/rtcp_build.h
+# src/rtx_buffer.h (packet store, sequence map) and src/rtcp_nack.h, rtcp_report.h, rtx.h
 # (NACK / SR / RR builders and parsers, RTX, NTP). Included by _engine.pyx.
 from libc.stdint cimport int32_t, int64_t
 
@@ -52,7 +52,13 @@ cdef extern from "src/rtx_buffer.h" nogil:
     int sfu_seq_map_get(const sfu_seq_map_t *m, uint16_t out_seq, uint16_t *in_seq)
     int sfu_seq_map_may_resend(sfu_seq_map_t *m, uint16_t out_seq, uint64_t now_ms, uint32_t rtt_ms)
 
-cdef extern from "src/rtcp_build.h" nogil:
+cdef extern from "src/rtcp_nack.h" nogil:
+    pass
+
+cdef extern from "src/rtx.h" nogil:
+    pass
+
+cdef extern from "src/rtcp_report.h" nogil:
     ctypedef struct sfu_report_block_t:
         uint32_t ssrc
         uint8_t fraction_lost

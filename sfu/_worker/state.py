@@ -363,7 +363,6 @@ class WorkerState:
                 srtp_profiles=list(data.get("srtpCryptoSuites") or DEFAULT_SRTP_PROFILES),
                 loop=self._loop, notify=self.notify, on_ufrag_change=self._on_ufrag_change,
                 on_fatal=self._on_transport_fatal,
-                on_media_ready=self._on_transport_media_ready,
             )
         except Exception:
             if server is None:
@@ -382,13 +381,6 @@ class WorkerState:
     def _on_ufrag_change(self, t: WebRtcTransportState, old: str, new: str) -> None:
         self.ufrag_index.pop((t.socket, old), None)
         self.ufrag_index[(t.socket, new)] = t.id
-
-    def _on_transport_media_ready(self, t: WebRtcTransportState) -> None:
-        now = _engine.now_ms()
-        for cid in t.consumer_ids:
-            c = self.consumers.get(cid)
-            if c is not None:
-                self.engine.request_keyframe(c.handle, now)
 
     def _on_transport_fatal(self, t: WebRtcTransportState, reason: str) -> None:
         logger.info("closing transport %s: %s", t.id, reason)
@@ -542,9 +534,6 @@ class WorkerState:
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)
-        if not data.get("paused"):
-            # a new viewer must not wait for the publisher's next periodic keyframe
-            self.engine.request_keyframe(handle, _engine.now_ms())
 
     # -- producer
 
@@ -572,11 +561,7 @@ class WorkerState:
         self.engine.set_producer_paused(self._producer(pid).handle, True)
 
     def _producer_resume(self, pid: str, _d: Any) -> None:
-        p = self._producer(pid)
-        self.engine.set_producer_paused(p.handle, False)
-        if p.kind == "video":
-            # its consumers restart at a keyframe: ask for one now
-            self.engine.request_producer_keyframe(p.handle, _engine.now_ms())
+        self.engine.set_producer_paused(self._producer(pid).handle, False)
 
     def _producer_getStats(self, pid: str, _d: Any) -> list[dict[str, Any]]:
         p = self._producer(pid)
@@ -612,9 +597,7 @@ class WorkerState:
         self.engine.set_consumer_paused(self._consumer(cid).handle, True)
 
     def _consumer_resume(self, cid: str, _d: Any) -> None:
-        c = self._consumer(cid)
-        self.engine.set_consumer_paused(c.handle, False)
-        self.engine.request_keyframe(c.handle, _engine.now_ms())
+        self.engine.set_consumer_paused(self._consumer(cid).handle, False)
 
     def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
         c = self._consumer(cid)

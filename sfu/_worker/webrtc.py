@@ -50,7 +50,6 @@ class WebRtcTransportState:
         notify: Notify,
         on_ufrag_change: Callable[["WebRtcTransportState", str, str], None],
         on_fatal: Callable[["WebRtcTransportState", str], None],
-        on_media_ready: Callable[["WebRtcTransportState"], None] = lambda t: None,
     ) -> None:
         self.id = transport_id
         self.router_id = router_id
@@ -63,7 +62,6 @@ class WebRtcTransportState:
         self.notify = notify
         self.on_ufrag_change = on_ufrag_change
         self.on_fatal = on_fatal
-        self.on_media_ready = on_media_ready
         self.ice = IceLiteAgent()
         self.dtls = DtlsEndpoint(certificate, role="auto", srtp_profiles=srtp_profiles)
         self.handle = engine.add_transport(socket, 0, ice=True)
@@ -192,8 +190,6 @@ class WebRtcTransportState:
                 # sessions (a re-key) are released
                 self.engine.set_transport_srtp(self.handle, srtp_in.address, srtp_out.address)
                 self.srtp_in, self.srtp_out = srtp_in, srtp_out
-                # Media can flow to this transport only now: its viewers need a keyframe.
-                self.on_media_ready(self)
             elif isinstance(ev, DtlsStateChange):
                 data: dict[str, Any] = {"dtlsState": ev.state}
                 if ev.reason:

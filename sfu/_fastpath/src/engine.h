@@ -1,14 +1,37 @@
-/* The forwarding engine: sockets, transports, producers and consumers of one
- * worker, and the per-packet path between them.
+/* The forwarding engine: the objects of one worker (sockets, transports,
+ * producers and consumers), its public control API and its data-plane entry
+ * point. The units that implement it, one concern each:
+ *
+ *   engine.c          lifecycle, sockets, sfu_engine_receive() (demux by
+ *                     packet kind and source; STUN admission)
+ *   table.c           handle tables
+ *   tuple_map.c       remote addresses and the ICE tuple map
+ *   outbox.c          the outbox (datagrams to send) and the upcall queue
+ *   transport.c       transports: remotes, SRTP, RTP/RTCP in and out, transport-cc
+ *   rtp_listener.c    which producer stream a packet belongs to (SSRC, MID, RID)
+ *   producer.c        producers: control, NACK retries, REMB toward the publisher
+ *   producer_stream.c the receive side of one encoding: RTX decapsulation,
+ *                     payload type and extension maps, NACK generation,
+ *                     statistics, keyframe detection
+ *   consumer.c        consumers: the send side (SSRC, sequence number,
+ *                     timestamp, payload type and extension rewrite),
+ *                     retransmissions
+ *   keyframe_policy.c when a keyframe is requested (PLI): throttling,
+ *                     deferral, retries, the "start at a keyframe" rule
+ *   reports.c         SR/RR we send and receive, rates, RTT
+ *   rtcp_receive.c    an incoming RTCP compound, dispatched by type
+ *   timers.c          time-driven work and the soonest deadline (timers.h)
+ *   io.c              the I/O thread: recvmmsg, epoll, sendmmsg
  *
  * The core is sans-IO: sfu_engine_receive() takes one datagram, the socket it
  * arrived on, its source address and the time, and leaves its decisions in
- * the outbox (datagrams to send) and the upcall queue (datagrams and events
- * for the Python control plane). io.c is the thin shell that feeds it from
- * real sockets (recvmmsg) and drains the outbox (sendmmsg) on its own thread.
+ * the outbox and the upcall queue. io.c is the thin shell that feeds it from
+ * real sockets and drains the outbox on its own thread.
  *
- * Every public function takes the engine lock; the *_locked variants and the
- * per-packet functions assume it is held.
+ * Locking: the caller holds the engine lock (sfu_engine_lock) around every
+ * *_locked function, sfu_engine_receive() and sfu_engine_tick(); the I/O
+ * thread holds it while it processes a batch. The Cython layer takes it for
+ * each control call.
  */
 #ifndef SFU_ENGINE_H
 #define SFU_ENGINE_H
@@ -17,15 +40,18 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "nack.h"
 #include "remb.h"
-#include "rtcp_build.h"
+#include "rtcp_report.h"
 #include "rtp.h"
 #include "rtp_stats.h"
 #include "rtx_buffer.h"
 #include "seqmgr.h"
+#include "table.h"
+#include "tuple_map.h"
 #include "twcc.h"
 
 #define SFU_SLOT_SIZE 2048        /* one datagram + SRTP trailer room */
@@ -89,33 +115,6 @@ typedef struct {
     uint64_t bytes;
 } sfu_count_t;
 
-/* A table of objects addressed by generation-checked handles, so that a
- * stale handle from Python never reaches a newer object in the same slot. */
-#define SFU_HANDLE_INDEX_BITS 20
-#define SFU_HANDLE_INDEX_MASK ((1u << SFU_HANDLE_INDEX_BITS) - 1)
-typedef struct {
-    void **items;
-    uint32_t *gens;
-    uint32_t cap;
-    uint32_t count;
-    uint32_t hint;
-} sfu_table_t;
-
-uint32_t sfu_table_add(sfu_table_t *t, void *obj);
-void sfu_table_del(sfu_table_t *t, uint32_t h);
-static inline void *sfu_table_get(const sfu_table_t *t, uint32_t h)
-{
-    uint32_t i = h & SFU_HANDLE_INDEX_MASK;
-    if (i == 0 || i >= t->cap || t->gens[i] != (h >> SFU_HANDLE_INDEX_BITS))
-        return NULL;
-    return t->items[i];
-}
-
-typedef struct {
-    struct sockaddr_storage addr;
-    socklen_t len;
-    int set;
-} sfu_addr_t;
 
 /* One outgoing datagram waiting for sendmmsg. */
 typedef struct {
@@ -126,20 +125,6 @@ typedef struct {
     struct sockaddr_in6 dest; /* IPv4 or IPv6 */
     uint8_t data[SFU_SLOT_SIZE];
 } sfu_slot_t;
-
-/* Remote address -> transport, for sockets that serve ICE transports
- * (a shared port, or a port whose transport accepts several tuples).
- * Open addressing with linear probing and backward-shift deletion. */
-typedef struct {
-    struct sockaddr_in6 addr; /* IPv4 or IPv6 */
-    uint32_t transport;       /* 0 = empty slot */
-} sfu_tuple_slot_t;
-
-typedef struct {
-    sfu_tuple_slot_t *slots;
-    uint32_t cap;             /* power of two, or 0 */
-    uint32_t count;
-} sfu_tuple_map_t;
 
 typedef struct sfu_socket {
     uint32_t handle;
@@ -250,7 +235,8 @@ typedef struct sfu_consumer {
     int stream;            /* producer stream forwarded */
     int paused;
     int producer_paused;
-    int sync_required;
+    int sync_required;     /* waits for a keyframe (keyframe_policy.h) */
+    int keyframe_wanted;   /* waits, and no request was made for it yet */
     uint32_t ssrc;
     uint32_t rtx_ssrc;
     uint32_t clock_rate;
@@ -371,7 +357,6 @@ uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t
 /* ICE transports: a remote tuple that passed connectivity checks. */
 int sfu_tuple_bind_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len, uint32_t transport);
 int sfu_tuple_unbind_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len);
-uint32_t sfu_tuple_lookup(const sfu_socket_t *s, const struct sockaddr *addr);
 /* Queues one datagram from the control plane (STUN, DTLS) and sends it. */
 int sfu_send_raw_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr *addr, socklen_t len,
                         const uint8_t *data, size_t n);
@@ -445,5 +430,24 @@ void sfu_io_stop(sfu_engine_t *e);
 int sfu_io_watch_locked(sfu_engine_t *e, uint32_t socket);
 void sfu_io_flush_locked(sfu_engine_t *e);
 uint64_t sfu_now_ms(void);
+
+/* Helpers of the control functions. */
+static inline int sfu_map_is_identity(const uint8_t *map, int n)
+{
+    for (int i = 1; i < n; i++)
+        if (map[i] != i)
+            return 0;
+    return 1;
+}
+
+/* Copies a MID/RID string; 0 when absent or longer than SFU_MAX_RTP_ID. */
+static inline uint8_t sfu_rtp_id_copy(uint8_t dst[SFU_MAX_RTP_ID], const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n == 0 || n > SFU_MAX_RTP_ID)
+        return 0;
+    memcpy(dst, src, n);
+    return (uint8_t)n;
+}
 
 #endif

@@ -32,6 +32,7 @@ enum {
     SFU_REMB_EARG = -5,        /* bad argument (e.g. more than 255 SSRCs) */
 };
 
+#define SFU_REMB_FMT 15
 #define SFU_REMB_MANTISSA_BITS 18
 #define SFU_REMB_MANTISSA_MAX ((1u << SFU_REMB_MANTISSA_BITS) - 1)
 

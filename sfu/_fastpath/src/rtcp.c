@@ -76,3 +76,24 @@ int sfu_rtcp_parse_compound(const uint8_t *buf, size_t len, sfu_rtcp_item_t *ite
     }
     return n;
 }
+
+int sfu_rtcp_check(const uint8_t *pkt, size_t len, uint8_t pt, size_t *body_len)
+{
+    if (!pkt || len < 4)
+        return SFU_RB_ETOO_SHORT;
+    if ((pkt[0] >> 6) != 2)
+        return SFU_RB_EVERSION;
+    if (pkt[1] != pt)
+        return SFU_RB_ETYPE;
+    size_t total = ((size_t)sfu_load_be16(pkt + 2) + 1) * 4;
+    if (total > len)
+        return SFU_RB_ELENGTH;
+    size_t pad = 0;
+    if (pkt[0] & 0x20) {
+        pad = pkt[total - 1];
+        if (pad == 0 || pad > total - 4)
+            return SFU_RB_ELENGTH;
+    }
+    *body_len = total - pad;
+    return 0;
+}

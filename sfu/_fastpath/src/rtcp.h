@@ -29,6 +29,18 @@
 
 #define SFU_RTCP_MAX_ITEMS 64
 
+/* Codes of the per-type builders and parsers (rtcp_nack.h, rtcp_report.h,
+ * rtcp_pli.h, rtcp_fir.h, rtx.h). */
+enum {
+    SFU_RB_ENO_ROOM = -20,   /* caller buffer too small */
+    SFU_RB_EINVAL = -21,     /* bad argument (n out of range, ...) */
+    SFU_RB_ETOO_SHORT = -22, /* packet shorter than its fixed part */
+    SFU_RB_EVERSION = -23,   /* version is not 2 */
+    SFU_RB_ETYPE = -24,      /* wrong packet type / FMT */
+    SFU_RB_ELENGTH = -25,    /* length field or count does not fit the bytes */
+};
+
+
 enum {
     SFU_RTCP_OK = 0,
     SFU_RTCP_ETOO_SHORT = -1,
@@ -57,5 +69,18 @@ static inline uint32_t sfu_rtcp_sender_ssrc(const uint8_t *buf, const sfu_rtcp_i
 {
     return it->length >= 8 ? sfu_load_be32(buf + it->offset + 4) : 0;
 }
+
+/* Writes an RTCP common header: V=2, count (RC/FMT), PT, length of `total` bytes. */
+static inline void sfu_rtcp_header(uint8_t *p, uint8_t count, uint8_t pt, size_t total)
+{
+    p[0] = (uint8_t)(0x80 | (count & 0x1f));
+    p[1] = pt;
+    sfu_store_be16(p + 2, (uint16_t)(total / 4 - 1));
+}
+
+/* Checks version, type and the length field of one RTCP packet; sets its
+ * length in bytes (header included, padding excluded) and returns 0, or a
+ * negative SFU_RB_* code. */
+int sfu_rtcp_check(const uint8_t *pkt, size_t len, uint8_t pt, size_t *body_len);
 
 #endif

@@ -1,0 +1,310 @@
+/* Consumers: the send side (consumer.h). */
+#include "consumer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyframe_policy.h"
+#include "outbox.h"
+#include "rtcp_nack.h"
+#include "rtx.h"
+#include "transport.h"
+
+uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint32_t ssrc, uint32_t rtx_ssrc,
+                                 uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
+                                 int paused, uint16_t initial_seq)
+{
+    sfu_transport_t *t = sfu_transport_get(e, th);
+    sfu_producer_t *p = sfu_producer_get(e, ph);
+    if (!t || !p || clock_rate == 0)
+        return 0;
+    if (p->nconsumers == p->consumers_cap) {
+        uint32_t ncap = p->consumers_cap ? p->consumers_cap * 2 : 8;
+        sfu_consumer_t **cs = realloc(p->consumers, ncap * sizeof(*cs));
+        if (!cs)
+            return 0;
+        p->consumers = cs;
+        p->consumers_cap = ncap;
+    }
+    sfu_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    c->transport = t;
+    c->producer = p;
+    c->stream = 0;
+    c->paused = paused;
+    c->producer_paused = p->paused;
+    c->ssrc = ssrc;
+    c->rtx_ssrc = rtx_ssrc;
+    c->clock_rate = clock_rate;
+    memcpy(c->pt_map, pt_map, 128);
+    memcpy(c->ext_map, ext_map, 256);
+    c->ext_identity = sfu_map_is_identity(c->ext_map, 256);
+    sfu_seqmgr_init(&c->seq, initial_seq);
+    c->handle = sfu_table_add(&e->consumers, c);
+    if (!c->handle) {
+        free(c);
+        return 0;
+    }
+    if (t->nconsumers == t->consumers_cap) {
+        uint32_t ncap = t->consumers_cap ? t->consumers_cap * 2 : 8;
+        sfu_consumer_t **cs = realloc(t->consumers, ncap * sizeof(*cs));
+        if (!cs) {
+            sfu_table_del(&e->consumers, c->handle);
+            free(c);
+            return 0;
+        }
+        t->consumers = cs;
+        t->consumers_cap = ncap;
+    }
+    c->score = 10;
+    p->consumers[p->nconsumers++] = c;
+    t->consumers[t->nconsumers++] = c;
+    sfu_keyframe_consumer_waits(e, c); /* it starts at a keyframe */
+    return c->handle;
+}
+
+int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t h, uint8_t ext_id, const char *mid)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    uint8_t len = sfu_rtp_id_copy(c->mid, mid);
+    if (ext_id && !len)
+        return -2;
+    c->mid_len = ext_id ? len : 0;
+    c->mid_ext_id = ext_id;
+    return 0;
+}
+
+int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    if (c->paused && !paused)
+        sfu_keyframe_consumer_waits(e, c); /* it restarts at a keyframe */
+    c->paused = paused;
+    return 0;
+}
+
+int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    sfu_producer_t *p = c->producer;
+    if (p) {
+        for (uint32_t i = 0; i < p->nconsumers; i++) {
+            if (p->consumers[i] == c) {
+                p->consumers[i] = p->consumers[--p->nconsumers];
+                break;
+            }
+        }
+    }
+    sfu_transport_t *t = c->transport;
+    for (uint32_t i = 0; i < t->nconsumers; i++) {
+        if (t->consumers[i] == c) {
+            t->consumers[i] = t->consumers[--t->nconsumers];
+            break;
+        }
+    }
+    if (p)
+        sfu_remb_agg_remove(&p->remb, c->handle);
+    sfu_table_del(&e->consumers, h);
+    sfu_consumer_free(c);
+    return 0;
+}
+
+int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, uint8_t rtx_pt)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    c->nack_enabled = nack;
+    c->rtx_pt = rtx_pt;
+    if (nack && !c->seq_map) {
+        c->seq_map = malloc(sizeof(*c->seq_map));
+        if (!c->seq_map)
+            return -2;
+        sfu_seq_map_init(c->seq_map);
+    }
+    /* the producer keeps its packets for retransmission from now on */
+    sfu_producer_t *p = c->producer;
+    if (nack && p && p->kind_video && c->stream < p->nstreams && !p->streams[c->stream].store.slots) {
+        if (sfu_packet_store_init(&p->streams[c->stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+            return -2;
+    }
+    return 0;
+}
+
+/* Keeps a resumed stream's timestamps moving forward: when the source's
+ * timeline jumped (a new encoder, a long pause with a reset clock), re-base
+ * so that output advances by the wall-clock time elapsed. */
+static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now_ms)
+{
+    if (!c->ts_started)
+        return;
+    uint32_t cand = ts + c->ts_offset;
+    int32_t diff = (int32_t)(cand - c->last_ts);
+    uint64_t elapsed = now_ms > c->last_ts_ms ? now_ms - c->last_ts_ms : 0;
+    int64_t expected = (int64_t)(elapsed * c->clock_rate / 1000);
+    int64_t slack = c->clock_rate; /* one second */
+    if (diff <= 0 || (int64_t)diff > expected + slack) {
+        uint32_t step = expected > 0 ? (uint32_t)expected : 1;
+        c->ts_offset = c->last_ts + step - ts;
+    }
+}
+
+/* Writes a router-level packet into `out` as one consumer sends it: SSRC,
+ * sequence number, timestamp, payload type, and header extensions (ids
+ * through the consumer's map, RID/RRID removed, the consumer's own MID
+ * written). One copy. Returns the length, or -1 when it does not fit. */
+static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const uint8_t *src, size_t len,
+                                  const sfu_rtp_t *rtp, uint16_t seq, uint32_t ts, uint8_t pt)
+{
+    long olen;
+    if (c->mid_ext_id || (!c->ext_identity && rtp->extension)) {
+        olen = sfu_rtp_copy_rewrite_extensions(out, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, src, len, rtp,
+                                               c->ext_map, c->mid_ext_id, c->mid, c->mid_len);
+        if (olen < 0)
+            return -1;
+    } else {
+        memcpy(out, src, len);
+        olen = (long)len;
+    }
+    sfu_rtp_set_ssrc(out, c->ssrc);
+    sfu_rtp_set_seq(out, seq);
+    sfu_rtp_set_timestamp(out, ts);
+    sfu_rtp_set_payload_type(out, pt);
+    return olen;
+}
+
+void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
+                           const sfu_rtp_t *rtp, uint64_t now_ms, int keyframe)
+{
+    for (uint32_t i = 0; i < p->nconsumers; i++) {
+        sfu_consumer_t *c = p->consumers[i];
+        if (c->paused || c->producer_paused || c->stream != stream)
+            continue;
+        sfu_transport_t *t = c->transport;
+        if (!sfu_transport_can_send_media(t))
+            continue; /* no destination yet, or DTLS not done: never send cleartext */
+        sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
+        if (!s)
+            continue;
+        uint8_t opt = c->pt_map[rtp->payload_type];
+        if (opt == SFU_PT_NONE) {
+            sfu_seqmgr_drop(&c->seq, rtp->seq);
+            c->dropped++;
+            continue;
+        }
+        if (c->sync_required) {
+            if (!sfu_keyframe_can_start(keyframe)) {
+                c->dropped++;
+                continue;
+            }
+            sfu_seqmgr_sync(&c->seq, (uint16_t)(rtp->seq - 1));
+            consumer_sync_timestamp(c, rtp->timestamp, now_ms);
+            c->sync_required = 0;
+            c->keyframe_wanted = 0;
+        }
+        uint16_t oseq;
+        if (!sfu_seqmgr_input(&c->seq, rtp->seq, &oseq)) {
+            c->dropped++;
+            continue;
+        }
+        if (c->seq_map)
+            sfu_seq_map_put(c->seq_map, oseq, rtp->seq);
+        sfu_slot_t *slot = sfu_outbox_reserve(e);
+        if (!slot)
+            return;
+        uint8_t *out = slot->data;
+        uint32_t ots = rtp->timestamp + c->ts_offset;
+        long wlen = consumer_write(c, out, buf, len, rtp, oseq, ots, opt);
+        if (wlen < 0) {
+            c->dropped++;
+            continue;
+        }
+        size_t olen = (size_t)wlen;
+        if (sfu_transport_protect(e, t, out, &olen) < 0)
+            continue;
+        sfu_outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
+        c->sent.packets++;
+        c->sent.bytes += olen;
+        c->payload_bytes += rtp->payload_length;
+        t->rtp_out.packets++;
+        t->rtp_out.bytes += olen;
+        if (!c->ts_started || (int32_t)(ots - c->last_ts) > 0) {
+            c->ts_started = 1;
+            c->last_ts = ots;
+            c->last_ts_ms = now_ms;
+        }
+    }
+}
+
+/* As RTX when the consumer negotiated it, else as the original packet. */
+void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, size_t plen, uint64_t now_ms)
+{
+    uint16_t seqs[256];
+    int n = sfu_rtcp_parse_nack(pkt, plen, seqs, 256);
+    c->nack_packets_received++;
+    e->counters[SFU_C_RX_NACK]++;
+    sfu_producer_t *p = c->producer;
+    if (n <= 0 || !c->seq_map || !p || c->stream >= p->nstreams || !p->streams[c->stream].store.slots)
+        return;
+    sfu_producer_stream_t *st = &p->streams[c->stream];
+    sfu_transport_t *t = c->transport;
+    sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
+    if (!s || !sfu_transport_can_send_media(t))
+        return;
+    for (int i = 0; i < n; i++) {
+        uint16_t out_seq = seqs[i], in_seq;
+        size_t len;
+        c->nacked_seqs++;
+        if (!sfu_seq_map_get(c->seq_map, out_seq, &in_seq)) {
+            e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            continue;
+        }
+        const uint8_t *orig = sfu_packet_store_get(&st->store, in_seq, &len, now_ms, SFU_RETRANSMISSION_MAX_AGE_MS);
+        if (!orig) {
+            e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            continue;
+        }
+        if (!sfu_seq_map_may_resend(c->seq_map, out_seq, now_ms, c->rtt_ms))
+            continue;
+        sfu_rtp_t rtp;
+        if (sfu_rtp_parse(orig, len, &rtp) < 0)
+            continue;
+        uint8_t opt = c->pt_map[rtp.payload_type];
+        if (opt == SFU_PT_NONE)
+            continue;
+        sfu_slot_t *slot = sfu_outbox_reserve(e);
+        if (!slot)
+            return;
+        uint8_t *out = slot->data;
+        long wlen = consumer_write(c, out, orig, len, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt);
+        if (wlen < 0)
+            continue;
+        size_t olen = (size_t)wlen;
+        if (c->rtx_pt && c->rtx_ssrc) {
+            c->rtx_seq++;
+            if (sfu_rtx_encapsulate(out, &olen, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, c->rtx_pt, c->rtx_ssrc,
+                                    c->rtx_seq) < 0)
+                continue;
+        }
+        if (sfu_transport_protect(e, t, out, &olen) < 0)
+            continue;
+        sfu_outbox_commit(e, slot, s, &t->remote, (uint32_t)olen);
+        c->retransmitted++;
+        t->rtp_out.packets++;
+        t->rtp_out.bytes += olen;
+        e->counters[SFU_C_TX_RETRANSMISSIONS]++;
+    }
+}
+
+void sfu_consumer_free(sfu_consumer_t *c)
+{
+    free(c->seq_map);
+    free(c);
+}
