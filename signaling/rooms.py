@@ -500,8 +500,9 @@ class Room:
         return producer
 
     async def consume(self, p: Participant, transport_id: str, producer_id: str, caps: Any,
-                      mid: Optional[str] = None) -> sfu.Consumer:
-        """A paused consumer of ``producer_id`` for ``p``; ``mid`` is the
+                      mid: Optional[str] = None, paused: bool = True) -> sfu.Consumer:
+        """A consumer of ``producer_id`` for ``p``, paused unless told (a
+        mediasoup-client app resumes it once its side is ready); ``mid`` is the
         viewer's m-section for it when the viewer's SDP chose one (WHEP)."""
         t = self.transport_of(p, transport_id)
         if self.router.get_producer(producer_id) is None:
@@ -515,7 +516,7 @@ class Room:
                                 f" on transport {t.id}")
         self._pending_consumers[t.id] = pending + 1
         try:
-            consumer = await t.consume(producer_id, caps, paused=True, app_data={"participantId": p.id}, mid=mid)
+            consumer = await t.consume(producer_id, caps, paused=paused, app_data={"participantId": p.id}, mid=mid)
         finally:
             left = self._pending_consumers.get(t.id, 1) - 1
             if left > 0:

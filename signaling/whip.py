@@ -25,7 +25,6 @@ the room; refusals are 403 naming the missing grant.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from urllib.parse import quote
@@ -184,8 +183,10 @@ async def whep_view(request: web.Request) -> web.Response:
             caps = offer_to_consumer_capabilities(section)
             try:
                 # the forwarded RTP carries the viewer's own mid (issue #9): the engine writes it
-                # per consumer; a mid longer than 16 bytes cannot be sent in RTP (a 400 naming it)
-                consumer = await room.consume(p, t.id, producer.id, caps, mid=section.mid)
+                # per consumer; a mid longer than 16 bytes cannot be sent in RTP (a 400 naming it).
+                # Not paused: the engine starts each video consumer at a keyframe it asks for
+                # once the viewer's DTLS is done (sfu/_fastpath/src/keyframe_policy.h).
+                consumer = await room.consume(p, t.id, producer.id, caps, mid=section.mid, paused=False)
             except sfu.UnsupportedError:
                 answers.append(None)
                 continue
@@ -196,46 +197,10 @@ async def whep_view(request: web.Request) -> web.Response:
                            "nothing to view: no producer in this room matches the offer's recvonly sections")
         await t.connect(_dtls_for_offer(offer))
         sdp = build_answer(offer, t, answers)
-        _resume_when_connected(t, consumers)
     except Exception:
         await room.leave(p)
         raise
     return _answer(request, "whep", room, p, sdp)
-
-
-def _resume_when_connected(t: sfu.WebRtcTransport, consumers: list[sfu.Consumer], timeout_s: float = 5.0) -> None:
-    """Resumes the consumers once the viewer's DTLS is up: resuming starts a
-    video consumer at a keyframe it requests, and a keyframe forwarded
-    before the viewer can decrypt it would be lost (the viewer would wait
-    for the next one). After ``timeout_s`` they are resumed anyway."""
-
-    async def resume() -> None:
-        for c in consumers:
-            if not c.closed:
-                try:
-                    await c.resume()
-                except Exception as exc:  # the session ended meanwhile
-                    logger.debug("consumer %s not resumed: %s", c.id, exc)
-
-    if t.dtls_state == "connected":
-        asyncio.ensure_future(resume())
-        return
-    loop = asyncio.get_running_loop()
-    timer: Optional[asyncio.TimerHandle] = None
-
-    def on_state(state: str) -> None:
-        if state == "connected":
-            done()
-
-    def done() -> None:
-        t.off("dtlsstatechange", on_state)
-        if timer is not None:
-            timer.cancel()
-        if not t.closed:
-            asyncio.ensure_future(resume())
-
-    t.on("dtlsstatechange", on_state)
-    timer = loop.call_later(timeout_s, done)
 
 
 async def end_session(request: web.Request) -> web.Response:
