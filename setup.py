@@ -16,10 +16,10 @@ SRC = "sfu/_fastpath/src"
 ENGINE_C = sorted(glob.glob(f"{SRC}/*.c"))
 sources = ["sfu/_fastpath/_engine.pyx"] + ENGINE_C
 
-extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden", "-flto"]
+extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden", "-flto=auto"]
 # -flto: the per-packet path crosses units (transport -> rtp_listener ->
 # producer_stream -> consumer); link-time optimisation inlines across them
-extra_link_args = ["-flto"]
+extra_link_args = ["-flto=auto"]
 if os.environ.get("SFU_DEBUG"):
     extra_compile_args += ["-O0", "-g", "-UNDEBUG"]
 else:
@@ -33,6 +33,14 @@ extensions = [
     Extension(
         "sfu._fastpath._engine",
         sources=sources,
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args + ["-lpthread", "-lcrypto"],
+    ),
+    # The same engine with its test and benchmark hooks (tests and benchmarks only).
+    Extension(
+        "sfu._fastpath._testhooks",
+        sources=["sfu/_fastpath/_testhooks.pyx"] + ENGINE_C,
         include_dirs=["sfu/_fastpath"],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args + ["-lpthread", "-lcrypto"],

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from sfu._fastpath._engine import Engine
+from sfu._fastpath._testhooks import SansIOEngine as Engine
 
 from .common import dump_json, machine_info, markdown_table, rtp_packet
 

@@ -26,8 +26,8 @@ import sys
 import time
 from typing import Any
 
-from sfu._fastpath import _engine
-from sfu._fastpath._engine import Engine
+from sfu._fastpath import _testhooks
+from sfu._fastpath._testhooks import SansIOEngine as Engine
 from sfu.srtp import SrtpContext, crypto_suite, engine_functions, generate_key
 
 from .common import dump_json, machine_info, markdown_table, rtp_packet
@@ -41,7 +41,7 @@ TARGET_RATIO = 1.20
 def engine_case(n_consumers: int, suite_name: str | None) -> tuple[Engine, int, list[Any]]:
     """Producer on a plain transport; n consumers whose transports protect
     outgoing RTP with their own outbound SRTP session (suite None: no SRTP)."""
-    _engine.set_srtp_functions(*engine_functions())
+    _testhooks.set_srtp_functions(*engine_functions())
     e = Engine()
     s = e.add_socket(-1)
     t = e.add_transport(s)
@@ -99,7 +99,7 @@ class DirectCase:
         self.seq = 1
 
     def run(self, packets: int) -> float:
-        ns = _engine.bench_srtp_direct(self.ctx.address, SIZE, packets, first_seq=self.seq)
+        ns = _testhooks.bench_srtp_direct(self.ctx.address, SIZE, packets, first_seq=self.seq)
         self.seq = (self.seq + packets) & 0xFFFF
         return ns
 

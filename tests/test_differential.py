@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sfu._fastpath import _engine as C
+from sfu._fastpath import _testhooks as C
 from sfu._fastpath import _reference as R
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*.bin"))

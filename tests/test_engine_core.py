@@ -1,5 +1,5 @@
 """Sans-IO tests of the compiled forwarding engine (src/engine.c through
-sfu._fastpath._engine.Engine): virtual sockets (add_socket(-1)), datagrams
+sfu._fastpath._testhooks.Engine): virtual sockets (add_socket(-1)), datagrams
 fed with receive(), results read from take_outbox(), poll_upcalls() and the
 counters. No sockets, no threads, no sleeps; time is the now_ms argument.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfu._fastpath import _engine
-from sfu._fastpath._engine import Engine
+from sfu._fastpath import _testhooks
+from sfu._fastpath._testhooks import SansIOEngine as Engine
 from sfu._fastpath._reference import build_rtp, parse_rtp, rtp_extensions
 
 PRODUCER_ADDR = ("192.0.2.10", 40000)
@@ -670,7 +670,7 @@ def _address(name: str) -> int:
 
 @pytest.fixture(scope="module")
 def srtp_functions():
-    _engine.set_srtp_functions(_address("srtp_protect"), _address("srtp_unprotect"),
+    _testhooks.set_srtp_functions(_address("srtp_protect"), _address("srtp_unprotect"),
                                _address("srtp_protect_rtcp"), _address("srtp_unprotect_rtcp"))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 PUB = ("127.0.0.1", 5000)
 V1 = ("127.0.0.1", 6001)
@@ -41,7 +41,7 @@ def remb(sender: int, bps: int, ssrcs: list[int]) -> bytes:
 
 class Rig:
     def __init__(self) -> None:
-        e = self.e = _engine.Engine()
+        e = self.e = _testhooks.SansIOEngine()
         self.s_pub, self.s1, self.s2 = e.add_socket(-1), e.add_socket(-1), e.add_socket(-1)
         self.t_pub, self.t1, self.t2 = e.add_transport(self.s_pub), e.add_transport(self.s1), e.add_transport(self.s2)
         for t, a in ((self.t_pub, PUB), (self.t1, V1), (self.t2, V2)):
@@ -136,7 +136,7 @@ def test_transport_cc_feedback_is_sent_for_the_publishers_packets():
     assert len(fbs) == 1
     base, count = struct.unpack_from("!HH", fbs[0], 12)
     assert (base, count) == (1000, 5)
-    parsed = _engine.twcc_parse_feedback(fbs[0])
+    parsed = _testhooks.twcc_parse_feedback(fbs[0])
     statuses = parsed["statuses"] if isinstance(parsed, dict) else parsed[4]
     assert [bool(s) for s in statuses] == [True, True, False, True, True]
 
@@ -173,7 +173,7 @@ def test_transport_cc_counts_probes_and_duplicate_retransmissions_as_received():
     r.send(r.s_pub, PUB, media(1, 0, b"\x10\x00key", twcc=2002), 1010)   # a duplicate
     r.e.tick(1200)
     (fb,) = rtcp_of_type(to(r.e.take_outbox(), PUB), 205, 15)
-    parsed = _engine.twcc_parse_feedback(fb)
+    parsed = _testhooks.twcc_parse_feedback(fb)
     statuses = parsed["statuses"] if isinstance(parsed, dict) else parsed[4]
     assert struct.unpack_from("!HH", fb, 12) == (2000, 3) and all(statuses)
 

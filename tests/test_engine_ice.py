@@ -7,7 +7,7 @@ import struct
 import pylibsrtp
 
 from sfu import srtp
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 PUB = ("127.0.0.1", 5000)
 VIEWER = ("127.0.0.1", 7000)
@@ -19,8 +19,8 @@ def rtp(seq: int, ssrc: int = 0xAAAA) -> bytes:
 
 
 def test_no_media_leaves_an_ice_transport_before_its_srtp_keys_are_installed():
-    _engine.set_srtp_functions(*srtp.engine_functions())
-    e = _engine.Engine()
+    _testhooks.set_srtp_functions(*srtp.engine_functions())
+    e = _testhooks.SansIOEngine()
     s_pub, s_shared = e.add_socket(-1), e.add_socket(-1)
     t_pub = e.add_transport(s_pub)
     e.connect_transport(t_pub, PUB)
@@ -46,7 +46,7 @@ def test_no_media_leaves_an_ice_transport_before_its_srtp_keys_are_installed():
 
 
 def test_shared_socket_routes_media_by_bound_tuple_only():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s_shared = e.add_socket(-1)
     t1 = e.add_transport(s_shared, ice=True)
     t2 = e.add_transport(s_shared, ice=True)
@@ -80,7 +80,7 @@ def test_unvalidated_stun_flood_never_crowds_out_a_live_transports_checks():
     """STUN from tuples ICE has not bound (a flood of unknown ufrags, or new
     candidates) holds at most a quarter of the upcall queue and is rate
     limited; checks from a bound tuple always go up."""
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s = e.add_socket(-1)
     t = e.add_transport(s, ice=True)
     e.bind_tuple(s, VIEWER, t)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 PUB = ("127.0.0.1", 5000)
 V1 = ("127.0.0.1", 6001)
@@ -28,9 +28,9 @@ TIMER_RUNS_INDEX = 43
 
 @pytest.fixture(autouse=True)
 def _timer_runs_name(monkeypatch):
-    """Engine.counters() names the counters from _engine.COUNTER_NAMES; until
+    """Engine.counters() names the counters from _testhooks.COUNTER_NAMES; until
     that tuple lists "timer_runs", name the engine's counter here."""
-    names = _engine.COUNTER_NAMES
+    names = _testhooks.COUNTER_NAMES
     if "timer_runs" not in names:
         assert len(names) == TIMER_RUNS_INDEX, names
         monkeypatch.setattr(_engine, "COUNTER_NAMES", names + ("timer_runs",))
@@ -77,7 +77,7 @@ class Rig:
     virtual sockets; nothing has happened before `start` ms."""
 
     def __init__(self, start: int = 1000) -> None:
-        e = self.e = _engine.Engine()
+        e = self.e = _testhooks.SansIOEngine()
         self.s_pub, self.s1, self.s2 = e.add_socket(-1), e.add_socket(-1), e.add_socket(-1)
         self.t_pub, self.t1, self.t2 = (e.add_transport(self.s_pub), e.add_transport(self.s1),
                                         e.add_transport(self.s2))
@@ -100,7 +100,7 @@ class Rig:
 
 
 def test_an_engine_with_no_timer_work_sleeps_and_a_tick_does_nothing():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     e.add_socket(-1)
     assert e.tick(0) == -1
     assert e.tick(5000) == -1
@@ -108,7 +108,7 @@ def test_an_engine_with_no_timer_work_sleeps_and_a_tick_does_nothing():
 
 
 def test_reports_are_due_one_interval_after_the_last_and_nothing_runs_before():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s = e.add_socket(-1)
     t = e.add_transport(s)  # a new transport pulls its first report in
     e.connect_transport(t, V1)
@@ -124,7 +124,7 @@ def test_reports_are_due_one_interval_after_the_last_and_nothing_runs_before():
 
 
 def test_a_later_transport_joins_the_report_round_one_deadline_for_all():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s1, s2 = e.add_socket(-1), e.add_socket(-1)
     t1 = e.add_transport(s1)
     e.connect_transport(t1, V1)
@@ -293,7 +293,7 @@ def test_a_new_consumer_pulls_the_deadline_in_for_its_keyframe():
 
 
 def test_the_io_thread_wakes_for_timer_work_added_while_it_sleeps_and_does_not_spin():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 PUB = ("127.0.0.1", 5000)
 SUB = ("127.0.0.1", 6000)
@@ -12,7 +12,7 @@ SUB2 = ("127.0.0.1", 6001)
 
 
 def rig():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s_in, s_out, s_out2 = e.add_socket(-1), e.add_socket(-1), e.add_socket(-1)
     t_in, t_out, t_out2 = e.add_transport(s_in), e.add_transport(s_out), e.add_transport(s_out2)
     e.connect_transport(t_in, PUB)
@@ -68,7 +68,7 @@ def test_new_or_resumed_consumer_requests_a_keyframe():
 
 
 def test_audio_producers_get_no_pli():
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s_in, s_out = e.add_socket(-1), e.add_socket(-1)
     t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
     e.connect_transport(t_in, PUB)
@@ -129,7 +129,7 @@ def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
     second until the waiting consumer gets its keyframe, then stops."""
     from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
 
-    e = _engine.Engine()
+    e = _testhooks.SansIOEngine()
     s_in, s_out = e.add_socket(-1), e.add_socket(-1)
     t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
     e.connect_transport(t_in, PUB)

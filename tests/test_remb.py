@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 ETOO_SHORT, EHEADER, ENOT_REMB, ENO_ROOM, EARG = -1, -2, -3, -4, -5
 
@@ -26,7 +26,7 @@ def remb_by_hand(sender: int, exp: int, mantissa: int, ssrcs, *, media: int = 0)
 
 def test_draft_layout_byte_for_byte():
     # 1 Mbit/s: the smallest exponent with mantissa < 2^18 is 2 (250000 << 2).
-    pkt = _engine.remb_build(0x11223344, 1_000_000, [0xAABBCCDD, 0x01020304])
+    pkt = _testhooks.remb_build(0x11223344, 1_000_000, [0xAABBCCDD, 0x01020304])
     assert pkt == bytes.fromhex(
         "8f ce 0006"  # V=2 FMT=15, PT=206, length 6
         "11223344"  # sender SSRC
@@ -37,7 +37,7 @@ def test_draft_layout_byte_for_byte():
         "aabbccdd 01020304"
     )
     assert pkt == remb_by_hand(0x11223344, 2, 250000, [0xAABBCCDD, 0x01020304])
-    assert _engine.remb_parse(pkt) == (2, 1_000_000, [0xAABBCCDD, 0x01020304])
+    assert _testhooks.remb_parse(pkt) == (2, 1_000_000, [0xAABBCCDD, 0x01020304])
 
 
 @pytest.mark.parametrize(
@@ -55,68 +55,68 @@ def test_draft_layout_byte_for_byte():
     ],
 )
 def test_exponent_and_mantissa(bitrate, exp, mantissa):
-    assert _engine.remb_encode_bitrate(bitrate) == (exp, mantissa)
-    pkt = _engine.remb_build(7, bitrate, [9])
+    assert _testhooks.remb_encode_bitrate(bitrate) == (exp, mantissa)
+    pkt = _testhooks.remb_build(7, bitrate, [9])
     assert pkt == remb_by_hand(7, exp, mantissa, [9])
-    n, br, ssrcs = _engine.remb_parse(pkt)
+    n, br, ssrcs = _testhooks.remb_parse(pkt)
     assert (n, br, ssrcs) == (1, mantissa << exp, [9])
     assert br <= bitrate and (bitrate - br) < (1 << exp)
 
 
 def test_parse_saturates_when_value_exceeds_64_bits():
     pkt = remb_by_hand(1, 63, 2**18 - 1, [])
-    assert _engine.remb_parse(pkt) == (0, 2**64 - 1, [])
+    assert _testhooks.remb_parse(pkt) == (0, 2**64 - 1, [])
     pkt = remb_by_hand(1, 46, 2**18 - 1, [])  # exactly fits
-    assert _engine.remb_parse(pkt)[1] == (2**18 - 1) << 46
+    assert _testhooks.remb_parse(pkt)[1] == (2**18 - 1) << 46
     pkt = remb_by_hand(1, 63, 1, [])  # 2^63 fits
-    assert _engine.remb_parse(pkt)[1] == 2**63
-    assert _engine.remb_parse(remb_by_hand(1, 63, 0, []))[1] == 0
+    assert _testhooks.remb_parse(pkt)[1] == 2**63
+    assert _testhooks.remb_parse(remb_by_hand(1, 63, 0, []))[1] == 0
 
 
 def test_parse_media_ssrc_nonzero_accepted_and_max_ssrcs():
     pkt = remb_by_hand(1, 0, 1000, [1, 2, 3], media=5)
-    assert _engine.remb_parse(pkt) == (3, 1000, [1, 2, 3])
-    assert _engine.remb_parse(pkt, 2) == (3, 1000, [1, 2])
-    assert _engine.remb_parse(pkt, 0) == (3, 1000, [])
+    assert _testhooks.remb_parse(pkt) == (3, 1000, [1, 2, 3])
+    assert _testhooks.remb_parse(pkt, 2) == (3, 1000, [1, 2])
+    assert _testhooks.remb_parse(pkt, 0) == (3, 1000, [])
 
 
 def test_parse_rejects():
     good = remb_by_hand(1, 3, 12345, [10, 20])
-    assert _engine.remb_parse(good[:19])[0] == ETOO_SHORT
-    assert _engine.remb_parse(good[:-1])[0] == ETOO_SHORT  # length field says more
+    assert _testhooks.remb_parse(good[:19])[0] == ETOO_SHORT
+    assert _testhooks.remb_parse(good[:-1])[0] == ETOO_SHORT  # length field says more
     # other ALFB message (PSFB FMT 15 but not REMB)
-    assert _engine.remb_parse(good[:12] + b"GOOG" + good[16:])[0] == ENOT_REMB
+    assert _testhooks.remb_parse(good[:12] + b"GOOG" + good[16:])[0] == ENOT_REMB
     # wrong FMT (PLI is FMT 1), wrong PT (RTPFB), wrong version
-    assert _engine.remb_parse(bytes((0x81,)) + good[1:])[0] == EHEADER
-    assert _engine.remb_parse(good[:1] + bytes((205,)) + good[2:])[0] == EHEADER
-    assert _engine.remb_parse(bytes((0x4F,)) + good[1:])[0] == EHEADER
+    assert _testhooks.remb_parse(bytes((0x81,)) + good[1:])[0] == EHEADER
+    assert _testhooks.remb_parse(good[:1] + bytes((205,)) + good[2:])[0] == EHEADER
+    assert _testhooks.remb_parse(bytes((0x4F,)) + good[1:])[0] == EHEADER
     # Num SSRC larger than the packet
     bad = bytearray(good)
     bad[16] = 3
-    assert _engine.remb_parse(bytes(bad))[0] == ETOO_SHORT
+    assert _testhooks.remb_parse(bytes(bad))[0] == ETOO_SHORT
     # bytes past the packet's length (next packet of a compound) are ignored
-    assert _engine.remb_parse(good + bytes(8))[:2] == (2, 12345 << 3)
+    assert _testhooks.remb_parse(good + bytes(8))[:2] == (2, 12345 << 3)
 
 
 def test_parse_with_padding():
     body = remb_by_hand(1, 0, 500, [42])
     words = (len(body) + 4) // 4 - 1
     padded = bytes((body[0] | 0x20, body[1])) + struct.pack("!H", words) + body[4:] + b"\0\0\0\x04"
-    assert _engine.remb_parse(padded) == (1, 500, [42])
+    assert _testhooks.remb_parse(padded) == (1, 500, [42])
 
 
 def test_build_errors():
     with pytest.raises(ValueError) as e:
-        _engine.remb_build(1, 1000, [1, 2], cap=27)
+        _testhooks.remb_build(1, 1000, [1, 2], cap=27)
     assert e.value.args[0] == ENO_ROOM
-    assert len(_engine.remb_build(1, 1000, [1, 2], cap=28)) == 28
+    assert len(_testhooks.remb_build(1, 1000, [1, 2], cap=28)) == 28
     with pytest.raises(ValueError) as e:
-        _engine.remb_build(1, 1000, list(range(256)))
+        _testhooks.remb_build(1, 1000, list(range(256)))
     assert e.value.args[0] == EARG
-    pkt = _engine.remb_build(1, 1000, list(range(255)))
+    pkt = _testhooks.remb_build(1, 1000, list(range(255)))
     assert len(pkt) == 20 + 4 * 255
-    assert _engine.remb_parse(pkt) == (255, 1000, list(range(255)))
-    assert _engine.remb_build(1, 1000, []) == remb_by_hand(1, 0, 1000, [])
+    assert _testhooks.remb_parse(pkt) == (255, 1000, list(range(255)))
+    assert _testhooks.remb_build(1, 1000, []) == remb_by_hand(1, 0, 1000, [])
 
 
 @given(
@@ -126,10 +126,10 @@ def test_build_errors():
 )
 @settings(max_examples=200, deadline=None)
 def test_round_trip(sender, bitrate, ssrcs):
-    pkt = _engine.remb_build(sender, bitrate, ssrcs)
-    n, br, got = _engine.remb_parse(pkt)
+    pkt = _testhooks.remb_build(sender, bitrate, ssrcs)
+    n, br, got = _testhooks.remb_parse(pkt)
     assert n == len(ssrcs) and got == ssrcs
-    exp, mantissa = _engine.remb_encode_bitrate(bitrate)
+    exp, mantissa = _testhooks.remb_encode_bitrate(bitrate)
     assert br == mantissa << exp and mantissa < 2**18
     assert exp == 0 or (bitrate >> (exp - 1)) >= 2**18  # smallest exponent
     assert br <= bitrate
@@ -138,7 +138,7 @@ def test_round_trip(sender, bitrate, ssrcs):
 @given(st.binary(max_size=80))
 @settings(max_examples=300, deadline=None)
 def test_parse_survives_random_bytes(data):
-    n, br, ssrcs = _engine.remb_parse(data)
+    n, br, ssrcs = _testhooks.remb_parse(data)
     assert n < 0 or len(ssrcs) == n
 
 
@@ -146,14 +146,14 @@ def test_parse_survives_random_bytes(data):
 @settings(max_examples=300, deadline=None)
 def test_parse_survives_random_remb_bodies(tail):
     data = bytes((0x8F, 206)) + struct.pack("!H", (16 + len(tail)) // 4 - 1) + bytes(8) + b"REMB" + tail
-    n, br, ssrcs = _engine.remb_parse(data)
+    n, br, ssrcs = _testhooks.remb_parse(data)
     assert n < 0 or len(ssrcs) == n
 
 
 # ------------------------------------------------------------------ aggregator
 
 def test_aggregator_min_over_consumers_and_pacing():
-    a = _engine.RembAggregator()
+    a = _testhooks.RembAggregator()
     assert a.poll(0) is None  # nobody reported
     a.update(1, 2_000_000, 0)
     a.update(2, 800_000, 10)
@@ -172,7 +172,7 @@ def test_aggregator_min_over_consumers_and_pacing():
 
 
 def test_aggregator_large_drop_sent_at_once():
-    a = _engine.RembAggregator()
+    a = _testhooks.RembAggregator()
     a.update(1, 1_000_000, 0)
     assert a.poll(0) == 1_000_000
     a.update(1, 750_000, 100)  # exactly 25%: not "more than"
@@ -185,7 +185,7 @@ def test_aggregator_large_drop_sent_at_once():
 
 
 def test_aggregator_expiry_and_remove():
-    a = _engine.RembAggregator()
+    a = _testhooks.RembAggregator()
     a.update(1, 500_000, 0)
     a.update(2, 900_000, 3000)
     assert a.poll(3000) == 500_000
@@ -199,7 +199,7 @@ def test_aggregator_expiry_and_remove():
 
 
 def test_aggregator_floor():
-    a = _engine.RembAggregator()
+    a = _testhooks.RembAggregator()
     a.update(1, 50_000, 0)
     assert a.poll(0, floor_bps=100_000) == 100_000
     a.update(1, 10_000, 10)
@@ -210,7 +210,7 @@ def test_aggregator_floor():
 
 
 def test_aggregator_full_keeps_lowest():
-    a = _engine.RembAggregator()
+    a = _testhooks.RembAggregator()
     for i in range(64):
         assert a.update(i, 1_000_000 + i * 1000, 0) == 1
     assert a.count == 64

@@ -1,5 +1,5 @@
 """RTCP compound splitting and validation (src/rtcp.c through
-sfu._fastpath._engine.parse_rtcp), against the reference as well."""
+sfu._fastpath._testhooks.parse_rtcp), against the reference as well."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sfu._fastpath import _engine, _reference
+from sfu._fastpath import _reference, _testhooks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -17,7 +17,7 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / f"{name}.bin").read_bytes()
 
 
-@pytest.fixture(params=[_engine, _reference], ids=["compiled", "reference"])
+@pytest.fixture(params=[_testhooks, _reference], ids=["compiled", "reference"])
 def impl(request):
     return request.param
 

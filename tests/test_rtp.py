@@ -1,5 +1,5 @@
 """RTP parsing, header extensions and demultiplexing of the compiled core
-(src/rtp.c through sfu._fastpath._engine), run against the pure-Python
+(src/rtp.c through sfu._fastpath._testhooks), run against the pure-Python
 reference (_reference.py) as well: both must give exactly these results."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sfu._fastpath import _engine, _reference
+from sfu._fastpath import _reference, _testhooks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,7 +19,7 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / f"{name}.bin").read_bytes()
 
 
-@pytest.fixture(params=[_engine, _reference], ids=["compiled", "reference"])
+@pytest.fixture(params=[_testhooks, _reference], ids=["compiled", "reference"])
 def impl(request):
     return request.param
 

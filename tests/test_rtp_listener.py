@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from sfu._fastpath._engine import Engine
+from sfu._fastpath._testhooks import SansIOEngine as Engine
 from sfu._fastpath._reference import build_rtp, parse_rtp, rtp_extensions
 
 PUB = ("192.0.2.10", 40000)

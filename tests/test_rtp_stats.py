@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 
 def feed(s, seqs, *, ts_step=1800, ms_step=20, start_ms=1000):
@@ -28,13 +28,13 @@ def rfc_jitter(arrivals_ms, timestamps, clock_rate):
 
 
 def test_constant_spacing_has_zero_jitter():
-    s = _engine.RtpStats(90000)
+    s = _testhooks.RtpStats(90000)
     feed(s, range(200))
     assert s.jitter == 0 and s.packets_lost == 0
 
 
 def test_alternating_delays_follow_the_rfc_formula():
-    s = _engine.RtpStats(90000)
+    s = _testhooks.RtpStats(90000)
     arrivals = [1000 + 20 * i + (5 if i % 2 else 0) for i in range(100)]
     tss = [3000 + 1800 * i for i in range(100)]
     for i in range(100):
@@ -50,7 +50,7 @@ def test_alternating_delays_follow_the_rfc_formula():
 
 
 def test_jitter_with_timestamp_wrap_and_audio_clock():
-    s = _engine.RtpStats(48000)
+    s = _testhooks.RtpStats(48000)
     base = 2**32 - 960 * 5
     arrivals = [100 + 20 * i + (i % 3) for i in range(50)]
     tss = [(base + 960 * i) & 0xFFFFFFFF for i in range(50)]
@@ -60,7 +60,7 @@ def test_jitter_with_timestamp_wrap_and_audio_clock():
 
 
 def test_probation():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     assert s.update(100, 0, 0) == 0
     assert s.update(105, 0, 20) == 0  # not sequential: probation restarts
     assert s.report_block(1, 30)["valid"] == 0
@@ -71,7 +71,7 @@ def test_probation():
 
 
 def test_loss_with_gaps():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     seqs = [q for q in range(101) if q not in (10, 11, 12, 50, 99)]
     feed(s, seqs)
     # the first packet (0) is not counted and base is 1
@@ -83,7 +83,7 @@ def test_loss_with_gaps():
 
 
 def test_reordering_and_duplicates():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     feed(s, [0, 1, 2, 3, 5, 4, 6, 7])
     assert s.packets_lost == 0 and s.ext_highest_seq == 7
     feed(s, [7, 7])  # duplicates count as received (A.3: lost may go negative)
@@ -95,7 +95,7 @@ def test_reordering_and_duplicates():
 
 
 def test_sequence_wrap():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     seqs = [(65530 + i) & 0xFFFF for i in range(20) if i != 8]
     feed(s, seqs)
     assert s.ext_highest_seq == (1 << 16) + 13
@@ -103,7 +103,7 @@ def test_sequence_wrap():
 
 
 def test_large_jump_needs_two_sequential_packets():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     feed(s, range(0, 50))
     assert s.update(10_000, 0, 5000) == 0  # jump >= MAX_DROPOUT: not counted
     assert s.ext_highest_seq == 49 and s.received == 49
@@ -116,7 +116,7 @@ def test_large_jump_needs_two_sequential_packets():
 
 
 def test_old_packets_beyond_misorder_are_dropped_as_jumps():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     feed(s, range(1000, 1300))
     assert s.update(1250, 0, 0) == 1  # 49 behind: reordered, counted
     assert s.update(1100, 0, 0) == 0  # 199 behind (> MAX_MISORDER): treated as a jump
@@ -124,7 +124,7 @@ def test_old_packets_beyond_misorder_are_dropped_as_jumps():
 
 
 def test_fraction_lost_between_reports():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     feed(s, range(0, 101))  # 100 counted (1..100), none lost
     rb = s.report_block(1, 3000)
     assert rb["fraction_lost"] == 0 and rb["cumulative_lost"] == 0
@@ -141,7 +141,7 @@ def test_fraction_lost_between_reports():
 
 
 def test_dlsr_and_lsr():
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     feed(s, range(10))
     rb = s.report_block(7, now_ms=1500, lsr=0x12345678, last_sr_arrival_ms=1000)
     assert rb["lsr"] == 0x12345678 and rb["dlsr"] == 32768  # 0.5 s in 1/65536 s
@@ -155,21 +155,21 @@ def test_stream_score():
     table = {0: 10, 1: 10, 2: 9, 5: 8, 10: 7, 20: 4, 30: 2, 50: 1, 100: 0}
     for pct, score in table.items():
         f = min(255, pct * 256 // 100)
-        assert _engine.stream_score(f) == score, pct
+        assert _testhooks.stream_score(f) == score, pct
     # monotonic in the loss
-    scores = [_engine.stream_score(f) for f in range(256)]
+    scores = [_testhooks.stream_score(f) for f in range(256)]
     assert scores == sorted(scores, reverse=True)
     # repaired packets (retransmissions) are taken off the loss
-    assert _engine.stream_score(64, expected=100, repaired=25) == 10
-    assert _engine.stream_score(64, expected=100, repaired=15) == 7
-    assert _engine.stream_score(64, expected=100, repaired=1000) == 10
-    assert _engine.stream_score(64, expected=100) == 3
+    assert _testhooks.stream_score(64, expected=100, repaired=25) == 10
+    assert _testhooks.stream_score(64, expected=100, repaired=15) == 7
+    assert _testhooks.stream_score(64, expected=100, repaired=1000) == 10
+    assert _testhooks.stream_score(64, expected=100) == 3
 
 
 @given(st.lists(st.tuples(st.integers(0, 65535), st.integers(0, 2**32 - 1), st.integers(0, 10**6)), max_size=200))
 @settings(max_examples=200, deadline=None)
 def test_random_input_never_breaks_invariants(packets):
-    s = _engine.RtpStats(90000)
+    s = _testhooks.RtpStats(90000)
     for q, ts, a in packets:
         assert s.update(q, ts, a) in (0, 1)
     rb = s.report_block(1, 10**6 + 1, 5, 10**6)
@@ -183,7 +183,7 @@ def test_random_input_never_breaks_invariants(packets):
 def test_loss_counting_matches_model(start, keep):
     """Forward-only streams with random losses (never two in a row at the start)."""
     keep[0] = keep[1] = True
-    s = _engine.RtpStats()
+    s = _testhooks.RtpStats()
     seqs = [(start + i) & 0xFFFF for i, k in enumerate(keep) if k]
     feed(s, seqs)
     last = max(i for i, k in enumerate(keep) if k)

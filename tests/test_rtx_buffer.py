@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 M = 0xFFFF
 
@@ -16,12 +16,12 @@ def pkt(seq, size=100):
 @pytest.mark.parametrize("capacity", [0, 3, 100, 65536, 1 << 20])
 def test_store_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError):
-        _engine.PacketStore(capacity)
+        _testhooks.PacketStore(capacity)
 
 
 @pytest.mark.parametrize("start", [0, 1, 32767, 32768, 65534, 65535, 65530])
 def test_store_put_get_and_overwrite(start):
-    s = _engine.PacketStore(8)
+    s = _testhooks.PacketStore(8)
     for i in range(8):
         assert s.put((start + i) & M, pkt((start + i) & M), 10)
     for i in range(8):
@@ -38,7 +38,7 @@ def test_store_put_get_and_overwrite(start):
 
 
 def test_store_too_old_put_is_ignored():
-    s = _engine.PacketStore(8)
+    s = _testhooks.PacketStore(8)
     s.put(100, pkt(100))
     assert not s.put(92, pkt(92))        # 8 behind: slot belongs to 100
     assert s.get(100) == pkt(100)
@@ -47,14 +47,14 @@ def test_store_too_old_put_is_ignored():
 
 
 def test_store_gaps_do_not_alias():
-    s = _engine.PacketStore(8)
+    s = _testhooks.PacketStore(8)
     s.put(1, pkt(1))
     s.put(9 + 8, pkt(17))  # jump: slot 1 still holds 1, which is now out of the window
     assert s.get(1) is None
     assert s.get(9) is None
     assert s.get(17) == pkt(17)
     # a slot never written since its number came round again (65536 later)
-    s2 = _engine.PacketStore(8)
+    s2 = _testhooks.PacketStore(8)
     s2.put(5, pkt(5))
     for i in range(6, 6 + 65536, 4096):  # jumps of 4096 keep landing in slot 6
         s2.put(i & M, pkt(i & M))
@@ -64,7 +64,7 @@ def test_store_gaps_do_not_alias():
 
 
 def test_store_age():
-    s = _engine.PacketStore(16)
+    s = _testhooks.PacketStore(16)
     s.put(1, pkt(1), 1000)
     assert s.get(1, 1500, 500) == pkt(1)
     assert s.get(1, 1501, 500) is None
@@ -74,9 +74,9 @@ def test_store_age():
 
 
 def test_store_sizes_and_clear():
-    s = _engine.PacketStore(512)
+    s = _testhooks.PacketStore(512)
     big = bytes([0x80, 96, 0, 7]) + bytes(1496)
-    assert len(big) == _engine.STORE_MAX_PACKET
+    assert len(big) == _testhooks.STORE_MAX_PACKET
     assert s.put(7, big)
     assert s.get(7) == big
     assert not s.put(8, big + b"x")
@@ -91,7 +91,7 @@ def test_store_sizes_and_clear():
 
 @pytest.mark.parametrize("start", [0, 32767, 65000, 65535])
 def test_seq_map_put_get(start):
-    m = _engine.SeqMap()
+    m = _testhooks.SeqMap()
     assert m.get(start) is None
     for i in range(2000):
         m.put((start + i) & M, (40000 + 3 * i) & M)
@@ -104,7 +104,7 @@ def test_seq_map_put_get(start):
 
 
 def test_seq_map_aliasing_and_gaps():
-    m = _engine.SeqMap()
+    m = _testhooks.SeqMap()
     m.put(5, 500)
     m.put(5 + 1024, 600)
     assert m.get(5) is None
@@ -113,11 +113,11 @@ def test_seq_map_aliasing_and_gaps():
     assert m.get(5 + 1023) == 700
     m.put(5, 1)           # 1024 behind the newest: ignored
     assert m.get(5) is None
-    m2 = _engine.SeqMap()
+    m2 = _testhooks.SeqMap()
     m2.put(10, 1)
     m2.put(11, 2)
     assert m2.get(12) is None  # a skipped output number is unknown
-    m3 = _engine.SeqMap()
+    m3 = _testhooks.SeqMap()
     m3.put(5, 1)
     for i in range(6, 6 + 65536, 4096):
         m3.put(i & M, 2)
@@ -126,7 +126,7 @@ def test_seq_map_aliasing_and_gaps():
 
 
 def test_seq_map_resend_once_per_rtt():
-    m = _engine.SeqMap()
+    m = _testhooks.SeqMap()
     m.put(100, 7)
     assert not m.may_resend(101, 0, 50)       # unknown
     assert m.may_resend(100, 1000, 50)
@@ -145,8 +145,8 @@ def test_seq_map_resend_once_per_rtt():
 
 def test_store_and_map_together():
     """NACK for a consumer output number -> input number -> stored packet."""
-    store = _engine.PacketStore(512)
-    m = _engine.SeqMap()
+    store = _testhooks.PacketStore(512)
+    m = _testhooks.SeqMap()
     for i in range(600):
         in_seq = (65500 + i) & M
         store.put(in_seq, pkt(in_seq), i)

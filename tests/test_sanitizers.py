@@ -35,7 +35,7 @@ def test_packet_suites_clean_under_asan_and_ubsan(tmp_path):
     if not (asan and ubsan):
         pytest.fail("gcc's libasan/libubsan runtimes are missing; install gcc's sanitizer runtimes")
     work = tmp_path / "src"
-    shutil.copytree(ROOT / "sfu", work / "sfu", ignore=shutil.ignore_patterns("*.so", "__pycache__", "_engine.c"))
+    shutil.copytree(ROOT / "sfu", work / "sfu", ignore=shutil.ignore_patterns("*.so", "__pycache__", "_engine.c", "_testhooks.c"))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", work)
     setup = (ROOT / "setup.py").read_text()

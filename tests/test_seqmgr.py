@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu._fastpath import _engine, _reference
+from sfu._fastpath import _reference, _testhooks
 
-IMPLS = [_engine.SeqManager, _reference.SeqManager]
+IMPLS = [_testhooks.SeqManager, _reference.SeqManager]
 
 
 @pytest.fixture(params=IMPLS, ids=["compiled", "reference"])

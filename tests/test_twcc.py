@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu._fastpath import _engine
+from sfu._fastpath import _testhooks
 
 ETOO_SHORT, EHEADER, ECHUNK, ENO_ROOM = -1, -2, -3, -4
 REF_WRAP_US = (1 << 24) * 64000  # the 24-bit reference time wraps after ~12.4 days
@@ -25,7 +25,7 @@ def drain(r, cap=1200, sender=1, media=2):
             return out
         assert len(pkt) % 4 == 0 and len(pkt) <= cap
         assert struct.unpack("!H", pkt[2:4])[0] == len(pkt) // 4 - 1
-        fb = _engine.twcc_parse_feedback(pkt)
+        fb = _testhooks.twcc_parse_feedback(pkt)
         assert isinstance(fb, dict), fb
         fb["raw"] = pkt
         out.append(fb)
@@ -70,7 +70,7 @@ def check(events, fbs):
 # ------------------------------------------------------------------ by hand
 
 def test_hand_built_two_bit_vector():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     t0 = 64000 * 10 + 250 * 5 + 17  # ref time 10, first delta 5 (sub-tick dropped)
     r.on_packet(100, t0)
     # 101 lost
@@ -86,7 +86,7 @@ def test_hand_built_two_bit_vector():
         "05 012c ffff"  # deltas: 5, 300, -1
         "00"  # padding to 32 bits
     )
-    fb = _engine.twcc_parse_feedback(pkt)
+    fb = _testhooks.twcc_parse_feedback(pkt)
     assert fb == {
         "base_seq": 100, "status_count": 4, "ref_time": 10, "fb_count": 0,
         "statuses": [1, 0, 2, 2], "deltas": [5, 0, 300, -1],
@@ -95,7 +95,7 @@ def test_hand_built_two_bit_vector():
 
 
 def test_hand_built_run_length_and_one_bit_vector():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     base = 64000 * 3
     for i in range(20):  # 20 received, 1 ms apart: run-length chunk
         r.on_packet((65530 + i) & 0xFFFF, base + i * 1000)  # wraps past 65535
@@ -113,7 +113,7 @@ def test_hand_built_run_length_and_one_bit_vector():
             r.on_packet((65530 + 20 + i) & 0xFFFF, t)
     r.on_packet((65530 + 34) & 0xFFFF, t + 250)  # ends with a received packet
     pkt = r.build_feedback(1, 2)
-    fb = _engine.twcc_parse_feedback(pkt)
+    fb = _testhooks.twcc_parse_feedback(pkt)
     assert fb["base_seq"] == 14 and fb["status_count"] == 15 and fb["fb_count"] == 1
     assert pkt[20:22] == struct.pack("!H", 0x8000 | int("10101010101010", 2))
     assert fb["statuses"] == [1, 0] * 7 + [1]
@@ -124,43 +124,43 @@ def test_parser_reads_run_length_of_lost_and_sign_extends_ref_time():
     body = struct.pack("!IIHH", 9, 8, 7, 10) + bytes((0xFF, 0xFF, 0xFE, 42))
     body += struct.pack("!HH", 9, 0x8000 | (1 << 13)) + bytes((200,)) + bytes(3)
     pkt = bytes((0x8F, 205)) + struct.pack("!H", (4 + len(body)) // 4 - 1) + body
-    fb = _engine.twcc_parse_feedback(pkt)
+    fb = _testhooks.twcc_parse_feedback(pkt)
     assert fb["ref_time"] == -2 and fb["fb_count"] == 42 and fb["base_seq"] == 7
     assert fb["statuses"] == [0] * 9 + [1] and fb["deltas"] == [0] * 9 + [200]
 
 
 def test_parser_rejects():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     for i in range(5):
         r.on_packet(i, 1000 * i)
     pkt = r.build_feedback()
-    assert isinstance(_engine.twcc_parse_feedback(pkt), dict)
-    assert _engine.twcc_parse_feedback(pkt[:19]) == ETOO_SHORT
-    assert _engine.twcc_parse_feedback(pkt[:-4]) == ETOO_SHORT  # length field says more
-    assert _engine.twcc_parse_feedback(bytes((0x81,)) + pkt[1:]) == EHEADER  # NACK
-    assert _engine.twcc_parse_feedback(pkt[:1] + bytes((206,)) + pkt[2:]) == EHEADER
-    assert _engine.twcc_parse_feedback(pkt, max=4) == ENO_ROOM
+    assert isinstance(_testhooks.twcc_parse_feedback(pkt), dict)
+    assert _testhooks.twcc_parse_feedback(pkt[:19]) == ETOO_SHORT
+    assert _testhooks.twcc_parse_feedback(pkt[:-4]) == ETOO_SHORT  # length field says more
+    assert _testhooks.twcc_parse_feedback(bytes((0x81,)) + pkt[1:]) == EHEADER  # NACK
+    assert _testhooks.twcc_parse_feedback(pkt[:1] + bytes((206,)) + pkt[2:]) == EHEADER
+    assert _testhooks.twcc_parse_feedback(pkt, max=4) == ENO_ROOM
     # status count larger than the chunks/deltas present
     bad = bytearray(pkt)
     bad[14:16] = struct.pack("!H", 200)
-    assert _engine.twcc_parse_feedback(bytes(bad)) == ETOO_SHORT
+    assert _testhooks.twcc_parse_feedback(bytes(bad)) == ETOO_SHORT
     # reserved symbol 3 in a run-length chunk and in a 2-bit vector
     body = struct.pack("!IIHH", 1, 2, 0, 1) + bytes(4)
     for chunk in (0x6001, 0xF000):
         p = bytes((0x8F, 205, 0, 5)) + body + struct.pack("!H", chunk) + bytes(2)
-        assert _engine.twcc_parse_feedback(p) == ECHUNK
+        assert _testhooks.twcc_parse_feedback(p) == ECHUNK
 
 
 def test_read_ext():
-    assert _engine.twcc_read_ext(b"\x12\x34") == 0x1234
-    assert _engine.twcc_read_ext(b"\xff\xff\x00") == 0xFFFF
-    assert _engine.twcc_read_ext(b"\x12") is None
+    assert _testhooks.twcc_read_ext(b"\x12\x34") == 0x1234
+    assert _testhooks.twcc_read_ext(b"\xff\xff\x00") == 0xFFFF
+    assert _testhooks.twcc_read_ext(b"\x12") is None
 
 
 # ------------------------------------------------------------------ round trips
 
 def test_gaps_duplicates_and_fb_count():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     events = [(s, 10_000 + s * 2000) for s in range(0, 50) if s % 7 != 3]
     for s, a in events:
         assert r.on_packet(s, a) == 1
@@ -181,7 +181,7 @@ def test_gaps_duplicates_and_fb_count():
 
 
 def test_fb_count_wraps():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     counts = []
     for i in range(300):
         r.on_packet(i, i * 1000)
@@ -190,7 +190,7 @@ def test_fb_count_wraps():
 
 
 def test_reordering_gives_negative_deltas():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     order = [5, 6, 8, 7, 9, 4, 10]  # 4 arrives late but before any feedback
     events = [(s, 1_000_000 + i * 3000) for i, s in enumerate(order)]
     for s, a in events:
@@ -203,7 +203,7 @@ def test_reordering_gives_negative_deltas():
 
 
 def test_wrap_of_transport_seq():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     events = [((65500 + i) & 0xFFFF, 5_000_000 + i * 700) for i in range(100) if i % 11]
     for s, a in events:
         r.on_packet(s, a)
@@ -213,7 +213,7 @@ def test_wrap_of_transport_seq():
 
 
 def test_wrap_of_reference_time():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     start = REF_WRAP_US - 3 * 64000 - 123  # a few packets before the 24-bit wrap
     events = [(i, start + i * 40_000) for i in range(20)]
     half = 10
@@ -229,7 +229,7 @@ def test_wrap_of_reference_time():
 
 
 def test_long_runs_use_run_length_chunks():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     events = [(s, s * 1000) for s in range(300)]  # 300 received, same small delta
     events += [(s, s * 1000) for s in range(800, 900)]  # 500 lost in between
     for s, a in events:
@@ -246,7 +246,7 @@ def test_long_runs_use_run_length_chunks():
 
 
 def test_split_by_capacity():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     rnd = random.Random(1)
     events = [(s, s * 2000 + rnd.randrange(-3000, 3000) + 10**7) for s in range(1000) if rnd.random() < 0.9]
     for s, a in events:
@@ -256,13 +256,13 @@ def test_split_by_capacity():
     check(events, fbs)
     assert [fb["fb_count"] for fb in fbs] == list(range(len(fbs)))
     with pytest.raises(ValueError):
-        r2 = _engine.TwccReceiver()
+        r2 = _testhooks.TwccReceiver()
         r2.on_packet(1, 0)
         r2.build_feedback(cap=23)
 
 
 def test_split_when_delta_too_large():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     events = [(0, 1_000_000), (1, 1_000_250), (3, 1_000_250 + 9_000_000), (4, 1_000_000)]
     for s, a in events:
         r.on_packet(s, a)
@@ -274,7 +274,7 @@ def test_split_when_delta_too_large():
 
 
 def test_window_bounds_feedback():
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     r.on_packet(0, 0)
     r.on_packet(5000, 1000)  # far ahead: older seqs fall out of the window
     fbs = drain(r)
@@ -296,7 +296,7 @@ def test_window_bounds_feedback():
 def test_random_round_trip(steps, seq0, t0, cap):
     """Random reordering/loss/jitter: feedback built in rounds reports every
     first arrival exactly once (those arriving after their feedback are late)."""
-    r = _engine.TwccReceiver()
+    r = _testhooks.TwccReceiver()
     events, fbs = [], []
     reported = set()
     seq, t = seq0, t0
@@ -322,7 +322,7 @@ def test_random_round_trip(steps, seq0, t0, cap):
 @given(st.binary(max_size=120))
 @settings(max_examples=400, deadline=None)
 def test_parser_survives_random_bytes(data):
-    res = _engine.twcc_parse_feedback(data)
+    res = _testhooks.twcc_parse_feedback(data)
     assert isinstance(res, int) and res < 0 or len(res["statuses"]) == res["status_count"]
 
 
@@ -332,7 +332,7 @@ def test_parser_survives_random_bodies(tail, count):
     body = struct.pack("!IIHH", 1, 2, 3, count) + tail
     body += bytes(-len(body) % 4)
     data = bytes((0x8F, 205)) + struct.pack("!H", (4 + len(body)) // 4 - 1) + body
-    res = _engine.twcc_parse_feedback(data, max=300)
+    res = _testhooks.twcc_parse_feedback(data, max=300)
     if isinstance(res, dict):
         assert res["status_count"] == count == len(res["deltas"])
         assert all(s in (0, 1, 2) for s in res["statuses"])
