@@ -114,7 +114,20 @@ int sfu_fuzz_rtcp(const uint8_t *data, size_t size)
         static uint8_t statuses[65536];
         static int32_t deltas[65536];
         (void)sfu_twcc_parse_feedback(pk, len, &base, &count, &ref, &fb_count, statuses, deltas, 65536);
+        uint32_t media;
+        (void)sfu_rtcp_parse_pli(pk, len, &media);
+        sfu_fir_entry_t fir[8];
+        (void)sfu_rtcp_parse_fir(pk, len, fir, 8);
     }
+    /* the per-type parsers also take a datagram the compound parser refused */
+    uint32_t media;
+    (void)sfu_rtcp_parse_pli(data, size, &media);
+    sfu_fir_entry_t fir[8];
+    (void)sfu_rtcp_parse_fir(data, size, fir, 8);
+    uint16_t seqs[512];
+    (void)sfu_rtcp_parse_nack(data, size, seqs, 512);
+    sfu_report_block_t blocks[31];
+    (void)sfu_rtcp_parse_report_blocks(data, size, blocks, 31);
     return 0;
 }
 
