@@ -123,8 +123,8 @@ cdef extern from "src/engine.h" nogil:
     ctypedef struct sfu_consumer_t:
         uint32_t handle
         void *producer
-        int paused
-        int producer_paused
+        uint8_t paused
+        uint8_t producer_paused
         uint32_t ssrc
         sfu_seqmgr_t seq
         sfu_count_t sent

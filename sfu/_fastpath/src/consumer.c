@@ -183,8 +183,23 @@ static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const u
 void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
                            const sfu_rtp_t *rtp, uint64_t now_ms, int keyframe)
 {
-    for (uint32_t i = 0; i < p->nconsumers; i++) {
-        sfu_consumer_t *c = p->consumers[i];
+    sfu_consumer_t *const *cs = p->consumers;
+    uint32_t n = p->nconsumers;
+    for (uint32_t i = 0; i < n; i++) {
+        sfu_consumer_t *c = cs[i];
+        /* A room's consumers do not fit in the caches: the lines of the
+         * consumers two ahead, and the transport and sequence map of the
+         * next one, are requested while this one is written. */
+        if (i + 2 < n) {
+            __builtin_prefetch(cs[i + 2]);
+            __builtin_prefetch((const char *)cs[i + 2] + 64);
+            __builtin_prefetch(&cs[i + 2]->pt_map[rtp->payload_type]);
+        }
+        if (i + 1 < n) {
+            __builtin_prefetch(cs[i + 1]->transport);
+            if (cs[i + 1]->seq_map)
+                __builtin_prefetch(cs[i + 1]->seq_map);
+        }
         if (c->paused || c->producer_paused || c->stream != stream)
             continue;
         sfu_transport_t *t = c->transport;

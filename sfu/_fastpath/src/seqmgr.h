@@ -28,12 +28,12 @@ typedef struct {
     uint16_t max_input;
     uint16_t max_output;
     int ndropped;
-    uint16_t dropped[SFU_SEQ_DROPPED_MAX];
     /* After a sync, inputs not newer than the sync point would map onto
      * outputs already sent before it: they are rejected until the stream
      * is SFU_SEQ_FLOOR_SPAN past that point. */
     int has_floor;
     uint16_t floor;
+    uint16_t dropped[SFU_SEQ_DROPPED_MAX];
 } sfu_seqmgr_t;
 
 #define SFU_SEQ_FLOOR_SPAN 16384

@@ -10,9 +10,9 @@
 #include <sys/socket.h>
 
 typedef struct {
-    struct sockaddr_storage addr;
-    socklen_t len;
     int set;
+    socklen_t len;
+    struct sockaddr_storage addr;
 } sfu_addr_t;
 
 typedef struct {
