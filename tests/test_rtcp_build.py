@@ -1,4 +1,4 @@
-"""RTCP builders/parsers, RTX and NTP helpers (src/rtcp_build.h).
+"""RTCP builders/parsers, RTX and NTP helpers (src/rtcp_nack.h, rtcp_report.h, rtx.h).
 
 Expected bytes are written out by hand from the RFC layouts (RFC 3550
 6.4.1/6.4.2, RFC 4585 6.2.1, RFC 4588 4) and checked field by field.

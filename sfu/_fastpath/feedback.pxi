@@ -254,3 +254,51 @@ cdef class RtpStats:
     @property
     def ext_highest_seq(self):
         return sfu_rtp_stats_ext_highest_seq(&self.s)
+
+
+# ----------------------------------------------------------------- PLI / FIR (src/rtcp_pli.h, rtcp_fir.h)
+
+cdef extern from "src/rtcp_pli.h" nogil:
+    int sfu_rtcp_build_pli(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint32_t media_ssrc)
+    int sfu_rtcp_parse_pli(const uint8_t *pkt, size_t len, uint32_t *media_ssrc)
+
+cdef extern from "src/rtcp_fir.h" nogil:
+    ctypedef struct sfu_fir_entry_t:
+        uint32_t ssrc
+        uint8_t seq_nr
+    int sfu_rtcp_build_fir(uint8_t *out, size_t cap, uint32_t sender_ssrc, uint32_t ssrc, uint8_t seq_nr)
+    int sfu_rtcp_parse_fir(const uint8_t *pkt, size_t len, sfu_fir_entry_t *out, int max)
+
+
+def rtcp_build_pli(uint32_t sender_ssrc, uint32_t media_ssrc, int cap=12):
+    cdef uint8_t buf[64]
+    cdef int rc = sfu_rtcp_build_pli(buf, min(cap, 64), sender_ssrc, media_ssrc)
+    if rc < 0:
+        raise RtcpBuildError(rc)
+    return PyBytes_FromStringAndSize(<char *>buf, rc)
+
+
+def rtcp_parse_pli(bytes pkt):
+    """The media source SSRC of a PLI."""
+    cdef uint32_t media
+    cdef int rc = sfu_rtcp_parse_pli(<const uint8_t *>PyBytes_AS_STRING(pkt), len(pkt), &media)
+    if rc < 0:
+        raise RtcpBuildError(rc)
+    return media
+
+
+def rtcp_build_fir(uint32_t sender_ssrc, uint32_t ssrc, int seq_nr):
+    cdef uint8_t buf[32]
+    cdef int rc = sfu_rtcp_build_fir(buf, 32, sender_ssrc, ssrc, <uint8_t>seq_nr)
+    if rc < 0:
+        raise RtcpBuildError(rc)
+    return PyBytes_FromStringAndSize(<char *>buf, rc)
+
+
+def rtcp_parse_fir(bytes pkt, int limit=8):
+    """[(ssrc, seq_nr)] of a FIR's entries (at most `limit`)."""
+    cdef sfu_fir_entry_t entries[64]
+    cdef int rc = sfu_rtcp_parse_fir(<const uint8_t *>PyBytes_AS_STRING(pkt), len(pkt), entries, min(limit, 64))
+    if rc < 0:
+        raise RtcpBuildError(rc)
+    return [(entries[i].ssrc, entries[i].seq_nr) for i in range(min(rc, limit, 64))]
