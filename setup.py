@@ -45,6 +45,14 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args + ["-lpthread", "-lcrypto"],
     ),
+    # The SRTP unit (src/srtp.c) alone with its test and benchmark hooks.
+    Extension(
+        "sfu._fastpath._srtp_hooks",
+        sources=["sfu/_fastpath/_srtp_hooks.pyx", f"{SRC}/srtp.c"],
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args + ["-lcrypto"],
+    ),
     # The benchmarks' plain-RTP load generator (C core in benchmarks/src/_loadgen.c).
     Extension(
         "benchmarks._loadgen",
