@@ -45,6 +45,14 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args + ["-lpthread", "-lcrypto"],
     ),
+    # Test hooks of the RTCP XR (RRTR/DLRR) unit and the RTT estimator (tests only).
+    Extension(
+        "sfu._fastpath._rtt_hooks",
+        sources=["sfu/_fastpath/_rtt_hooks.pyx", f"{SRC}/rtcp_xr.c", f"{SRC}/rtt.c", f"{SRC}/rtcp.c"],
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
     # The SRTP unit (src/srtp.c) alone with its test and benchmark hooks.
     Extension(
         "sfu._fastpath._srtp_hooks",
