@@ -19,7 +19,7 @@ SRC = ROOT / "sfu" / "_fastpath" / "src"
 FUZZ = ROOT / "sfu" / "_fastpath" / "fuzz"
 CORE = sorted(p.name for p in SRC.glob("*.c"))  # every unit of the engine
 # inputs per target in the suite (~1 M in all)
-RUNS = {"rtp": 400_000, "rtcp": 400_000, "engine": 150_000, "streams": 50_000}
+RUNS = {"rtp": 400_000, "rtcp": 400_000, "engine": 150_000, "streams": 50_000, "srtp": 50_000}
 
 
 def build(out: Path) -> Path:
@@ -58,6 +58,10 @@ def test_fuzz_target_runs_clean_under_asan_and_ubsan(fuzzer, target):
 
         queued = re.search(r"queued to send \(all engines\) (\d+)", run.stderr)
         assert queued and int(queued.group(1)) > 1000, run.stderr
+    if target == "srtp":
+        # protected inputs come back intact from the inbound context, not only refusals
+        trips = re.search(r"srtp: round trips (\d+)", run.stderr)
+        assert trips and int(trips.group(1)) > 1000, run.stderr
 
 
 def test_the_fuzzer_catches_an_out_of_bounds_read(tmp_path):

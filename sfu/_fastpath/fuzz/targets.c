@@ -29,6 +29,7 @@
 #include "../src/rtp_stats.h"
 #include "../src/rtx_buffer.h"
 #include "../src/seqmgr.h"
+#include "../src/srtp.h"
 #include "../src/twcc.h"
 
 #include "targets.h"
@@ -328,6 +329,106 @@ int sfu_fuzz_engine(const uint8_t *data, size_t size)
     return 0;
 }
 
+/* ------------------------------------------------------------------ SRTP */
+
+/* Contexts of each profile with a fixed key, kept across inputs (the stream
+ * tables fill up to their cap) and created again every 4096 inputs. */
+#define FZ_SRTP_PROFILES 4
+static sfu_srtp_t *fz_srtp_out[FZ_SRTP_PROFILES], *fz_srtp_in[FZ_SRTP_PROFILES];
+static unsigned fz_srtp_inputs;
+static unsigned long long fz_srtp_round_trips; /* protected and unprotected back to the same bytes */
+
+static void fz_srtp_free(void)
+{
+    for (int i = 0; i < FZ_SRTP_PROFILES; i++) {
+        sfu_srtp_free(fz_srtp_out[i]);
+        sfu_srtp_free(fz_srtp_in[i]);
+        fz_srtp_out[i] = fz_srtp_in[i] = NULL;
+    }
+}
+
+/* unprotect of a copy of exactly `size` bytes (ASan sees any read past it) */
+static void fz_srtp_unprotect(sfu_srtp_t *in, const uint8_t *data, size_t size, int rtcp)
+{
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf)
+        return;
+    memcpy(buf, data, size);
+    size_t len = size;
+    int rc = rtcp ? sfu_srtp_unprotect_rtcp(in, buf, &len) : sfu_srtp_unprotect(in, buf, &len);
+    if (rc == 0 && len >= size)
+        abort(); /* a tag or trailer must have been removed */
+    if (rc != 0 && len != size)
+        abort();
+    free(buf);
+}
+
+/* protect arbitrary bytes; what is protected must unprotect to the same
+ * bytes on the inbound context (or be refused as a replay / over the cap) */
+static void fz_srtp_round_trip(sfu_srtp_t *out, sfu_srtp_t *in, const uint8_t *data, size_t size, int rtcp)
+{
+    size_t cap = size + sfu_srtp_max_overhead();
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return;
+    /* a buffer with no room must be refused without a write past it */
+    memcpy(buf, data, size);
+    size_t len = size;
+    int rc = rtcp ? sfu_srtp_protect_rtcp(out, buf, &len, size) : sfu_srtp_protect(out, buf, &len, size);
+    if (rc == 0 || len != size)
+        abort();
+    memcpy(buf, data, size);
+    rc = rtcp ? sfu_srtp_protect_rtcp(out, buf, &len, cap) : sfu_srtp_protect(out, buf, &len, cap);
+    if (rc != 0) {
+        if (len != size)
+            abort();
+        free(buf);
+        return;
+    }
+    if (len <= size || len > cap)
+        abort();
+    rc = rtcp ? sfu_srtp_unprotect_rtcp(in, buf, &len) : sfu_srtp_unprotect(in, buf, &len);
+    if (rc == 0 && (len != size || memcmp(buf, data, size) != 0))
+        abort(); /* the round trip changed the packet */
+    fz_srtp_round_trips += rc == 0;
+    if (rc != 0 && rc != SFU_SRTP_E_REPLAY && rc != SFU_SRTP_E_TOO_MANY_STREAMS)
+        abort(); /* our own packet failed authentication */
+    free(buf);
+}
+
+int sfu_fuzz_srtp(const uint8_t *data, size_t size)
+{
+    static const int profiles[FZ_SRTP_PROFILES] = {SFU_SRTP_AES128_CM_SHA1_80, SFU_SRTP_AES128_CM_SHA1_32,
+                                                   SFU_SRTP_AEAD_AES_128_GCM, SFU_SRTP_AEAD_AES_256_GCM};
+    static const size_t key_len[FZ_SRTP_PROFILES] = {30, 30, 28, 44};
+    uint8_t key[44];
+    if (size > 4096)
+        return 0;
+    if (fz_srtp_inputs++ % 4096 == 0)
+        fz_srtp_free();
+    for (int i = 0; i < FZ_SRTP_PROFILES; i++) {
+        if (!fz_srtp_out[i]) {
+            for (size_t k = 0; k < sizeof(key); k++)
+                key[k] = (uint8_t)(0x41 + 13 * k);
+            fz_srtp_out[i] = sfu_srtp_new(profiles[i], key, key_len[i], 1);
+            fz_srtp_in[i] = sfu_srtp_new(profiles[i], key, key_len[i], 0);
+            if (!fz_srtp_out[i] || !fz_srtp_in[i] || sfu_srtp_new(profiles[i], key, key_len[i] - 1, 0))
+                abort();
+        }
+        fz_srtp_unprotect(fz_srtp_in[i], data, size, 0);
+        fz_srtp_unprotect(fz_srtp_in[i], data, size, 1);
+        fz_srtp_round_trip(fz_srtp_out[i], fz_srtp_in[i], data, size, 0);
+        fz_srtp_round_trip(fz_srtp_out[i], fz_srtp_in[i], data, size, 1);
+        if (size >= 12 && (data[size - 1] & 0x3f) == 0) {
+            /* forget an SSRC on both sides now and then (the RTP one) */
+            uint32_t ssrc = (uint32_t)data[8] << 24 | (uint32_t)data[9] << 16 | (uint32_t)data[10] << 8 | data[11];
+            if (sfu_srtp_remove_stream(fz_srtp_out[i], ssrc) != sfu_srtp_remove_stream(fz_srtp_in[i], ssrc))
+                (void)0; /* RTCP-only or refused streams may exist on one side only */
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ dispatch */
 
 const sfu_fuzz_target_t sfu_fuzz_targets[] = {
@@ -335,6 +436,7 @@ const sfu_fuzz_target_t sfu_fuzz_targets[] = {
     {"rtcp", sfu_fuzz_rtcp},
     {"streams", sfu_fuzz_streams},
     {"engine", sfu_fuzz_engine},
+    {"srtp", sfu_fuzz_srtp},
     {NULL, NULL},
 };
 
@@ -348,6 +450,9 @@ const sfu_fuzz_target_t *sfu_fuzz_find(const char *name)
 
 void sfu_fuzz_cleanup(void)
 {
+    if (fz_srtp_inputs && getenv("SFU_FUZZ_STATS"))
+        fprintf(stderr, "srtp: round trips %llu\n", fz_srtp_round_trips);
+    fz_srtp_free();
     if (fuzz_engine && getenv("SFU_FUZZ_STATS")) {
         /* what the last engine saw: shows the inputs reach forwarding */
         const uint64_t *c = fuzz_engine->counters;
