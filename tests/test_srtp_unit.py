@@ -23,6 +23,12 @@ PROFILES = {
     "AEAD_AES_256_GCM": H.AEAD_AES_256_GCM,
 }
 NAMES = list(PROFILES)
+LIBSRTP_PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+}
 RTP_TAG = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4,
            "AEAD_AES_128_GCM": 16, "AEAD_AES_256_GCM": 16}
 RTCP_ADD = {n: 4 + (16 if "GCM" in n else 10) for n in NAMES}
@@ -104,8 +110,9 @@ def keys(name: str) -> bytes:
 
 
 def libsrtp(name: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
-    """A libsrtp session configured as sfu.srtp.SrtpContext configures it."""
-    policy = pylibsrtp.Policy(key=key, srtp_profile=CRYPTO_SUITES[name].profile,
+    """A libsrtp session configured as the engine configured its sessions
+    before it had contexts of its own (any SSRC; repeats allowed outbound)."""
+    policy = pylibsrtp.Policy(key=key, srtp_profile=LIBSRTP_PROFILES[name],
                               ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
                               else pylibsrtp.Policy.SSRC_ANY_INBOUND)
     if outbound:
@@ -290,6 +297,11 @@ def test_protect_needs_room_for_the_tag(name):
     assert error(tx.protect_rtcp, r, len(r) + RTCP_ADD[name] - 1) == H.E_NO_ROOM
     assert len(tx.protect_rtcp(r, len(r) + RTCP_ADD[name])) == len(r) + RTCP_ADD[name]
     assert H.max_overhead() >= max(RTCP_ADD.values())
+
+
+def test_profile_numbers_are_the_control_planes():
+    for name in NAMES:
+        assert PROFILES[name] == CRYPTO_SUITES[name].profile == LIBSRTP_PROFILES[name]
 
 
 def test_bad_profile_or_key_length_is_refused():
