@@ -420,10 +420,10 @@ int sfu_fuzz_srtp(const uint8_t *data, size_t size)
         fz_srtp_round_trip(fz_srtp_out[i], fz_srtp_in[i], data, size, 0);
         fz_srtp_round_trip(fz_srtp_out[i], fz_srtp_in[i], data, size, 1);
         if (size >= 12 && (data[size - 1] & 0x3f) == 0) {
-            /* forget an SSRC on both sides now and then (the RTP one) */
+            /* now and then forget the RTP SSRC on both sides (neither keeps state for it) */
             uint32_t ssrc = (uint32_t)data[8] << 24 | (uint32_t)data[9] << 16 | (uint32_t)data[10] << 8 | data[11];
-            if (sfu_srtp_remove_stream(fz_srtp_out[i], ssrc) != sfu_srtp_remove_stream(fz_srtp_in[i], ssrc))
-                (void)0; /* RTCP-only or refused streams may exist on one side only */
+            sfu_srtp_remove_stream(fz_srtp_out[i], ssrc);
+            sfu_srtp_remove_stream(fz_srtp_in[i], ssrc);
         }
     }
     return 0;
