@@ -374,3 +374,69 @@ def test_stream_cap_refuses_a_new_ssrc_until_one_is_removed():
     assert rx.unprotect(tx.protect(rtp(2, 77, payload=b""))) == rtp(2, 77, payload=b"")  # known SSRCs still work
     assert rx.remove_stream(77) and tx.remove_stream(77)
     assert rx.unprotect(extra) == rtp(1, 0xFFFF0000)
+
+
+# ----------------------------------------------------------------- unencrypted SRTCP (E=0)
+
+def _session_keys(name: str, master: bytes) -> tuple[bytes, bytes, bytes]:
+    """SRTCP session key, salt and auth key by RFC 3711 §4.3 (AES-CM PRF,
+    kdr 0), written here independently of the C unit; the GCM profiles'
+    12-byte master salt is padded with two zero bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    suite = CRYPTO_SUITES[name]
+    key, salt = master[:suite.key_length], master[suite.key_length:]
+
+    def prf(label: int, n: int) -> bytes:
+        iv = bytearray(salt.ljust(14, b"\0") + b"\0\0")
+        iv[7] ^= label
+        return Cipher(algorithms.AES(key), modes.CTR(bytes(iv))).encryptor().update(bytes(n))
+
+    return prf(3, suite.key_length), prf(5, suite.salt_length), prf(4, 20)
+
+
+def _srtcp(name: str, master: bytes, rtcp_packet: bytes, index: int, encrypt: bool) -> bytes:
+    """An SRTCP packet built with the `cryptography` package (RFC 3711 §3.4,
+    RFC 7714 §9)."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    k, salt, auth = _session_keys(name, master)
+    ssrc = rtcp_packet[4:8]
+    trailer = struct.pack("!I", (0x80000000 if encrypt else 0) | index)
+    if "GCM" in name:
+        iv = bytes(a ^ b for a, b in zip(b"\0\0" + ssrc + b"\0\0" + struct.pack("!I", index), salt))
+        if encrypt:
+            sealed = AESGCM(k).encrypt(iv, rtcp_packet[8:], rtcp_packet[:8] + trailer)
+            return rtcp_packet[:8] + sealed + trailer
+        return rtcp_packet + AESGCM(k).encrypt(iv, b"", rtcp_packet + trailer) + trailer
+    iv = bytearray(salt + b"\0\0")
+    for i in range(4):
+        iv[4 + i] ^= ssrc[i]
+    for i, b in enumerate(struct.pack("!Q", index)[2:]):
+        iv[8 + i] ^= b
+    body = rtcp_packet[:8] + (Cipher(algorithms.AES(k), modes.CTR(bytes(iv))).encryptor().update(rtcp_packet[8:])
+                              if encrypt else rtcp_packet[8:])
+    return body + trailer + hmac.new(auth, body + trailer, hashlib.sha1).digest()[:10]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unencrypted_srtcp_is_authenticated_and_accepted(name):
+    master = keys(name)
+    p = sender_report(0x0BADCAFE, 3)
+    # the independent construction agrees with libsrtp for E=1 ...
+    assert _srtcp(name, master, p, 1, True) == libsrtp(name, master, True).protect_rtcp(p)
+    # ... and an E=0 packet (payload in clear, still authenticated) is accepted
+    rx = ours(name, master, False)
+    clear = _srtcp(name, master, p, 1, False)
+    assert clear[8:len(p)] == p[8:]
+    for pos in (0, 9, len(p) - 1, len(clear) - 1):
+        bad = bytearray(clear)
+        bad[pos] ^= 0x01
+        assert error(rx.unprotect_rtcp, bytes(bad)) == H.E_AUTH, pos
+    assert rx.unprotect_rtcp(clear) == p
+    assert error(rx.unprotect_rtcp, clear) == H.E_REPLAY
+    assert rx.unprotect_rtcp(_srtcp(name, master, p, 2, True)) == p
