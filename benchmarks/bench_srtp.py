@@ -28,9 +28,10 @@ from typing import Any
 
 from sfu._fastpath import _testhooks
 from sfu._fastpath._testhooks import SansIOEngine as Engine
-from sfu.srtp import SrtpContext, crypto_suite, engine_functions, generate_key
+from sfu.srtp import crypto_suite, generate_key
 
 from .common import dump_json, machine_info, markdown_table, rtp_packet
+from .libsrtp import SrtpContext, engine_functions
 
 SIZE = 1200
 SUITES = ("AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM")
@@ -40,8 +41,7 @@ TARGET_RATIO = 1.20
 
 def engine_case(n_consumers: int, suite_name: str | None) -> tuple[Engine, int, list[Any]]:
     """Producer on a plain transport; n consumers whose transports protect
-    outgoing RTP with their own outbound SRTP session (suite None: no SRTP)."""
-    _testhooks.set_srtp_functions(*engine_functions())
+    outgoing RTP with the engine's SRTP (suite None: no SRTP)."""
     e = Engine()
     s = e.add_socket(-1)
     t = e.add_transport(s)
@@ -54,9 +54,7 @@ def engine_case(n_consumers: int, suite_name: str | None) -> tuple[Engine, int, 
         e.connect_transport(ct, ("127.0.0.1", 41000 + i))
         if suite_name:
             suite = crypto_suite(suite_name)
-            ctx = SrtpContext(suite, generate_key(suite), outbound=True)
-            keep.append(ctx)  # the engine does not own it
-            e.set_transport_srtp(ct, 0, ctx.address)
+            e.set_transport_srtp(ct, suite.profile, out_key=generate_key(suite))
         e.add_consumer(ct, p, 0x20000000 + i, 0, 90000, {101: 101}, {})
     return e, s, keep
 
@@ -99,7 +97,7 @@ class DirectCase:
         self.seq = 1
 
     def run(self, packets: int) -> float:
-        ns = _testhooks.bench_srtp_direct(self.ctx.address, SIZE, packets, first_seq=self.seq)
+        ns = _testhooks.bench_srtp_direct(self.ctx.address, SIZE, packets, engine_functions()[0], first_seq=self.seq)
         self.seq = (self.seq + packets) & 0xFFFF
         return ns
 

@@ -26,7 +26,9 @@ from typing import Any, Optional
 from aioice import stun
 
 from sfu.dtls import Certificate, DtlsConnected, DtlsEndpoint, DtlsStateChange, is_dtls
-from sfu.srtp import SrtpContext, crypto_suite, engine_functions
+from sfu.srtp import crypto_suite
+
+from .libsrtp import SrtpContext, engine_functions
 
 
 class HandshakeError(RuntimeError):

@@ -1,9 +1,9 @@
-"""SRTP crypto suites and the bridge from pylibsrtp to the compiled engine.
+"""SRTP crypto suites and keys as the control plane handles them.
 
-The engine calls libsrtp's srtp_protect/unprotect from C; the functions are
-the ones exported by the libsrtp bundled in the pylibsrtp wheel, whose cffi
-module gives their addresses. Sessions are created here with pylibsrtp's
-Python API and handed to the engine as `srtp_t` addresses.
+The engine protects and unprotects with contexts of its own (the C unit
+sfu/_fastpath/src/srtp.c, on OpenSSL's libcrypto), created from the key
+bytes and the suite's profile number given here: Python never holds an SRTP
+context the I/O thread uses.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-
-import pylibsrtp
-from pylibsrtp._binding import ffi, lib
 
 from .errors import InvalidParametersError, UnsupportedError
 
@@ -23,7 +20,7 @@ class CryptoSuite:
     """An SRTP protection profile (RFC 3711, RFC 7714)."""
 
     name: str
-    profile: int
+    profile: int  # the DTLS-SRTP protection profile number (RFC 5764 4.1.2, RFC 7714 14.2)
     key_length: int
     salt_length: int
 
@@ -35,10 +32,10 @@ class CryptoSuite:
 CRYPTO_SUITES: dict[str, CryptoSuite] = {
     s.name: s
     for s in (
-        CryptoSuite("AEAD_AES_256_GCM", lib.srtp_profile_aead_aes_256_gcm, 32, 12),
-        CryptoSuite("AEAD_AES_128_GCM", lib.srtp_profile_aead_aes_128_gcm, 16, 12),
-        CryptoSuite("AES_CM_128_HMAC_SHA1_80", lib.srtp_profile_aes128_cm_sha1_80, 16, 14),
-        CryptoSuite("AES_CM_128_HMAC_SHA1_32", lib.srtp_profile_aes128_cm_sha1_32, 16, 14),
+        CryptoSuite("AEAD_AES_256_GCM", 8, 32, 12),
+        CryptoSuite("AEAD_AES_128_GCM", 7, 16, 12),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_80", 1, 16, 14),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_32", 2, 16, 14),
     )
 }
 
@@ -81,38 +78,3 @@ def decode_srtp_parameters(params: object, field: str = "srtpParameters") -> tup
 
 def encode_srtp_parameters(suite: CryptoSuite, key: bytes) -> dict[str, str]:
     return {"cryptoSuite": suite.name, "keyBase64": base64.b64encode(key).decode()}
-
-
-def _address(name: str) -> int:
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
-
-
-def engine_functions() -> tuple[int, int, int, int]:
-    """Addresses of srtp_protect, srtp_unprotect, srtp_protect_rtcp, srtp_unprotect_rtcp."""
-    return (
-        _address("srtp_protect"),
-        _address("srtp_unprotect"),
-        _address("srtp_protect_rtcp"),
-        _address("srtp_unprotect_rtcp"),
-    )
-
-
-class SrtpContext:
-    """One direction of SRTP for a transport; keeps the libsrtp session alive."""
-
-    def __init__(self, suite: CryptoSuite, key: bytes, outbound: bool) -> None:
-        policy = pylibsrtp.Policy(
-            key=key,
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=suite.profile,
-        )
-        if outbound:
-            # Retransmissions resend the same sequence number.
-            policy.allow_repeat_tx = True
-        self.suite = suite
-        self.session = pylibsrtp.Session(policy=policy)
-
-    @property
-    def address(self) -> int:
-        """The `srtp_t` handed to the engine."""
-        return int(ffi.cast("uintptr_t", self.session._srtp[0]))

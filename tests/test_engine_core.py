@@ -9,6 +9,8 @@ compared byte for byte.
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from sfu._fastpath import _testhooks
@@ -574,7 +576,7 @@ def test_stale_transport_and_producer_handles():
     t, p = rig.t_in, rig.p
     rig.e.remove_transport(t)
     for call in (lambda: rig.e.transport_stats(t), lambda: rig.e.transport_tuple(t),
-                 lambda: rig.e.connect_transport(t, PRODUCER_ADDR), lambda: rig.e.set_transport_srtp(t, 0, 0),
+                 lambda: rig.e.connect_transport(t, PRODUCER_ADDR), lambda: rig.e.set_transport_srtp(t, 0),
                  lambda: rig.e.producer_stats(p), lambda: rig.e.set_producer_paused(p, True)):
         with pytest.raises(KeyError):
             call()
@@ -661,17 +663,7 @@ def test_invalid_arguments():
 # ----------------------------------------------------------------- SRTP (pylibsrtp)
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
-from pylibsrtp._binding import ffi, lib  # noqa: E402
-
-
-def _address(name: str) -> int:
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
-
-
-@pytest.fixture(scope="module")
-def srtp_functions():
-    _testhooks.set_srtp_functions(_address("srtp_protect"), _address("srtp_unprotect"),
-                               _address("srtp_protect_rtcp"), _address("srtp_unprotect_rtcp"))
+from pylibsrtp._binding import lib  # noqa: E402
 
 
 SUITES = {
@@ -686,10 +678,6 @@ def session(profile: int, key: bytes, outbound: bool):
     return pylibsrtp.Session(policy=policy)
 
 
-def srtp_t(s) -> int:
-    return int(ffi.cast("uintptr_t", s._srtp[0]))
-
-
 class SrtpRig(Rig):
     """The producer transport and consumer 1's transport use SRTP (different
     keys per direction); consumer 2 stays plain. Consumer 2 starts below
@@ -700,15 +688,14 @@ class SrtpRig(Rig):
         profile, key_len, self.tag_len = SUITES[suite]
         k_in, k_out = bytes(range(key_len)), bytes(range(100, 100 + key_len))
         self.client_tx = session(profile, k_in, True)  # the producing browser
-        self.engine_in = session(profile, k_in, False)
-        self.engine_out = session(profile, k_out, True)
         self.client_rx = session(profile, k_out, False)  # consumer 1's browser
-        self.e.set_transport_srtp(self.t_in, srtp_t(self.engine_in), 0)
-        self.e.set_transport_srtp(self.t1, 0, srtp_t(self.engine_out))
+        # the engine makes its own contexts from the key bytes (src/srtp.c)
+        self.e.set_transport_srtp(self.t_in, profile, in_key=k_in)
+        self.e.set_transport_srtp(self.t1, profile, out_key=k_out)
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
-def test_srtp_unprotect_forward_protect(srtp_functions, suite):
+def test_srtp_unprotect_forward_protect(suite):
     rig = SrtpRig(suite)
     for k in range(5):
         plain = media(700 + k, 1800 * k, marker=k == 4, padding=3 if k == 2 else 0)
@@ -728,7 +715,7 @@ def test_srtp_unprotect_forward_protect(srtp_functions, suite):
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
-def test_srtp_tampered_and_replayed_packets_are_dropped(srtp_functions, suite):
+def test_srtp_tampered_and_replayed_packets_are_dropped(suite):
     rig = SrtpRig(suite)
     p1 = rig.client_tx.protect(media(1, 0))
     assert len(rig.send(p1)["c1"]) == 1
@@ -748,7 +735,7 @@ def test_srtp_tampered_and_replayed_packets_are_dropped(srtp_functions, suite):
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
-def test_srtcp_unprotect(srtp_functions, suite):
+def test_srtcp_unprotect(suite):
     rig = SrtpRig(suite)
     rr = bytes.fromhex("81c90007 00000001") + bytes(24) + bytes.fromhex("81ca0002 00000001 01017800")
     protected = rig.client_tx.protect_rtcp(rr)
@@ -762,7 +749,7 @@ def test_srtcp_unprotect(srtp_functions, suite):
     assert rig.e.counters()["drop_rtcp_malformed"] == 0
 
 
-def test_comedia_does_not_latch_on_an_unauthenticated_packet(srtp_functions):
+def test_comedia_does_not_latch_on_an_unauthenticated_packet():
     rig = SrtpRig("AES_CM_128_HMAC_SHA1_80", comedia=True, connect=False)
     rig.send(b"\x80\x60" + bytes(40), addr=OTHER_ADDR)  # forged, fails authentication
     assert rig.e.counters()["drop_srtp"] == 1
@@ -770,3 +757,29 @@ def test_comedia_does_not_latch_on_an_unauthenticated_packet(srtp_functions):
     out = rig.send(rig.client_tx.protect(plain), addr=PRODUCER_ADDR)
     assert rig.e.transport_tuple(rig.t_in)[0] == PRODUCER_ADDR
     assert rig.client_rx.unprotect(out["c1"][0]) == expected_c1(plain, C1_INITIAL + 1)
+
+
+def test_consumers_coming_and_going_on_one_srtp_transport_free_their_stream_state():
+    """The engine's SRTP context keeps per-SSRC state (src/srtp.h, at most
+    4096 streams): a consumer removed gives its slot back, so a long-lived
+    viewer transport survives any number of consumers over its life."""
+    e = _testhooks.SansIOEngine()
+    s_in, s_out = e.add_socket(-1), e.add_socket(-1)
+    t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
+    e.connect_transport(t_in, PRODUCER_ADDR)
+    e.connect_transport(t_out, ("127.0.0.1", 7000))
+    profile, key_len, _ = SUITES["AEAD_AES_128_GCM"]
+    k_out = bytes(range(key_len))
+    e.set_transport_srtp(t_out, profile, out_key=k_out)
+    viewer = session(profile, k_out, False)
+    p = e.add_producer(t_in, False, [(S, 0)], {111: 111}, {})
+    for i in range(5000):  # more than the 4096 streams a context holds at once
+        c = e.add_consumer(t_out, p, 0x10000 + i, 0x20000 + i, 48000, {111: 111}, {}, initial_seq=100)
+        pkt = struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, 960 * i, S) + b"opus"
+        e.receive(s_in, PRODUCER_ADDR, pkt, 1000 + i)
+        (_, _, data), = e.take_outbox()
+        if i % 1000 == 0:
+            assert viewer.unprotect(data)[12:] == b"opus"
+        e.remove_consumer(c)
+    assert e.counters()["tx_srtp_errors"] == 0
+    assert e.counters()["tx_datagrams"] == 0  # sans-IO: nothing sent by a socket

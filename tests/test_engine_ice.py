@@ -19,7 +19,6 @@ def rtp(seq: int, ssrc: int = 0xAAAA) -> bytes:
 
 
 def test_no_media_leaves_an_ice_transport_before_its_srtp_keys_are_installed():
-    _testhooks.set_srtp_functions(*srtp.engine_functions())
     e = _testhooks.SansIOEngine()
     s_pub, s_shared = e.add_socket(-1), e.add_socket(-1)
     t_pub = e.add_transport(s_pub)
@@ -33,9 +32,7 @@ def test_no_media_leaves_an_ice_transport_before_its_srtp_keys_are_installed():
     assert e.take_outbox() == []               # ...but DTLS has not keyed SRTP: nothing, never cleartext
     suite = srtp.crypto_suite("AEAD_AES_128_GCM")
     key_out, key_in = srtp.generate_key(suite), srtp.generate_key(suite)
-    ctx_out = srtp.SrtpContext(suite, key_out, outbound=True)
-    ctx_in = srtp.SrtpContext(suite, key_in, outbound=False)
-    e.set_transport_srtp(t_view, ctx_in.address, ctx_out.address)
+    e.set_transport_srtp(t_view, suite.profile, in_key=key_in, out_key=key_out)
     e.receive(s_pub, PUB, rtp(2), 1020)
     (sock, addr, data), = e.take_outbox()
     assert (sock, addr) == (s_shared, VIEWER)

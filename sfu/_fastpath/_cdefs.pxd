@@ -63,12 +63,17 @@ cdef extern from "src/seqmgr.h" nogil:
     void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
     int sfu_seqmgr_input(sfu_seqmgr_t *m, uint16_t input, uint16_t *output)
 
+cdef extern from "src/rtt.h" nogil:
+    ctypedef struct sfu_rtt_t:
+        uint32_t rtt_ms
+        uint64_t samples
+        uint64_t rejected
+
 cdef extern from "src/engine.h" nogil:
     int SFU_SLOT_SIZE
     int SFU_C_COUNT
     int SFU_UP_PACKET
     int SFU_UP_TUPLE
-    ctypedef int (*sfu_srtp_fn)(void *ctx, void *buf, int *len)
 
     ctypedef struct sfu_count_t:
         uint64_t packets
@@ -100,6 +105,7 @@ cdef extern from "src/engine.h" nogil:
         sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out
         uint64_t drops
         uint32_t nconsumers
+        sfu_rtt_t rtt
     ctypedef struct sfu_producer_stream_t:
         uint32_t ssrc
         uint32_t rtx_ssrc
@@ -116,6 +122,7 @@ cdef extern from "src/engine.h" nogil:
         int score
     ctypedef struct sfu_producer_t:
         uint32_t handle
+        sfu_transport_t *transport
         int paused
         int nstreams
         sfu_producer_stream_t streams[4]
@@ -159,7 +166,6 @@ cdef extern from "src/engine.h" nogil:
     void sfu_engine_free(sfu_engine_t *e)
     void sfu_engine_lock(sfu_engine_t *e)
     void sfu_engine_unlock(sfu_engine_t *e)
-    void sfu_srtp_set_functions(sfu_srtp_fn, sfu_srtp_fn, sfu_srtp_fn, sfu_srtp_fn)
 
     uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
     int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s)
@@ -173,7 +179,8 @@ cdef extern from "src/engine.h" nogil:
                             const uint8_t *data, size_t n)
     int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const sockaddr *rtp, socklen_t rtp_len,
                                      const sockaddr *rtcp, socklen_t rtcp_len)
-    int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out)
+    int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, int profile, const uint8_t *in_key, size_t in_len,
+                                      const uint8_t *out_key, size_t out_len)
     int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t t)
     uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,
                                      const uint32_t *ssrcs, const uint32_t *rtx_ssrcs,

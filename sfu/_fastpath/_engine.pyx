@@ -95,12 +95,6 @@ cdef void _fill_map(uint8_t *out, int n, object mapping, uint8_t unmapped, int m
             out[k] = v
 
 
-def set_srtp_functions(uintptr_t protect, uintptr_t unprotect, uintptr_t protect_rtcp, uintptr_t unprotect_rtcp):
-    """Installs libsrtp's srtp_protect/unprotect(_rtcp) entry points (addresses)."""
-    sfu_srtp_set_functions(<sfu_srtp_fn>protect, <sfu_srtp_fn>unprotect,
-                           <sfu_srtp_fn>protect_rtcp, <sfu_srtp_fn>unprotect_rtcp)
-
-
 def now_ms():
     """The engine's monotonic clock in milliseconds."""
     return sfu_now_ms()
@@ -237,14 +231,25 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown transport handle {h}")
 
-    def set_transport_srtp(self, uint32_t h, uintptr_t srtp_in, uintptr_t srtp_out):
-        """Installs libsrtp contexts (srtp_t addresses; 0 = none). The caller
-        keeps them alive until it clears them or removes the transport."""
+    def set_transport_srtp(self, uint32_t h, int profile, bytes in_key=None, bytes out_key=None):
+        """SRTP keys of a transport: profile is the DTLS-SRTP profile number
+        (1, 2, 7, 8; 0 removes both directions), each key the master key and
+        salt. The engine makes its own contexts from the bytes and frees the
+        old ones; a key of None keeps that direction as it is."""
+        cdef const uint8_t *ik = NULL
+        cdef const uint8_t *ok = NULL
+        cdef size_t il = 0, ol = 0
+        if in_key is not None:
+            ik = <const uint8_t *>PyBytes_AS_STRING(in_key)
+            il = len(in_key)
+        if out_key is not None:
+            ok = <const uint8_t *>PyBytes_AS_STRING(out_key)
+            ol = len(out_key)
         sfu_engine_lock(self.e)
-        rc = sfu_transport_set_srtp_locked(self.e, h, <void *>srtp_in, <void *>srtp_out)
+        rc = sfu_transport_set_srtp_locked(self.e, h, profile, ik, il, ok, ol)
         sfu_engine_unlock(self.e)
         if rc == -2:
-            raise RuntimeError("SRTP functions are not installed (set_srtp_functions)")
+            raise ValueError(f"SRTP profile {profile} with keys of {il} and {ol} bytes: unknown profile or wrong key length")
         if rc != 0:
             raise KeyError(f"unknown transport handle {h}")
 
@@ -279,6 +284,8 @@ cdef class Engine:
                 "rtcpPacketsReceived": t.rtcp_in.packets, "rtcpBytesReceived": t.rtcp_in.bytes,
                 "rtcpPacketsSent": t.rtcp_out.packets, "rtcpBytesSent": t.rtcp_out.bytes,
                 "packetsDiscarded": t.drops,
+                "roundTripTime": t.rtt.rtt_ms or None,  # ms: DLRR answers or reports about our SRs
+                "rttSamples": t.rtt.samples,
             }
         finally:
             sfu_engine_unlock(self.e)
@@ -417,6 +424,7 @@ cdef class Engine:
                 "score": p.streams[i].score,
                 "keyframeRequests": p.streams[i].keyframe_requests,
                 "keyframes": p.streams[i].keyframes,
+                "roundTripTime": p.transport.rtt.rtt_ms or None,  # ms, toward the publisher
             } for i in range(p.nstreams)]
         finally:
             sfu_engine_unlock(self.e)

@@ -286,13 +286,16 @@ cdef class SansIOEngine(Engine):
 
 # ----------------------------------------------------------------- benchmark hooks
 
-def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect_addr=None, int first_seq=1):
+ctypedef int (*libsrtp_protect_fn)(void *ctx, void *buf, int *len) noexcept nogil
+
+
+def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, uintptr_t protect_addr, int first_seq=1):
     """Calls libsrtp's srtp_protect directly from a C loop (no GIL) on one
     `size`-byte RTP packet `count` times, adding 1 to its sequence number and
     resetting its length before every call; returns nanoseconds per packet.
 
-    protect_addr: the srtp_protect address; by default the one the engine
-    installs (sfu.srtp.engine_functions()[0]). first_seq: the first sequence
+    protect_addr: libsrtp's srtp_protect (benchmarks.libsrtp.engine_functions()[0]).
+    first_seq: the first sequence
     number (a later call on the same session must continue after the last
     one, or libsrtp's replay check refuses the packets)."""
     cdef uint8_t buf[2048]
@@ -300,11 +303,7 @@ def bench_srtp_direct(uintptr_t srtp_ctx_addr, int size, uint64_t count, protect
     cdef int l, rc = 0
     cdef uint16_t seq = <uint16_t>first_seq
     cdef timespec t0, t1
-    cdef sfu_srtp_fn fn
-    if protect_addr is None:
-        from sfu.srtp import engine_functions
-        protect_addr = engine_functions()[0]
-    fn = <sfu_srtp_fn><uintptr_t>protect_addr
+    cdef libsrtp_protect_fn fn = <libsrtp_protect_fn>protect_addr
     if size < 12 or size > 2048 - 160:
         raise ValueError("size must be 12..1888")
     if count == 0 or srtp_ctx_addr == 0:

@@ -21,14 +21,7 @@ from .._fastpath import _engine
 from ..dtls import DEFAULT_SRTP_PROFILES, Certificate
 from ..errors import InvalidParametersError, InvalidStateError
 from ..ice import username_ufrag
-from ..srtp import (
-    SrtpContext,
-    crypto_suite,
-    decode_srtp_parameters,
-    encode_srtp_parameters,
-    engine_functions,
-    generate_key,
-)
+from ..srtp import crypto_suite, decode_srtp_parameters, encode_srtp_parameters, generate_key
 
 from .webrtc import WebRtcTransportState
 
@@ -69,8 +62,6 @@ class TransportState:
     rtcp_mux: bool
     srtp_suite: Any = None
     srtp_local_key: bytes | None = None
-    srtp_in: SrtpContext | None = None
-    srtp_out: SrtpContext | None = None
     producer_ids: set[str] = field(default_factory=set)
     consumer_ids: set[str] = field(default_factory=set)
 
@@ -116,7 +107,6 @@ class WorkerState:
     def __init__(self, notify: Notify) -> None:
         self.notify = notify
         self.engine = _engine.Engine()
-        _engine.set_srtp_functions(*engine_functions())
         self.routers: dict[str, RouterState] = {}
         self.transports: dict[str, TransportState] = {}
         self.producers: dict[str, ProducerState] = {}
@@ -328,8 +318,7 @@ class WorkerState:
         if data.get("enableSrtp"):
             t.srtp_suite = crypto_suite(data.get("srtpCryptoSuite") or "AES_CM_128_HMAC_SHA1_80")
             t.srtp_local_key = generate_key(t.srtp_suite)
-            t.srtp_out = SrtpContext(t.srtp_suite, t.srtp_local_key, outbound=True)
-            self.engine.set_transport_srtp(thandle, 0, t.srtp_out.address)
+            self.engine.set_transport_srtp(thandle, t.srtp_suite.profile, out_key=t.srtp_local_key)
             result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
         self.transports[tid] = t
         self.transport_by_handle[thandle] = tid
@@ -427,8 +416,6 @@ class WorkerState:
         self.engine.remove_transport(t.handle)
         for h in t.sockets:
             self.engine.remove_socket(h)
-        # SRTP sessions are freed only now that the engine no longer uses them.
-        t.srtp_in = t.srtp_out = None
 
     def _transport_connect(self, tid: str, data: dict[str, Any]) -> dict[str, Any]:
         t = self._transport(tid)
@@ -442,18 +429,13 @@ class WorkerState:
             if data.get("srtpParameters") is None:
                 raise InvalidParametersError("srtpParameters: required because SRTP is enabled on this transport")
             suite, key = decode_srtp_parameters(data["srtpParameters"])
-            srtp_out = t.srtp_out
+            out_key = None  # the outbound context (its ROCs) stays while the suite does
             if suite != t.srtp_suite:
                 # Follow the remote's suite: both directions use one suite.
                 t.srtp_suite = suite
-                t.srtp_local_key = generate_key(suite)
-                srtp_out = SrtpContext(suite, t.srtp_local_key, outbound=True)
-            srtp_in = SrtpContext(suite, key, outbound=False)
-            # The engine swaps the sessions under its lock; only then may the
-            # old ones be freed (the I/O thread may be protecting with them
-            # until the swap): the old contexts are released after this call.
-            self.engine.set_transport_srtp(t.handle, srtp_in.address, srtp_out.address)
-            t.srtp_in, t.srtp_out = srtp_in, srtp_out
+                t.srtp_local_key = out_key = generate_key(suite)
+            # The engine makes its contexts from the bytes and swaps them in under its lock.
+            self.engine.set_transport_srtp(t.handle, suite.profile, in_key=key, out_key=out_key)
             result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
         elif data.get("srtpParameters") is not None:
             raise InvalidParametersError("srtpParameters: given but SRTP is not enabled on this transport")

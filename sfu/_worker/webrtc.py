@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..dtls import DtlsConnected, DtlsEndpoint, DtlsOutput, DtlsStateChange
 from ..ice import IceLiteAgent, IceOutput, IceSelectedTupleChange, IceStateChange, IceTupleAdded, IceTupleRemoved
-from ..srtp import SrtpContext, crypto_suite
+from ..srtp import crypto_suite
 
 if TYPE_CHECKING:
     from .._fastpath._engine import Engine
@@ -67,8 +67,6 @@ class WebRtcTransportState:
         self.handle = engine.add_transport(socket, 0, ice=True)
         self.remote_dtls: Optional[tuple[list[dict], Optional[str]]] = None
         self.dtls_started = False
-        self.srtp_in: Optional[SrtpContext] = None
-        self.srtp_out: Optional[SrtpContext] = None
         self.producer_ids: set[str] = set()
         self.consumer_ids: set[str] = set()
         self.closed = False
@@ -183,13 +181,10 @@ class WebRtcTransportState:
                     logger.debug("DTLS datagram to %s not sent: %s", dest, exc)
         for ev in out.events:
             if isinstance(ev, DtlsConnected):
-                suite = crypto_suite(ev.suite)
-                srtp_in = SrtpContext(suite, ev.remote_master, outbound=False)
-                srtp_out = SrtpContext(suite, ev.local_master, outbound=True)
-                # swapped in the engine under its lock before the previous
-                # sessions (a re-key) are released
-                self.engine.set_transport_srtp(self.handle, srtp_in.address, srtp_out.address)
-                self.srtp_in, self.srtp_out = srtp_in, srtp_out
+                # the engine makes its SRTP contexts from the exported keys
+                # and swaps them in under its lock (a re-key included)
+                self.engine.set_transport_srtp(self.handle, crypto_suite(ev.suite).profile,
+                                               in_key=ev.remote_master, out_key=ev.local_master)
             elif isinstance(ev, DtlsStateChange):
                 data: dict[str, Any] = {"dtlsState": ev.state}
                 if ev.reason:
@@ -237,4 +232,3 @@ class WebRtcTransportState:
             logger.debug("close_notify not sent: %s", exc)
         self.ice.close()
         self.engine.remove_transport(self.handle)
-        self.srtp_in = self.srtp_out = None

@@ -111,6 +111,11 @@ int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
     }
     if (p)
         sfu_remb_agg_remove(&p->remb, c->handle);
+    if (t->srtp_out) { /* its SRTP stream state, so that the slots are reused */
+        sfu_srtp_remove_stream(t->srtp_out, c->ssrc);
+        if (c->rtx_ssrc)
+            sfu_srtp_remove_stream(t->srtp_out, c->rtx_ssrc);
+    }
     sfu_table_del(&e->consumers, h);
     sfu_consumer_free(c);
     return 0;

@@ -48,6 +48,7 @@
 #include "rtcp_report.h"
 #include "rtp.h"
 #include "rtp_stats.h"
+#include "rtt.h"
 #include "rtx_buffer.h"
 #include "seqmgr.h"
 #include "table.h"
@@ -137,7 +138,7 @@ typedef struct sfu_socket {
     int connected;         /* connect()ed to its one remote: sends need no address */
 } sfu_socket_t;
 
-typedef int (*sfu_srtp_fn)(void *ctx, void *buf, int *len);
+struct sfu_srtp;
 
 typedef struct sfu_transport {
     uint32_t handle;
@@ -146,8 +147,8 @@ typedef struct sfu_transport {
     int comedia;           /* plain: learn the remote from the first packet */
     int ice;               /* sources are the tuples bound in the socket's map */
     int require_srtp;      /* drop media until srtp_in is installed */
-    void *srtp_in;         /* srtp_t of libsrtp, owned by Python */
-    void *srtp_out;
+    struct sfu_srtp *srtp_in;  /* SRTP contexts (srtp.h), created and freed by the engine */
+    struct sfu_srtp *srtp_out;
     sfu_count_t rtp_in, rtp_out, rtcp_in, rtcp_out;
     uint64_t drops;
     sfu_addr_t remote;     /* (after the fields every forwarded packet reads) */
@@ -170,6 +171,9 @@ typedef struct sfu_transport {
     uint32_t npending, pending_cap;
     struct sfu_route *pending;
     uint32_t nconsumers;   /* consumers sending on this transport */
+    /* round trip to the remote (reports.c): the publisher's DLRR answers to
+     * our RRTRs, or its receiver reports about our SRs; drives NACK timing */
+    sfu_rtt_t rtt;
 } sfu_transport_t;
 
 typedef struct {
@@ -346,8 +350,6 @@ void sfu_engine_free(sfu_engine_t *e);
 void sfu_engine_lock(sfu_engine_t *e);
 void sfu_engine_unlock(sfu_engine_t *e);
 
-void sfu_srtp_set_functions(sfu_srtp_fn protect, sfu_srtp_fn unprotect,
-                            sfu_srtp_fn protect_rtcp, sfu_srtp_fn unprotect_rtcp);
 
 /* Control plane (lock held by caller). Handles are > 0; 0 means failure. */
 uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd);
@@ -365,7 +367,13 @@ int sfu_send_raw_locked(sfu_engine_t *e, uint32_t socket, const struct sockaddr 
                         const uint8_t *data, size_t n);
 int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t t, const struct sockaddr *rtp, socklen_t rtp_len,
                                  const struct sockaddr *rtcp, socklen_t rtcp_len);
-int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, void *srtp_in, void *srtp_out);
+/* SRTP keys of a transport (profile: SFU_SRTP_* of srtp.h; key = master key
+ * and salt): the engine creates the contexts from the bytes, swaps them in
+ * and frees the old ones, all under its lock. A NULL key keeps that
+ * direction; profile 0 removes both. 0, or -2 for a bad profile or key
+ * length (nothing changed), -1 for an unknown transport. */
+int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t t, int profile, const uint8_t *in_key, size_t in_len,
+                                  const uint8_t *out_key, size_t out_len);
 int sfu_transport_remove_locked(sfu_engine_t *e, uint32_t t);
 
 uint32_t sfu_producer_add_locked(sfu_engine_t *e, uint32_t t, int kind_video, int nstreams,

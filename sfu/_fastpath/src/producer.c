@@ -121,6 +121,14 @@ int sfu_producer_remove_locked(sfu_engine_t *e, uint32_t h)
     for (uint32_t i = 0; i < p->nconsumers; i++)
         p->consumers[i]->producer = NULL;
     sfu_rtp_listener_remove_producer(p->transport, p);
+    if (p->transport->srtp_in) { /* its SRTP stream state, so that the slots are reused */
+        for (int s = 0; s < p->nstreams; s++) {
+            if (p->streams[s].ssrc)
+                sfu_srtp_remove_stream(p->transport->srtp_in, p->streams[s].ssrc);
+            if (p->streams[s].rtx_ssrc)
+                sfu_srtp_remove_stream(p->transport->srtp_in, p->streams[s].rtx_ssrc);
+        }
+    }
     sfu_table_del(&e->producers, h);
     sfu_producer_free(p);
     return 0;
@@ -174,10 +182,10 @@ void sfu_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t now_ms)
             sfu_nack_gen_t *g = &p->streams[s].nack;
             if (!sfu_nack_missing_count(g))
                 continue;
-            int64_t due = sfu_nack_next_deadline_ms(g, 0);
+            int64_t due = sfu_nack_next_deadline_ms(g, sfu_rtt_ms(&p->transport->rtt));
             if (due >= 0 && (uint64_t)due <= now_ms) {
                 sfu_producer_stream_send_nacks(e, p, s, now_ms);
-                due = sfu_nack_next_deadline_ms(g, 0);
+                due = sfu_nack_next_deadline_ms(g, sfu_rtt_ms(&p->transport->rtt));
             }
             if (due >= 0)
                 sfu_timer_pull(e, (uint64_t)due);

@@ -51,7 +51,7 @@ void sfu_producer_stream_receive(sfu_engine_t *e, sfu_transport_t *t, const stru
         /* a new gap is NACKed at once; retries are the timer's job */
         if (sfu_nack_missing_count(&st->nack) > missing_before) {
             sfu_producer_stream_send_nacks(e, p, r->stream, now_ms);
-            int64_t due = sfu_nack_next_deadline_ms(&st->nack, 0);
+            int64_t due = sfu_nack_next_deadline_ms(&st->nack, sfu_rtt_ms(&t->rtt));
             if (due >= 0)
                 sfu_timer_pull(e, (uint64_t)due);
         }
@@ -94,7 +94,7 @@ void sfu_producer_stream_send_nacks(sfu_engine_t *e, sfu_producer_t *p, int stre
 {
     sfu_producer_stream_t *st = &p->streams[stream];
     uint16_t seqs[64];
-    int n = sfu_nack_poll(&st->nack, now_ms, 0, seqs, 64);
+    int n = sfu_nack_poll(&st->nack, now_ms, sfu_rtt_ms(&p->transport->rtt), seqs, 64);
     if (n <= 0)
         return;
     uint8_t pkt[512];

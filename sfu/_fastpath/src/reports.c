@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include "rtcp_xr.h"
 #include "timers.h"
 #include "transport.h"
 
@@ -50,12 +51,21 @@ static void send_receiver_reports(sfu_engine_t *e, sfu_transport_t *t, uint64_t 
     }
     if (!n)
         return;
-    uint8_t pkt[8 + 31 * 24];
-    int len = sfu_rtcp_build_rr(pkt, sizeof(pkt), 1, blocks, n);
-    if (len > 0) {
-        sfu_transport_send_rtcp(e, t, pkt, (size_t)len);
-        e->counters[SFU_C_TX_RR]++;
+    uint8_t pkt[8 + 31 * 24 + 20];
+    int len = sfu_rtcp_build_rr(pkt, sizeof(pkt), SFU_RTCP_RECEIVER_SSRC, blocks, n);
+    if (len <= 0)
+        return;
+    /* RFC 3611 4.4: a receiver reference time after the RR in the same
+     * compound; the publisher's DLRR answer gives us the round trip, which
+     * a pure receiver cannot get from SR/RR */
+    uint64_t ntp = sfu_ntp_now(now_ms);
+    int xl = sfu_rtcp_build_xr_rrtr(pkt + len, sizeof(pkt) - (size_t)len, SFU_RTCP_RECEIVER_SSRC, ntp);
+    if (xl > 0) {
+        len += xl;
+        sfu_rtt_on_rrtr_sent(&t->rtt, sfu_ntp_compact(ntp), now_ms);
     }
+    if (sfu_transport_send_rtcp(e, t, pkt, (size_t)len) == 0)
+        e->counters[SFU_C_TX_RR]++;
 }
 
 /* A sender report for one consumer stream: NTP now and the RTP time that
@@ -138,10 +148,13 @@ void sfu_reports_on_blocks(sfu_transport_t *t, const uint8_t *pk, size_t len, ui
     sfu_report_block_t blocks[31];
     int n = sfu_rtcp_parse_report_blocks(pk, len, blocks, 31);
     uint32_t now_compact = sfu_ntp_compact(sfu_ntp_now(now_ms));
+    int rtt_fed = 0; /* one sample per packet: the blocks share one arrival */
     for (int i = 0; i < n; i++) {
         sfu_consumer_t *c = sfu_transport_consumer_by_ssrc(t, blocks[i].ssrc);
         if (!c)
             continue;
+        if (!rtt_fed && blocks[i].lsr)
+            rtt_fed = sfu_rtt_on_report_block(&t->rtt, blocks[i].lsr, blocks[i].dlsr, now_compact) >= 0;
         c->fraction_lost = blocks[i].fraction_lost;
         c->packets_lost = blocks[i].cumulative_lost;
         c->jitter = blocks[i].jitter;
@@ -149,4 +162,17 @@ void sfu_reports_on_blocks(sfu_transport_t *t, const uint8_t *pk, size_t len, ui
             c->rtt_ms = sfu_rtcp_rtt_ms(now_compact, blocks[i].lsr, blocks[i].dlsr);
         c->score = sfu_stream_score(c->fraction_lost, 0, 0);
     }
+}
+
+void sfu_reports_on_xr(sfu_transport_t *t, const uint8_t *pk, size_t len, uint64_t now_ms)
+{
+    sfu_xr_info_t info;
+    sfu_xr_dlrr_t dlrr[16];
+    int n = sfu_rtcp_parse_xr(pk, len, &info, dlrr, 16);
+    if (n <= 0)
+        return;
+    uint32_t now_compact = sfu_ntp_compact(sfu_ntp_now(now_ms));
+    for (int i = 0; i < n && i < 16; i++)
+        if (dlrr[i].ssrc == SFU_RTCP_RECEIVER_SSRC)
+            sfu_rtt_on_dlrr(&t->rtt, dlrr[i].lrr, dlrr[i].dlrr, now_compact, now_ms);
 }

@@ -6,6 +6,10 @@
 
 #include "engine.h"
 
+/* The SSRC of the receiver reports (and their XR) we send to publishers:
+ * the SFU has none of its own toward them. */
+#define SFU_RTCP_RECEIVER_SSRC 1
+
 /* NTP time (RFC 3550 4) of the engine's monotonic now_ms. */
 uint64_t sfu_ntp_now(uint64_t now_ms);
 /* Takes the offset between the wall clock and the monotonic clock. */
@@ -15,7 +19,10 @@ void sfu_ntp_init(void);
 void sfu_reports_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms);
 /* A sender report (the packet) from the publisher of a producer stream. */
 void sfu_reports_on_sr(sfu_transport_t *t, const uint8_t *pk, size_t len, uint64_t now_ms);
-/* The report blocks of an SR or RR, about our consumers' streams. */
+/* The report blocks of an SR or RR, about our consumers' streams (and the
+ * transport's RTT from the newest LSR). */
 void sfu_reports_on_blocks(sfu_transport_t *t, const uint8_t *pk, size_t len, uint64_t now_ms);
+/* An extended report (RFC 3611): the DLRR answers to our RRTRs give the RTT. */
+void sfu_reports_on_xr(sfu_transport_t *t, const uint8_t *pk, size_t len, uint64_t now_ms);
 
 #endif

@@ -73,6 +73,9 @@ static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk,
     case SFU_RTCP_RR:
         sfu_reports_on_blocks(t, pk, len, now_ms);
         break;
+    case SFU_RTCP_XR:
+        sfu_reports_on_xr(t, pk, len, now_ms);
+        break;
     default:
         break;
     }
@@ -86,14 +89,10 @@ void sfu_transport_receive_rtcp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *bu
         t->drops++;
         return;
     }
-    if (t->srtp_in) {
-        int l = (int)len;
-        if (sfu_srtp_unprotect_rtcp_fn(t->srtp_in, buf, &l) != 0) {
-            e->counters[SFU_C_DROP_SRTP]++;
-            t->drops++;
-            return;
-        }
-        len = (size_t)l;
+    if (t->srtp_in && sfu_srtp_unprotect_rtcp(t->srtp_in, buf, &len) != 0) {
+        e->counters[SFU_C_DROP_SRTP]++;
+        t->drops++;
+        return;
     }
     sfu_rtcp_item_t items[SFU_RTCP_MAX_ITEMS];
     int n = sfu_rtcp_parse_compound(buf, len, items, SFU_RTCP_MAX_ITEMS);

@@ -10,18 +10,6 @@
 #include "rtp_listener.h"
 #include "timers.h"
 
-/* libsrtp's protect/unprotect functions, installed by the control plane. */
-sfu_srtp_fn sfu_srtp_protect_fn, sfu_srtp_unprotect_fn, sfu_srtp_protect_rtcp_fn, sfu_srtp_unprotect_rtcp_fn;
-
-void sfu_srtp_set_functions(sfu_srtp_fn protect, sfu_srtp_fn unprotect, sfu_srtp_fn protect_rtcp,
-                            sfu_srtp_fn unprotect_rtcp)
-{
-    sfu_srtp_protect_fn = protect;
-    sfu_srtp_unprotect_fn = unprotect;
-    sfu_srtp_protect_rtcp_fn = protect_rtcp;
-    sfu_srtp_unprotect_rtcp_fn = unprotect_rtcp;
-}
-
 uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int flags)
 {
     int ice = (flags & SFU_TRANSPORT_ICE) != 0;
@@ -44,6 +32,7 @@ uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t
     t->comedia = (flags & SFU_TRANSPORT_COMEDIA) != 0;
     t->ice = ice;
     t->require_srtp = ice || (flags & SFU_TRANSPORT_REQUIRE_SRTP) != 0;
+    sfu_rtt_init(&t->rtt);
     t->handle = sfu_table_add(&e->transports, t);
     if (!t->handle) {
         free(t);
@@ -110,17 +99,38 @@ int sfu_transport_connect_locked(sfu_engine_t *e, uint32_t h, const struct socka
     return 0;
 }
 
-int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t h, void *srtp_in, void *srtp_out)
+int sfu_transport_set_srtp_locked(sfu_engine_t *e, uint32_t h, int profile, const uint8_t *in_key, size_t in_len,
+                                  const uint8_t *out_key, size_t out_len)
 {
     sfu_transport_t *t = sfu_transport_get(e, h);
     if (!t)
         return -1;
-    if ((srtp_in || srtp_out) && !sfu_srtp_protect_fn)
+    if (profile == 0) {
+        sfu_srtp_free(t->srtp_in);
+        sfu_srtp_free(t->srtp_out);
+        t->srtp_in = t->srtp_out = NULL;
+        return 0;
+    }
+    /* both new contexts first: a bad key changes nothing */
+    sfu_srtp_t *in = NULL, *out = NULL;
+    if (in_key && !(in = sfu_srtp_new(profile, in_key, in_len, 0)))
         return -2;
-    t->srtp_in = srtp_in;
-    t->srtp_out = srtp_out;
-    if (srtp_out && t->nconsumers)
-        sfu_timer_pull(e, 0); /* its consumers may wait for a keyframe */
+    if (out_key && !(out = sfu_srtp_new(profile, out_key, out_len, 1))) {
+        sfu_srtp_free(in);
+        return -2;
+    }
+    /* The I/O thread uses the contexts only under the engine lock, which the
+     * caller holds: the old ones can go at once. */
+    if (in) {
+        sfu_srtp_free(t->srtp_in);
+        t->srtp_in = in;
+    }
+    if (out) {
+        sfu_srtp_free(t->srtp_out);
+        t->srtp_out = out;
+        if (t->nconsumers)
+            sfu_timer_pull(e, 0); /* its consumers may wait for a keyframe */
+    }
     return 0;
 }
 
@@ -204,14 +214,10 @@ void sfu_transport_receive_rtp(sfu_engine_t *e, sfu_transport_t *t, uint8_t *buf
         t->drops++;
         return;
     }
-    if (t->srtp_in) {
-        int l = (int)len;
-        if (sfu_srtp_unprotect_fn(t->srtp_in, buf, &l) != 0) {
-            e->counters[SFU_C_DROP_SRTP]++;
-            t->drops++;
-            return;
-        }
-        len = (size_t)l;
+    if (t->srtp_in && sfu_srtp_unprotect(t->srtp_in, buf, &len) != 0) {
+        e->counters[SFU_C_DROP_SRTP]++;
+        t->drops++;
+        return;
     }
     sfu_rtp_t rtp;
     if (sfu_rtp_parse(buf, len, &rtp) < 0) {
@@ -249,8 +255,8 @@ int sfu_transport_send_rtcp(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *
     if (!slot)
         return -1;
     memcpy(slot->data, data, len);
-    int l = (int)len;
-    if (t->srtp_out && sfu_srtp_protect_rtcp_fn(t->srtp_out, slot->data, &l) != 0) {
+    size_t l = len;
+    if (t->srtp_out && sfu_srtp_protect_rtcp(t->srtp_out, slot->data, &l, SFU_SLOT_SIZE) != 0) {
         e->counters[SFU_C_TX_SRTP_ERRORS]++;
         return -1;
     }
@@ -290,6 +296,8 @@ void sfu_transport_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
 
 void sfu_transport_free(sfu_transport_t *t)
 {
+    sfu_srtp_free(t->srtp_in);
+    sfu_srtp_free(t->srtp_out);
     free(t->routes);
     free(t->pending);
     free(t->consumers);

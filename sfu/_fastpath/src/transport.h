@@ -6,8 +6,8 @@
 
 #include "engine.h"
 #include "rtp.h"
+#include "srtp.h"
 
-extern sfu_srtp_fn sfu_srtp_protect_fn, sfu_srtp_unprotect_fn, sfu_srtp_protect_rtcp_fn, sfu_srtp_unprotect_rtcp_fn;
 
 /* A comedia transport learns its remote from its first valid packet: the
  * source is applied only once the packet authenticated and parsed. */
@@ -49,12 +49,10 @@ static inline int sfu_transport_protect(sfu_engine_t *e, sfu_transport_t *t, uin
 {
     if (!t->srtp_out)
         return 0;
-    int l = (int)*olen;
-    if (sfu_srtp_protect_fn(t->srtp_out, out, &l) != 0) {
+    if (sfu_srtp_protect(t->srtp_out, out, olen, SFU_SLOT_SIZE) != 0) {
         e->counters[SFU_C_TX_SRTP_ERRORS]++;
         return -1;
     }
-    *olen = (size_t)l;
     return 0;
 }
 
