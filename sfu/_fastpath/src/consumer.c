@@ -192,19 +192,25 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
     uint32_t n = p->nconsumers;
     for (uint32_t i = 0; i < n; i++) {
         sfu_consumer_t *c = cs[i];
-        /* A room's consumers do not fit in the caches: the lines of the
-         * consumers two ahead, and the transport and sequence map of the
-         * next one, are requested while this one is written. */
-        if (i + 2 < n) {
-            __builtin_prefetch(cs[i + 2]);
-            __builtin_prefetch((const char *)cs[i + 2] + 64);
-            __builtin_prefetch(&cs[i + 2]->pt_map[rtp->payload_type]);
+        /* A room's consumers do not fit in the caches, and each one's data
+         * is a chain of pointers (consumer -> transport -> SRTP context ->
+         * stream slot): a pipeline requests each link a few consumers ahead,
+         * the link before it having arrived by then (one consumer's write
+         * and AES-GCM take far longer than a memory access). */
+        if (i + 4 < n) {
+            __builtin_prefetch(cs[i + 4]);
+            __builtin_prefetch((const char *)cs[i + 4] + 64);
         }
-        if (i + 1 < n) {
-            __builtin_prefetch(cs[i + 1]->transport);
-            if (cs[i + 1]->seq_map)
-                __builtin_prefetch(cs[i + 1]->seq_map);
+        if (i + 3 < n) {
+            __builtin_prefetch(cs[i + 3]->transport);
+            __builtin_prefetch(&cs[i + 3]->pt_map[rtp->payload_type]);
+            if (cs[i + 3]->seq_map)
+                __builtin_prefetch(cs[i + 3]->seq_map);
         }
+        if (i + 2 < n && cs[i + 2]->transport->srtp_out)
+            __builtin_prefetch(cs[i + 2]->transport->srtp_out);
+        if (i + 1 < n && cs[i + 1]->transport->srtp_out)
+            sfu_srtp_prefetch(cs[i + 1]->transport->srtp_out, cs[i + 1]->ssrc);
         if (c->paused || c->producer_paused || c->stream != stream)
             continue;
         sfu_transport_t *t = c->transport;

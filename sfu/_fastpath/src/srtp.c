@@ -128,12 +128,13 @@ struct sfu_srtp {
     size_t rtp_tag;  /* 10 or 4 (AES-CM), 16 (GCM) */
     size_t rtcp_tag; /* 10 (both AES-CM profiles, RFC 5764 §4.1.2), 16 (GCM) */
     EVP_CIPHER_CTX *rtp_cipher, *rtcp_cipher;
-    hmac_t rtp_mac, rtcp_mac; /* AES-CM profiles only */
-    uint8_t rtp_salt[14], rtcp_salt[14]; /* session salts (12 bytes used for GCM) */
     /* stream table: open addressing, linear probing, 2^bits slots, at most half full */
     stream_t *slots;
     uint32_t bits;
     uint32_t count;
+    uint8_t rtp_salt[14], rtcp_salt[14]; /* session salts (12 bytes used for GCM) */
+    /* (the fields above are read for every packet: in the first cache lines) */
+    hmac_t rtp_mac, rtcp_mac; /* AES-CM profiles only */
 };
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -150,6 +151,11 @@ static inline void wr32(uint8_t *p, uint32_t v)
 }
 
 static inline uint32_t slot_of(uint32_t ssrc, uint32_t bits) { return (uint32_t)(ssrc * 2654435761u) >> (32 - bits); }
+
+void sfu_srtp_prefetch(const sfu_srtp_t *s, uint32_t ssrc)
+{
+    __builtin_prefetch(&s->slots[slot_of(ssrc, s->bits)]);
+}
 
 static stream_t *stream_find(sfu_srtp_t *s, uint32_t ssrc)
 {

@@ -72,6 +72,9 @@ size_t sfu_srtp_max_overhead(void);
  * stream forgotten is created again by its next authentic packet (with a
  * fresh replay window); an outbound one restarts its SRTCP index at 1. */
 int sfu_srtp_remove_stream(sfu_srtp_t *s, uint32_t ssrc);
+/* Asks the CPU for the cache line of an SSRC's stream state ahead of a
+ * protect/unprotect (the forwarding loop calls it a consumer ahead). */
+void sfu_srtp_prefetch(const sfu_srtp_t *s, uint32_t ssrc);
 /* Number of SSRCs with state. */
 size_t sfu_srtp_stream_count(const sfu_srtp_t *s);
 int sfu_srtp_profile(const sfu_srtp_t *s);
