@@ -165,13 +165,13 @@ async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(wor
     assert len(sub_peer.received) > before
 
 
-async def test_each_consumer_has_its_own_srtp_session_with_the_transports_key(worker, router, peers):
-    """Every consumer protects with an outbound SRTP session of its own (libsrtp
-    searches a session's streams linearly per packet): the viewer decrypts all
-    of them with the one key its transport announced; a consumer closed while
-    media flows leaves the others flowing; connect() again with the same
-    suite keeps the key and with another suite moves every consumer to the
-    new key, with media flowing throughout."""
+async def test_consumers_on_one_srtp_transport_through_closes_and_rekeys(worker, router, peers):
+    """Several consumers on one SRTP transport (one engine context, a stream
+    state per SSRC): the viewer decrypts all of them with the one key its
+    transport announced; a consumer closed while media flows leaves the
+    others flowing; connect() again with the same suite keeps the key and
+    with another suite moves every consumer to the new key, with media
+    flowing throughout."""
     import threading
 
     pub_peer, sub_peer = peers(), peers()

@@ -230,6 +230,12 @@ static void engine_setup(void)
     uint32_t t_ice = sfu_transport_add_locked(e, fz_sock[2], 0, SFU_TRANSPORT_ICE);
     sfu_tuple_bind_locked(e, fz_sock[2], (struct sockaddr *)&view, sizeof(view), t_ice);
     sfu_transport_connect_locked(e, t_ice, (struct sockaddr *)&view, sizeof(view), NULL, 0);
+    /* the ICE transport is keyed (AES-GCM, both ways): its datagrams go through
+     * SRTP/SRTCP unprotect, what it forwards through protect */
+    static const uint8_t key[28] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28};
+    if (sfu_transport_set_srtp_locked(e, t_ice, SFU_SRTP_AEAD_AES_128_GCM, key, sizeof(key), key, sizeof(key)) != 0)
+        abort();
     uint32_t t_view = sfu_transport_add_locked(e, fz_sock[3], 0, 0);
     sfu_transport_connect_locked(e, t_view, (struct sockaddr *)&view, sizeof(view), NULL, 0);
 
@@ -437,6 +443,7 @@ const sfu_fuzz_target_t sfu_fuzz_targets[] = {
     {"streams", sfu_fuzz_streams},
     {"engine", sfu_fuzz_engine},
     {"srtp", sfu_fuzz_srtp},
+    {"rtcp_xr", sfu_fuzz_rtcp_xr},
     {NULL, NULL},
 };
 
