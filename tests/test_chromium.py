@@ -81,3 +81,10 @@ def test_two_demo_pages_decode_each_other():
         after = second["viewers"][pid]
         assert after["framesDecoded"] > before["framesDecoded"] > 0, (before, after)
         assert after["audioPackets"] > before["audioPackets"], (before, after)
+    # RTT toward the publishers: Chromium answers the XR receiver reference
+    # time the engine sends with each RR (RFC 3611) with a DLRR, the only
+    # round trip a transport that only receives can measure (src/rtt.c).
+    publishers = [t for t in result["transports"] if t["rtpPacketsReceived"] > 0]
+    assert len(publishers) == 2, result["transports"]
+    for t in publishers:
+        assert t["rttSamples"] >= 1 and t["roundTripTime"] is not None and t["roundTripTime"] < 1000, t

@@ -113,7 +113,7 @@ async def main(pages: int, seconds: float, loss: float = 0.0, auth: bool = False
                     st = (await t.get_stats())[0]
                     result["transports"].append({k: st.get(k) for k in (
                         "iceState", "dtlsState", "rtpPacketsReceived", "rtpPacketsSent", "rtcpPacketsReceived",
-                        "packetsDiscarded", "dtlsStats", "iceStats")})
+                        "packetsDiscarded", "dtlsStats", "iceStats", "roundTripTime", "rttSamples")})
             await browser.close()
     finally:
         await runner.cleanup()
