@@ -15,15 +15,20 @@ import random
 import resource
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from .._fastpath import _engine
 from ..dtls import DEFAULT_SRTP_PROFILES, Certificate
 from ..errors import InvalidParametersError, InvalidStateError
 from ..ice import username_ufrag
-from ..srtp import crypto_suite, decode_srtp_parameters, encode_srtp_parameters, generate_key
+from ..srtp import crypto_suite
 
+from .plain import PlainTransportState
 from .webrtc import WebRtcTransportState
+
+# What every transport of the worker offers (connect, stats, restart_ice,
+# on_datagram, close; ids, handle, producer_ids, consumer_ids).
+TransportState = Union[PlainTransportState, WebRtcTransportState]
 
 logger = logging.getLogger("sfu.worker")
 
@@ -46,23 +51,6 @@ class ProducerState:
     handle: int
     transport_id: str
     kind: str
-    consumer_ids: set[str] = field(default_factory=set)
-
-
-@dataclass
-class TransportState:
-    id: str
-    router_id: str
-    handle: int
-    sockets: list[int]
-    local_ip: str
-    local_port: int
-    rtcp_local_port: int | None
-    comedia: bool
-    rtcp_mux: bool
-    srtp_suite: Any = None
-    srtp_local_key: bytes | None = None
-    producer_ids: set[str] = field(default_factory=set)
     consumer_ids: set[str] = field(default_factory=set)
 
 
@@ -168,15 +156,10 @@ class WorkerState:
                 ufrag = username_ufrag(data)
                 tid = self.ufrag_index.get((sock, ufrag)) if ufrag else None
         t = self.transports.get(tid or "")
-        if not isinstance(t, WebRtcTransportState) or addr is None:
+        if t is None or addr is None or not t.on_datagram(kind, data, addr):
             if kind == "stun":
                 self.unroutable_stun += 1
             logger.debug("dropping %s datagram of %d bytes from %s", kind, len(data), addr)
-            return
-        if kind == "stun":
-            t.on_stun(data, addr)
-        elif kind == "dtls":
-            t.on_dtls(data, addr)
 
     # -- dispatch
 
@@ -296,9 +279,10 @@ class WorkerState:
                 if s.fileno() >= 0:
                     s.close()
             raise
-        t = TransportState(
+        t = PlainTransportState(
             id=tid,
             router_id=router.id,
+            engine=self.engine,
             handle=thandle,
             sockets=handles,
             local_ip=data.get("announcedIp") or listen_ip,
@@ -316,10 +300,7 @@ class WorkerState:
             ),
         }
         if data.get("enableSrtp"):
-            t.srtp_suite = crypto_suite(data.get("srtpCryptoSuite") or "AES_CM_128_HMAC_SHA1_80")
-            t.srtp_local_key = generate_key(t.srtp_suite)
-            self.engine.set_transport_srtp(thandle, t.srtp_suite.profile, out_key=t.srtp_local_key)
-            result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
+            result["srtpParameters"] = t.enable_srtp(crypto_suite(data.get("srtpCryptoSuite") or "AES_CM_128_HMAC_SHA1_80"))
         self.transports[tid] = t
         self.transport_by_handle[thandle] = tid
         router.transport_ids.add(tid)
@@ -351,13 +332,13 @@ class WorkerState:
                 certificate=self.certificate,
                 srtp_profiles=list(data.get("srtpCryptoSuites") or DEFAULT_SRTP_PROFILES),
                 loop=self._loop, notify=self.notify, on_ufrag_change=self._on_ufrag_change,
-                on_fatal=self._on_transport_fatal,
+                on_fatal=self._on_transport_fatal, on_close=self._forget_webrtc_transport,
             )
         except Exception:
             if server is None:
                 self.engine.remove_socket(sock_handle)
             raise
-        self.transports[tid] = t  # type: ignore[assignment]
+        self.transports[tid] = t
         self.transport_by_handle[t.handle] = tid
         router.transport_ids.add(tid)
         if server is None:
@@ -378,11 +359,18 @@ class WorkerState:
             self._loop.call_soon(self._close_transport, t.id)
         self.notify(t.id, "close", {"reason": reason})
 
+    def _forget_webrtc_transport(self, t: WebRtcTransportState) -> None:
+        """The worker's indexes of a WebRTC transport that closed (its
+        ufrag, its shared or own socket)."""
+        self.ufrag_index.pop((t.socket, t.ice.ufrag), None)
+        for server in self.webrtc_servers.values():
+            server["transports"].discard(t.id)
+        if t.own_socket:
+            self.socket_owner.pop(t.socket, None)
+            self.engine.remove_socket(t.socket)
+
     def _transport_restartIce(self, tid: str, _d: Any) -> dict[str, Any]:
-        t = self._transport(tid)
-        if not isinstance(t, WebRtcTransportState):
-            raise InvalidStateError("restartIce: not a WebRTC transport")
-        return t.restart_ice()
+        return self._transport(tid).restart_ice()
 
     # -- transport
 
@@ -404,66 +392,13 @@ class WorkerState:
         if router:
             router.transport_ids.discard(tid)
         self.transport_by_handle.pop(t.handle, None)
-        if isinstance(t, WebRtcTransportState):
-            t.close()
-            self.ufrag_index.pop((t.socket, t.ice.ufrag), None)
-            for server in self.webrtc_servers.values():
-                server["transports"].discard(tid)
-            if t.own_socket:
-                self.socket_owner.pop(t.socket, None)
-                self.engine.remove_socket(t.socket)
-            return
-        self.engine.remove_transport(t.handle)
-        for h in t.sockets:
-            self.engine.remove_socket(h)
+        t.close()
 
     def _transport_connect(self, tid: str, data: dict[str, Any]) -> dict[str, Any]:
-        t = self._transport(tid)
-        if isinstance(t, WebRtcTransportState):
-            if not isinstance(data.get("dtlsParameters"), dict):
-                raise InvalidParametersError("dtlsParameters: required, an object with role and fingerprints")
-            return t.connect(data["dtlsParameters"])
-        result: dict[str, Any] = {}
-        ip, port = data.get("ip"), data.get("port")
-        if t.srtp_suite is not None:
-            if data.get("srtpParameters") is None:
-                raise InvalidParametersError("srtpParameters: required because SRTP is enabled on this transport")
-            suite, key = decode_srtp_parameters(data["srtpParameters"])
-            out_key = None  # the outbound context (its ROCs) stays while the suite does
-            if suite != t.srtp_suite:
-                # Follow the remote's suite: both directions use one suite.
-                t.srtp_suite = suite
-                t.srtp_local_key = out_key = generate_key(suite)
-            # The engine makes its contexts from the bytes and swaps them in under its lock.
-            self.engine.set_transport_srtp(t.handle, suite.profile, in_key=key, out_key=out_key)
-            result["srtpParameters"] = encode_srtp_parameters(t.srtp_suite, t.srtp_local_key)
-        elif data.get("srtpParameters") is not None:
-            raise InvalidParametersError("srtpParameters: given but SRTP is not enabled on this transport")
-        if ip is not None:
-            rtcp_addr = (ip, int(data["rtcpPort"])) if (not t.rtcp_mux and data.get("rtcpPort")) else None
-            self.engine.connect_transport(t.handle, (ip, int(port)), rtcp_addr)
-            result["tuple"] = {
-                "localIp": t.local_ip, "localAddress": t.local_ip, "localPort": t.local_port,
-                "remoteIp": ip, "remotePort": int(port), "protocol": "udp",
-            }
-            if rtcp_addr:
-                result["rtcpTuple"] = {
-                    "localIp": t.local_ip, "localAddress": t.local_ip, "localPort": t.rtcp_local_port,
-                    "remoteIp": ip, "remotePort": rtcp_addr[1], "protocol": "udp",
-                }
-        return result
+        return self._transport(tid).connect(data)
 
     def _transport_getStats(self, tid: str, _d: Any) -> list[dict[str, Any]]:
-        t = self._transport(tid)
-        if isinstance(t, WebRtcTransportState):
-            return [t.stats()]
-        stats = self.engine.transport_stats(t.handle)
-        rtp, rtcp = self.engine.transport_tuple(t.handle)
-        stats.update({"type": "plain-rtp-transport", "transportId": t.id})
-        if rtp:
-            stats["tuple"] = {"localIp": t.local_ip, "localPort": t.local_port, "remoteIp": rtp[0],
-                              "remotePort": rtp[1], "protocol": "udp"}
-        return [stats]
+        return [self._transport(tid).stats()]
 
     def _transport_produce(self, tid: str, data: dict[str, Any]) -> None:
         t = self._transport(tid)

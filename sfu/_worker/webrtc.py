@@ -50,6 +50,7 @@ class WebRtcTransportState:
         notify: Notify,
         on_ufrag_change: Callable[["WebRtcTransportState", str, str], None],
         on_fatal: Callable[["WebRtcTransportState", str], None],
+        on_close: Callable[["WebRtcTransportState"], None] = lambda t: None,
     ) -> None:
         self.id = transport_id
         self.router_id = router_id
@@ -62,6 +63,7 @@ class WebRtcTransportState:
         self.notify = notify
         self.on_ufrag_change = on_ufrag_change
         self.on_fatal = on_fatal
+        self.on_close = on_close
         self.ice = IceLiteAgent()
         self.dtls = DtlsEndpoint(certificate, role="auto", srtp_profiles=srtp_profiles)
         self.handle = engine.add_transport(socket, 0, ice=True)
@@ -106,10 +108,25 @@ class WebRtcTransportState:
         self._dtls_output(self.dtls.handle_datagram(data, self.loop.time()))
         self._schedule()
 
-    def connect(self, dtls_parameters: dict[str, Any]) -> dict[str, Any]:
+    def on_datagram(self, kind: str, data: bytes, addr: tuple[str, int]) -> bool:
+        """STUN (ICE) and DTLS datagrams of this transport."""
+        if kind == "stun":
+            self.on_stun(data, addr)
+        elif kind == "dtls":
+            self.on_dtls(data, addr)
+        else:
+            return False
+        return True
+
+    def connect(self, data: dict[str, Any]) -> dict[str, Any]:
         """Takes the remote dtlsParameters; DTLS starts once ICE is connected."""
         from ..dtls import _normalize_fingerprints  # validates the shape
 
+        dtls_parameters = data.get("dtlsParameters")
+        if not isinstance(dtls_parameters, dict):
+            from ..errors import InvalidParametersError
+
+            raise InvalidParametersError("dtlsParameters: required, an object with role and fingerprints")
         if self.remote_dtls is not None:
             from ..errors import InvalidStateError
 
@@ -232,3 +249,4 @@ class WebRtcTransportState:
             logger.debug("close_notify not sent: %s", exc)
         self.ice.close()
         self.engine.remove_transport(self.handle)
+        self.on_close(self)
