@@ -100,27 +100,34 @@ async def test_srtp_suite_follows_remote_and_parameters_are_validated(router, pe
 
 
 async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(worker, router, peers):
-    """connect() again replaces a transport's SRTP sessions while the I/O
-    thread protects and unprotects with them: the engine swaps them under
-    its lock before the old ones are freed (this crashed the worker with
-    SIGSEGV within a few hundred reconnects). A smaller count of the
-    100,000-cycle run reported in the notes."""
+    """Control calls against the real I/O thread with SRTP media flowing:
+    every cycle the publisher's transport is connected again with its other
+    key (the engine makes a new inbound context and frees the old one under
+    its lock; when Python owned the contexts this crashed the worker with
+    SIGSEGV within a few hundred reconnects) and the viewer's with the same
+    key (its contexts stay); every 10th cycle the producer and the consumer
+    are paused and resumed, every 50th the consumer is closed and made again
+    (its SRTP stream state freed while packets flow). A smaller count of the
+    100,000-cycle run reported in the notes; tests/test_sanitizers.py runs
+    it under ASan."""
     import threading
 
     suite = "AEAD_AES_128_GCM"
     pub_peer, sub_peer = peers(), peers()
     tp = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
     tc = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
-    pub, sub = SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tc.srtp_parameters)
-    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    pubs = [SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tp.srtp_parameters)]  # two publisher keys
+    sub = SrtpClient(suite, tc.srtp_parameters)
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pubs[0].params)
     await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
     producer = await tp.produce("video", {"codecs": [VP8], "encodings": [{"ssrc": 0x2222}]})
-    await tc.consume(producer.id, router.rtp_capabilities)
+    consumer = await tc.consume(producer.id, router.rtp_capabilities)
     died: list[object] = []
     worker.on("died", lambda *a: died.append(a))
 
     stop = threading.Event()
     sent = [0]
+    current = [0]  # the publisher key the SFU was last given
     port = tp.tuple["localPort"]
 
     cycles = int(os.environ.get("SFU_RECONNECT_CYCLES", "1500"))
@@ -129,22 +136,32 @@ async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(wor
         import time as _time
         deadline = _time.monotonic() + 60 + cycles / 100
         seq = 0
-        while not stop.is_set() and _time.monotonic() < deadline and seq < 50_000_000:
+        # below the first sequence-number wrap: a fresh inbound context
+        # assumes rollover counter 0 (RFC 3711 3.3.1)
+        while not stop.is_set() and _time.monotonic() < deadline and seq < 60_000:
             head = b"\x10\x00" if seq % 50 == 0 else b"\x00\x01"
-            pkt = pub.tx.protect(build_rtp(96, seq & 0xFFFF, 3000 * (seq // 3), 0x2222, head + bytes(300)))
+            pkt = pubs[current[0]].tx.protect(build_rtp(96, seq, 3000 * (seq // 3), 0x2222, head + bytes(300)))
             pub_peer.sock.sendto(pkt, ("127.0.0.1", port))
             seq += 1
             sent[0] = seq
-            if seq % 64 == 0:
-                _time.sleep(0.0005)
+            if seq % 8 == 0:
+                _time.sleep(0.001)
 
     th = threading.Thread(target=blast, daemon=True)
     th.start()
     try:
         for i in range(cycles):
-            # same keys on the remote side: media keeps flowing through the swaps
-            await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+            current[0] = (i + 1) % 2
+            await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pubs[current[0]].params)
             await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+            if i % 10 == 0:
+                await producer.pause()
+                await consumer.pause()
+                await consumer.resume()
+                await producer.resume()
+            if i % 50 == 25:
+                consumer.close()
+                consumer = await tc.consume(producer.id, router.rtp_capabilities)
             assert not died, f"worker died after {i} reconnects"
     finally:
         stop.set()
@@ -156,8 +173,8 @@ async def test_reconnect_loop_with_srtp_media_flowing_keeps_the_worker_alive(wor
     assert counters["rx_rtp"] > 0
     for i in range(20):
         head = b"\x10\x00" if i == 0 else b"\x00\x01"
-        seq = sent[0] + i  # onward from the blaster's last (libsrtp refuses older indexes)
-        pub_peer.send(pub.tx.protect(build_rtp(96, seq & 0xFFFF, 3000 * seq, 0x2222, head + bytes(100))), port)
+        seq = sent[0] + i  # onward from the blaster's last (an older index is a replay)
+        pub_peer.send(pubs[current[0]].tx.protect(build_rtp(96, seq, 3000 * seq, 0x2222, head + bytes(100))), port)
     for _ in range(100):
         if len(sub_peer.received) > before:
             break
@@ -282,3 +299,37 @@ async def test_consumers_on_one_srtp_transport_through_closes_and_rekeys(worker,
     # The closed consumer's packets stopped at its close (it sent with key 0 only).
     assert {k for k, s in decrypted if s == out_ssrc[0x3001]} == {0}
     assert not died
+
+
+async def test_connect_again_with_the_same_key_keeps_the_rollover_counter(router, peers):
+    """connect() again with an unchanged suite and key keeps the engine's
+    SRTP contexts: after the publisher's sequence numbers wrapped (rollover
+    counter 1), a fresh receiver context would assume 0 and refuse every
+    packet (RFC 3711 3.3.1)."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    pub_peer, sub_peer = peers(), peers()
+    tp = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    tc = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True, srtp_crypto_suite=suite)
+    pub, sub = SrtpClient(suite, tp.srtp_parameters), SrtpClient(suite, tc.srtp_parameters)
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+    producer = await tp.produce("audio", {"codecs": [OPUS], "encodings": [{"ssrc": 0x4444}]})
+    await tc.consume(producer.id, router.rtp_capabilities)
+    port = tp.tuple["localPort"]
+
+    def send(seqs) -> None:
+        for n, seq in enumerate(seqs):
+            pub_peer.send(pub.tx.protect(build_rtp(111, seq & 0xFFFF, 960 * n, 0x4444, b"opus")), port)
+
+    send(range(65530, 65536 + 6))            # across the wrap
+    await sub_peer.wait_for(12)
+    assert len(sub_peer.rtp()) == 12
+    ours = tp.srtp_parameters
+    await tp.connect(ip="127.0.0.1", port=pub_peer.port, srtp_parameters=pub.params)
+    await tc.connect(ip="127.0.0.1", port=sub_peer.port, srtp_parameters=sub.params)
+    assert tp.srtp_parameters == ours  # our key is unchanged too
+    send(range(65536 + 6, 65536 + 16))       # rollover counter 1 on the publisher's side
+    await sub_peer.wait_for(22)
+    assert len(sub_peer.rtp()) == 22
+    stats = (await tp.get_stats())[0]
+    assert stats["packetsDiscarded"] == 0, stats

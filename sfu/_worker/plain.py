@@ -32,6 +32,7 @@ class PlainTransportState:
     rtcp_mux: bool
     srtp_suite: CryptoSuite | None = None
     srtp_local_key: bytes | None = None
+    srtp_remote_key: bytes | None = None
     producer_ids: set[str] = field(default_factory=set)
     consumer_ids: set[str] = field(default_factory=set)
 
@@ -50,13 +51,21 @@ class PlainTransportState:
             if data.get("srtpParameters") is None:
                 raise InvalidParametersError("srtpParameters: required because SRTP is enabled on this transport")
             suite, key = decode_srtp_parameters(data["srtpParameters"])
-            out_key = None  # the outbound context (its ROCs) stays while the suite does
+            # A context whose suite and key do not change stays, with its
+            # rollover counters and replay windows: a fresh receiver would
+            # assume ROC 0 and refuse every packet after the sender's first
+            # sequence-number wrap.
+            out_key = None
             if suite != self.srtp_suite:
                 # Follow the remote's suite: both directions use one suite.
                 self.srtp_suite = suite
                 self.srtp_local_key = out_key = generate_key(suite)
-            # The engine makes its contexts from the bytes and swaps them in under its lock.
-            self.engine.set_transport_srtp(self.handle, suite.profile, in_key=key, out_key=out_key)
+                self.srtp_remote_key = None
+            in_key = key if key != self.srtp_remote_key else None
+            if in_key is not None or out_key is not None:
+                # The engine makes its contexts from the bytes and swaps them in under its lock.
+                self.engine.set_transport_srtp(self.handle, suite.profile, in_key=in_key, out_key=out_key)
+            self.srtp_remote_key = key
             assert self.srtp_local_key is not None
             result["srtpParameters"] = encode_srtp_parameters(self.srtp_suite, self.srtp_local_key)
         elif data.get("srtpParameters") is not None:
