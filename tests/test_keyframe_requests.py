@@ -159,3 +159,36 @@ def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
         e.tick(now + 20 + 20 * k)
     assert plis_to_publisher(e.take_outbox(), s_in) == []
     assert e.counters()["keyframe_retries"] == 2
+
+
+def test_a_request_right_after_a_keyframe_is_retried_after_one_interval():
+    """An encoder may ignore a PLI that comes right after a keyframe of its
+    own (Chromium does, within ~300 ms): such a first request is retried one
+    request interval later, not after the usual second."""
+    from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
+
+    e = _testhooks.SansIOEngine()
+    s_in, s_out = e.add_socket(-1), e.add_socket(-1)
+    t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
+    e.connect_transport(t_in, PUB)
+    e.connect_transport(t_out, SUB)
+    p = e.add_producer(t_in, True, [(0xAAAA, 0)], {96: 101}, {}, codecs={101: "vp8"})
+    c = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {}, paused=True)
+
+    def rtp(seq: int, payload: bytes) -> bytes:
+        return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
+
+    e.receive(s_in, PUB, rtp(1, VP8_KEY_MIN), 1000)      # the publisher's first keyframe: the viewer is paused
+    e.tick(1000)
+    e.take_outbox()
+    e.set_consumer_paused(c, False)                   # resumed 100 ms later: it asks for a keyframe
+    e.tick(1100)
+    assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
+    plis, now, seq = [], 1100, 1
+    while now < 2400:                                 # deltas only: that PLI was ignored
+        now += 20
+        seq += 1
+        e.receive(s_in, PUB, rtp(seq, VP8_DELTA), now)
+        e.tick(now)
+        plis += [now for _ in plis_to_publisher(e.take_outbox(), s_in)]
+    assert plis == [1600], plis                       # 1100 + the 500 ms interval; the next at 2600

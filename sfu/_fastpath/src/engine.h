@@ -187,6 +187,7 @@ typedef struct {
     uint64_t keyframe_requests;     /* PLIs sent to the producer */
     int keyframe_pending;           /* asked for within the interval: send when it ends */
     int kf_retry_wait;              /* a keyframe retry is due at the next packet (timers.h) */
+    uint32_t kf_unanswered;         /* PLIs sent since the last keyframe arrived */
     uint64_t keyframes;             /* keyframe packets seen */
     uint64_t last_keyframe_ms;
     /* loss recovery and statistics */
@@ -415,6 +416,9 @@ int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t n
  * PLI or the keyframe itself may have been lost, and a viewer that has
  * received no video never sends a PLI of its own. */
 #define SFU_KEYFRAME_RETRY_MS 1000
+/* ...sooner (one request interval, at least this long) when the first
+ * request came this soon after a keyframe: the encoder probably ignored it. */
+#define SFU_KEYFRAME_FIRST_RETRY_MS 300
 #define SFU_TWCC_INTERVAL_MS 100         /* transport-cc feedback period */
 #define SFU_RETRANSMISSION_MAX_AGE_MS 1000
 int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t c);

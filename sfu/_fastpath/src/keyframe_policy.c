@@ -41,6 +41,7 @@ void sfu_keyframe_request(sfu_engine_t *e, sfu_producer_t *p, int stream, uint64
         return;
     st->last_keyframe_request_ms = now_ms ? now_ms : 1;
     st->keyframe_requests++;
+    st->kf_unanswered++;
     e->counters[SFU_C_TX_PLI]++;
 }
 
@@ -53,15 +54,27 @@ void sfu_keyframe_consumer_waits(sfu_engine_t *e, sfu_consumer_t *c)
     }
 }
 
+/* How long after the last request a stream's next retry is due. */
+static uint64_t retry_period(const sfu_engine_t *e, const sfu_producer_stream_t *st)
+{
+    uint64_t interval = e->keyframe_request_interval_ms;
+    /* a first request that came right after a keyframe of the stream was
+     * probably ignored by the encoder: retried sooner */
+    int maybe_ignored = st->kf_unanswered == 1 && st->last_keyframe_ms &&
+                        st->last_keyframe_request_ms >= st->last_keyframe_ms &&
+                        st->last_keyframe_request_ms - st->last_keyframe_ms < SFU_KEYFRAME_FIRST_RETRY_MS;
+    if (maybe_ignored)
+        return interval > SFU_KEYFRAME_FIRST_RETRY_MS ? interval : SFU_KEYFRAME_FIRST_RETRY_MS;
+    return interval > SFU_KEYFRAME_RETRY_MS ? interval : SFU_KEYFRAME_RETRY_MS;
+}
+
 /* For each stream of a video producer with a consumer ready to send but
  * waiting for a keyframe: a request at once for a consumer that has not
- * asked yet; else a retry once SFU_KEYFRAME_RETRY_MS (or the request
- * interval, if longer) has passed since the last request, while packets
- * without a keyframe keep coming. */
+ * asked yet; else a retry while packets without a keyframe keep coming,
+ * one interval after the first unanswered request, then every
+ * SFU_KEYFRAME_RETRY_MS (or the interval, if longer). */
 void sfu_keyframe_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t now_ms)
 {
-    uint64_t retry = e->keyframe_request_interval_ms > SFU_KEYFRAME_RETRY_MS ? e->keyframe_request_interval_ms
-                                                                           : SFU_KEYFRAME_RETRY_MS;
     unsigned waiting = 0; /* streams with a consumer waiting for a keyframe */
     unsigned fresh = 0;   /* ... one of which has not asked yet */
     for (uint32_t i = 0; i < p->nconsumers; i++) {
@@ -86,12 +99,12 @@ void sfu_keyframe_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t n
         if (fresh & (1u << s)) {
             sfu_keyframe_request(e, p, s, now_ms); /* now, or deferred to the window's end */
             if (st->last_keyframe_request_ms)
-                sfu_timer_pull(e, st->last_keyframe_request_ms + retry);
+                sfu_timer_pull(e, st->last_keyframe_request_ms + retry_period(e, st));
             continue;
         }
         if (st->keyframe_pending)
             continue; /* a deferred request is already due */
-        uint64_t due = st->last_keyframe_request_ms ? st->last_keyframe_request_ms + retry : 0;
+        uint64_t due = st->last_keyframe_request_ms ? st->last_keyframe_request_ms + retry_period(e, st) : 0;
         if (now_ms < due) {
             sfu_timer_pull(e, due);
             continue;
@@ -104,7 +117,7 @@ void sfu_keyframe_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t n
         sfu_keyframe_request(e, p, s, now_ms);
         e->counters[SFU_C_KEYFRAME_RETRIES]++;
         /* next retry one period on (also when the PLI could not be sent) */
-        sfu_timer_pull(e, now_ms + retry);
+        sfu_timer_pull(e, now_ms + retry_period(e, st));
     }
 }
 

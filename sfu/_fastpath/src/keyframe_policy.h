@@ -13,11 +13,15 @@
  *     e->keyframe_request_interval_ms; requests meanwhile are deferred to
  *     the end of the window, coalesced into one. A keyframe passing reopens
  *     the window (whoever asked gets that keyframe).
- *   - Retries: while a consumer still waits, the request is repeated every
- *     max(SFU_KEYFRAME_RETRY_MS, interval), but only while the publisher
- *     sends (a silent publisher starts with a keyframe anyway): the PLI or
- *     the keyframe may have been lost, and a viewer that has received no
- *     video never sends a PLI of its own.
+ *   - Retries: while a consumer still waits, the request is repeated, but
+ *     only while the publisher sends (a silent publisher starts with a
+ *     keyframe anyway): the PLI or the keyframe may have been lost, a viewer
+ *     that has received no video never sends a PLI of its own, and an
+ *     encoder may ignore a PLI that comes right after a keyframe of its own
+ *     (Chromium does, within about 300 ms). Retries come every
+ *     max(SFU_KEYFRAME_RETRY_MS, interval); a first request sent less than
+ *     SFU_KEYFRAME_FIRST_RETRY_MS after a keyframe of the stream passed is
+ *     retried after max(interval, SFU_KEYFRAME_FIRST_RETRY_MS) instead.
  */
 #ifndef SFU_KEYFRAME_POLICY_H
 #define SFU_KEYFRAME_POLICY_H
@@ -39,6 +43,7 @@ static inline int sfu_keyframe_can_start(int keyframe) { return keyframe != 0; }
 static inline void sfu_keyframe_arrived(sfu_producer_stream_t *st, uint64_t now_ms)
 {
     st->keyframes++;
+    st->kf_unanswered = 0;
     st->last_keyframe_ms = now_ms;
     st->last_keyframe_request_ms = 0;
     st->keyframe_pending = 0;
