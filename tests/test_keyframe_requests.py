@@ -123,22 +123,30 @@ def test_the_keyframe_request_interval_is_configurable():
     assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1
 
 
-def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
-    """The PLI or the keyframe may be lost on the way, and a viewer that has
-    received no video never sends a PLI itself: the SFU asks again every
-    second until the waiting consumer gets its keyframe, then stops."""
-    from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
-
+def one_viewer(paused: bool = False):
+    """A VP8 publisher (SSRC 0xAAAA) and one viewer, on virtual sockets."""
     e = _testhooks.SansIOEngine()
     s_in, s_out = e.add_socket(-1), e.add_socket(-1)
     t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
     e.connect_transport(t_in, PUB)
     e.connect_transport(t_out, SUB)
     p = e.add_producer(t_in, True, [(0xAAAA, 0)], {96: 101}, {}, codecs={101: "vp8"})
-    c = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {})
+    c = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {}, paused=paused)
+    return e, s_in, p, c, s_out
 
-    def rtp(seq: int, payload: bytes) -> bytes:
-        return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
+
+def vp8_rtp(seq: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
+
+
+def test_a_consumer_still_waiting_for_a_keyframe_asks_again():
+    """The PLI or the keyframe may be lost on the way, and a viewer that has
+    received no video never sends a PLI itself: the SFU asks again every
+    second until the waiting consumer gets its keyframe, then stops."""
+    from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
+
+    e, s_in, p, c, s_out = one_viewer()
+    rtp = vp8_rtp
 
     e.tick(1000)                                     # the engine asks for the new consumer
     assert len(plis_to_publisher(e.take_outbox(), s_in)) == 1  # and this PLI is "lost"
@@ -167,16 +175,8 @@ def test_a_request_right_after_a_keyframe_is_retried_after_one_interval():
     request interval later, not after the usual second."""
     from test_keyframe_detection import VP8_DELTA, VP8_KEY_MIN
 
-    e = _testhooks.SansIOEngine()
-    s_in, s_out = e.add_socket(-1), e.add_socket(-1)
-    t_in, t_out = e.add_transport(s_in), e.add_transport(s_out)
-    e.connect_transport(t_in, PUB)
-    e.connect_transport(t_out, SUB)
-    p = e.add_producer(t_in, True, [(0xAAAA, 0)], {96: 101}, {}, codecs={101: "vp8"})
-    c = e.add_consumer(t_out, p, 0xC1, 0, 90000, {101: 101}, {}, paused=True)
-
-    def rtp(seq: int, payload: bytes) -> bytes:
-        return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0xAAAA) + payload
+    e, s_in, p, c, _ = one_viewer(paused=True)
+    rtp = vp8_rtp
 
     e.receive(s_in, PUB, rtp(1, VP8_KEY_MIN), 1000)      # the publisher's first keyframe: the viewer is paused
     e.tick(1000)
