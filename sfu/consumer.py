@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidStateError
+from .errors import InvalidParametersError, InvalidStateError
 from .events import EventEmitter
 from .rtp_parameters import RtpParameters
 
@@ -42,6 +42,7 @@ class Consumer(EventEmitter):
         producer.observer.on("pause", self._on_producer_pause)
         producer.observer.on("resume", self._on_producer_resume)
         self._producer = producer
+        self._preferred_layers: dict[str, int] | None = None
 
     @property
     def closed(self) -> bool:
@@ -76,6 +77,30 @@ class Consumer(EventEmitter):
         if self._paused:
             self._paused = False
             self.observer.emit("resume")
+
+    @property
+    def preferred_layers(self) -> dict[str, int] | None:
+        """The layers asked for with :meth:`set_preferred_layers` (None: the first)."""
+        return self._preferred_layers
+
+    async def set_preferred_layers(self, spatial_layer: int, temporal_layer: int | None = None) -> None:
+        """Forward the producer's simulcast encoding ``spatial_layer`` (0 is
+        the first encoding; clamped to the producer's encodings). The
+        consumer keeps its current layer until a keyframe of the new one,
+        which the SFU asks the publisher for, then switches with sequence
+        numbers and timestamps continuing (mediasoup's
+        ``setPreferredLayers``). Temporal layers are not selected yet: the
+        value is kept but every temporal layer is forwarded."""
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        if not isinstance(spatial_layer, int) or isinstance(spatial_layer, bool) or spatial_layer < 0:
+            raise InvalidParametersError("spatial_layer: an integer >= 0")
+        if temporal_layer is not None and (not isinstance(temporal_layer, int) or temporal_layer < 0):
+            raise InvalidParametersError("temporal_layer: an integer >= 0, or None")
+        await self._worker()._request("consumer.setPreferredLayers", self.id, {"spatialLayer": spatial_layer})
+        self._preferred_layers = {"spatialLayer": spatial_layer}
+        if temporal_layer is not None:
+            self._preferred_layers["temporalLayer"] = temporal_layer
 
     async def get_stats(self) -> list[dict[str, Any]]:
         """Packet and byte counts sent."""

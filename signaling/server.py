@@ -509,6 +509,22 @@ async def consumer_action(request: web.Request) -> web.Response:
     return web.json_response({"paused": consumer.paused})
 
 
+async def consumer_preferred_layers(request: web.Request) -> web.Response:
+    """Moves a viewer between a simulcast producer's encodings
+    ({"spatialLayer": n, "temporalLayer"?: m}, mediasoup's shape)."""
+    room = _room(request)
+    p = _participant(request, room)
+    consumer = room.consumer_of(p, request.match_info["consumerId"])
+    data = await _body(request)
+    spatial, temporal = data.get("spatialLayer"), data.get("temporalLayer")
+    if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
+        raise ApiError(400, "spatialLayer: required, an integer >= 0")
+    if temporal is not None and (not isinstance(temporal, int) or isinstance(temporal, bool) or temporal < 0):
+        raise ApiError(400, "temporalLayer: an integer >= 0 when given")
+    await consumer.set_preferred_layers(spatial, temporal)
+    return web.json_response({"preferredLayers": consumer.preferred_layers})
+
+
 async def leave(request: web.Request) -> web.Response:
     room = _room(request)
     p = _participant(request, room)
@@ -821,6 +837,7 @@ def create_app(
     r.add_post("/api/rooms/{roomId}/transports/{transportId}/produce", produce)
     r.add_post("/api/rooms/{roomId}/consume", consume)
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/{action:resume|pause}", consumer_action)
+    r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/preferred-layers", consumer_preferred_layers)
     r.add_post("/api/rooms/{roomId}/participants/{participantId}/leave", leave)
     r.add_get("/api/rooms/{roomId}/ws", websocket)
     from .whip import add_routes as add_whip_routes

@@ -101,6 +101,15 @@ async def test_publish_and_view_through_the_rest_api(client):
         for _ in range(10):
             frame = await asyncio.wait_for(receiver.track.recv(), 10)
             assert frame.width == 640
+        # simulcast layer choice (one encoding here: the layer is clamped, video keeps flowing)
+        layers = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/preferred-layers",
+                            bob["token"], {"spatialLayer": 1, "temporalLayer": 0})
+        assert layers == {"preferredLayers": {"spatialLayer": 1, "temporalLayer": 0}}
+        err = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/preferred-layers",
+                         bob["token"], {"spatialLayer": "high"}, status=400)
+        assert "spatialLayer" in err["error"]
+        frame = await asyncio.wait_for(receiver.track.recv(), 10)
+        assert frame.width == 640
 
         # Ownership: bob cannot touch alice's transport, nor make her leave.
         err = await call(client, "POST", f"/api/rooms/r1/transports/{send_t['id']}/produce", bob["token"],

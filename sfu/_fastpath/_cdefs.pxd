@@ -130,6 +130,8 @@ cdef extern from "src/engine.h" nogil:
     ctypedef struct sfu_consumer_t:
         uint32_t handle
         void *producer
+        int stream
+        int target_stream
         uint8_t paused
         uint8_t producer_paused
         uint32_t ssrc
@@ -200,6 +202,7 @@ cdef extern from "src/engine.h" nogil:
                                      int paused, uint16_t initial_seq)
     int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
+    int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)
     int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)

@@ -455,6 +455,17 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 
+    def set_consumer_target_stream(self, uint32_t h, int stream):
+        """The simulcast layer (producer stream) the consumer should forward;
+        it switches at that layer's next keyframe, which the engine asks for."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_target_stream_locked(self.e, h, stream)
+        sfu_engine_unlock(self.e)
+        if rc == -1:
+            raise KeyError(f"unknown consumer handle {h}")
+        if rc != 0:
+            raise MemoryError("could not allocate the layer's retransmission store")
+
     def remove_consumer(self, uint32_t h):
         with nogil:
             sfu_engine_lock(self.e)
@@ -473,7 +484,8 @@ cdef class Engine:
                     "retransmittedPackets": c.retransmitted, "pliCount": c.pli_received,
                     "firCount": c.fir_received, "roundTripTime": c.rtt_ms,
                     "fractionLost": c.fraction_lost / 256.0, "packetsLost": c.packets_lost,
-                    "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score}
+                    "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score,
+                    "spatialLayer": c.stream, "targetSpatialLayer": c.target_stream}
         finally:
             sfu_engine_unlock(self.e)
 

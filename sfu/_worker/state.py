@@ -516,6 +516,12 @@ class WorkerState:
     def _consumer_resume(self, cid: str, _d: Any) -> None:
         self.engine.set_consumer_paused(self._consumer(cid).handle, False)
 
+    def _consumer_setPreferredLayers(self, cid: str, data: dict[str, Any]) -> None:
+        spatial = data.get("spatialLayer")
+        if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
+            raise InvalidParametersError("spatialLayer: required, an integer >= 0")
+        self.engine.set_consumer_target_stream(self._consumer(cid).handle, spatial)
+
     def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
         c = self._consumer(cid)
         s = self.engine.consumer_stats(c.handle)
@@ -549,4 +555,5 @@ _HANDLERS: dict[str, Callable[[WorkerState, Any, Any], Any]] = {
     "consumer.pause": WorkerState._consumer_pause,
     "consumer.resume": WorkerState._consumer_resume,
     "consumer.getStats": WorkerState._consumer_getStats,
+    "consumer.setPreferredLayers": WorkerState._consumer_setPreferredLayers,
 }

@@ -280,6 +280,8 @@ static void engine_setup(void)
             next_ssrc += 2;
             sfu_consumer_set_feedback_locked(e, c, 1, (j == 0) ? 97 : 0);
             sfu_consumer_set_mid_locked(e, c, (uint8_t)(j == 0 ? 1 : 14), j == 0 ? "0" : "video-long-mid");
+            if (i == 1) /* the simulcast producer: one viewer wants its top layer */
+                sfu_consumer_set_target_stream_locked(e, c, j == 0 ? 2 : 1);
         }
     }
 }

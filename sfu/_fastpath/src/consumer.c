@@ -8,6 +8,7 @@
 #include "outbox.h"
 #include "rtcp_nack.h"
 #include "rtx.h"
+#include "timers.h"
 #include "transport.h"
 
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint32_t ssrc, uint32_t rtx_ssrc,
@@ -31,7 +32,7 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
         return 0;
     c->transport = t;
     c->producer = p;
-    c->stream = 0;
+    c->stream = c->target_stream = 0;
     c->paused = paused;
     c->producer_paused = p->paused;
     c->ssrc = ssrc;
@@ -85,6 +86,32 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     if (c->paused && !paused)
         sfu_keyframe_consumer_waits(e, c); /* it restarts at a keyframe */
     c->paused = paused;
+    return 0;
+}
+
+int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int stream)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    sfu_producer_t *p = c->producer;
+    if (!p)
+        return 0;
+    if (stream < 0)
+        stream = 0;
+    if (stream >= p->nstreams)
+        stream = p->nstreams - 1;
+    c->target_stream = stream;
+    if (stream != c->stream) {
+        /* retransmissions after the switch come from that layer's store */
+        if (c->nack_enabled && p->kind_video && !p->streams[stream].store.slots &&
+            sfu_packet_store_init(&p->streams[stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+            return -2;
+        /* the current layer flows until a keyframe of the target, which
+         * the keyframe policy asks for */
+        c->keyframe_wanted = 1;
+        sfu_timer_pull(e, 0);
+    }
     return 0;
 }
 
@@ -146,7 +173,7 @@ int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, uint
 /* Keeps a resumed stream's timestamps moving forward: when the source's
  * timeline jumped (a new encoder, a long pause with a reset clock), re-base
  * so that output advances by the wall-clock time elapsed. */
-static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now_ms)
+static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now_ms, int new_timeline)
 {
     if (!c->ts_started)
         return;
@@ -155,7 +182,7 @@ static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now
     uint64_t elapsed = now_ms > c->last_ts_ms ? now_ms - c->last_ts_ms : 0;
     int64_t expected = (int64_t)(elapsed * c->clock_rate / 1000);
     int64_t slack = c->clock_rate; /* one second */
-    if (diff <= 0 || (int64_t)diff > expected + slack) {
+    if (new_timeline || diff <= 0 || (int64_t)diff > expected + slack) {
         uint32_t step = expected > 0 ? (uint32_t)expected : 1;
         c->ts_offset = c->last_ts + step - ts;
     }
@@ -211,7 +238,12 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             __builtin_prefetch(cs[i + 2]->transport->srtp_out);
         if (i + 1 < n && cs[i + 1]->transport->srtp_out)
             sfu_srtp_prefetch(cs[i + 1]->transport->srtp_out, cs[i + 1]->ssrc);
-        if (c->paused || c->producer_paused || c->stream != stream)
+        if (c->paused || c->producer_paused)
+            continue;
+        /* another layer: only its keyframe, when it is the one wanted,
+         * switches the consumer to it */
+        int switching = c->stream != stream;
+        if (switching && (stream != c->target_stream || keyframe != 1))
             continue;
         sfu_transport_t *t = c->transport;
         if (!sfu_transport_can_send_media(t))
@@ -225,13 +257,20 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             c->dropped++;
             continue;
         }
-        if (c->sync_required) {
-            if (!sfu_keyframe_can_start(keyframe)) {
+        if (c->sync_required || switching) {
+            if (!switching && !sfu_keyframe_can_start(keyframe)) {
                 c->dropped++;
                 continue;
             }
+            if (switching) {
+                c->stream = stream;
+                if (c->seq_map) /* its entries name the other layer's packets */
+                    sfu_seq_map_init(c->seq_map);
+            }
+            /* output sequence numbers and timestamps continue across the
+             * resync (each layer has its own sequence and RTP clock base) */
             sfu_seqmgr_sync(&c->seq, (uint16_t)(rtp->seq - 1));
-            consumer_sync_timestamp(c, rtp->timestamp, now_ms);
+            consumer_sync_timestamp(c, rtp->timestamp, now_ms, switching);
             c->sync_required = 0;
             c->keyframe_wanted = 0;
         }

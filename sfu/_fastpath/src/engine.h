@@ -239,7 +239,8 @@ typedef struct sfu_consumer {
      * consumers, more than the caches hold, so each line costs a miss. */
     struct sfu_transport *transport;
     struct sfu_producer *producer; /* NULL once the producer is gone */
-    int stream;            /* producer stream forwarded */
+    int stream;            /* producer stream (simulcast layer) forwarded */
+    int target_stream;     /* the one wanted: a switch happens at its next keyframe */
     uint8_t paused;
     uint8_t producer_paused;
     uint8_t sync_required; /* waits for a keyframe (keyframe_policy.h) */
@@ -402,6 +403,11 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t t, uint32_t p, uint32
 /* The MID written on every packet of the consumer (ext_id 0: none). */
 int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid);
 int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
+/* The producer stream (simulcast spatial layer) a consumer should forward,
+ * clamped to the producer's streams. The consumer keeps its current stream
+ * until a keyframe of the target one arrives (the engine asks for it), then
+ * switches with sequence numbers and timestamps continuing. */
+int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream);
 /* Time-driven work (timers.h): runs what is due and returns the ms until
  * the soonest deadline of any unit, or -1 when nothing is scheduled. O(1)
  * while nothing is due. */

@@ -79,15 +79,16 @@ void sfu_keyframe_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t n
     unsigned fresh = 0;   /* ... one of which has not asked yet */
     for (uint32_t i = 0; i < p->nconsumers; i++) {
         sfu_consumer_t *c = p->consumers[i];
-        if (!c->sync_required || c->paused || c->producer_paused || p->paused)
-            continue;
-        if (c->stream < 0 || c->stream >= p->nstreams)
+        /* a consumer waits for a keyframe of the layer it (re)starts on, or of
+         * the layer it is to switch to */
+        int want = c->target_stream != c->stream ? c->target_stream : c->sync_required ? c->stream : -1;
+        if (want < 0 || want >= p->nstreams || c->paused || c->producer_paused || p->paused)
             continue;
         if (!sfu_transport_can_send_media(c->transport))
             continue; /* its transport pulls the timer when it becomes ready */
-        waiting |= 1u << c->stream;
+        waiting |= 1u << want;
         if (c->keyframe_wanted) {
-            fresh |= 1u << c->stream;
+            fresh |= 1u << want;
             c->keyframe_wanted = 0;
         }
     }

@@ -3,7 +3,9 @@
  *
  *   - A video consumer starts at a keyframe: a new one, a resumed one, one
  *     whose producer resumed (sfu_keyframe_consumer_waits). What comes before
- *     the keyframe cannot be decoded and is not sent.
+ *     the keyframe cannot be decoded and is not sent. A consumer told to
+ *     forward another simulcast layer keeps its current one and switches
+ *     at a keyframe of the new one, which is asked for the same way.
  *   - A waiting consumer gets a request (PLI) as soon as its transport can
  *     carry media (remote known, SRTP keys in): asking earlier would only
  *     use up the throttle window.
