@@ -19,6 +19,12 @@ tests/test_chromium.py `run_browser_script`). Usage:
     python tests/browser/msc_pages.py simulcast
         One page produces video with three RID encodings (mediasoup-client's
         usual simulcast); prints what the server answered.
+    python tests/browser/msc_pages.py layers
+        Two pages publish with simulcast and consume each other; the first
+        page's consumer of the second's video is moved to the top encoding,
+        then back to the first, through the REST route
+        (POST .../consumers/{id}/preferred-layers); prints the decoded width
+        and framesDecoded it sampled every 50 ms after each request.
 
 The page (tests/browser/msc/index.html) and the bundle are served by the
 sfu-server app itself under /msc/ (routes added here, on the test's copy of
@@ -87,6 +93,7 @@ class Session:
         self.auth = auth
         self.console: list[str] = []
         self._users = 0
+        self.tokens: dict[tuple[str, str], str] = {}
 
     async def open(self, ctx: BrowserContext, room: str, codec: str, extra: str = "") -> Page:
         self._users += 1
@@ -95,7 +102,9 @@ class Session:
         page.on("console", lambda m: self.console.append(f"{user} {m.type}: {m.text}"[:300])
                 if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.console.append(f"{user} pageerror: {e}"[:300]))
-        url = f"{self.base_url}/msc/?room={room}&token={self.auth.mint(user)}"
+        token = self.auth.mint(user)
+        self.tokens[room, user] = token
+        url = f"{self.base_url}/msc/?room={room}&token={token}"
         if CODECS[codec]:
             url += f"&codec={CODECS[codec]}"
         await page.goto(url + extra)
@@ -206,6 +215,43 @@ async def simulcast(s: Session) -> dict[str, Any]:
     return {"stats": st}
 
 
+async def layers(s: Session) -> dict[str, Any]:
+    import aiohttp
+
+    ctx = await s.browser.new_context()
+    room = f"layers-{uuid.uuid4().hex[:8]}"
+    viewer_user = f"user{s._users + 1}"
+    pages = list(await asyncio.gather(*(s.open(ctx, room, "vp8", "&simulcast=1&layers=1") for _ in range(2))))
+    ok, stats = await wait_flowing(pages, 1, READY_S)
+    out: dict[str, Any] = {"flowing": ok, "steps": []}
+    if not ok:
+        out["stats"] = stats
+        await leave(ctx, pages)
+        return out
+    token = s.tokens[room, viewer_user]
+    (rec,) = [r for r in stats[0]["remotes"] if r["kind"] == "video"]
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(4.0)  # the publisher's bandwidth estimate grows: all three encodings sent
+        for layer in (2, 0):
+            url = f"{s.base_url}/api/rooms/{room}/consumers/{rec['consumerId']}/preferred-layers"
+            t0 = loop.time()
+            async with http.post(url, json={"spatialLayer": layer},
+                                 headers={"Authorization": f"Bearer {token}"}) as resp:
+                answer = await resp.json()
+            samples = []
+            while loop.time() - t0 < 4.0:
+                st = (await snapshot(pages[:1]))[0]
+                (r,) = [x for x in st["remotes"] if x["producerId"] == rec["producerId"]]
+                inbound = max(r["inbound"], key=lambda i: i["framesDecoded"], default={})
+                samples.append((round((loop.time() - t0) * 1000), inbound.get("frameWidth", 0),
+                                inbound.get("framesDecoded", 0)))
+                await asyncio.sleep(0.05)
+            out["steps"].append({"layer": layer, "status": resp.status, "answer": answer, "samples": samples})
+    out["leave"] = lambda: leave(ctx, pages)
+    return out
+
+
 async def main(mode: str, args: list[str]) -> dict[str, Any]:
     if not BUNDLE.exists():
         raise SystemExit(f"{BUNDLE} is missing: build it (tests/test_mediasoup_client.py does)")
@@ -239,6 +285,16 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
                     result.update(await late(s, int(args[0]), args[1], len(args) > 2 and args[2] == "keep-going"))
                 elif mode == "simulcast":
                     result.update(await simulcast(s))
+                elif mode == "layers":
+                    result.update(await layers(s))
+                    close_pages = result.pop("leave", None)
+                    result["producers"] = [
+                        [{k: st.get(k) for k in ("ssrc", "packetCount", "bitrate", "keyframes", "keyframeRequests")}
+                         for st in await pr.get_stats()]
+                        for room in rooms.rooms.values() for part in room.participants.values()
+                        for pr in part.producers.values() if pr.kind == "video"]
+                    if close_pages:
+                        await close_pages()
                 else:
                     raise SystemExit(f"unknown mode {mode!r}")
             finally:

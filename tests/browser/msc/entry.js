@@ -166,9 +166,12 @@ async function makeTransport(direction) {
 }
 
 async function produceAll() {
+  // libwebrtc sends as many simulcast encodings as the resolution allows:
+  // three from 960x540 up (one at 320x240)
+  const size = query.get('layers') === '1' ? { width: 960, height: 540 } : { width: 320, height: 240 };
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: true,
-    video: { width: { ideal: 320 }, height: { ideal: 240 }, frameRate: { ideal: 15 } },
+    video: { width: { ideal: size.width }, height: { ideal: size.height }, frameRate: { ideal: 15 } },
   });
   document.getElementById('local').srcObject = stream;
   const videoCodecs = device.sendRtpCapabilities.codecs.filter((c) => c.kind === 'video');
@@ -260,6 +263,8 @@ function counters(report) {
       bytesReceived: r.bytesReceived || 0,
       framesDecoded: r.framesDecoded || 0,
       keyFramesDecoded: r.keyFramesDecoded || 0,
+      frameWidth: r.frameWidth || 0,
+      frameHeight: r.frameHeight || 0,
       pliCount: r.pliCount || 0,
       codec: codecs.get(r.codecId) || null,
     });
