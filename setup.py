@@ -61,6 +61,15 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args + ["-lcrypto"],
     ),
+    # The send history (src/twcc_send.c) and the GCC estimator (src/gcc.c), with the
+    # transport-cc receiver of src/twcc.c to build real feedback (tests only).
+    Extension(
+        "sfu._fastpath._gcc_hooks",
+        sources=["sfu/_fastpath/_gcc_hooks.pyx", f"{SRC}/twcc_send.c", f"{SRC}/gcc.c", f"{SRC}/twcc.c"],
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
     # The benchmarks' plain-RTP load generator (C core in benchmarks/src/_loadgen.c).
     Extension(
         "benchmarks._loadgen",
