@@ -53,6 +53,14 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
     ),
+    # Test hooks of the VP8 / VP9 payload descriptor units (tests only).
+    Extension(
+        "sfu._fastpath._codec_hooks",
+        sources=["sfu/_fastpath/_codec_hooks.pyx", f"{SRC}/vp8.c", f"{SRC}/vp9.c"],
+        include_dirs=["sfu/_fastpath"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
     # The SRTP unit (src/srtp.c) alone with its test and benchmark hooks.
     Extension(
         "sfu._fastpath._srtp_hooks",

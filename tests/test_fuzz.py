@@ -20,7 +20,7 @@ FUZZ = ROOT / "sfu" / "_fastpath" / "fuzz"
 CORE = sorted(p.name for p in SRC.glob("*.c"))  # every unit of the engine
 # inputs per target in the suite (~1 M in all)
 RUNS = {"rtp": 400_000, "rtcp": 400_000, "engine": 150_000, "streams": 50_000, "srtp": 50_000,
-        "rtcp_xr": 100_000}
+        "rtcp_xr": 100_000, "vp8": 100_000}
 
 
 def build(out: Path) -> Path:
@@ -29,7 +29,7 @@ def build(out: Path) -> Path:
     exe = out / "sfu-fuzz"
     cmd = ["gcc", "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
            "-fno-omit-frame-pointer", "-Wall", "-Werror", "-Wno-unused-function", f"-I{SRC}",
-           str(FUZZ / "targets.c"), str(FUZZ / "target_rtcp_xr.c"), str(FUZZ / "driver.c"), *(str(SRC / c) for c in CORE), "-lpthread", "-lcrypto",
+           str(FUZZ / "targets.c"), str(FUZZ / "target_rtcp_xr.c"), str(FUZZ / "target_vp8.c"), str(FUZZ / "driver.c"), *(str(SRC / c) for c in CORE), "-lpthread", "-lcrypto",
            "-o", str(exe)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -59,6 +59,11 @@ def test_fuzz_target_runs_clean_under_asan_and_ubsan(fuzzer, target):
 
         queued = re.search(r"queued to send \(all engines\) (\d+)", run.stderr)
         assert queued and int(queued.group(1)) > 1000, run.stderr
+    if target == "vp8":
+        # the replayed real descriptors reach both forwarding decisions, not only refusals
+        st = re.search(r"vp8: parsed \d+ rewritten (\d+) dropped (\d+); vp9: parsed \d+ forwarded (\d+) "
+                       r"dropped (\d+) markers (\d+)", run.stderr)
+        assert st and all(int(x) > 1000 for x in st.groups()), run.stderr
     if target == "srtp":
         # protected inputs come back intact from the inbound context, not only refusals
         trips = re.search(r"srtp: round trips (\d+)", run.stderr)
