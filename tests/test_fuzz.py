@@ -20,7 +20,7 @@ FUZZ = ROOT / "sfu" / "_fastpath" / "fuzz"
 CORE = sorted(p.name for p in SRC.glob("*.c"))  # every unit of the engine
 # inputs per target in the suite (~1 M in all)
 RUNS = {"rtp": 400_000, "rtcp": 400_000, "engine": 150_000, "streams": 50_000, "srtp": 50_000,
-        "rtcp_xr": 100_000, "vp8": 100_000}
+        "rtcp_xr": 100_000, "vp8": 100_000, "gcc": 200_000}
 
 
 def build(out: Path) -> Path:
@@ -29,7 +29,7 @@ def build(out: Path) -> Path:
     exe = out / "sfu-fuzz"
     cmd = ["gcc", "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
            "-fno-omit-frame-pointer", "-Wall", "-Werror", "-Wno-unused-function", f"-I{SRC}",
-           str(FUZZ / "targets.c"), str(FUZZ / "target_rtcp_xr.c"), str(FUZZ / "target_vp8.c"), str(FUZZ / "driver.c"), *(str(SRC / c) for c in CORE), "-lpthread", "-lcrypto",
+           str(FUZZ / "targets.c"), str(FUZZ / "target_rtcp_xr.c"), str(FUZZ / "target_gcc.c"), str(FUZZ / "target_vp8.c"), str(FUZZ / "driver.c"), *(str(SRC / c) for c in CORE), "-lpthread", "-lcrypto",
            "-o", str(exe)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -446,6 +446,7 @@ const sfu_fuzz_target_t sfu_fuzz_targets[] = {
     {"engine", sfu_fuzz_engine},
     {"srtp", sfu_fuzz_srtp},
     {"rtcp_xr", sfu_fuzz_rtcp_xr},
+    {"gcc", sfu_fuzz_gcc},
     {"vp8", sfu_fuzz_vp8},
     {NULL, NULL},
 };

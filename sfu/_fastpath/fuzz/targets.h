@@ -21,6 +21,7 @@ int sfu_fuzz_streams(const uint8_t *data, size_t size);
 int sfu_fuzz_engine(const uint8_t *data, size_t size);
 int sfu_fuzz_srtp(const uint8_t *data, size_t size);
 int sfu_fuzz_rtcp_xr(const uint8_t *data, size_t size); /* target_rtcp_xr.c */
+int sfu_fuzz_gcc(const uint8_t *data, size_t size);     /* target_gcc.c */
 int sfu_fuzz_vp8(const uint8_t *data, size_t size);     /* target_vp8.c: VP8 and VP9 */
 
 #endif

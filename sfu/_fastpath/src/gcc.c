@@ -16,9 +16,16 @@
 #define K_DOWN 0.039
 #define MAX_ADAPT_OFFSET 15.0
 #define BETA 0.85
-#define TIME_LIMIT_US ((int64_t)1 << 62) /* results with times beyond +-this are ignored */
+/* results with times beyond +-this are ignored, and the local clock is
+ * clamped to it: differences (and differences of differences) of two
+ * times then fit in 64 bits */
+#define TIME_LIMIT_US ((int64_t)1 << 60)
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+static int time_ok(int64_t t) { return t > -TIME_LIMIT_US && t < TIME_LIMIT_US; }
+
+static int64_t clamp_now(int64_t t) { return t < -TIME_LIMIT_US ? -TIME_LIMIT_US : t > TIME_LIMIT_US ? TIME_LIMIT_US : t; }
 
 /* small math helpers, so the unit needs no libm */
 static double absd(double v) { return v < 0 ? -v : v; }
@@ -440,6 +447,7 @@ static const sfu_gcc_probe_t *probe_find_c(const sfu_gcc_t *g, uint16_t id)
 
 uint16_t sfu_gcc_start_probe(sfu_gcc_t *g, uint32_t target_bps, int64_t now_us)
 {
+    now_us = clamp_now(now_us);
     sfu_gcc_probe_t *slot = NULL;
     for (int i = 0; i < SFU_GCC_PROBE_SLOTS && !slot; i++)
         if (g->probes[i].state == SFU_GCC_PROBE_FREE)
@@ -538,10 +546,10 @@ static void refresh_target(sfu_gcc_t *g, int64_t now_us)
     g->target_bps = (uint32_t)clampd(t, g->min_bps, g->max_bps);
 }
 
-static int time_ok(int64_t t) { return t > -TIME_LIMIT_US && t < TIME_LIMIT_US; }
 
 void sfu_gcc_on_feedback(sfu_gcc_t *g, const sfu_twcc_result_t *r, int n, int64_t now_us)
 {
+    now_us = clamp_now(now_us);
     if (r == NULL || n <= 0)
         return;
     g->feedbacks++;
@@ -615,6 +623,7 @@ void sfu_gcc_on_rtt(sfu_gcc_t *g, uint32_t rtt_ms)
 
 void sfu_gcc_on_remb(sfu_gcc_t *g, uint32_t bps, int64_t now_us)
 {
+    now_us = clamp_now(now_us);
     g->remb_bps = bps;
     g->remb_us = now_us;
     int twcc_active = g->last_feedback_us >= 0 && now_us - g->last_feedback_us < SFU_GCC_TWCC_ACTIVE_US;
@@ -628,6 +637,7 @@ void sfu_gcc_on_remb(sfu_gcc_t *g, uint32_t bps, int64_t now_us)
 
 void sfu_gcc_on_tick(sfu_gcc_t *g, int64_t now_us)
 {
+    now_us = clamp_now(now_us);
     if (g->last_feedback_us >= 0 && now_us - g->last_feedback_us > SFU_GCC_FEEDBACK_TIMEOUT_US) {
         /* silent: the time without feedback does not count toward an increase */
         g->rc_last_change_us = now_us;
@@ -647,6 +657,8 @@ int sfu_gcc_usage(const sfu_gcc_t *g) { return g->usage; }
 
 uint32_t sfu_gcc_probe_wanted_bps(const sfu_gcc_t *g, uint32_t demand_bps, int64_t interval_us, int64_t now_us)
 {
+    now_us = clamp_now(now_us);
+    interval_us = interval_us < 0 ? 0 : interval_us > TIME_LIMIT_US ? TIME_LIMIT_US : interval_us;
     double est = g->target_bps;
     if (demand_bps <= est * 1.1 || est >= g->max_bps)
         return 0;
