@@ -157,6 +157,34 @@ def test_temporal_up_switch_waits_for_a_layer_sync_frame_and_down_is_immediate()
     assert [n for n in got if n >= 25] == [n for n in range(26, 60) if fr[n][0]["tid"] <= 1]
 
 
+def test_decisions_paired_with_the_seqmgr_keep_rtp_sequence_contiguous():
+    """The caller's side (vp8.h): forwarded -> sfu_seqmgr_input, dropped ->
+    sfu_seqmgr_drop; with a stream switch (sfu_seqmgr_sync) in the middle."""
+    fwd = c.Vp8Forwarder()
+    seq = c.SeqManager(500)
+    fb = frames(L1T3_B)
+    a_part = [p for _, pkts in frames(L1T3)[:30] for p in pkts]
+    b_part = [p for _, pkts in fb[12:] for p in pkts]  # from B's key frame 12
+    out = []
+    for k, p in enumerate(a_part + b_part):
+        switched = k == len(a_part)
+        if switched:
+            seq.sync((p["seq"] - 1) & 0xFFFF)
+        rc, payload = fwd.packet(p["payload"], 1, stream_switched=switched)
+        if rc == 1:
+            o = seq.input(p["seq"])
+            assert o is not None
+            out.append((o, p["marker"], c.vp8_parse(payload)))
+        else:
+            seq.drop(p["seq"])
+    assert len(out) < len(a_part) + len(b_part)  # TID 2 dropped
+    assert [o for o, _, _ in out] == [(out[0][0] + k) & 0xFFFF for k in range(len(out))]
+    # each forwarded frame still ends with the marker on its last packet
+    for (_, m, d), (_, _, d_next) in zip(out, out[1:]):
+        assert m == (d["picture_id"] != d_next["picture_id"])
+    assert out[-1][1] == 1
+
+
 def test_up_switch_not_at_a_non_sync_frame():
     """From T1, a TID 2 frame with Y=0 does not switch up: the stream's
     TID 2 frames with Y=0 reference the TID 1 frame before them only, but

@@ -215,3 +215,33 @@ cdef class Vp9Filter:
     @property
     def started(self):
         return self.f.started
+
+
+cdef extern from "src/seqmgr.h" nogil:
+    ctypedef struct sfu_seqmgr_t:
+        pass
+    void sfu_seqmgr_init(sfu_seqmgr_t *m, uint16_t initial_output)
+    void sfu_seqmgr_sync(sfu_seqmgr_t *m, uint16_t input)
+    void sfu_seqmgr_drop(sfu_seqmgr_t *m, uint16_t input)
+    int sfu_seqmgr_input(sfu_seqmgr_t *m, uint16_t input, uint16_t *output)
+
+
+cdef class SeqManager:
+    """sfu_seqmgr_t (src/seqmgr.h), to check the pairing vp8.h documents:
+    input() returns the output sequence number or None."""
+    cdef sfu_seqmgr_t m
+
+    def __cinit__(self, uint16_t initial_output=0):
+        sfu_seqmgr_init(&self.m, initial_output)
+
+    def sync(self, uint16_t seq):
+        sfu_seqmgr_sync(&self.m, seq)
+
+    def drop(self, uint16_t seq):
+        sfu_seqmgr_drop(&self.m, seq)
+
+    def input(self, uint16_t seq):
+        cdef uint16_t out = 0
+        if sfu_seqmgr_input(&self.m, seq, &out):
+            return out
+        return None
