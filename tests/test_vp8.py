@@ -5,6 +5,7 @@ TL0PICIDX, on real libvpx streams captured with GStreamer
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def read_rtp(name: str) -> list[dict]:
             (words,) = struct.unpack_from("!H", pkt, off + 2)
             off += 4 + 4 * words
         end = len(pkt) - (pkt[-1] if b0 & 0x20 else 0)
-        out.append(dict(marker=b1 >> 7, pt=b1 & 0x7F, seq=seq, ts=ts, ssrc=ssrc, payload=pkt[off:end]))
+        out.append({"marker": b1 >> 7, "pt": b1 & 0x7F, "seq": seq, "ts": ts, "ssrc": ssrc, "payload": pkt[off:end]})
     return out
 
 
@@ -131,7 +132,7 @@ def test_temporal_filtering_keeps_picture_id_and_tl0picidx_continuous(target):
     # +1 per forwarded frame from the first frame's own id
     assert [d_out["picture_id"] for _, d_out in out] == [1000 + k for k in range(len(out))]
     # TL0PICIDX unchanged (no TL0 frame is ever dropped): +1 at each TL0 frame
-    for (a_in, a_out), (b_in, b_out) in zip(out, out[1:]):
+    for (a_in, a_out), (b_in, b_out) in itertools.pairwise(out):
         assert b_out["tl0picidx"] == (a_out["tl0picidx"] + (b_in["tid"] == 0)) % 256
     assert fwd.tid == target
 
@@ -180,7 +181,7 @@ def test_decisions_paired_with_the_seqmgr_keep_rtp_sequence_contiguous():
     assert len(out) < len(a_part) + len(b_part)  # TID 2 dropped
     assert [o for o, _, _ in out] == [(out[0][0] + k) & 0xFFFF for k in range(len(out))]
     # each forwarded frame still ends with the marker on its last packet
-    for (_, m, d), (_, _, d_next) in zip(out, out[1:]):
+    for (_, m, d), (_, _, d_next) in itertools.pairwise(out):
         assert m == (d["picture_id"] != d_next["picture_id"])
     assert out[-1][1] == 1
 
@@ -222,7 +223,7 @@ def test_stream_switch_rebases_picture_id_and_tl0picidx():
     ids = [d_out["picture_id"] for _, d_out in out]
     assert ids == [1000 + k for k in range(len(out))]
     tl0 = [(d_in["tid"], d_out["tl0picidx"]) for d_in, d_out in out]
-    for (_, a), (tid_b, b) in zip(tl0, tl0[1:]):
+    for (_, a), (tid_b, b) in itertools.pairwise(tl0):
         assert b == (a + (tid_b == 0)) % 256
     # the switch happened at B's key frame, on the first packet after the switch
     first_b = output_frames(sent_b)[0][0]
@@ -278,7 +279,7 @@ def test_a_frame_lost_upstream_keeps_its_gap_in_the_output(target):
     sent, _ = run(fwd, [p for n, (_, pkts) in enumerate(fr) if n != lost for p in pkts], target)
     out = output_frames(sent)
     ids = [d_out["picture_id"] for _, d_out in out]
-    steps = [b - a for a, b in zip(ids, ids[1:])]
+    steps = [b - a for a, b in itertools.pairwise(ids)]
     k = [d_in["picture_id"] for d_in, _ in out].index(1000 + lost + 1 if target == 2 else 1000 + lost + 2)
     assert steps[k - 1] == 2
     assert all(s == 1 for i, s in enumerate(steps) if i != k - 1)

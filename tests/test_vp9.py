@@ -11,6 +11,7 @@ by a few payload bytes of the real stream."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def read_rtp(name: str) -> list[dict]:
         i += 2 + n
         b0, b1 = pkt[0], pkt[1]
         assert b0 >> 6 == 2 and not b0 & 0x3F  # no CSRC, extension, padding
-        out.append(dict(marker=b1 >> 7, payload=pkt[12:]))
+        out.append({"marker": b1 >> 7, "payload": pkt[12:]})
     return out
 
 
@@ -95,14 +96,14 @@ def test_parse_real_vp9_stream():
             pictures.append(d)
     assert len(pictures) == 24  # num-buffers=24
     ids = [d["picture_id"] for d in pictures]
-    assert [(b - a) % 32768 for a, b in zip(ids, ids[1:])] == [1] * 23
+    assert [(b - a) % 32768 for a, b in itertools.pairwise(ids)] == [1] * 23
     keys = [n for n, d in enumerate(pictures) if d["keyframe"]]
     assert keys == [0, 12]  # keyframe-max-dist=12
     for n, d in enumerate(pictures):
         assert d["inter_picture_predicted"] == (n not in keys)
         if n in keys:
             # the payloader's SS: one spatial layer at the encoded size, a 1-picture group
-            assert d["ss"] == dict(spatial_layers=1, resolutions=[(320, 240)], group_size=1)
+            assert d["ss"] == {"spatial_layers": 1, "resolutions": [(320, 240)], "group_size": 1}
             assert d["descriptor_len"] == 11
         else:
             assert d["ss"] is None and d["descriptor_len"] == 3
@@ -124,7 +125,7 @@ def test_real_stream_through_the_filter_is_all_forwarded_with_its_markers():
 def test_parse_hand_built_layered_descriptors():
     d = c.vp9_parse(desc(300, p=0, b=1, e=0, tid=0, sid=0, tl0=7, ss=SS_L3))
     assert d["picture_id"] == 300 and d["keyframe"] and d["tl0picidx"] == 7
-    assert d["ss"] == dict(spatial_layers=3, resolutions=[(320, 180), (640, 360), (1280, 720)], group_size=4)
+    assert d["ss"] == {"spatial_layers": 3, "resolutions": [(320, 180), (640, 360), (1280, 720)], "group_size": 4}
     assert d["descriptor_len"] == 5 + len(SS_L3)
     d = c.vp9_parse(desc(301, p=1, b=1, e=1, tid=2, u=1, sid=2, d=1, tl0=7))
     assert (d["tid"], d["switching_up_point"], d["sid"], d["inter_layer_dependency"]) == (2, 1, 2, 1)
@@ -197,7 +198,7 @@ def test_filter_keeps_only_the_wanted_layers_and_marks_picture_ends(ksvc, tsid, 
 def test_nothing_is_forwarded_before_the_first_key_picture():
     stream = svc_stream(20)
     late = [s for s in stream if s[2] >= 3]  # join at picture 3; next key picture is 16
-    sent, f = forward(late, lambda n: (2, 2))
+    sent, _f = forward(late, lambda n: (2, 2))
     assert sent and min(n for n, *_ in sent) == 16
 
 
@@ -215,7 +216,7 @@ def test_spatial_down_at_the_next_picture_up_at_a_key_picture_ksvc():
     layers = {}
     for n, sid, _ in sent:
         layers.setdefault(n, set()).add(sid)
-    assert all(layers[n] == {0, 1, 2} for n in range(0, 6))
+    assert all(layers[n] == {0, 1, 2} for n in range(6))
     assert all(layers[n] == {0} for n in range(6, 16))
     assert all(layers[n] == {0, 1, 2} for n in range(16, 40))
     # picture 5: one marker (on S2); pictures 6..15: on S0's last packet
@@ -229,8 +230,8 @@ def test_full_svc_spatial_up_at_a_frame_not_inter_picture_predicted():
     sent with P=0 (they depend only on the lower layers of their picture):
     the filter moves up one layer at each; K-SVC mode would not."""
     stream = svc_stream(12, intra_upper={(6, 1), (7, 2)})
-    targets = lambda n: (0, 2) if n < 3 else (2, 2)  # noqa: E731
-    sent, f = forward(stream, targets)
+    targets = lambda n: (0, 2) if n < 3 else (2, 2)
+    sent, _f = forward(stream, targets)
     layers = {}
     for n, sid, _, _ in sent:
         layers.setdefault(n, set()).add(sid)
@@ -255,10 +256,10 @@ def test_temporal_up_at_a_switching_up_point_down_at_any_picture():
     assert sorted(n for n in tids if n < 16) == [0, 4, 8, 12]
     assert sorted(n for n in tids if n >= 16) == list(range(16, 24))
     # from T1: picture 6 (TID 1, U=1) is forwarded and opens T2 from picture 7
-    sent, f = forward(stream, lambda n: (0, 1) if n < 6 else (0, 2))
+    sent, _ = forward(stream, lambda n: (0, 1) if n < 6 else (0, 2))
     got = sorted({n for n, *_ in sent})
     assert got == [0, 2, 4] + list(range(6, 24))
     # down at the next picture
-    sent, f = forward(stream, lambda n: (0, 2) if n < 9 else (0, 0))
+    sent, _f = forward(stream, lambda n: (0, 2) if n < 9 else (0, 0))
     got = sorted({n for n, *_ in sent})
-    assert got == list(range(0, 9)) + [12, 16, 20]
+    assert got == list(range(9)) + [12, 16, 20]
