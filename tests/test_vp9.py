@@ -252,6 +252,7 @@ def test_temporal_up_at_a_switching_up_point_down_at_any_picture():
     # promise says nothing about the frame itself), so the filter stays at
     # T0 until the next key picture (16).
     sent, f = forward(stream, lambda n: (0, 0) if n < 4 else (0, 2))
+    assert f.tid == 2
     tids = {n: tid for n, _, tid, _ in sent}
     assert sorted(n for n in tids if n < 16) == [0, 4, 8, 12]
     assert sorted(n for n in tids if n >= 16) == list(range(16, 24))
