@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 class Consumer(EventEmitter):
     """Events: ``"transportclose"``, ``"producerclose"``, ``"producerpause"``,
-    ``"producerresume"``; observer: ``"close"``, ``"pause"``, ``"resume"``."""
+    ``"producerresume"``, ``"layerschange"(layers)`` (a simulcast consumer
+    switched layer; ``{"spatialLayer": n, "temporalLayer": None}``);
+    observer: ``"close"``, ``"pause"``, ``"resume"``, ``"layerschange"``."""
 
     def __init__(
         self,
@@ -43,6 +45,11 @@ class Consumer(EventEmitter):
         producer.observer.on("resume", self._on_producer_resume)
         self._producer = producer
         self._preferred_layers: dict[str, int] | None = None
+        self._current_layers: dict[str, Any] | None = None
+        self._priority = 1
+        if producer.type == "simulcast":
+            self.type = "simulcast"
+        transport.router.worker._register(consumer_id, self)
 
     @property
     def closed(self) -> bool:
@@ -80,15 +87,27 @@ class Consumer(EventEmitter):
 
     @property
     def preferred_layers(self) -> dict[str, int] | None:
-        """The layers asked for with :meth:`set_preferred_layers` (None: the first)."""
+        """The layers asked for with :meth:`set_preferred_layers` (None: the top one)."""
         return self._preferred_layers
 
+    @property
+    def current_layers(self) -> dict[str, Any] | None:
+        """The simulcast layer being forwarded, as of the last
+        ``"layerschange"`` (None before the first switch)."""
+        return self._current_layers
+
+    @property
+    def priority(self) -> int:
+        return self._priority
+
     async def set_preferred_layers(self, spatial_layer: int, temporal_layer: int | None = None) -> None:
-        """Forward the producer's simulcast encoding ``spatial_layer`` (0 is
-        the first encoding; clamped to the producer's encodings). The
-        consumer keeps its current layer until a keyframe of the new one,
-        which the SFU asks the publisher for, then switches with sequence
-        numbers and timestamps continuing (mediasoup's
+        """The highest simulcast encoding to forward: ``spatial_layer`` (0 is
+        the first encoding; clamped to the producer's encodings; the default
+        is the top one). When the consumer's remote gives bandwidth feedback
+        (transport-cc or REMB), the SFU forwards the highest layer up to this
+        one that its estimate of the link allows. A switch happens at a
+        keyframe of the new layer, which the SFU asks the publisher for, with
+        sequence numbers and timestamps continuing (mediasoup's
         ``setPreferredLayers``). Temporal layers are not selected yet: the
         value is kept but every temporal layer is forwarded."""
         if self._closed:
@@ -101,6 +120,22 @@ class Consumer(EventEmitter):
         self._preferred_layers = {"spatialLayer": spatial_layer}
         if temporal_layer is not None:
             self._preferred_layers["temporalLayer"] = temporal_layer
+
+    async def set_priority(self, priority: int) -> None:
+        """Order in which the transport's bandwidth is given out (1..255,
+        higher first; default 1)."""
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 255:
+            raise InvalidParametersError("priority: an integer from 1 to 255")
+        await self._worker()._request("consumer.setPriority", self.id, {"priority": priority})
+        self._priority = priority
+
+    def _on_notification(self, event: str, data: Any) -> None:
+        if event == "layerschange":
+            self._current_layers = data
+            self.emit("layerschange", data)
+            self.observer.emit("layerschange", data)
 
     async def get_stats(self) -> list[dict[str, Any]]:
         """Packet and byte counts sent."""
@@ -117,6 +152,7 @@ class Consumer(EventEmitter):
 
     def _mark_closed(self) -> None:
         self._closed = True
+        self._worker()._unregister(self.id)
         self._producer.observer.off("close", self._on_producer_close)
         self._producer.observer.off("pause", self._on_producer_pause)
         self._producer.observer.off("resume", self._on_producer_resume)

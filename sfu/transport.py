@@ -190,11 +190,13 @@ class Transport(EventEmitter):
         encoding = params["encodings"][0]
         media_codecs = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
         router_ext_ids = {e["uri"]: e["id"] for e in producer.consumable_rtp_parameters.get("headerExtensions", [])}
-        # the MID extension is written by the engine with this consumer's value
+        # the MID extension is written by the engine with this consumer's
+        # value, and the transport-wide sequence number with the transport's
+        # own numbering (the publisher's means nothing to this remote)
         ext_map = {
             str(router_ext_ids[e["uri"]]): e["id"]
             for e in params.get("headerExtensions", [])
-            if e["uri"] in router_ext_ids and e["uri"] != URI_MID
+            if e["uri"] in router_ext_ids and e["uri"] not in (URI_MID, TRANSPORT_CC_URI)
         }
         mid_ext_id = next((e["id"] for e in params.get("headerExtensions", []) if e["uri"] == URI_MID), 0)
         cid = str(uuid.uuid4())
@@ -328,13 +330,19 @@ def _producer_feedback(params: RtpParameters, mapping: dict[str, Any]) -> dict[s
 
 
 def _consumer_feedback(params: RtpParameters) -> dict[str, Any]:
-    """Whether to answer the consumer's NACKs, and with which RTX payload type."""
+    """Whether to answer the consumer's NACKs, with which RTX payload type,
+    and what feeds the transport's bandwidth estimate (our transport-wide
+    sequence numbers and the remote's transport-cc, or its REMB)."""
     media = [c for c in params["codecs"] if not ortc.is_rtx_codec(c)]
     first = media[0] if media else None
     rtx = next((c for c in params["codecs"] if ortc.is_rtx_codec(c) and first is not None
                 and (c.get("parameters") or {}).get("apt") == first["payloadType"]), None)
     has_rtx_ssrc = bool((params["encodings"][0].get("rtx") or {}).get("ssrc"))
+    fb_types = {fb.get("type") for fb in (first or {}).get("rtcpFeedback") or []}
+    twcc_ext = next((e["id"] for e in params.get("headerExtensions", []) if e["uri"] == TRANSPORT_CC_URI), 0)
     return {
         "nack": bool(first is not None and _has_nack(first)),
         "rtxPt": rtx["payloadType"] if rtx is not None and has_rtx_ssrc else 0,
+        "twccExtId": twcc_ext if "transport-cc" in fb_types else 0,
+        "remb": "goog-remb" in fb_types,
     }

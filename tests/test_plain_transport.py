@@ -180,8 +180,10 @@ async def test_header_extension_ids_are_mapped_to_router_then_to_consumer(router
              tp.tuple["localPort"])
     await sub.wait_for(1)
     (r,) = sub.rtp()
-    # the unknown extension is dropped; the consumer's own MID (its id 1) is added
-    assert r.extensions == [(3, b"\x01\x02\x03"), (1, consumer.rtp_parameters["mid"].encode())]
+    # the unknown extension is dropped; the consumer's own MID (its id 1) is
+    # added, and the transport's own transport-wide sequence number (id 5,
+    # its first packet: 0)
+    assert r.extensions == [(3, b"\x01\x02\x03"), (1, consumer.rtp_parameters["mid"].encode()), (5, b"\x00\x00")]
     assert r.payload == VP8_KEY + b"payload"
 
 
@@ -360,5 +362,6 @@ async def test_producer_without_ssrc_is_routed_by_mid_and_consumer_mid_is_its_ow
     await sub.wait_for(2)
     got = sub.rtp()
     assert [r.payload for r in got] == [VP8_KEY + b"b", VP8_KEY + b"c"]
-    assert all(r.extensions == [(1, b"viewer-1")] for r in got)
+    # its own MID, and the transport's transport-wide sequence numbers (id 5)
+    assert [r.extensions for r in got] == [[(1, b"viewer-1"), (5, n.to_bytes(2, "big"))] for n in range(len(got))]
     assert (await producer.get_stats())[0]["ssrc"] == 4242

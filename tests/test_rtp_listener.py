@@ -136,7 +136,8 @@ def test_producer_without_ssrc_is_found_by_mid():
 
 def test_simulcast_streams_found_by_rid_and_rtx_by_repaired_rid():
     rig = Rig(streams=((0, 0), (0, 0)), rids=["lo", "hi"], mid="v")
-    rig.consumer("v1", "0", 1, 0xA, rtx=True)  # consumers forward stream 0 ("lo")
+    c = rig.consumer("v1", "0", 1, 0xA, rtx=True)
+    rig.e.set_consumer_target_stream(c, 0)  # forwards stream 0 ("lo"; the default is the top one)
     out = rig.send(pkt(1, 0x2002, [(MID_IN, b"v"), (RID_IN, b"hi")]))
     assert out["v1"] == []
     out = rig.send(pkt(1, 0x1001, [(MID_IN, b"v"), (RID_IN, b"lo")]))

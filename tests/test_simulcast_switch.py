@@ -34,6 +34,7 @@ class Rig:
         e.set_producer_feedback(self.p, nack=True, clock_rate=90000)
         self.c = e.add_consumer(t_view, self.p, 0xC1, 0, 90000, {101: 101}, {}, initial_seq=500)
         e.set_consumer_feedback(self.c, nack=True)
+        e.set_consumer_target_stream(self.c, 0)  # the first encoding (the default is the top one)
         self.now = 1000
 
     def send(self, layer: int, seq: int, key: bool = False) -> list[bytes]:

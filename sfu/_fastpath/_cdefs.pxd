@@ -74,6 +74,7 @@ cdef extern from "src/engine.h" nogil:
     int SFU_C_COUNT
     int SFU_UP_PACKET
     int SFU_UP_TUPLE
+    int SFU_UP_LAYERS
 
     ctypedef struct sfu_count_t:
         uint64_t packets
@@ -132,6 +133,9 @@ cdef extern from "src/engine.h" nogil:
         void *producer
         int stream
         int target_stream
+        int preferred_stream
+        uint8_t priority
+        uint64_t layer_changes
         uint8_t paused
         uint8_t producer_paused
         uint32_t ssrc
@@ -203,6 +207,8 @@ cdef extern from "src/engine.h" nogil:
     int sfu_consumer_set_mid_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, const char *mid)
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream)
+    int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t c, int priority)
+    int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, int remb)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)
     int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
@@ -221,6 +227,13 @@ cdef extern from "src/engine.h" nogil:
     void sfu_io_stop(sfu_engine_t *e)
     void sfu_io_flush_locked(sfu_engine_t *e)
     uint64_t sfu_now_ms()
+
+cdef extern from "src/bwe.h" nogil:
+    ctypedef struct sfu_bwe_stats_t:
+        uint32_t estimate_bps, allocated_bps, acked_bps, next_step_bps
+        int usage
+        uint64_t feedbacks, rembs, probes, probes_failed, padding_packets, padding_bytes
+    int sfu_bwe_stats(const sfu_transport_t *t, sfu_bwe_stats_t *out)
 
 cdef extern from "src/keyframe.h" nogil:
     int sfu_is_keyframe(int codec, const uint8_t *p, size_t n)

@@ -273,12 +273,13 @@ cdef class Engine:
             sfu_engine_unlock(self.e)
 
     def transport_stats(self, uint32_t h):
+        cdef sfu_bwe_stats_t bs
         sfu_engine_lock(self.e)
         try:
             t = sfu_transport_get(self.e, h)
             if t == NULL:
                 raise KeyError(f"unknown transport handle {h}")
-            return {
+            d = {
                 "rtpPacketsReceived": t.rtp_in.packets, "rtpBytesReceived": t.rtp_in.bytes,
                 "rtpPacketsSent": t.rtp_out.packets, "rtpBytesSent": t.rtp_out.bytes,
                 "rtcpPacketsReceived": t.rtcp_in.packets, "rtcpBytesReceived": t.rtcp_in.bytes,
@@ -287,6 +288,15 @@ cdef class Engine:
                 "roundTripTime": t.rtt.rtt_ms or None,  # ms: DLRR answers or reports about our SRs
                 "rttSamples": t.rtt.samples,
             }
+            if sfu_bwe_stats(t, &bs):
+                d["availableOutgoingBitrate"] = bs.estimate_bps
+                d["bwe"] = {"estimate": bs.estimate_bps, "allocated": bs.allocated_bps,
+                            "acknowledged": bs.acked_bps, "nextStep": bs.next_step_bps, "usage": ("normal", "overuse", "underuse")[bs.usage]
+                            if 0 <= bs.usage < 3 else "normal",
+                            "feedbacks": bs.feedbacks, "rembs": bs.rembs, "probes": bs.probes,
+                            "probesFailed": bs.probes_failed, "paddingPackets": bs.padding_packets,
+                            "paddingBytes": bs.padding_bytes}
+            return d
         finally:
             sfu_engine_unlock(self.e)
 
@@ -466,6 +476,26 @@ cdef class Engine:
         if rc != 0:
             raise MemoryError("could not allocate the layer's retransmission store")
 
+    def set_consumer_priority(self, uint32_t h, int priority):
+        """Bandwidth allocation order of the consumer's transport (1..255, higher first)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_priority_locked(self.e, h, priority)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
+    def set_consumer_twcc(self, uint32_t h, int ext_id, bint remb=False):
+        """The consumer's transport-wide sequence number extension id (0:
+        none) and whether its remote sends REMB; either gives the consumer's
+        transport a bandwidth estimate and a layer allocation."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_twcc_locked(self.e, h, <uint8_t>ext_id, remb)
+        sfu_engine_unlock(self.e)
+        if rc == -2:
+            raise MemoryError("no memory for the bandwidth estimator")
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
     def remove_consumer(self, uint32_t h):
         with nogil:
             sfu_engine_lock(self.e)
@@ -485,7 +515,9 @@ cdef class Engine:
                     "firCount": c.fir_received, "roundTripTime": c.rtt_ms,
                     "fractionLost": c.fraction_lost / 256.0, "packetsLost": c.packets_lost,
                     "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score,
-                    "spatialLayer": c.stream, "targetSpatialLayer": c.target_stream}
+                    "spatialLayer": c.stream, "targetSpatialLayer": c.target_stream,
+                    "preferredSpatialLayer": c.preferred_stream, "priority": c.priority,
+                    "layerChanges": c.layer_changes}
         finally:
             sfu_engine_unlock(self.e)
 
@@ -500,8 +532,9 @@ cdef class Engine:
             sfu_engine_unlock(self.e)
 
     def poll_upcalls(self):
-        """Pops queued upcalls: ('packet', socket, transport, kind, addr, bytes)
-        or ('tuple', socket, transport, is_rtcp, addr)."""
+        """Pops queued upcalls: ('packet', socket, transport, kind, addr, bytes),
+        ('tuple', socket, transport, is_rtcp, addr) or ('layers', consumer,
+        spatial layer)."""
         cdef sfu_upcall_t up
         out = []
         sfu_engine_lock(self.e)
@@ -514,6 +547,8 @@ cdef class Engine:
                                     addr, PyBytes_FromStringAndSize(<char *>up.data, up.len)))
                     elif up.type == SFU_UP_TUPLE:
                         out.append(("tuple", up.socket, up.transport, bool(up.is_rtcp), addr))
+                    elif up.type == SFU_UP_LAYERS:
+                        out.append(("layers", up.transport, up.kind))
                 finally:
                     free(up.data)
         finally:

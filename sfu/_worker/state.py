@@ -100,6 +100,7 @@ class WorkerState:
         self.producers: dict[str, ProducerState] = {}
         self.consumers: dict[str, ConsumerState] = {}
         self.transport_by_handle: dict[int, str] = {}
+        self.consumer_by_handle: dict[int, str] = {}
         self.port_range: tuple[int, int] | None = None
         self.remb_floor_bps = 30000
         self._efd = -1
@@ -129,7 +130,12 @@ class WorkerState:
         except BlockingIOError:
             pass
         for up in self.engine.poll_upcalls():
-            if up[0] == "tuple":
+            if up[0] == "layers":
+                _, chandle, spatial = up
+                cid = self.consumer_by_handle.get(chandle)
+                if cid is not None and cid in self.consumers:
+                    self.notify(cid, "layerschange", {"spatialLayer": spatial, "temporalLayer": None})
+            elif up[0] == "tuple":
                 _, _sock, thandle, is_rtcp, addr = up
                 tid = self.transport_by_handle.get(thandle)
                 t = self.transports.get(tid or "")
@@ -448,7 +454,10 @@ class WorkerState:
         self.engine.set_consumer_feedback(handle, nack=bool(fb.get("nack")), rtx_pt=int(fb.get("rtxPt") or 0))
         if data.get("midExtId"):
             self.engine.set_consumer_mid(handle, int(data["midExtId"]), str(data["mid"]))
+        if fb.get("twccExtId") or fb.get("remb"):
+            self.engine.set_consumer_twcc(handle, int(fb.get("twccExtId") or 0), bool(fb.get("remb")))
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
+        self.consumer_by_handle[handle] = cid
         t.consumer_ids.add(cid)
         p.consumer_ids.add(cid)
 
@@ -500,6 +509,7 @@ class WorkerState:
         if c is None:
             return
         self.engine.remove_consumer(c.handle)
+        self.consumer_by_handle.pop(c.handle, None)
         t = self.transports.get(c.transport_id)
         if t:
             t.consumer_ids.discard(cid)
@@ -521,6 +531,12 @@ class WorkerState:
         if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
             raise InvalidParametersError("spatialLayer: required, an integer >= 0")
         self.engine.set_consumer_target_stream(self._consumer(cid).handle, spatial)
+
+    def _consumer_setPriority(self, cid: str, data: dict[str, Any]) -> None:
+        priority = data.get("priority")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 255:
+            raise InvalidParametersError("priority: required, an integer from 1 to 255")
+        self.engine.set_consumer_priority(self._consumer(cid).handle, priority)
 
     def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
         c = self._consumer(cid)
@@ -556,4 +572,5 @@ _HANDLERS: dict[str, Callable[[WorkerState, Any, Any], Any]] = {
     "consumer.resume": WorkerState._consumer_resume,
     "consumer.getStats": WorkerState._consumer_getStats,
     "consumer.setPreferredLayers": WorkerState._consumer_setPreferredLayers,
+    "consumer.setPriority": WorkerState._consumer_setPriority,
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bwe.h"
 #include "keyframe_policy.h"
 #include "outbox.h"
 #include "rtcp_nack.h"
@@ -33,6 +34,8 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     c->transport = t;
     c->producer = p;
     c->stream = c->target_stream = 0;
+    c->preferred_stream = p->nstreams - 1; /* the top layer, unless told or the estimate says otherwise */
+    c->priority = 1;
     c->paused = paused;
     c->producer_paused = p->paused;
     c->ssrc = ssrc;
@@ -62,6 +65,10 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     p->consumers[p->nconsumers++] = c;
     t->consumers[t->nconsumers++] = c;
     sfu_keyframe_consumer_waits(e, c); /* it starts at a keyframe */
+    if (t->bwe) /* the allocation picks its layer */
+        sfu_bwe_reallocate(e, t);
+    else
+        sfu_consumer_retarget(e, c, c->preferred_stream);
     return c->handle;
 }
 
@@ -89,6 +96,32 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     return 0;
 }
 
+int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream)
+{
+    sfu_producer_t *p = c->producer;
+    if (!p)
+        return 0;
+    if (stream < 0)
+        stream = 0;
+    if (stream >= p->nstreams)
+        stream = p->nstreams - 1;
+    if (stream == c->target_stream)
+        return 0;
+    c->target_stream = stream;
+    if (stream != c->stream) {
+        /* retransmissions after the switch come from that layer's store */
+        if (c->nack_enabled && p->kind_video && !p->streams[stream].store.slots &&
+            sfu_packet_store_init(&p->streams[stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+            return -2;
+        /* the current layer flows until a keyframe of the target, which
+         * the keyframe policy asks for (a consumer that has not started
+         * yet starts at whichever of the two comes first) */
+        c->keyframe_wanted = 1;
+        sfu_timer_pull(e, 0);
+    }
+    return 0;
+}
+
 int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int stream)
 {
     sfu_consumer_t *c = sfu_consumer_get(e, h);
@@ -101,17 +134,35 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int strea
         stream = 0;
     if (stream >= p->nstreams)
         stream = p->nstreams - 1;
-    c->target_stream = stream;
-    if (stream != c->stream) {
-        /* retransmissions after the switch come from that layer's store */
-        if (c->nack_enabled && p->kind_video && !p->streams[stream].store.slots &&
-            sfu_packet_store_init(&p->streams[stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
-            return -2;
-        /* the current layer flows until a keyframe of the target, which
-         * the keyframe policy asks for */
-        c->keyframe_wanted = 1;
-        sfu_timer_pull(e, 0);
+    c->preferred_stream = stream;
+    if (c->transport->bwe) { /* the allocation decides, under the preference */
+        sfu_bwe_reallocate(e, c->transport);
+        return 0;
     }
+    return sfu_consumer_retarget(e, c, stream);
+}
+
+int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t h, int priority)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    c->priority = (uint8_t)(priority < 1 ? 1 : priority > 255 ? 255 : priority);
+    if (c->transport->bwe)
+        sfu_bwe_reallocate(e, c->transport);
+    return 0;
+}
+
+int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t h, uint8_t ext_id, int remb)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    c->twcc_ext_id = ext_id;
+    if ((ext_id || remb) && !c->transport->bwe && sfu_bwe_enable(e, c->transport) < 0)
+        return -2;
+    if (c->transport->bwe)
+        sfu_bwe_reallocate(e, c->transport);
     return 0;
 }
 
@@ -145,6 +196,8 @@ int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
     }
     sfu_table_del(&e->consumers, h);
     sfu_consumer_free(c);
+    if (t->bwe)
+        sfu_bwe_reallocate(e, t);
     return 0;
 }
 
@@ -190,15 +243,19 @@ static void consumer_sync_timestamp(sfu_consumer_t *c, uint32_t ts, uint64_t now
 
 /* Writes a router-level packet into `out` as one consumer sends it: SSRC,
  * sequence number, timestamp, payload type, and header extensions (ids
- * through the consumer's map, RID/RRID removed, the consumer's own MID
- * written). One copy. Returns the length, or -1 when it does not fit. */
+ * through the consumer's map, RID/RRID removed, the consumer's own MID and
+ * our transport-wide sequence number written). One copy. Returns the
+ * length, or -1 when it does not fit. */
 static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const uint8_t *src, size_t len,
-                                  const sfu_rtp_t *rtp, uint16_t seq, uint32_t ts, uint8_t pt)
+                                  const sfu_rtp_t *rtp, uint16_t seq, uint32_t ts, uint8_t pt, int twcc,
+                                  uint16_t twcc_seq)
 {
     long olen;
-    if (c->mid_ext_id || (!c->ext_identity && rtp->extension)) {
-        olen = sfu_rtp_copy_rewrite_extensions(out, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, src, len, rtp,
-                                               c->ext_map, c->mid_ext_id, c->mid, c->mid_len);
+    if (c->mid_ext_id || twcc || (!c->ext_identity && rtp->extension)) {
+        uint8_t tw[2] = {(uint8_t)(twcc_seq >> 8), (uint8_t)twcc_seq};
+        sfu_rtp_ext_add_t adds[2] = {{c->mid_ext_id, c->mid_len, c->mid}, {twcc ? c->twcc_ext_id : 0, 2, tw}};
+        olen = sfu_rtp_copy_rewrite_extensions_n(out, SFU_SLOT_SIZE - SFU_SRTP_TRAILER_ROOM, src, len, rtp,
+                                                 c->ext_map, adds, 2);
         if (olen < 0)
             return -1;
     } else {
@@ -210,6 +267,18 @@ static inline long consumer_write(const sfu_consumer_t *c, uint8_t *out, const u
     sfu_rtp_set_timestamp(out, ts);
     sfu_rtp_set_payload_type(out, pt);
     return olen;
+}
+
+/* Numbers a packet of about `len` octets for the transport's estimate: the
+ * wire size is the written packet plus the extension and the SRTP tag
+ * (close enough for a rate). */
+static inline int consumer_twcc(const sfu_consumer_t *c, uint64_t now_ms, size_t len, uint16_t *tseq)
+{
+    sfu_bwe_t *b = c->transport->bwe;
+    if (!c->twcc_ext_id || !b)
+        return 0;
+    *tseq = sfu_bwe_number(b, now_ms, len + 24, 0);
+    return 1;
 }
 
 void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const uint8_t *buf, size_t len,
@@ -264,6 +333,8 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             }
             if (switching) {
                 c->stream = stream;
+                c->layer_changes++;
+                sfu_upcall_push(e, SFU_UP_LAYERS, NULL, c->handle, stream, NULL, 0, NULL, 0);
                 if (c->seq_map) /* its entries name the other layer's packets */
                     sfu_seq_map_init(c->seq_map);
             }
@@ -286,7 +357,9 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             return;
         uint8_t *out = slot->data;
         uint32_t ots = rtp->timestamp + c->ts_offset;
-        long wlen = consumer_write(c, out, buf, len, rtp, oseq, ots, opt);
+        uint16_t tseq = 0;
+        int twcc = consumer_twcc(c, now_ms, len, &tseq);
+        long wlen = consumer_write(c, out, buf, len, rtp, oseq, ots, opt, twcc, tseq);
         if (wlen < 0) {
             c->dropped++;
             continue;
@@ -348,7 +421,9 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
         if (!slot)
             return;
         uint8_t *out = slot->data;
-        long wlen = consumer_write(c, out, orig, len, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt);
+        uint16_t tseq = 0;
+        int twcc = consumer_twcc(c, now_ms, len, &tseq);
+        long wlen = consumer_write(c, out, orig, len, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt, twcc, tseq);
         if (wlen < 0)
             continue;
         size_t olen = (size_t)wlen;

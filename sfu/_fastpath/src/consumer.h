@@ -16,4 +16,9 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
 void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *pkt, size_t plen, uint64_t now_ms);
 void sfu_consumer_free(sfu_consumer_t *c);
 
+/* Sets the layer the consumer should forward (clamped to the producer's
+ * streams); the switch happens at that layer's next keyframe, which the
+ * keyframe policy asks for. Returns 0, or -2 without memory. */
+int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream);
+
 #endif

@@ -174,6 +174,10 @@ typedef struct sfu_transport {
     /* round trip to the remote (reports.c): the publisher's DLRR answers to
      * our RRTRs, or its receiver reports about our SRs; drives NACK timing */
     sfu_rtt_t rtt;
+    /* sender-side bandwidth estimation of what this transport sends, and
+     * the layer allocation it drives (bwe.h); NULL until a consumer whose
+     * remote gives feedback (transport-cc or REMB) is added */
+    struct sfu_bwe *bwe;
 } sfu_transport_t;
 
 typedef struct {
@@ -240,7 +244,9 @@ typedef struct sfu_consumer {
     struct sfu_transport *transport;
     struct sfu_producer *producer; /* NULL once the producer is gone */
     int stream;            /* producer stream (simulcast layer) forwarded */
-    int target_stream;     /* the one wanted: a switch happens at its next keyframe */
+    int target_stream;     /* the one wanted: a switch happens at its next keyframe;
+                            * the preferred one, lowered by the transport's
+                            * bandwidth allocation (allocator.h) */
     uint8_t paused;
     uint8_t producer_paused;
     uint8_t sync_required; /* waits for a keyframe (keyframe_policy.h) */
@@ -251,6 +257,10 @@ typedef struct sfu_consumer {
     uint8_t mid_ext_id;    /* consumer id of the MID extension (0: none) */
     uint8_t mid_len;
     uint8_t ts_started;
+    /* consumer id of the transport-wide sequence number extension: the
+     * transport numbers what it sends for its bandwidth estimate (bwe.h);
+     * 0 when the remote did not negotiate it */
+    uint8_t twcc_ext_id;
     uint32_t ssrc;
     uint32_t ts_offset;
     uint32_t last_ts;
@@ -278,10 +288,15 @@ typedef struct sfu_consumer {
     uint32_t jitter;
     uint64_t bytes_at_last_rate, rate_bps;
     int score;
+    int preferred_stream;     /* the highest layer the application wants (default: the top one) */
+    uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
+    uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */
-enum { SFU_UP_PACKET = 1, SFU_UP_TUPLE = 2 };
+/* SFU_UP_LAYERS: a consumer (handle in `transport`) switched to the
+ * simulcast layer in `kind`. */
+enum { SFU_UP_PACKET = 1, SFU_UP_TUPLE = 2, SFU_UP_LAYERS = 3 };
 
 typedef struct {
     int type;
@@ -408,6 +423,13 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
  * until a keyframe of the target one arrives (the engine asks for it), then
  * switches with sequence numbers and timestamps continuing. */
 int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream);
+/* The highest layer is the preferred one (set_target_stream); on a transport
+ * with a bandwidth estimate (bwe.h) the allocation (allocator.h) may give
+ * less. Priority (1..255, higher first) orders the allocation. */
+int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t c, int priority);
+/* The consumer's transport-wide sequence number extension id (0: none) and
+ * whether its remote sends REMB: either gives its transport an estimate. */
+int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, int remb);
 /* Time-driven work (timers.h): runs what is due and returns the ms until
  * the soonest deadline of any unit, or -1 when nothing is scheduled. O(1)
  * while nothing is due. */

@@ -1,6 +1,8 @@
 /* An incoming RTCP compound on a transport: unprotected, validated, and
  * each packet handed to the unit of its type (PLI/FIR: keyframe_policy,
- * REMB: producer, NACK: consumer, SR/RR: reports). Declared in transport.h. */
+ * REMB: producer and bwe, NACK: consumer, transport-cc: bwe, SR/RR:
+ * reports). Declared in transport.h. */
+#include "bwe.h"
 #include "consumer.h"
 #include "keyframe_policy.h"
 #include "producer.h"
@@ -52,9 +54,15 @@ static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk,
             if (n < 0)
                 break;
             e->counters[SFU_C_RX_REMB]++;
+            /* the viewer's estimate of its downlink: this transport's
+             * estimate (while it gives no transport-cc), and the floor of
+             * what a single-encoding publisher sends; a simulcast publisher
+             * is not slowed down for one viewer, whose layer follows its
+             * estimate instead */
+            sfu_bwe_on_remb(e, t, bps, now_ms);
             for (int i = 0; i < n && i < 16; i++) {
                 sfu_consumer_t *c = sfu_transport_consumer_by_ssrc(t, ssrcs[i]);
-                if (c && c->producer)
+                if (c && c->producer && (c->producer->nstreams < 2 || !t->bwe))
                     sfu_producer_on_remb(e, c->producer, c, bps, now_ms);
             }
         }
@@ -64,6 +72,8 @@ static void on_rtcp_item(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pk,
             sfu_consumer_t *c = sfu_transport_consumer_by_ssrc(t, sfu_rtcp_nack_media_ssrc(pk, len));
             if (c && c->nack_enabled)
                 sfu_consumer_retransmit(e, c, pk, len, now_ms);
+        } else if (it->count == SFU_RTCP_FMT_TWCC) {
+            sfu_bwe_on_feedback(e, t, pk, len, now_ms); /* about what this transport sent */
         }
         break;
     case SFU_RTCP_SR:

@@ -121,13 +121,14 @@ int sfu_rtp_ext_map_is_noop(const uint8_t *buf, const sfu_rtp_t *p, const uint8_
 
 /* Encodes the extension block of `src` (parsed as `p`) into `block`: each
  * element id goes through map[id] (0 removes it); an element whose mapped id
- * is add_id is left out and, when add_id is non-zero, (add_id, add) is
- * appended instead (unless the block already holds SFU_RTP_MAX_EXTENSIONS
- * elements). One-byte form (0xBEDE) when every id is 1..14 and every
- * length 1..16, else two-byte. Returns the padded block length (0: no
- * element left) and sets *profile; negative on a malformed block. */
-static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t map[256], uint8_t add_id,
-                        const uint8_t *add, uint8_t add_len, uint8_t *block, uint16_t *profile, int *nelems)
+ * is the id of one of the `nadds` added elements is left out, and the added
+ * elements are appended instead (each only while the block holds fewer than
+ * SFU_RTP_MAX_EXTENSIONS elements). One-byte form (0xBEDE) when every id is
+ * 1..14 and every length 1..16, else two-byte. Returns the padded block
+ * length (0: no element left) and sets *profile; negative on a malformed
+ * block. */
+static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t map[256],
+                        const sfu_rtp_ext_add_t *adds, int nadds, uint8_t *block, uint16_t *profile, int *nelems)
 {
     sfu_rtp_ext_elem_t elems[SFU_RTP_MAX_EXTENSIONS];
     int n = sfu_rtp_ext_elements(src, p, elems, SFU_RTP_MAX_EXTENSIONS);
@@ -138,7 +139,10 @@ static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t ma
     int kept = 0;
     for (int i = 0; i < n; i++) {
         uint8_t id = map[elems[i].id];
-        if (id == 0 || id == add_id) {
+        int replaced = 0;
+        for (int a = 0; a < nadds; a++)
+            replaced |= adds[a].id && id == adds[a].id;
+        if (id == 0 || replaced) {
             elems[i].id = 0; /* dropped below */
             continue;
         }
@@ -147,10 +151,16 @@ static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t ma
         if (id > 14 || elems[i].length == 0 || elems[i].length > 16)
             one_byte = 0;
     }
-    if (kept >= SFU_RTP_MAX_EXTENSIONS)
-        add_id = 0; /* no room for one more element: the packet stays parseable */
-    if (add_id && (add_id > 14 || add_len == 0 || add_len > 16))
-        one_byte = 0;
+    int room = SFU_RTP_MAX_EXTENSIONS - kept; /* more elements: the packet would not parse */
+    uint8_t add_on[SFU_RTP_MAX_ADDS] = {0};
+    for (int a = 0; a < nadds && a < SFU_RTP_MAX_ADDS; a++) {
+        if (!adds[a].id || room <= 0)
+            continue;
+        add_on[a] = 1;
+        room--;
+        if (adds[a].id > 14 || adds[a].len == 0 || adds[a].len > 16)
+            one_byte = 0;
+    }
     size_t blen = 0;
     for (int i = 0; i < n; i++) {
         if (elems[i].id == 0)
@@ -164,15 +174,17 @@ static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t ma
         memcpy(block + blen, src + elems[i].offset, elems[i].length);
         blen += elems[i].length;
     }
-    if (add_id) {
+    for (int a = 0; a < nadds && a < SFU_RTP_MAX_ADDS; a++) {
+        if (!add_on[a])
+            continue;
         if (one_byte) {
-            block[blen++] = (uint8_t)((add_id << 4) | (add_len - 1));
+            block[blen++] = (uint8_t)((adds[a].id << 4) | (adds[a].len - 1));
         } else {
-            block[blen++] = add_id;
-            block[blen++] = add_len;
+            block[blen++] = adds[a].id;
+            block[blen++] = adds[a].len;
         }
-        memcpy(block + blen, add, add_len);
-        blen += add_len;
+        memcpy(block + blen, adds[a].data, adds[a].len);
+        blen += adds[a].len;
         kept++;
     }
     size_t padded = (blen + 3) & ~(size_t)3;
@@ -181,8 +193,8 @@ static int encode_block(const uint8_t *src, const sfu_rtp_t *p, const uint8_t ma
     return kept ? (int)padded : 0;
 }
 
-/* The largest block: 32 two-byte elements of 255 bytes plus one added. */
-#define SFU_RTP_MAX_BLOCK ((SFU_RTP_MAX_EXTENSIONS + 1) * 257 + 4)
+/* The largest block: 32 two-byte elements of 255 bytes plus the added ones. */
+#define SFU_RTP_MAX_BLOCK ((SFU_RTP_MAX_EXTENSIONS + SFU_RTP_MAX_ADDS) * 257 + 4)
 
 int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, const uint8_t map[256])
 {
@@ -193,7 +205,7 @@ int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, 
     uint8_t block[SFU_RTP_MAX_BLOCK];
     uint16_t profile;
     int n = 0;
-    int padded = encode_block(buf, p, map, 0, NULL, 0, block, &profile, &n);
+    int padded = encode_block(buf, p, map, NULL, 0, block, &profile, &n);
     if (padded < 0)
         return padded;
     if (n == 0)
@@ -220,8 +232,8 @@ int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p, 
     return sfu_rtp_parse(buf, *len, p);
 }
 
-long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
-                                     const uint8_t map[256], uint8_t add_id, const uint8_t *add, uint8_t add_len)
+long sfu_rtp_copy_rewrite_extensions_n(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                       const uint8_t map[256], const sfu_rtp_ext_add_t *adds, int nadds)
 {
     int known = p->extension && (p->ext_profile == SFU_RTP_EXT_ONE_BYTE ||
                                  (p->ext_profile & 0xfff0) == SFU_RTP_EXT_TWO_BYTE);
@@ -235,7 +247,7 @@ long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *sr
     uint8_t block[SFU_RTP_MAX_BLOCK];
     uint16_t profile = SFU_RTP_EXT_ONE_BYTE;
     int n = 0;
-    int padded = encode_block(src, p, map, add_id, add, add_len, block, &profile, &n);
+    int padded = encode_block(src, p, map, adds, nadds, block, &profile, &n);
     if (padded < 0)
         return padded;
     size_t csrc_end = SFU_RTP_FIXED_HEADER + 4u * p->csrc_count;
@@ -254,4 +266,11 @@ long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *sr
     }
     memcpy(dst + new_header, src + p->header_length, tail);
     return (long)(new_header + tail);
+}
+
+long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                     const uint8_t map[256], uint8_t add_id, const uint8_t *add, uint8_t add_len)
+{
+    sfu_rtp_ext_add_t a = {add_id, add_len, add};
+    return sfu_rtp_copy_rewrite_extensions_n(dst, cap, src, len, p, map, &a, add_id ? 1 : 0);
 }

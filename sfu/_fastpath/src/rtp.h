@@ -90,6 +90,20 @@ int sfu_rtp_map_extensions(uint8_t *buf, size_t *len, size_t cap, sfu_rtp_t *p,
 long sfu_rtp_copy_rewrite_extensions(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
                                      const uint8_t map[256], uint8_t add_id, const uint8_t *add, uint8_t add_len);
 
+/* An element written by the SFU itself (e.g. the consumer's MID, our
+ * transport-wide sequence number). */
+#define SFU_RTP_MAX_ADDS 2
+typedef struct {
+    uint8_t id;            /* 0: none */
+    uint8_t len;
+    const uint8_t *data;
+} sfu_rtp_ext_add_t;
+
+/* The same with up to SFU_RTP_MAX_ADDS added elements (each replaces the
+ * element mapped to its id). */
+long sfu_rtp_copy_rewrite_extensions_n(uint8_t *dst, size_t cap, const uint8_t *src, size_t len, const sfu_rtp_t *p,
+                                       const uint8_t map[256], const sfu_rtp_ext_add_t *adds, int nadds);
+
 /* True when map[id] == id for every id present in the packet (nothing to do). */
 int sfu_rtp_ext_map_is_noop(const uint8_t *buf, const sfu_rtp_t *p, const uint8_t map[256]);
 

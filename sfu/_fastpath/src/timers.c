@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include "bwe.h"
 #include "keyframe_policy.h"
 #include "producer.h"
 #include "reports.h"
@@ -38,6 +39,8 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
             if (t) {
                 sfu_transport_timers(e, t, now_ms);
                 sfu_reports_timers(e, t, now_ms);
+                if (t->bwe)
+                    sfu_bwe_timers(e, t, now_ms);
             }
         }
     }

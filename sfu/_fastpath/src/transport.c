@@ -1,6 +1,8 @@
 /* Transports (transport.h). */
 #include "transport.h"
 
+#include "bwe.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -302,5 +304,6 @@ void sfu_transport_free(sfu_transport_t *t)
     free(t->pending);
     free(t->consumers);
     free(t->twcc);
+    sfu_bwe_free(t->bwe);
     free(t);
 }

@@ -52,6 +52,7 @@ enum { SFU_TWCC_NOT_RECEIVED = 0, SFU_TWCC_SMALL = 1, SFU_TWCC_LARGE = 2 };
 #define SFU_TWCC_HEADER 20             /* RTCP header + FCI fixed part */
 #define SFU_TWCC_REF_UNIT_US 64000
 #define SFU_TWCC_DELTA_UNIT_US 250
+#define SFU_RTCP_FMT_TWCC 15           /* RTPFB FMT of transport-cc feedback */
 
 typedef struct {
     int64_t seq[SFU_TWCC_WINDOW];         /* unwrapped seq held by the slot, -1 = none */
