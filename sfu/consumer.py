@@ -108,15 +108,19 @@ class Consumer(EventEmitter):
         one that its estimate of the link allows. A switch happens at a
         keyframe of the new layer, which the SFU asks the publisher for, with
         sequence numbers and timestamps continuing (mediasoup's
-        ``setPreferredLayers``). Temporal layers are not selected yet: the
-        value is kept but every temporal layer is forwarded."""
+        ``setPreferredLayers``). ``temporal_layer`` (VP8 temporal layers,
+        e.g. L1T3: 0..2; None: all) drops the frames above it, whole, with
+        the viewer's sequence numbers and picture ids kept continuous."""
         if self._closed:
             raise InvalidStateError(f"consumer {self.id} is closed")
         if not isinstance(spatial_layer, int) or isinstance(spatial_layer, bool) or spatial_layer < 0:
             raise InvalidParametersError("spatial_layer: an integer >= 0")
         if temporal_layer is not None and (not isinstance(temporal_layer, int) or temporal_layer < 0):
             raise InvalidParametersError("temporal_layer: an integer >= 0, or None")
-        await self._worker()._request("consumer.setPreferredLayers", self.id, {"spatialLayer": spatial_layer})
+        layers: dict[str, int] = {"spatialLayer": spatial_layer}
+        if temporal_layer is not None:
+            layers["temporalLayer"] = temporal_layer
+        await self._worker()._request("consumer.setPreferredLayers", self.id, layers)
         self._preferred_layers = {"spatialLayer": spatial_layer}
         if temporal_layer is not None:
             self._preferred_layers["temporalLayer"] = temporal_layer

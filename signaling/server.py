@@ -525,6 +525,20 @@ async def consumer_preferred_layers(request: web.Request) -> web.Response:
     return web.json_response({"preferredLayers": consumer.preferred_layers})
 
 
+async def consumer_priority(request: web.Request) -> web.Response:
+    """Orders the viewer's consumers for its link's bandwidth ({"priority":
+    1..255}, higher first; mediasoup's setPriority)."""
+    room = _room(request)
+    p = _participant(request, room)
+    consumer = room.consumer_of(p, request.match_info["consumerId"])
+    data = await _body(request)
+    priority = data.get("priority")
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 255:
+        raise ApiError(400, "priority: required, an integer from 1 to 255")
+    await consumer.set_priority(priority)
+    return web.json_response({"priority": consumer.priority})
+
+
 async def leave(request: web.Request) -> web.Response:
     room = _room(request)
     p = _participant(request, room)
@@ -838,6 +852,7 @@ def create_app(
     r.add_post("/api/rooms/{roomId}/consume", consume)
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/{action:resume|pause}", consumer_action)
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/preferred-layers", consumer_preferred_layers)
+    r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/priority", consumer_priority)
     r.add_post("/api/rooms/{roomId}/participants/{participantId}/leave", leave)
     r.add_get("/api/rooms/{roomId}/ws", websocket)
     from .whip import add_routes as add_whip_routes

@@ -108,6 +108,12 @@ async def test_publish_and_view_through_the_rest_api(client):
         err = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/preferred-layers",
                          bob["token"], {"spatialLayer": "high"}, status=400)
         assert "spatialLayer" in err["error"]
+        prio = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/priority",
+                          bob["token"], {"priority": 3})
+        assert prio == {"priority": 3}
+        err = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/priority",
+                         bob["token"], {"priority": 0}, status=400)
+        assert "priority" in err["error"]
         frame = await asyncio.wait_for(receiver.track.recv(), 10)
         assert frame.width == 640
 

@@ -134,6 +134,7 @@ cdef extern from "src/engine.h" nogil:
         int stream
         int target_stream
         int preferred_stream
+        int preferred_temporal
         uint8_t priority
         uint64_t layer_changes
         uint8_t paused
@@ -208,6 +209,7 @@ cdef extern from "src/engine.h" nogil:
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream)
     int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t c, int priority)
+    int sfu_consumer_set_temporal_locked(sfu_engine_t *e, uint32_t c, int temporal)
     int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, int remb)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)
     int sfu_producer_request_keyframe_locked(sfu_engine_t *e, uint32_t p, uint64_t now_ms)

@@ -476,6 +476,14 @@ cdef class Engine:
         if rc != 0:
             raise MemoryError("could not allocate the layer's retransmission store")
 
+    def set_consumer_temporal_layer(self, uint32_t h, int temporal):
+        """The highest VP8 temporal layer the consumer forwards (negative: all)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_temporal_locked(self.e, h, temporal)
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
     def set_consumer_priority(self, uint32_t h, int priority):
         """Bandwidth allocation order of the consumer's transport (1..255, higher first)."""
         sfu_engine_lock(self.e)
@@ -517,6 +525,7 @@ cdef class Engine:
                     "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score,
                     "spatialLayer": c.stream, "targetSpatialLayer": c.target_stream,
                     "preferredSpatialLayer": c.preferred_stream, "priority": c.priority,
+                    "preferredTemporalLayer": c.preferred_temporal,
                     "layerChanges": c.layer_changes}
         finally:
             sfu_engine_unlock(self.e)

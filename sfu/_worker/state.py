@@ -530,7 +530,12 @@ class WorkerState:
         spatial = data.get("spatialLayer")
         if not isinstance(spatial, int) or isinstance(spatial, bool) or spatial < 0:
             raise InvalidParametersError("spatialLayer: required, an integer >= 0")
-        self.engine.set_consumer_target_stream(self._consumer(cid).handle, spatial)
+        temporal = data.get("temporalLayer")
+        if temporal is not None and (not isinstance(temporal, int) or isinstance(temporal, bool) or temporal < 0):
+            raise InvalidParametersError("temporalLayer: an integer >= 0, or absent")
+        handle = self._consumer(cid).handle
+        self.engine.set_consumer_target_stream(handle, spatial)
+        self.engine.set_consumer_temporal_layer(handle, -1 if temporal is None else temporal)
 
     def _consumer_setPriority(self, cid: str, data: dict[str, Any]) -> None:
         priority = data.get("priority")

@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "bwe.h"
+#include "keyframe.h"
 #include "keyframe_policy.h"
 #include "outbox.h"
 #include "rtcp_nack.h"
 #include "rtx.h"
 #include "timers.h"
 #include "transport.h"
+#include "vp8.h"
 
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint32_t ssrc, uint32_t rtx_ssrc,
                                  uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
@@ -35,6 +37,15 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     c->producer = p;
     c->stream = c->target_stream = 0;
     c->preferred_stream = p->nstreams - 1; /* the top layer, unless told or the estimate says otherwise */
+    c->preferred_temporal = SFU_ALL_TEMPORAL_LAYERS;
+    if (p->kind_video) {
+        c->vp8 = malloc(sizeof(*c->vp8));
+        if (!c->vp8) {
+            free(c);
+            return 0;
+        }
+        sfu_vp8_fwd_init(c->vp8);
+    }
     c->priority = 1;
     c->paused = paused;
     c->producer_paused = p->paused;
@@ -47,7 +58,7 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     sfu_seqmgr_init(&c->seq, initial_seq);
     c->handle = sfu_table_add(&e->consumers, c);
     if (!c->handle) {
-        free(c);
+        sfu_consumer_free(c);
         return 0;
     }
     if (t->nconsumers == t->consumers_cap) {
@@ -55,7 +66,7 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
         sfu_consumer_t **cs = realloc(t->consumers, ncap * sizeof(*cs));
         if (!cs) {
             sfu_table_del(&e->consumers, c->handle);
-            free(c);
+            sfu_consumer_free(c);
             return 0;
         }
         t->consumers = cs;
@@ -140,6 +151,15 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int strea
         return 0;
     }
     return sfu_consumer_retarget(e, c, stream);
+}
+
+int sfu_consumer_set_temporal_locked(sfu_engine_t *e, uint32_t h, int temporal)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    c->preferred_temporal = temporal < 0 || temporal > SFU_ALL_TEMPORAL_LAYERS ? SFU_ALL_TEMPORAL_LAYERS : temporal;
+    return 0;
 }
 
 int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t h, int priority)
@@ -286,6 +306,11 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
 {
     sfu_consumer_t *const *cs = p->consumers;
     uint32_t n = p->nconsumers;
+    /* VP8: the payload descriptor, read once for every consumer (picture
+     * id continuity and temporal layers, vp8.h) */
+    sfu_vp8_desc_t vd;
+    int vp8 = p->codec_of_pt[rtp->payload_type & 0x7f] == SFU_CODEC_VP8 &&
+              sfu_vp8_parse(buf + rtp->header_length, rtp->payload_length, &vd) == 0 && vd.has_picture_id;
     for (uint32_t i = 0; i < n; i++) {
         sfu_consumer_t *c = cs[i];
         /* A room's consumers do not fit in the caches, and each one's data
@@ -326,6 +351,7 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             c->dropped++;
             continue;
         }
+        int resync = 0;
         if (c->sync_required || switching) {
             if (!switching && !sfu_keyframe_can_start(keyframe)) {
                 c->dropped++;
@@ -344,6 +370,18 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             consumer_sync_timestamp(c, rtp->timestamp, now_ms, switching);
             c->sync_required = 0;
             c->keyframe_wanted = 0;
+            resync = 1;
+        }
+        if (vp8 && c->vp8) {
+            /* whole frames above the wanted temporal layer are dropped, and
+             * their sequence numbers skipped */
+            int fwd = sfu_vp8_fwd_packet(c->vp8, &vd, resync, c->preferred_temporal, NULL, 0);
+            if (fwd <= 0) {
+                if (fwd == 0)
+                    sfu_seqmgr_drop(&c->seq, rtp->seq);
+                c->dropped++;
+                continue;
+            }
         }
         uint16_t oseq;
         if (!sfu_seqmgr_input(&c->seq, rtp->seq, &oseq)) {
@@ -363,6 +401,10 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
         if (wlen < 0) {
             c->dropped++;
             continue;
+        }
+        if (vp8 && c->vp8) { /* the consumer's own picture id and TL0PICIDX */
+            size_t poff = (size_t)wlen - (len - rtp->header_length);
+            sfu_vp8_fwd_packet(c->vp8, &vd, 0, c->preferred_temporal, out + poff, (size_t)wlen - poff);
         }
         size_t olen = (size_t)wlen;
         if (sfu_transport_protect(e, t, out, &olen) < 0)
@@ -426,6 +468,15 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
         long wlen = consumer_write(c, out, orig, len, &rtp, out_seq, rtp.timestamp + c->ts_offset, opt, twcc, tseq);
         if (wlen < 0)
             continue;
+        sfu_vp8_desc_t vd;
+        if (c->vp8 && p->codec_of_pt[rtp.payload_type & 0x7f] == SFU_CODEC_VP8 &&
+            sfu_vp8_parse(orig + rtp.header_length, rtp.payload_length, &vd) == 0 && vd.has_picture_id) {
+            /* the picture id it was sent with (a frame too old to be
+             * remembered cannot be rewritten: not resent) */
+            size_t poff = (size_t)wlen - (len - rtp.header_length);
+            if (sfu_vp8_fwd_packet(c->vp8, &vd, 0, c->preferred_temporal, out + poff, (size_t)wlen - poff) != 1)
+                continue;
+        }
         size_t olen = (size_t)wlen;
         if (c->rtx_pt && c->rtx_ssrc) {
             c->rtx_seq++;
@@ -445,6 +496,7 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
 
 void sfu_consumer_free(sfu_consumer_t *c)
 {
+    free(c->vp8);
     free(c->seq_map);
     free(c);
 }

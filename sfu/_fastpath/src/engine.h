@@ -62,6 +62,7 @@
 #define SFU_MAX_RTP_ID 16         /* longest MID / RID (one-byte extension element) */
 #define SFU_SRTP_TRAILER_ROOM 160 /* tag + MKI + SRTCP index */
 #define SFU_PT_NONE 0xff
+#define SFU_ALL_TEMPORAL_LAYERS 7  /* VP8's TID has 2 bits: 7 keeps them all */
 
 enum sfu_counter {
     SFU_C_RX_DATAGRAMS,
@@ -289,6 +290,8 @@ typedef struct sfu_consumer {
     uint64_t bytes_at_last_rate, rate_bps;
     int score;
     int preferred_stream;     /* the highest layer the application wants (default: the top one) */
+    int preferred_temporal;   /* the highest temporal layer (VP8 TID) forwarded (default: all) */
+    struct sfu_vp8_fwd *vp8;  /* VP8 picture id / TL0PICIDX continuity, temporal filter (lazy) */
     uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
 } sfu_consumer_t;
@@ -427,6 +430,10 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int strea
  * with a bandwidth estimate (bwe.h) the allocation (allocator.h) may give
  * less. Priority (1..255, higher first) orders the allocation. */
 int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t c, int priority);
+/* The highest temporal layer forwarded (VP8 TID; negative: all): frames
+ * above it are dropped, whole, with the consumer's sequence numbers and
+ * picture ids staying continuous (vp8.h). */
+int sfu_consumer_set_temporal_locked(sfu_engine_t *e, uint32_t c, int temporal);
 /* The consumer's transport-wide sequence number extension id (0: none) and
  * whether its remote sends REMB: either gives its transport an estimate. */
 int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, int remb);

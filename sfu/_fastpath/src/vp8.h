@@ -83,7 +83,7 @@ typedef struct {
     uint8_t forwarded;
 } sfu_vp8_frame_t;
 
-typedef struct {
+typedef struct sfu_vp8_fwd {
     int started;     /* a frame with a picture id was seen */
     int tid;         /* current temporal layer: frames with TID > tid dropped */
     uint16_t newest; /* newest input picture id (width of newest_bits) */
