@@ -6,6 +6,15 @@ Datagrams in each direction are dropped with probability `loss`, delayed by
 `delay_ms` ± `jitter_ms` (so they may reorder), all from a seeded generator,
 so a failing run can be replayed. The SFU sees the relay's upstream socket as
 the client's address.
+
+A leg can also be a bottleneck link (`rate_bps` > 0): a token bucket of
+`burst_bytes` filled at `rate_bps` in front of a drop-tail FIFO that holds at
+most `queue_ms` of waiting. A datagram leaves when the bucket holds its size
+(so back-to-back datagrams are serialized at `rate_bps` and wait in the queue:
+real queuing delay, as a delay-based estimator sees it); one that would wait
+longer than `queue_ms` is dropped (`queued_drops`). The rate can be changed
+while the relay runs (`leg.rate_bps = 0` lifts the limit; datagrams already
+queued still leave in order).
 """
 
 from __future__ import annotations
@@ -26,6 +35,40 @@ class Leg:
     jitter_ms: float = 0.0
     sent: int = 0
     dropped: int = 0
+    #: bottleneck (0: none): bits per second, bucket depth, longest wait in the queue
+    rate_bps: float = 0.0
+    burst_bytes: int = 1500
+    queue_ms: float = 200.0
+    #: datagrams dropped because the queue was full (the wait would exceed queue_ms)
+    queued_drops: int = 0
+    #: bytes passed on (after loss and queue drops)
+    bytes_sent: int = 0
+    #: longest wait in the queue so far, in ms
+    max_wait_ms: float = 0.0
+    #: the bucket, as a virtual clock (GCRA): the time it is empty again, and
+    #: the departure of the last datagram let through (kept in order)
+    _tat: float = field(default=0.0, repr=False)
+    _last_departure: float = field(default=0.0, repr=False)
+
+    def admit(self, size: int, now: float) -> float | None:
+        """When a datagram of ``size`` bytes arriving at ``now`` (seconds)
+        leaves the bottleneck, or None when the queue is full (counted in
+        ``queued_drops``). Without a rate limit it leaves at once (after the
+        ones still queued from when there was one)."""
+        if self.rate_bps <= 0:
+            depart = max(now, self._last_departure)
+        else:
+            cost = size * 8 / self.rate_bps
+            tau = self.burst_bytes * 8 / self.rate_bps
+            tat = max(self._tat, now)
+            depart = max(now, tat + cost - tau, self._last_departure)
+            if depart - now > self.queue_ms / 1000:
+                self.queued_drops += 1
+                return None
+            self._tat = tat + cost
+        self.max_wait_ms = max(self.max_wait_ms, (depart - now) * 1000)
+        self._last_departure = depart
+        return depart
 
 
 @dataclass
@@ -67,8 +110,15 @@ class LossyRelay:
         if self._rng.random() < leg.loss:
             leg.dropped += 1
             return
-        leg.sent += 1
         delay = max(0.0, leg.delay_ms + self._rng.uniform(-leg.jitter_ms, leg.jitter_ms)) / 1000
+        if leg.rate_bps > 0 or leg._last_departure > 0:
+            now = asyncio.get_running_loop().time()
+            depart = leg.admit(len(data), now)
+            if depart is None:
+                return
+            delay += depart - now
+        leg.sent += 1
+        leg.bytes_sent += len(data)
         if delay <= 0:
             transport.sendto(data, addr)
         else:

@@ -25,6 +25,17 @@ tests/test_chromium.py `run_browser_script`). Usage:
         then back to the first, through the REST route
         (POST .../consumers/{id}/preferred-layers); prints the decoded width
         and framesDecoded it sampled every 50 ms after each request.
+    python tests/browser/msc_pages.py bwe [KBPS] [ON_S] [OFF_S] [END_S]
+        One page publishes three VP8 encodings (960x540 camera); viewer A
+        consumes it directly, viewer B through a relay (tests/lossy.py)
+        whose leg toward B is a KBPS kbit/s bottleneck (default 300, 200 ms
+        drop-tail queue) from ON_S to OFF_S seconds (defaults 5, 20) of the
+        END_S-second run (default 35). Both viewers ask for the top layer
+        (preferred-layers 2) before the run. Every 250 ms it samples both
+        pages' getStats (decoded width, frames, loss, freezes...), the
+        server's consumer and transport stats, and the relay's counters;
+        prints the time series (issue 12's bandwidth-estimation figures;
+        benchmarks/plot_bwe.py plots them).
 
 The page (tests/browser/msc/index.html) and the bundle are served by the
 sfu-server app itself under /msc/ (routes added here, on the test's copy of
@@ -95,10 +106,13 @@ class Session:
         self._users = 0
         self.tokens: dict[tuple[str, str], str] = {}
 
-    async def open(self, ctx: BrowserContext, room: str, codec: str, extra: str = "") -> Page:
+    async def open(self, ctx: BrowserContext, room: str, codec: str, extra: str = "",
+                   relay_for: Any = None) -> Page:
         self._users += 1
         user = f"user{self._users}"
         page = await ctx.new_page()
+        if relay_for is not None:  # the page's relay=1 asks it for a relay toward each server port
+            await page.expose_function("relayFor", relay_for)
         page.on("console", lambda m: self.console.append(f"{user} {m.type}: {m.text}"[:300])
                 if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.console.append(f"{user} pageerror: {e}"[:300]))
@@ -252,6 +266,159 @@ async def layers(s: Session) -> dict[str, Any]:
     return out
 
 
+BWE_SAMPLE_S = 0.25
+#: bound of the warm-up: both viewers decode the top encoding before the run
+BWE_WARMUP_S = 30.0
+#: the server's transport stats kept in each sample
+TRANSPORT_KEYS = ("rtpPacketsSent", "rtpBytesSent", "rtcpPacketsReceived", "roundTripTime",
+                  "availableOutgoingBitrate", "bwe")
+
+
+def _video_inbound(stats: dict[str, Any] | None, producer_id: str | None = None) -> dict[str, Any]:
+    """The page's inbound video counters of the (one) video it consumes."""
+    if not stats:
+        return {}
+    recs = [r for r in stats["remotes"] if r["kind"] == "video" and r["state"] == "resumed"
+            and (producer_id is None or r["producerId"] == producer_id)]
+    inbound = [i for r in recs for i in r["inbound"]]
+    return max(inbound, key=lambda i: i["packetsReceived"], default={})
+
+
+async def _server_side(rooms: Any, room_id: str, pid: str, consumer_id: str) -> dict[str, Any]:
+    """The server's view of a viewer: its video consumer's stats and layers,
+    and its receive transport's stats (whatever the engine reports, e.g.
+    availableOutgoingBitrate once it estimates bandwidth)."""
+    out: dict[str, Any] = {}
+    try:
+        part = rooms.rooms[room_id].participants[pid]
+        consumer = part.consumers[consumer_id]
+        out["consumer"] = (await consumer.get_stats())[0]
+        out["currentLayers"] = consumer.current_layers
+        out["preferredLayers"] = consumer.preferred_layers
+        transport = (await consumer.transport.get_stats())[0]
+        out["transport"] = {k: transport.get(k) for k in TRANSPORT_KEYS if k in transport}
+    except Exception as exc:  # noqa: BLE001  (a missing piece must not stop the run: say what it was)
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+async def bwe(s: Session, rooms: Any, args: list[str]) -> dict[str, Any]:
+    import aiohttp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
+    from lossy import Leg, LossyRelay
+
+    kbps = float(args[0]) if len(args) > 0 else 300.0
+    on_s = float(args[1]) if len(args) > 1 else 5.0
+    off_s = float(args[2]) if len(args) > 2 else 20.0
+    end_s = float(args[3]) if len(args) > 3 else 35.0
+    relays: list[LossyRelay] = []
+
+    async def relay_for(port: int) -> int:
+        relay = await LossyRelay(("127.0.0.1", int(port)), to_client=Leg(queue_ms=200.0)).start()
+        relays.append(relay)
+        return relay.port
+
+    ctx = await s.browser.new_context()
+    room = f"bwe-{uuid.uuid4().hex[:8]}"
+    publisher = await s.open(ctx, room, "vp8", "&simulcast=1&layers=1")
+    users = {"A": f"user{s._users + 1}", "B": f"user{s._users + 2}"}
+    viewer_a = await s.open(ctx, room, "vp8", "&publish=0")
+    viewer_b = await s.open(ctx, room, "vp8", "&publish=0&relay=1", relay_for=relay_for)
+    pages = [publisher, viewer_a, viewer_b]
+    out: dict[str, Any] = {"rate_kbps": kbps, "limit_on_s": on_s, "limit_off_s": off_s, "end_s": end_s,
+                           "queue_ms": 200.0, "sample_s": BWE_SAMPLE_S}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_S
+    while True:  # both viewers decode the publisher's video
+        stats = await snapshot(pages)
+        if all(_video_inbound(st).get("framesDecoded", 0) > 0 for st in stats[1:]):
+            ok = True
+            break
+        if loop.time() > deadline or any(st and st["errors"] for st in stats):
+            ok = False
+            break
+        await asyncio.sleep(0.25)
+    out["flowing"] = ok
+    out["relayed"] = stats[2]["relayed"] if stats[2] else None
+    if not ok or not relays:
+        out["stats"] = stats
+        out["flowing"] = ok and bool(relays)
+        await leave(ctx, pages)
+        return out
+    pids = {"A": stats[1]["participantId"], "B": stats[2]["participantId"]}
+    consumers = {}
+    for name, st in (("A", stats[1]), ("B", stats[2])):
+        (rec,) = [r for r in st["remotes"] if r["kind"] == "video"]
+        consumers[name] = rec["consumerId"]
+    out["consumers"] = consumers
+    # both viewers want the top layer; what they get is the SFU's choice
+    async with aiohttp.ClientSession() as http:
+        for name in ("A", "B"):
+            url = f"{s.base_url}/api/rooms/{room}/consumers/{consumers[name]}/preferred-layers"
+            async with http.post(url, json={"spatialLayer": 2},
+                                 headers={"Authorization": f"Bearer {s.tokens[room, users[name]]}"}) as resp:
+                out[f"preferred_{name}"] = resp.status
+    # warm-up, unconstrained: the publisher's estimate grows until it sends
+    # all three encodings and the SFU's toward each viewer until it forwards
+    # the top one; the run starts once both viewers decode it (or at the bound)
+    top = await publisher.evaluate("() => document.getElementById('local').videoWidth")
+    out["camera_width"] = top
+    w0 = loop.time()
+    while loop.time() - w0 < BWE_WARMUP_S:
+        widths = [_video_inbound(st).get("frameWidth", 0) for st in await snapshot(pages[1:])]
+        if all(w >= top for w in widths):
+            break
+        await asyncio.sleep(0.25)
+    out["warmup_s"] = round(loop.time() - w0, 2)
+    out["warmup_widths"] = widths
+    legs = [r.to_client for r in relays]
+    samples: list[dict[str, Any]] = []
+    phase = "before"
+    t0 = loop.time()
+    tick = 0
+    while True:
+        t = loop.time() - t0
+        if t >= end_s:
+            break
+        if phase == "before" and t >= on_s:
+            for leg in legs:
+                leg.rate_bps = kbps * 1000
+            phase = "limited"
+        elif phase == "limited" and t >= off_s:
+            for leg in legs:
+                leg.rate_bps = 0
+            phase = "after"
+        page_stats, outbound = await asyncio.gather(
+            snapshot(pages[1:]), publisher.evaluate("() => window.mscOutbound()"))
+        server = await asyncio.gather(*(_server_side(rooms, room, pids[n], consumers[n]) for n in ("A", "B")))
+        sample: dict[str, Any] = {"t": round(loop.time() - t0, 3), "limited": phase == "limited",
+                                  "publisher": sorted(outbound, key=lambda o: o["rid"] or "")}
+        for name, st, sv in zip(("A", "B"), page_stats, server):
+            v = _video_inbound(st)
+            sample[name] = {
+                "page": {k: v.get(k) for k in ("frameWidth", "frameHeight", "framesDecoded", "packetsReceived",
+                                               "packetsLost", "bytesReceived", "nackCount", "pliCount",
+                                               "keyFramesDecoded", "freezeCount", "totalFreezesDuration",
+                                               "jitterBufferDelay", "jitterBufferEmittedCount",
+                                               "framesPerSecond")},
+                "pair": st.get("recvPair") if st else None,
+                "server": sv,
+            }
+        sample["relay"] = {"sent": sum(leg.sent for leg in legs), "bytes": sum(leg.bytes_sent for leg in legs),
+                           "queued_drops": sum(leg.queued_drops for leg in legs),
+                           "max_wait_ms": round(max(leg.max_wait_ms for leg in legs), 1)}
+        samples.append(sample)
+        tick += 1
+        await asyncio.sleep(max(0.0, t0 + tick * BWE_SAMPLE_S - loop.time()))
+    out["samples"] = samples
+    out["errors"] = [st["errors"] for st in await snapshot(pages) if st]
+    await leave(ctx, pages)
+    for relay in relays:
+        relay.close()
+    return out
+
+
 async def main(mode: str, args: list[str]) -> dict[str, Any]:
     if not BUNDLE.exists():
         raise SystemExit(f"{BUNDLE} is missing: build it (tests/test_mediasoup_client.py does)")
@@ -283,6 +450,8 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
                     result.update(await mesh(s, int(args[0]), args[1], extra))
                 elif mode == "late":
                     result.update(await late(s, int(args[0]), args[1], len(args) > 2 and args[2] == "keep-going"))
+                elif mode == "bwe":
+                    result.update(await bwe(s, rooms, args))
                 elif mode == "simulcast":
                     result.update(await simulcast(s))
                 elif mode == "layers":

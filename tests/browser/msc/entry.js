@@ -16,7 +16,12 @@
 // authentication), codec (a video mimeType such as video/H264; the router's
 // first video codec when absent), order=video-first (produce the camera
 // before the microphone; audio first otherwise), simulcast=1 (three
-// encodings, only to see what the server answers).
+// encodings, only to see what the server answers), publish=0 (consume only:
+// no send transport, nothing produced), relay=1 (the receive transport goes
+// through a relay the test runner starts: for each UDP candidate of the
+// server the page calls window.relayFor(port), a function the runner exposes,
+// and uses the address 127.0.0.1:<answered port> instead; TCP candidates are
+// left out).
 //
 // State for the test runner: window.msc (status, errors, ...), and
 // window.mscStats() / window.mscLeave().
@@ -29,6 +34,8 @@ const token = query.get('token') || '';
 const wantedCodec = (query.get('codec') || '').toLowerCase();
 const simulcast = query.get('simulcast') === '1';
 const videoFirst = query.get('order') === 'video-first';
+const publish = query.get('publish') !== '0';
+const viaRelay = query.get('relay') === '1';
 const base = `/api/rooms/${encodeURIComponent(roomId)}`;
 
 const state = {
@@ -41,6 +48,7 @@ const state = {
   remotes: new Map(),    // producerId -> record (see consumeProducer)
   events: [],            // WebSocket events, in arrival order
   sendCodecs: [],        // the device's video codecs for sending
+  relayed: [],           // relay=1: [{from: server port, to: relay port}]
 };
 window.msc = state;
 
@@ -152,12 +160,29 @@ function wireTransport(transport) {
   transport.on('connectionstatechange', (s) => { state[`${transport.direction}State`] = s; });
 }
 
+// relay=1: the server's UDP candidates rewritten to the relay the runner
+// starts toward each of them (window.relayFor(port) -> the relay's port)
+async function relayCandidates(candidates) {
+  if (typeof window.relayFor !== 'function') throw new Error('relay=1 but the runner exposed no relayFor');
+  const out = [];
+  for (const c of candidates) {
+    if ((c.protocol || 'udp').toLowerCase() !== 'udp') continue;
+    const port = await window.relayFor(c.port);
+    state.relayed.push({ from: c.port, to: port });
+    const copy = Object.assign({}, c, { port });
+    if ('ip' in copy) copy.ip = '127.0.0.1';
+    if ('address' in copy) copy.address = '127.0.0.1';
+    out.push(copy);
+  }
+  return out;
+}
+
 async function makeTransport(direction) {
   const t = await api('/transports', { direction });
   const options = {
     id: t.id,
     iceParameters: t.iceParameters,
-    iceCandidates: t.iceCandidates,
+    iceCandidates: direction === 'recv' && viaRelay ? await relayCandidates(t.iceCandidates) : t.iceCandidates,
     dtlsParameters: t.dtlsParameters,
   };
   const transport = direction === 'send' ? device.createSendTransport(options) : device.createRecvTransport(options);
@@ -226,8 +251,8 @@ async function main() {
   await device.load({ routerRtpCapabilities: joined.rtpCapabilities });
   if (!device.canProduce('audio') || !device.canProduce('video')) throw new Error('the device cannot produce');
 
-  sendTransport = await makeTransport('send');
-  sendTransport.on('produce', ({ kind, rtpParameters }, callback, errback) => {
+  if (publish) sendTransport = await makeTransport('send');
+  if (sendTransport) sendTransport.on('produce', ({ kind, rtpParameters }, callback, errback) => {
     api(`/transports/${sendTransport.id}/produce`, { kind, rtpParameters }).then(
       (data) => callback({ id: data.id }),
       (err) => {
@@ -242,7 +267,7 @@ async function main() {
   // (consumeProducer ignores a producer it already has).
   state.status = 'subscribing';
   await openEvents();
-  const publishing = produceAll();
+  const publishing = publish ? produceAll() : Promise.resolve();
   const { producers } = await api('/producers');
   for (const p of producers) consumeProducer(p);
   await publishing;
@@ -266,6 +291,13 @@ function counters(report) {
       frameWidth: r.frameWidth || 0,
       frameHeight: r.frameHeight || 0,
       pliCount: r.pliCount || 0,
+      nackCount: r.nackCount || 0,
+      packetsLost: r.packetsLost || 0,
+      jitterBufferDelay: r.jitterBufferDelay || 0,
+      jitterBufferEmittedCount: r.jitterBufferEmittedCount || 0,
+      freezeCount: r.freezeCount || 0,
+      totalFreezesDuration: r.totalFreezesDuration || 0,
+      framesPerSecond: r.framesPerSecond || 0,
       codec: codecs.get(r.codecId) || null,
     });
   });
@@ -291,7 +323,18 @@ window.mscStats = async () => {
     if (rec.consumer && !rec.consumer.closed) item.inbound = counters(await rec.consumer.getStats());
     remotes.push(item);
   }
-  const transport = recvTransport && !recvTransport.closed ? counters(await recvTransport.getStats()) : [];
+  let transport = [];
+  let recvPair = null;
+  if (recvTransport && !recvTransport.closed) {
+    const report = await recvTransport.getStats();
+    transport = counters(report);
+    report.forEach((r) => {   // the selected pair (its RTT grows with a relay's queue)
+      if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
+        recvPair = { currentRoundTripTime: r.currentRoundTripTime ?? null, bytesReceived: r.bytesReceived || 0,
+                     availableIncomingBitrate: r.availableIncomingBitrate ?? null };
+      }
+    });
+  }
   return {
     status: state.status,
     errors: state.errors,
@@ -305,7 +348,31 @@ window.mscStats = async () => {
     events: state.events,
     remotes,
     transportInbound: transport,
+    recvPair,
+    relayed: state.relayed,
   };
+};
+
+// what the page sends, per encoding (a publisher's simulcast: which
+// encodings go out, at what size, and why libwebrtc limits them)
+window.mscOutbound = async () => {
+  if (!sendTransport || sendTransport.closed) return [];
+  const out = [];
+  (await sendTransport.getStats()).forEach((r) => {
+    if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
+    out.push({
+      rid: r.rid || null,
+      ssrc: r.ssrc,
+      bytesSent: r.bytesSent || 0,
+      framesEncoded: r.framesEncoded || 0,
+      frameWidth: r.frameWidth || 0,
+      framesPerSecond: r.framesPerSecond || 0,
+      targetBitrate: r.targetBitrate || 0,
+      qualityLimitationReason: r.qualityLimitationReason || null,
+      active: r.active ?? null,
+    });
+  });
+  return out;
 };
 
 window.mscLeave = async () => {
