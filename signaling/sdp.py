@@ -971,6 +971,12 @@ def _accepted_section(
         lines += _codec_lines(codec)
     if direction in ("sendonly", "sendrecv"):
         lines += _ssrc_lines(params, msid)
+    rids = [str(e["rid"]) for e in params.get("encodings") or [] if e.get("rid")]
+    if direction == "recvonly" and len(rids) > 1:
+        # RFC 8851/8853: the offered send rids, received; without these lines
+        # the offerer falls back to one encoding
+        lines += [f"a=rid:{rid} recv" for rid in rids]
+        lines.append("a=simulcast:recv " + ";".join(rids))
     return lines + transport_lines[-1].split(CRLF)
 
 

@@ -525,6 +525,18 @@ async def consumer_preferred_layers(request: web.Request) -> web.Response:
     return web.json_response({"preferredLayers": consumer.preferred_layers})
 
 
+async def consumer_stats(request: web.Request) -> web.Response:
+    """The consumer's statistics (layers, packets, score) and its
+    transport's (the bandwidth estimate toward the viewer:
+    availableOutgoingBitrate)."""
+    room = _room(request)
+    p = _participant(request, room)
+    consumer = room.consumer_of(p, request.match_info["consumerId"])
+    stats = (await consumer.get_stats())[0]
+    transport = (await consumer.transport.get_stats())[0]
+    return web.json_response({"consumer": stats, "transport": transport})
+
+
 async def consumer_priority(request: web.Request) -> web.Response:
     """Orders the viewer's consumers for its link's bandwidth ({"priority":
     1..255}, higher first; mediasoup's setPriority)."""
@@ -853,6 +865,7 @@ def create_app(
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/{action:resume|pause}", consumer_action)
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/preferred-layers", consumer_preferred_layers)
     r.add_post("/api/rooms/{roomId}/consumers/{consumerId}/priority", consumer_priority)
+    r.add_get("/api/rooms/{roomId}/consumers/{consumerId}/stats", consumer_stats)
     r.add_post("/api/rooms/{roomId}/participants/{participantId}/leave", leave)
     r.add_get("/api/rooms/{roomId}/ws", websocket)
     from .whip import add_routes as add_whip_routes

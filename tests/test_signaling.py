@@ -111,6 +111,9 @@ async def test_publish_and_view_through_the_rest_api(client):
         prio = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/priority",
                           bob["token"], {"priority": 3})
         assert prio == {"priority": 3}
+        st = await call(client, "GET", f"/api/rooms/r1/consumers/{consumer['id']}/stats", bob["token"])
+        assert st["consumer"]["priority"] == 3 and st["consumer"]["packetCount"] > 0
+        assert st["transport"]["rtpPacketsSent"] > 0
         err = await call(client, "POST", f"/api/rooms/r1/consumers/{consumer['id']}/priority",
                          bob["token"], {"priority": 0}, status=400)
         assert "priority" in err["error"]

@@ -37,6 +37,8 @@ async def test_set_preferred_layers_moves_a_viewer_between_simulcast_encodings(r
         pub.send(build_rtp(96, seq[layer], 3000 * seq[layer], SSRCS[layer], (KEY if key else DELTA) + bytes(layer + 1)),
                  port)
 
+    send(1)                                                       # every encoding is sending (an
+    send(2)                                                       # encoder's silent one cannot be chosen)
     send(0, key=True)
     await sub.wait_for(1)
     assert [r.payload[-1:] for r in sub.rtp()] == [b"\x00"]      # the first encoding

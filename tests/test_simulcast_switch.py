@@ -36,6 +36,14 @@ class Rig:
         e.set_consumer_feedback(self.c, nack=True)
         e.set_consumer_target_stream(self.c, 0)  # the first encoding (the default is the top one)
         self.now = 1000
+        # the upper encodings are sending (a silent one cannot be switched to)
+        for layer in (1, 2):
+            e.receive(self.s_pub, PUB, pkt(layer, -1), self.now)
+
+    def target(self, layer: int) -> None:
+        """The preferred layer; the allocation applies it at the next tick."""
+        self.e.set_consumer_target_stream(self.c, layer)
+        self.e.tick(self.now)
 
     def send(self, layer: int, seq: int, key: bool = False) -> list[bytes]:
         """What the viewer gets for one publisher packet (and the PLIs it caused)."""
@@ -64,7 +72,7 @@ def test_the_consumer_switches_layer_at_a_keyframe_of_the_new_one_with_continuou
     assert len(got) == 5
     last_seq, last_ts, ssrc = hdr(got[-1])
     assert ssrc == 0xC1
-    r.e.set_consumer_target_stream(r.c, 2)
+    r.target(2)
     r.e.tick(r.now)
     r.out()
     assert r.plis() == [0xA2]                        # a keyframe of the high layer is asked for
@@ -96,27 +104,27 @@ def test_the_consumer_switches_layer_at_a_keyframe_of_the_new_one_with_continuou
 def test_back_down_and_a_target_that_is_already_current_changes_nothing():
     r = Rig()
     r.send(0, 0, key=True)
-    r.e.set_consumer_target_stream(r.c, 1)
+    r.target(1)
     r.send(1, 1, key=True)
     assert r.e.consumer_stats(r.c)["spatialLayer"] == 1
-    r.e.set_consumer_target_stream(r.c, 0)
+    r.target(0)
     r.e.tick(r.now)
     r.out()
     assert r.plis() == [0xA0]
     assert len(r.send(1, 2)) == 1                     # still layer 1 until layer 0's keyframe
     assert len(r.send(0, 3, key=True)) == 1
     assert r.e.consumer_stats(r.c)["spatialLayer"] == 0
-    r.e.set_consumer_target_stream(r.c, 0)            # no change: no request
+    r.target(0)            # no change: no request
     r.e.tick(r.now + 1)
     r.out()
     assert r.plis() == []
-    r.e.set_consumer_target_stream(r.c, 9)            # clamped to the highest
+    r.target(9)            # clamped to the highest
     assert r.e.consumer_stats(r.c)["targetSpatialLayer"] == 2
 
 
 def test_a_new_consumer_told_its_layer_before_media_starts_at_the_first_keyframe_then_switches():
     r = Rig()
-    r.e.set_consumer_target_stream(r.c, 2)
+    r.target(2)
     assert len(r.send(0, 0, key=True)) == 1           # it starts at whatever keyframe comes first
     assert r.e.consumer_stats(r.c)["spatialLayer"] == 0
     assert r.send(2, 1) == []                          # a high-layer delta: not yet

@@ -3,7 +3,9 @@
 
 #include <stdlib.h>
 
+#include "bwe.h"
 #include "consumer.h"
+#include "timers.h"
 
 #define SFU_ALLOC_MAX 256 /* simulcast consumers considered per transport */
 
@@ -20,17 +22,66 @@ static int consumer_active(const sfu_consumer_t *c)
     return c->producer && !c->paused && !c->producer_paused;
 }
 
+static int layer_active(const sfu_producer_t *p, int s, uint64_t now_ms)
+{
+    const sfu_producer_stream_t *st = &p->streams[s];
+    return st->seq_started && now_ms < st->last_packet_ms + SFU_ALLOC_ACTIVE_MS;
+}
+
 /* The lowest layer above `from` (exclusive) and up to `max` that the
- * publisher sends, or -1. */
-static int next_active(const sfu_producer_t *p, int from, int max)
+ * publisher sends and whose rate is known, or -1. */
+static int next_active(const sfu_producer_t *p, int from, int max, uint64_t now_ms)
 {
     for (int s = from + 1; s <= max && s < p->nstreams; s++)
-        if (sfu_allocator_layer_bps(p, s) > 0)
+        if (layer_active(p, s, now_ms) && sfu_allocator_layer_bps(p, s) > 0)
             return s;
     return -1;
 }
 
-uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimate_bps, uint32_t *next_step_bps)
+/* No limit: the highest active layer up to `max` (max itself when none is
+ * known to be active yet). */
+static int highest_active(const sfu_producer_t *p, int max, uint64_t now_ms)
+{
+    if (max >= p->nstreams)
+        max = p->nstreams - 1;
+    for (int s = max; s >= 0; s--)
+        if (layer_active(p, s, now_ms))
+            return s;
+    return max;
+}
+
+/* The lowest active layer up to `max`, 0 when none. */
+static int lowest_active(const sfu_producer_t *p, int max, uint64_t now_ms)
+{
+    for (int s = 0; s <= max && s < p->nstreams; s++)
+        if (layer_active(p, s, now_ms))
+            return s;
+    return 0;
+}
+
+void sfu_allocator_request(sfu_engine_t *e, sfu_transport_t *t)
+{
+    t->next_alloc_ms = 0;
+    sfu_timer_pull(e, 0);
+}
+
+void sfu_allocator_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
+{
+    if (!t->nsimulcast)
+        return;
+    if (now_ms >= t->next_alloc_ms) {
+        uint32_t est = t->bwe ? sfu_bwe_limit(t, now_ms) : UINT32_MAX;
+        uint32_t next_step = 0;
+        uint32_t allocated = sfu_allocator_run(e, t, est, now_ms, &next_step);
+        if (t->bwe)
+            sfu_bwe_allocated(e, t, est, allocated, next_step);
+        t->next_alloc_ms = now_ms + SFU_ALLOC_INTERVAL_MS;
+    }
+    sfu_timer_pull(e, t->next_alloc_ms);
+}
+
+uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimate_bps, uint64_t now_ms,
+                           uint32_t *next_step_bps)
 {
     sfu_consumer_t *sim[SFU_ALLOC_MAX];
     int layer[SFU_ALLOC_MAX];
@@ -56,7 +107,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     }
     if (estimate_bps == UINT32_MAX) { /* no limit known: the preferred layers */
         for (int i = 0; i < n; i++)
-            sfu_consumer_retarget(e, sim[i], sim[i]->preferred_stream);
+            sfu_consumer_retarget(e, sim[i], highest_active(sim[i]->producer, sim[i]->preferred_stream, now_ms));
         if (next_step_bps)
             *next_step_bps = 0;
         return UINT32_MAX;
@@ -66,8 +117,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     for (int i = 0; i < n; i++) {
         sfu_consumer_t *c = sim[i];
         int max = c->preferred_stream < c->producer->nstreams ? c->preferred_stream : c->producer->nstreams - 1;
-        int first = next_active(c->producer, -1, max);
-        layer[i] = first >= 0 ? first : 0;
+        layer[i] = lowest_active(c->producer, max, now_ms);
         uint32_t r = sfu_allocator_layer_bps(c->producer, layer[i]);
         budget -= r;
         allocated += r;
@@ -81,7 +131,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
             sfu_consumer_t *c = sim[i];
             sfu_producer_t *p = c->producer;
             int max = c->preferred_stream < p->nstreams ? c->preferred_stream : p->nstreams - 1;
-            int next = next_active(p, layer[i], max);
+            int next = next_active(p, layer[i], max, now_ms);
             if (next < 0)
                 continue;
             uint32_t rn = sfu_allocator_layer_bps(p, next);

@@ -1,6 +1,17 @@
 /* Which simulcast layer each consumer of a transport forwards, from the
  * transport's bandwidth estimate (allocator.c).
  *
+ *   - It runs per transport that has simulcast consumers, about once a
+ *     second (layers start and stop as the publisher's own estimate
+ *     changes), and at once when asked (sfu_allocator_request: a consumer
+ *     came or went, a preference changed, the estimate fell or rose past
+ *     the next step, bwe.h).
+ *   - A transport without an estimate (bwe.h: none, or no feedback) has no
+ *     limit: each consumer gets the highest active layer up to its
+ *     preferred one.
+ *   - A layer is active while its packets arrive (the last one less than
+ *     SFU_ALLOC_ACTIVE_MS ago): an encoder stops sending its upper layers
+ *     when its own link is short.
  *   - Audio consumers and video consumers of single-encoding producers take
  *     what their stream sends, first.
  *   - Simulcast consumers, highest priority first, each get the lowest
@@ -30,8 +41,17 @@
 #include "engine.h"
 
 #define SFU_ALLOC_UP_MARGIN_PCT 10
+#define SFU_ALLOC_INTERVAL_MS 1000
+#define SFU_ALLOC_ACTIVE_MS 1500
 
-uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimate_bps, uint32_t *next_step_bps);
+uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimate_bps, uint64_t now_ms,
+                           uint32_t *next_step_bps);
+
+/* The allocation of t is due at once. */
+void sfu_allocator_request(sfu_engine_t *e, sfu_transport_t *t);
+
+/* Timer work (timers.h): the allocation when due. */
+void sfu_allocator_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms);
 
 /* The bit rate a layer of a producer sends (measured), 0 when inactive. */
 uint32_t sfu_allocator_layer_bps(const sfu_producer_t *p, int stream);

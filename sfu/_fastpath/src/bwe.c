@@ -24,7 +24,7 @@ int sfu_bwe_enable(sfu_engine_t *e, sfu_transport_t *t)
     sfu_gcc_init(&b->gcc, SFU_BWE_START_BPS, SFU_BWE_MIN_BPS, SFU_BWE_MAX_BPS);
     b->probe_interval_ms = SFU_BWE_PROBE_MIN_INTERVAL_MS;
     t->bwe = b; /* its clock starts at its first timer run */
-    sfu_bwe_reallocate(e, t);
+    sfu_allocator_request(e, t);
     return 0;
 }
 
@@ -51,23 +51,24 @@ int sfu_bwe_stats(const sfu_transport_t *t, sfu_bwe_stats_t *out)
     return 1;
 }
 
-void sfu_bwe_reallocate(sfu_engine_t *e, sfu_transport_t *t)
+uint32_t sfu_bwe_limit(const sfu_transport_t *t, uint64_t now_ms)
 {
-    if (!t->bwe)
-        return;
-    t->bwe->next_alloc_ms = 0;
-    sfu_timer_pull(e, 0);
+    const sfu_bwe_t *b = t->bwe;
+    if (!b)
+        return UINT32_MAX;
+    if (!b->feedbacks && !b->rembs && (!t->ice || !b->started || now_ms >= b->created_ms + SFU_BWE_SILENT_MS))
+        return UINT32_MAX; /* no feedback (yet, from a plain receiver): no limit known */
+    return sfu_bwe_estimate(b);
 }
 
-static void allocate(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
+void sfu_bwe_allocated(sfu_engine_t *e, sfu_transport_t *t, uint32_t limit_bps, uint32_t allocated_bps,
+                       uint32_t next_step_bps)
 {
     sfu_bwe_t *b = t->bwe;
-    uint32_t est = sfu_bwe_estimate(b);
-    if (!b->feedbacks && !b->rembs && (!t->ice || now_ms >= b->created_ms + SFU_BWE_SILENT_MS))
-        est = UINT32_MAX; /* no feedback (yet, from a plain receiver): no limit known */
-    b->allocated_bps = sfu_allocator_run(e, t, est, &b->next_step_bps);
-    b->alloc_estimate_bps = est;
-    b->next_alloc_ms = now_ms + SFU_BWE_ALLOC_INTERVAL_MS;
+    (void)e;
+    b->allocated_bps = limit_bps == UINT32_MAX ? 0 : allocated_bps;
+    b->alloc_estimate_bps = limit_bps;
+    b->next_step_bps = limit_bps == UINT32_MAX ? 0 : next_step_bps;
 }
 
 /* After new information: at once when the estimate fell below what is
@@ -77,7 +78,7 @@ static void after_estimate(sfu_engine_t *e, sfu_transport_t *t)
     sfu_bwe_t *b = t->bwe;
     uint32_t est = sfu_bwe_estimate(b);
     if (est < b->allocated_bps || (b->next_step_bps && est >= b->next_step_bps))
-        sfu_bwe_reallocate(e, t);
+        sfu_allocator_request(e, t);
 }
 
 void sfu_bwe_on_feedback(sfu_engine_t *e, sfu_transport_t *t, const uint8_t *pkt, size_t len, uint64_t now_ms)
@@ -226,7 +227,7 @@ static void maybe_start_probe(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_
 /* A probe ended a while ago: did the estimate reach its goal? */
 static void judge_probe(sfu_bwe_t *b, uint64_t now_ms)
 {
-    if (!b->probe_goal_bps || b->probe_cluster || now_ms < b->probe_end_ms + SFU_BWE_ALLOC_INTERVAL_MS)
+    if (!b->probe_goal_bps || b->probe_cluster || now_ms < b->probe_end_ms + SFU_BWE_JUDGE_MS)
         return;
     if (sfu_bwe_estimate(b) >= b->probe_goal_bps) {
         b->probe_interval_ms = SFU_BWE_PROBE_MIN_INTERVAL_MS;
@@ -258,16 +259,13 @@ void sfu_bwe_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
             probe_step(e, t, now_ms);
     }
     judge_probe(b, now_ms);
-    if (now_ms >= b->next_alloc_ms)
-        allocate(e, t, now_ms);
     maybe_start_probe(e, t, now_ms);
     if (b->probe_cluster) {
         probe_step(e, t, now_ms);
         sfu_timer_pull(e, now_ms + SFU_BWE_PROBE_TICK_MS);
     }
-    sfu_timer_pull(e, b->next_alloc_ms);
     if (b->probe_goal_bps && !b->probe_cluster)
-        sfu_timer_pull(e, b->probe_end_ms + SFU_BWE_ALLOC_INTERVAL_MS);
+        sfu_timer_pull(e, b->probe_end_ms + SFU_BWE_JUDGE_MS);
     else if (b->next_step_bps && !b->probe_cluster)
         sfu_timer_pull(e, b->next_probe_ms > now_ms ? b->next_probe_ms : now_ms + SFU_BWE_PROBE_MIN_INTERVAL_MS);
 }

@@ -9,7 +9,8 @@
  * remote that sends REMB instead of transport-cc gives that rate directly.
  *
  * The estimate drives the layer allocation (allocator.h): about once a
- * second, and at once when it falls below what is allocated. When a
+ * second, and at once when it falls below what is allocated or rises past
+ * what the next upgrade needs. When a
  * consumer is held below its preferred layer by the estimate, a probe tests
  * whether the next layer would fit: padding-only packets on a consumer's
  * RTX stream (RFC 4588; the remote drops them after counting them), sent at
@@ -39,7 +40,7 @@
 #define SFU_BWE_START_BPS 600000     /* before the first feedback */
 #define SFU_BWE_MIN_BPS 30000
 #define SFU_BWE_MAX_BPS 30000000
-#define SFU_BWE_ALLOC_INTERVAL_MS 1000
+#define SFU_BWE_JUDGE_MS 1000         /* a probe's effect is judged this long after it ends */
 #define SFU_BWE_SILENT_MS 5000       /* no feedback at all this long after the first consumer: no limit */
 #define SFU_BWE_PROBE_MIN_INTERVAL_MS 2000
 #define SFU_BWE_PROBE_MAX_INTERVAL_MS 5000
@@ -55,7 +56,6 @@ typedef struct sfu_bwe {
     uint64_t feedbacks;            /* transport-cc feedback packets used */
     uint64_t rembs;
     uint64_t last_feedback_ms;
-    uint64_t next_alloc_ms;        /* 0: at the next tick */
     uint32_t allocated_bps;        /* what the last allocation gave out */
     uint32_t alloc_estimate_bps;   /* the estimate it used */
     uint32_t next_step_bps;        /* the estimate that would allow one more upgrade (0: none wanted) */
@@ -100,8 +100,12 @@ int sfu_bwe_stats(const sfu_transport_t *t, sfu_bwe_stats_t *out);
 /* Timer work: the allocation, probes (timers.h). */
 void sfu_bwe_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms);
 
-/* The allocation is due at once (a consumer came, went, or changed its
- * preferences). */
-void sfu_bwe_reallocate(sfu_engine_t *e, sfu_transport_t *t);
+/* The limit the allocation works with (allocator.h): the estimate, or
+ * UINT32_MAX when no limit is known (no feedback, see above). */
+uint32_t sfu_bwe_limit(const sfu_transport_t *t, uint64_t now_ms);
+/* What the allocation gave out with that limit, and the estimate that would
+ * allow one more upgrade (0: none wanted): the goal of the next probe. */
+void sfu_bwe_allocated(sfu_engine_t *e, sfu_transport_t *t, uint32_t limit_bps, uint32_t allocated_bps,
+                       uint32_t next_step_bps);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "allocator.h"
 #include "bwe.h"
 #include "keyframe.h"
 #include "keyframe_policy.h"
@@ -76,10 +77,11 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     p->consumers[p->nconsumers++] = c;
     t->consumers[t->nconsumers++] = c;
     sfu_keyframe_consumer_waits(e, c); /* it starts at a keyframe */
-    if (t->bwe) /* the allocation picks its layer */
-        sfu_bwe_reallocate(e, t);
-    else
-        sfu_consumer_retarget(e, c, c->preferred_stream);
+    if (p->nstreams > 1) { /* the allocation picks its layer */
+        c->simulcast = 1;
+        t->nsimulcast++;
+        sfu_allocator_request(e, t);
+    }
     return c->handle;
 }
 
@@ -146,8 +148,8 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int strea
     if (stream >= p->nstreams)
         stream = p->nstreams - 1;
     c->preferred_stream = stream;
-    if (c->transport->bwe) { /* the allocation decides, under the preference */
-        sfu_bwe_reallocate(e, c->transport);
+    if (c->simulcast) { /* the allocation decides, under the preference */
+        sfu_allocator_request(e, c->transport);
         return 0;
     }
     return sfu_consumer_retarget(e, c, stream);
@@ -168,8 +170,8 @@ int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t h, int priority)
     if (!c)
         return -1;
     c->priority = (uint8_t)(priority < 1 ? 1 : priority > 255 ? 255 : priority);
-    if (c->transport->bwe)
-        sfu_bwe_reallocate(e, c->transport);
+    if (c->simulcast)
+        sfu_allocator_request(e, c->transport);
     return 0;
 }
 
@@ -181,8 +183,6 @@ int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t h, uint8_t ext_id, in
     c->twcc_ext_id = ext_id;
     if ((ext_id || remb) && !c->transport->bwe && sfu_bwe_enable(e, c->transport) < 0)
         return -2;
-    if (c->transport->bwe)
-        sfu_bwe_reallocate(e, c->transport);
     return 0;
 }
 
@@ -214,10 +214,14 @@ int sfu_consumer_remove_locked(sfu_engine_t *e, uint32_t h)
         if (c->rtx_ssrc)
             sfu_srtp_remove_stream(t->srtp_out, c->rtx_ssrc);
     }
+    if (c->simulcast) {
+        t->nsimulcast--;
+        sfu_allocator_request(e, t);
+    } else if (t->nsimulcast) {
+        sfu_allocator_request(e, t); /* its rate is given to the others */
+    }
     sfu_table_del(&e->consumers, h);
     sfu_consumer_free(c);
-    if (t->bwe)
-        sfu_bwe_reallocate(e, t);
     return 0;
 }
 

@@ -179,6 +179,9 @@ typedef struct sfu_transport {
      * the layer allocation it drives (bwe.h); NULL until a consumer whose
      * remote gives feedback (transport-cc or REMB) is added */
     struct sfu_bwe *bwe;
+    /* layer allocation of its simulcast consumers (allocator.h) */
+    uint32_t nsimulcast;   /* consumers of multi-encoding producers */
+    uint64_t next_alloc_ms;
 } sfu_transport_t;
 
 typedef struct {
@@ -294,6 +297,7 @@ typedef struct sfu_consumer {
     struct sfu_vp8_fwd *vp8;  /* VP8 picture id / TL0PICIDX continuity, temporal filter (lazy) */
     uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
+    uint8_t simulcast;        /* counted in its transport's nsimulcast */
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include "allocator.h"
 #include "bwe.h"
 #include "keyframe_policy.h"
 #include "producer.h"
@@ -28,6 +29,16 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
          * soonest deadline from scratch (each unit pulls its own in) */
         e->counters[SFU_C_TIMER_RUNS]++;
         e->next_deadline_ms = SFU_TIMER_NONE;
+        /* layer allocation first: a target it changes gets its keyframe
+         * request from the producer timers below, in this same tick */
+        for (uint32_t i = 1; i < e->transports.cap; i++) {
+            sfu_transport_t *t = e->transports.items[i];
+            if (t) {
+                if (t->bwe)
+                    sfu_bwe_timers(e, t, now_ms);
+                sfu_allocator_timers(e, t, now_ms);
+            }
+        }
         sfu_keyframe_run_deferred(e, now_ms);
         for (uint32_t i = 1; i < e->producers.cap; i++) {
             sfu_producer_t *p = e->producers.items[i];
@@ -39,8 +50,6 @@ int sfu_engine_tick(sfu_engine_t *e, uint64_t now_ms)
             if (t) {
                 sfu_transport_timers(e, t, now_ms);
                 sfu_reports_timers(e, t, now_ms);
-                if (t->bwe)
-                    sfu_bwe_timers(e, t, now_ms);
             }
         }
     }
