@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from sfu.recording import Recorder, RecordingError
+from sfu.recording import Recorder, RecordingError, vp8
 from sfu.recording.h264 import H264Depacketizer, nal_units, sps_size
 from sfu.recording.reorder import Gap, ReorderBuffer
 from sfu.recording.rtp import parse_rtp, parse_sender_reports
@@ -69,7 +69,7 @@ def _port_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def capture(args: list[str], outputs: int) -> list[Datagram]:
-    """Run ffmpeg with ``{0}``, ``{1}``... in ``args`` replaced by the RTP
+    """Run a sender (ffmpeg, gst-launch-1.0) with ``{0}``, ``{1}``... in ``args`` replaced by the RTP
     ports of ``outputs`` socket pairs (RTCP on port + 1, ffmpeg's default);
     returns every datagram received, in arrival order."""
     socks: list[tuple[socket.socket, int, bool]] = []
@@ -78,7 +78,7 @@ def capture(args: list[str], outputs: int) -> list[Datagram]:
         rtp, rtcp = _port_pair()
         socks += [(rtp, i, False), (rtcp, i, True)]
         ports.append(rtp.getsockname()[1])
-    cmd = ["ffmpeg", "-v", "error", "-nostdin"] + [a.format(*ports) for a in args]
+    cmd = [a.format(*ports) for a in args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out: list[Datagram] = []
     deadline = time.monotonic() + WAIT_S
@@ -101,13 +101,14 @@ def capture(args: list[str], outputs: int) -> list[Datagram]:
         proc.wait()
         for s, _, _ in socks:
             s.close()
-    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert proc.returncode == 0, f"{cmd}: {proc.stderr.read().decode()}"
     return out
 
 
+FFMPEG = ["ffmpeg", "-v", "error", "-nostdin"]
 SOURCES = {
     "vp8_opus": (
-        ["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=5",
+        [*FFMPEG, "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=5",
          "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=5",
          "-map", "0:v", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "30",
          "-b:v", "600k", "-f", "rtp", "rtp://127.0.0.1:{0}?pkt_size=1200",
@@ -115,7 +116,7 @@ SOURCES = {
         2,
     ),
     "h264_opus": (
-        ["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3",
+        [*FFMPEG, "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3",
          "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=3",
          "-map", "0:v", "-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency",
          "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-bsf:v", "dump_extra",
@@ -124,12 +125,23 @@ SOURCES = {
         2,
     ),
     "vp9": (
-        ["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3",
+        [*FFMPEG, "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3",
          "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30",
          "-b:v", "600k", "-strict", "experimental", "-f", "rtp", "rtp://127.0.0.1:{0}?pkt_size=1200"],
         1,
     ),
+    # GStreamer's VP9 payloader uses the full descriptor (P bit, picture ID,
+    # scalability structure with the resolution on keyframes); 2 s.
+    "vp9_gst": (
+        ["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=60", "!",
+         "video/x-raw,width=320,height=240,framerate=30/1", "!",
+         "vp9enc", "deadline=1", "cpu-used=8", "keyframe-max-dist=30", "!",
+         "rtpvp9pay", "mtu=1200", "!", "udpsink", "host=127.0.0.1", "port={0}"],
+        1,
+    ),
 }
+if shutil.which("gst-launch-1.0") is None:
+    del SOURCES["vp9_gst"]
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +273,24 @@ def test_vp9_webm(captures, tmp_path):
     assert sent == 90
     assert int(v["nb_read_frames"]) >= 0.98 * sent
     assert abs(float(info["format"]["duration"]) - 3.0) <= 0.2
+
+
+def test_vp9_gstreamer_webm(captures, tmp_path):
+    if "vp9_gst" not in captures:
+        pytest.skip("gst-launch-1.0 not installed")
+    data = captures["vp9_gst"]
+    first = parse_rtp(next(d.data for d in data if not d.rtcp)).payload
+    assert first[0] & 0x02  # V: the scalability structure is there to be skipped
+    rec = Recorder(tmp_path / "gst.webm", "webm")
+    video = rec.add_track("video", "video/VP9", 90000)
+    feed([video], data)
+    rec.close()
+    info = probe(rec.path)
+    assert decode_errors(rec.path) == ""
+    v = stream_of(info, "vp9")
+    assert (v["width"], v["height"]) == (320, 240)
+    assert int(v["nb_read_frames"]) == frames_sent(data, 0) == 60
+    assert abs(float(info["format"]["duration"]) - 2.0) <= 0.2
 
 
 # --- loss, reordering, joining mid-stream ----------------------------------
@@ -486,3 +516,16 @@ def test_unknown_container_and_empty_recording(tmp_path):
     track.push_rtp(b"\x00" * 5, 0.0)  # not RTP
     rec.close()
     assert track.stats.packets_invalid == 1 and not rec.path.exists()
+
+
+def test_vp8_descriptor_of_a_chrome_packet():
+    """Chromium's descriptor (X, S, 15-bit picture ID) in the repository's
+    RTP fixture, behind header extensions; its truncated and version-1
+    variants are rejected."""
+    fixtures = Path(__file__).parent / "fixtures"
+    packet = parse_rtp((fixtures / "rtp_vp8_chrome.bin").read_bytes())
+    assert packet is not None and packet.payload_type == 96
+    assert vp8.parse_descriptor(packet.payload) == (4, True, 0)
+    assert vp8.frame_size(packet.payload[4:]) == (640, 480)
+    for bad in ("rtp_vp8_chrome_truncated.bin", "rtp_vp8_chrome_invalid.bin"):
+        assert parse_rtp((fixtures / bad).read_bytes()) is None
