@@ -481,6 +481,18 @@ def test_reorder_gap_after_delay():
     assert isinstance(out[0], Gap) and [x.packet.sequence_number for x in out[1:]] == [12, 13]
 
 
+def test_poll_declares_a_loss_when_packets_stop():
+    rec = Recorder("/nonexistent/never-written.webm")
+    audio = rec.add_track("audio", "audio/opus", 48000)
+    audio.push_rtp(_rtp(100, 0), 1.0)
+    audio.push_rtp(_rtp(102, 1920), 1.04)  # 101 missing: 102 is held
+    assert audio.stats.packets_lost == 0 and len(audio.pending) == 1
+    audio.poll(1.2)  # not waited long enough
+    assert len(audio.pending) == 1
+    audio.poll(1.3)
+    assert audio.stats.packets_lost == 1 and len(audio.pending) == 2
+
+
 def test_timestamps_unwrap_across_32_bits():
     from sfu.recording.timeline import Timeline
 

@@ -75,6 +75,7 @@ class TrackStats:
     frames_dropped: int = 0
     frames_before_keyframe: int = 0
     bytes_written: int = 0
+    mux_errors: int = 0  # frames the muxer refused (logged, not written)
 
 
 class Track:
@@ -135,6 +136,12 @@ class Track:
         frames = self.assembler.push(self.reorder.push(rtp, arrival))
         self.recorder._on_frames(self, frames, arrival)
 
+    def poll(self, now: float) -> None:
+        """Release packets that waited ``reorder_delay`` for a missing one
+        (call it from a timer when packets may stop arriving)."""
+        frames = self.assembler.push(self.reorder.poll(now))
+        self.recorder._on_frames(self, frames, now)
+
     def push_sender_report(self, ntp_seconds: float, rtp_ts: int, arrival: float | None = None) -> None:
         """Feed the NTP <-> RTP mapping of a sender report of this track
         (``arrival`` defaults to the last packet's arrival)."""
@@ -164,7 +171,13 @@ class Track:
         packet.pts = packet.dts = pts
         packet.duration = max(duration, 1)
         packet.is_keyframe = frame.keyframe
-        self.recorder._container.mux(packet)  # type: ignore[union-attr]
+        try:
+            self.recorder._container.mux(packet)  # type: ignore[union-attr]
+        except av.error.FFmpegError as e:
+            # A refused frame must not stop the packet source that feeds us.
+            self._stats.mux_errors += 1
+            log.warning("%s: muxer refused a frame at %d ms: %s", self.codec, pts, e)
+            return
         self._last_duration = duration
         self._stats.frames_written += 1
         self._stats.bytes_written += len(frame.data)
