@@ -19,7 +19,8 @@ _RESYNC_JUMP = 3000
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """``count`` packets are missing before the next released packet."""
+    """``count`` packets are missing before the next released packet (0:
+    an unknown number, the sender's numbering jumped)."""
 
     count: int
 
@@ -62,6 +63,7 @@ class ReorderBuffer:
             self._next = ext
         elif abs(ext - self._next) > _RESYNC_JUMP:
             out = self.flush()
+            out.append(Gap(0))  # what the old and new numbering lost is unknown
             self._highest = self._next = ext
             self._held[ext] = Arrived(packet, arrival)
             out.extend(self._release(arrival))
