@@ -154,8 +154,9 @@ CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
 CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "X-Participant-Id")
 #: ... and which response headers its script may read: RFC 9725 (WHIP) asks
 #: for Location, Link and ETag; X-Sfu-Participant-Id names the WHIP/WHEP
-#: session's participant; Retry-After comes with 429.
-CORS_EXPOSE_HEADERS = ("Location", "Link", "ETag", "X-Sfu-Participant-Id", "Retry-After")
+#: session's participant, X-Sfu-Consumers a WHEP session's consumers
+#: ("<mid>=<consumer id>,..."); Retry-After comes with 429.
+CORS_EXPOSE_HEADERS = ("Location", "Link", "ETag", "X-Sfu-Participant-Id", "X-Sfu-Consumers", "Retry-After")
 #: Seconds a browser may cache a preflight's answer (Chromium caps it at 7200).
 CORS_MAX_AGE_S = 600
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

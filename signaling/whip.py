@@ -85,10 +85,15 @@ def _dtls_for_offer(offer: Any) -> dict[str, Any]:
     return {"role": "client" if ours == "passive" else "server", "fingerprints": offer.fingerprints}
 
 
-def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str) -> web.Response:
+def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str,
+            consumers: Optional[list[tuple[str, str]]] = None) -> web.Response:
     location = f"/{kind}/{quote(room.id, safe='')}/{p.token}"
-    return web.Response(status=201, text=sdp, content_type=SDP,
-                        headers={"Location": location, "X-Sfu-Participant-Id": p.id})
+    headers = {"Location": location, "X-Sfu-Participant-Id": p.id}
+    if consumers:
+        # which consumer serves each m-section (mid): for the REST stats and
+        # layer routes, with the session's token
+        headers["X-Sfu-Consumers"] = ",".join(f"{mid}={cid}" for mid, cid in consumers)
+    return web.Response(status=201, text=sdp, content_type=SDP, headers=headers)
 
 
 def _call_room(request: web.Request) -> bool:
@@ -200,7 +205,8 @@ async def whep_view(request: web.Request) -> web.Response:
     except Exception:
         await room.leave(p)
         raise
-    return _answer(request, "whep", room, p, sdp)
+    return _answer(request, "whep", room, p, sdp,
+                   [(str(c.rtp_parameters.get("mid")), c.id) for c in consumers])
 
 
 async def end_session(request: web.Request) -> web.Response:

@@ -204,7 +204,6 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.skip(reason="needs the engine's bandwidth estimation (issue 12), landing next")
 def test_limited_viewer_settles_on_a_layer_that_fits_and_climbs_back(bundle):  # noqa: F811
     result = run_msc("bwe", RATE_KBPS, LIMIT_ON_S, LIMIT_OFF_S, END_S, timeout=240)
     if os.environ.get("SFU_BWE_JSON"):  # keep the run (benchmarks/plot_bwe.py draws it)

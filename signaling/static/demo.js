@@ -1,5 +1,8 @@
-// sfu demo: publish with WHIP, view every other participant with WHEP,
-// follow arrivals and departures over the room's WebSocket. Plain JS.
+// sfu demo: publish with WHIP (video in three simulcast encodings unless
+// ?simulcast=0), view every other participant with WHEP, follow arrivals
+// and departures over the room's WebSocket. Each tile shows the layer the
+// SFU forwards to us, the decoded size and the SFU's estimate of our link.
+// Plain JS.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -7,6 +10,7 @@ const room = params.get("room") || "demo-room";
 // A server that authenticates (sfu-server always does) needs a JWT: ?token=...
 const jwt = params.get("token");
 const jwtAuth = jwt ? { Authorization: `Bearer ${jwt}` } : {};
+const simulcast = params.get("simulcast") !== "0";
 document.getElementById("room").textContent = room;
 const statusEl = document.getElementById("status");
 const setStatus = (text) => { statusEl.textContent = text; window.sfuStatus = text; };
@@ -37,7 +41,15 @@ async function exchange(pc, url) {
 
 async function publish(stream) {
   const pc = new RTCPeerConnection();
-  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  for (const track of stream.getTracks()) {
+    const init = { direction: "sendonly" };
+    if (simulcast && track.kind === "video") {
+      // RFC 8853: the SFU forwards each viewer the encoding its link carries
+      init.sendEncodings = [{ rid: "l", scaleResolutionDownBy: 4 }, { rid: "m", scaleResolutionDownBy: 2 },
+                            { rid: "h" }];
+    }
+    pc.addTransceiver(track, init);
+  }
   const resp = await exchange(pc, `/whip/${encodeURIComponent(room)}`);
   token = resp.headers.get("Location").split("/").pop();
   myId = resp.headers.get("X-Sfu-Participant-Id");
@@ -63,11 +75,40 @@ async function view(participantId) {
   pc.ontrack = (ev) => { stream.addTrack(ev.track); video.srcObject = stream; };
   document.getElementById("videos").append(figure);
   try {
-    await exchange(pc, `/whep/${encodeURIComponent(room)}?participant=${encodeURIComponent(participantId)}`);
+    const resp = await exchange(pc, `/whep/${encodeURIComponent(room)}?participant=${encodeURIComponent(participantId)}`);
+    watchLayers(participantId, pc, resp, caption);
   } catch (err) {
     console.warn(err);
     drop(participantId);
   }
+}
+
+// The tile's caption: the simulcast layer the SFU forwards, what we decode
+// and the SFU's bandwidth estimate toward us (REST stats of our consumer).
+function watchLayers(participantId, pc, resp, caption) {
+  const viewerToken = resp.headers.get("Location").split("/").pop();
+  const viewerId = resp.headers.get("X-Sfu-Participant-Id");
+  const consumers = Object.fromEntries((resp.headers.get("X-Sfu-Consumers") || "").split(",")
+    .filter(Boolean).map((kv) => kv.split("=")));
+  const video = pc.getTransceivers().find((t) => t.receiver.track.kind === "video");
+  const consumerId = video && consumers[video.mid];
+  if (!consumerId) return;
+  const headers = jwt ? { ...jwtAuth, "X-Participant-Id": viewerId } : { Authorization: `Bearer ${viewerToken}` };
+  const timer = setInterval(async () => {
+    if (!viewers.has(participantId)) { clearInterval(timer); return; }
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(room)}/consumers/${consumerId}/stats`, { headers });
+      if (!r.ok) return;
+      const { consumer, transport } = await r.json();
+      let size = "";
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.frameWidth) size = `${s.frameWidth}x${s.frameHeight}`;
+      });
+      const link = transport.availableOutgoingBitrate ? ` · link ~${Math.round(transport.availableOutgoingBitrate / 1000)} kbit/s` : "";
+      caption.textContent = `${participantId} · layer ${consumer.spatialLayer}${size ? ` · ${size}` : ""}${link}`;
+      viewers.get(participantId).layers = { consumer, transport, size };
+    } catch (err) { /* the next tick tries again */ }
+  }, 1000);
 }
 
 function drop(participantId) {
@@ -87,7 +128,9 @@ function viewSoon(participantId) {
 
 async function main() {
   await fetch(`/api/rooms/${encodeURIComponent(room)}/create`, { method: "POST", headers: jwtAuth });
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  // 960x540: browsers send three simulcast encodings from this size up
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: true, video: simulcast ? { width: { ideal: 960 }, height: { ideal: 540 } } : true });
   document.getElementById("local").srcObject = stream;
   await publish(stream);
   // with a JWT the server knows us by it, and our participant is named; without, the session token is the key

@@ -51,6 +51,12 @@ STATS_JS = """async () => {
       }
       if (r.type === 'inbound-rtp' && r.kind === 'audio') s.audioPackets = r.packetsReceived || 0;
     });
+    // what the tile's caption shows (the page polls the SFU's consumer stats)
+    s.layer = v.layers ? v.layers.consumer.spatialLayer : null;
+    s.layerChanges = v.layers ? v.layers.consumer.layerChanges : null;
+    s.bwe = v.layers ? v.layers.transport.bwe : null;
+    s.estimate = v.layers ? (v.layers.transport.availableOutgoingBitrate || 0) : 0;
+    s.caption = v.figure.querySelector('figcaption').textContent;
     out[id] = s;
   }
   return {status: window.sfuStatus || null, viewers: out};
@@ -103,10 +109,20 @@ async def main(pages: int, seconds: float, loss: float = 0.0, auth: bool = False
                 if all(c == pages - 1 for c in counts):
                     break
                 await asyncio.sleep(0.25)
+            # then until every tile has decoded a frame (the viewer exists
+            # before its WHEP exchange)
+            viewing = loop.time()
+            while loop.time() < deadline:
+                snap = [await t.evaluate(STATS_JS) for t in tabs]
+                if all(v["framesDecoded"] > 0 for s in snap for v in s["viewers"].values()):
+                    break
+                await asyncio.sleep(0.1)
+            first_frame_s = round(loop.time() - viewing, 2)
             first = [await t.evaluate(STATS_JS) for t in tabs]
             await asyncio.sleep(seconds)
             second = [await t.evaluate(STATS_JS) for t in tabs]
             result = {"url": url, "first": first, "second": second, "nat_dropped": nat.dropped if nat else 0,
+                      "first_frame_s": first_frame_s,
                       "counters": await rooms.workers[0].get_counters(), "transports": []}
             for room in rooms.rooms.values():
                 for t in room.router.transports:
@@ -114,6 +130,10 @@ async def main(pages: int, seconds: float, loss: float = 0.0, auth: bool = False
                     result["transports"].append({k: st.get(k) for k in (
                         "iceState", "dtlsState", "rtpPacketsReceived", "rtpPacketsSent", "rtcpPacketsReceived",
                         "packetsDiscarded", "dtlsStats", "iceStats", "roundTripTime", "rttSamples")})
+                    for p in t.producers:
+                        if p.kind == "video":
+                            result.setdefault("video_producers", []).append(
+                                [s.get("packetCount", 0) for s in await p.get_stats()])
             await browser.close()
     finally:
         await runner.cleanup()

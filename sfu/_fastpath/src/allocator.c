@@ -72,10 +72,10 @@ void sfu_allocator_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
     if (now_ms >= t->next_alloc_ms) {
         uint32_t est = t->bwe ? sfu_bwe_limit(t, now_ms) : UINT32_MAX;
         uint32_t next_step = 0;
+        t->next_alloc_ms = now_ms + SFU_ALLOC_INTERVAL_MS; /* (a held climb may bring it forward) */
         uint32_t allocated = sfu_allocator_run(e, t, est, now_ms, &next_step);
         if (t->bwe)
             sfu_bwe_allocated(e, t, est, allocated, next_step);
-        t->next_alloc_ms = now_ms + SFU_ALLOC_INTERVAL_MS;
     }
     sfu_timer_pull(e, t->next_alloc_ms);
 }
@@ -137,8 +137,10 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
             uint32_t rn = sfu_allocator_layer_bps(p, next);
             uint32_t rc = sfu_allocator_layer_bps(p, layer[i]);
             int64_t need = (int64_t)rn - rc;
-            if (next > c->stream)
-                need += (int64_t)rn * SFU_ALLOC_UP_MARGIN_PCT / 100;
+            if (next > c->target_stream)
+                need += (int64_t)rn * SFU_ALLOC_UP_MARGIN_PCT / 100; /* climbing */
+            else
+                need -= (int64_t)rn * SFU_ALLOC_KEEP_SLACK_PCT / 100; /* keeping it */
             if (budget >= need) {
                 budget -= (int64_t)rn - rc;
                 allocated += rn - rc;
@@ -149,8 +151,32 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
             }
         }
     }
-    for (int i = 0; i < n; i++)
-        sfu_consumer_retarget(e, sim[i], layer[i]);
+    /* a climb waits until the estimate has allowed it for
+     * SFU_ALLOC_UP_HOLD_MS (a probe's or a burst's overshoot falls back
+     * sooner); a consumer that has sent nothing yet starts where it fits */
+    uint64_t recheck = 0;
+    for (int i = 0; i < n; i++) {
+        sfu_consumer_t *c = sim[i];
+        if (layer[i] > c->target_stream && c->ts_started) {
+            /* one layer at a time: the estimate proves itself on the
+             * way (a probe measured through a bursty path overshoots) */
+            int up = next_active(c->producer, c->target_stream, layer[i], now_ms);
+            if (up > 0)
+                layer[i] = up;
+            if (!c->up_since_ms)
+                c->up_since_ms = now_ms;
+            if (now_ms < c->up_since_ms + SFU_ALLOC_UP_HOLD_MS) {
+                uint64_t due = c->up_since_ms + SFU_ALLOC_UP_HOLD_MS;
+                if (!recheck || due < recheck)
+                    recheck = due;
+                continue;
+            }
+        }
+        c->up_since_ms = 0;
+        sfu_consumer_retarget(e, c, layer[i]);
+    }
+    if (recheck && recheck < t->next_alloc_ms)
+        t->next_alloc_ms = recheck;
     if (next_step_bps)
         *next_step_bps = step < 0 ? 0 : (uint32_t)((int64_t)estimate_bps + step > UINT32_MAX ? UINT32_MAX
                                                                                         : estimate_bps + step);

@@ -20,11 +20,14 @@
  *     extra rate fits in what is left, never above the consumer's preferred
  *     layer. A consumer never goes without video: the lowest layer stays
  *     even when it does not fit.
- *   - Hysteresis: a layer above the one a consumer forwards now needs its
- *     extra rate plus SFU_ALLOC_UP_MARGIN_PCT of its own rate to fit; keeping
- *     the current one needs only its rate. The estimate must therefore grow
- *     past a layer's rate by a margin before the consumer climbs, and a
- *     small dip does not send it down.
+ *   - Hysteresis, so that layers do not flap (each switch costs a keyframe
+ *     that every viewer of the layer receives): a layer above the consumer's
+ *     target needs its extra rate plus SFU_ALLOC_UP_MARGIN_PCT of its own
+ *     rate to fit, and the estimate must allow it for SFU_ALLOC_UP_HOLD_MS
+ *     before the consumer climbs, one layer at a time (a probe's or a
+ *     burst's overshoot shows once the consumer sends more, and falls back); keeping the target needs its rate less
+ *     SFU_ALLOC_KEEP_SLACK_PCT, so a small dip does not send it down. A
+ *     consumer that has sent nothing yet starts on the layer that fits.
  *   - The result becomes each consumer's target layer (the switch happens
  *     at the target's keyframe, keyframe_policy.h).
  *
@@ -41,6 +44,8 @@
 #include "engine.h"
 
 #define SFU_ALLOC_UP_MARGIN_PCT 10
+#define SFU_ALLOC_KEEP_SLACK_PCT 15
+#define SFU_ALLOC_UP_HOLD_MS 1500
 #define SFU_ALLOC_INTERVAL_MS 1000
 #define SFU_ALLOC_ACTIVE_MS 1500
 

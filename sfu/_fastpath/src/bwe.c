@@ -185,6 +185,7 @@ static int send_padding(sfu_engine_t *e, sfu_transport_t *t, sfu_consumer_t *c, 
     t->bwe->padding_packets++;
     t->bwe->padding_bytes += olen;
     t->bwe->probe_sent_bytes += olen;
+    t->bwe->probe_packets++;
     return 0;
 }
 
@@ -193,6 +194,7 @@ static void probe_step(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
     sfu_bwe_t *b = t->bwe;
     sfu_consumer_t *c = padding_carrier(t);
     if (!c || !sfu_transport_can_send_media(t)) {
+        sfu_gcc_end_probe(&b->gcc, b->probe_cluster, (int)b->probe_packets);
         b->probe_cluster = 0;
         return;
     }
@@ -211,16 +213,17 @@ static void maybe_start_probe(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_
     if (!b->feedbacks || sfu_gcc_usage(&b->gcc) == SFU_GCC_OVERUSE || !padding_carrier(t))
         return;
     uint32_t est = sfu_bwe_estimate(b);
-    uint64_t goal = (uint64_t)b->next_step_bps * 5 / 4;
-    uint64_t rate = goal > (uint64_t)est * 3 / 2 ? goal : (uint64_t)est * 3 / 2;
-    if (rate > (uint64_t)est * 4)
-        rate = (uint64_t)est * 4;
+    uint64_t goal = (uint64_t)b->next_step_bps * 23 / 20;
+    uint64_t rate = goal > (uint64_t)est * 5 / 4 ? goal : (uint64_t)est * 5 / 4;
+    if (rate > (uint64_t)est * 3)
+        rate = (uint64_t)est * 3;
     b->probe_bps = rate > UINT32_MAX ? UINT32_MAX : (uint32_t)rate;
     b->probe_goal_bps = b->next_step_bps;
     b->probe_cluster = sfu_gcc_start_probe(&b->gcc, b->probe_bps, (int64_t)now_ms * 1000);
     b->probe_start_ms = now_ms;
     b->probe_end_ms = now_ms + SFU_BWE_PROBE_DURATION_MS;
     b->probe_sent_bytes = 0;
+    b->probe_packets = 0;
     b->probes++;
 }
 
@@ -230,7 +233,11 @@ static void judge_probe(sfu_bwe_t *b, uint64_t now_ms)
     if (!b->probe_goal_bps || b->probe_cluster || now_ms < b->probe_end_ms + SFU_BWE_JUDGE_MS)
         return;
     if (sfu_bwe_estimate(b) >= b->probe_goal_bps) {
+        /* it fitted: the next layer may fit too, probe again soon */
         b->probe_interval_ms = SFU_BWE_PROBE_MIN_INTERVAL_MS;
+        b->probe_goal_bps = 0;
+        b->next_probe_ms = now_ms + SFU_BWE_PROBE_AGAIN_MS;
+        return;
     } else {
         b->probes_failed++;
         b->probe_interval_ms *= 2;
@@ -253,10 +260,12 @@ void sfu_bwe_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
     }
     sfu_gcc_on_tick(&b->gcc, (int64_t)now_ms * 1000);
     if (b->probe_cluster) {
-        if (now_ms >= b->probe_end_ms)
+        if (now_ms >= b->probe_end_ms) {
+            sfu_gcc_end_probe(&b->gcc, b->probe_cluster, (int)b->probe_packets);
             b->probe_cluster = 0;
-        else
+        } else {
             probe_step(e, t, now_ms);
+        }
     }
     judge_probe(b, now_ms);
     maybe_start_probe(e, t, now_ms);

@@ -14,9 +14,11 @@
  * consumer is held below its preferred layer by the estimate, a probe tests
  * whether the next layer would fit: padding-only packets on a consumer's
  * RTX stream (RFC 4588; the remote drops them after counting them), sent at
- * a rate above the estimate for SFU_BWE_PROBE_DURATION_MS. A probe that did
- * not raise the estimate enough doubles the wait before the next one, up to
- * SFU_BWE_PROBE_MAX_INTERVAL_MS.
+ * 1.15 times what the next layer needs (at least 1.25 times the estimate,
+ * at most 3 times) for
+ * SFU_BWE_PROBE_DURATION_MS. A probe that did not raise the estimate enough
+ * doubles the wait before the next one, up to SFU_BWE_PROBE_MAX_INTERVAL_MS;
+ * one that did is followed by another after SFU_BWE_PROBE_AGAIN_MS.
  *
  * Until the first feedback, an ICE transport's consumers are held to the
  * start estimate (a browser sends feedback within a fraction of a second);
@@ -43,8 +45,9 @@
 #define SFU_BWE_JUDGE_MS 1000         /* a probe's effect is judged this long after it ends */
 #define SFU_BWE_SILENT_MS 5000       /* no feedback at all this long after the first consumer: no limit */
 #define SFU_BWE_PROBE_MIN_INTERVAL_MS 2000
-#define SFU_BWE_PROBE_MAX_INTERVAL_MS 5000
-#define SFU_BWE_PROBE_DURATION_MS 80
+#define SFU_BWE_PROBE_MAX_INTERVAL_MS 3000
+#define SFU_BWE_PROBE_AGAIN_MS 500        /* after a probe that reached its goal */
+#define SFU_BWE_PROBE_DURATION_MS 50
 #define SFU_BWE_PROBE_TICK_MS 5
 #define SFU_BWE_PADDING 255          /* padding octets of one probe packet (the most RTP allows) */
 
@@ -63,7 +66,7 @@ typedef struct sfu_bwe {
     uint16_t probe_cluster;        /* running cluster (0: none) */
     uint32_t probe_bps;
     uint32_t probe_goal_bps;       /* the estimate a successful probe reaches */
-    uint64_t probe_start_ms, probe_end_ms, probe_sent_bytes;
+    uint64_t probe_start_ms, probe_end_ms, probe_sent_bytes, probe_packets;
     uint64_t next_probe_ms;
     uint32_t probe_interval_ms;
     uint64_t probes, probes_failed, padding_packets, padding_bytes;

@@ -298,6 +298,7 @@ typedef struct sfu_consumer {
     uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
     uint8_t simulcast;        /* counted in its transport's nsimulcast */
+    uint64_t up_since_ms;     /* the allocation has allowed a higher layer since (allocator.h) */
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */

@@ -470,6 +470,13 @@ uint16_t sfu_gcc_start_probe(sfu_gcc_t *g, uint32_t target_bps, int64_t now_us)
     return slot->id;
 }
 
+void sfu_gcc_end_probe(sfu_gcc_t *g, uint16_t cluster, int packets)
+{
+    sfu_gcc_probe_t *p = probe_find(g, cluster);
+    if (p && p->state == SFU_GCC_PROBE_PENDING)
+        p->sent = packets > 0 ? packets : 1;
+}
+
 int sfu_gcc_probe_done(const sfu_gcc_t *g, uint16_t cluster)
 {
     const sfu_gcc_probe_t *p = probe_find_c(g, cluster);
@@ -515,6 +522,8 @@ static double probe_rate(const sfu_gcc_probe_t *p)
 {
     if (p->received < SFU_GCC_PROBE_MIN_PACKETS)
         return 0;
+    if (p->sent > 0 && p->received + p->lost < p->sent)
+        return 0; /* not all reported yet */
     if (p->lost * 5 > p->received + p->lost)
         return 0; /* over 20 % lost: saturated beyond measure */
     int64_t send_span = p->last_send_us - p->first_send_us;
@@ -588,6 +597,8 @@ void sfu_gcc_on_feedback(sfu_gcc_t *g, const sfu_twcc_result_t *r, int n, int64_
             p->touched = 0;
             if (p->state != SFU_GCC_PROBE_PENDING && p->state != SFU_GCC_PROBE_DONE)
                 continue;
+            if (p->sent > 0 && p->state == SFU_GCC_PROBE_DONE)
+                continue; /* an ended cluster is measured once, whole */
             double rate = probe_rate(p);
             if (rate <= 0 || rate < p->result_bps)
                 continue;

@@ -77,6 +77,7 @@ typedef struct {
     int64_t created_us;
     uint32_t start_estimate_bps; /* the estimate when it started */
     uint8_t touched;          /* got results in the feedback being read */
+    int sent;                 /* packets the sender put in it (sfu_gcc_end_probe); 0: still sending */
     /* over the packets reported received */
     int received, lost;
     uint64_t bytes;
@@ -172,6 +173,12 @@ uint16_t sfu_gcc_start_probe(sfu_gcc_t *g, uint32_t target_bps, int64_t now_us);
  * (no result within SFU_GCC_PROBE_TIMEOUT_US, seen at a tick or feedback)
  * or unknown cluster. */
 int sfu_gcc_probe_done(const sfu_gcc_t *g, uint16_t cluster);
+/* The sender finished the cluster after `packets` packets: its rate is
+ * measured once every one of them is reported (received or lost), over the
+ * whole cluster. Measured on its first packets, a shaper's burst allowance
+ * would pass for capacity. A cluster never ended this way is measured as
+ * soon as SFU_GCC_PROBE_MIN_PACKETS are reported (tests, older callers). */
+void sfu_gcc_end_probe(sfu_gcc_t *g, uint16_t cluster, int packets);
 uint32_t sfu_gcc_probe_result_bps(const sfu_gcc_t *g, uint16_t cluster);
 /* A probing policy for the caller: the rate to probe at now, or 0. With
  * demand_bps (what the caller would send) above the estimate and no probe
