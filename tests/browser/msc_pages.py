@@ -246,8 +246,22 @@ async def layers(s: Session) -> dict[str, Any]:
     (rec,) = [r for r in stats[0]["remotes"] if r["kind"] == "video"]
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as http:
-        await asyncio.sleep(4.0)  # the publisher's bandwidth estimate grows: all three encodings sent
-        for layer in (2, 0):
+        # the publisher's bandwidth estimate grows until it sends all three
+        # encodings, and the SFU's estimate toward the viewer until it
+        # forwards the top one: wait for that (bounded)
+        widths: list[int] = []
+        t_wait = loop.time()
+        while loop.time() - t_wait < 20.0:
+            st = (await snapshot(pages[:1]))[0]
+            (r,) = [x for x in st["remotes"] if x["producerId"] == rec["producerId"]]
+            widths.append(max((i.get("frameWidth") or 0 for i in r["inbound"]), default=0))
+            if widths[-1] >= 960:
+                break
+            await asyncio.sleep(0.25)
+        out["top_after_s"] = round(loop.time() - t_wait, 2)
+        # the first step only puts the viewer on the lowest encoding (the SFU
+        # forwards the top one the viewer's link carries by default)
+        for layer in (0, 2, 0):
             url = f"{s.base_url}/api/rooms/{room}/consumers/{rec['consumerId']}/preferred-layers"
             t0 = loop.time()
             async with http.post(url, json={"spatialLayer": layer},

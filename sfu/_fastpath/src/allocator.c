@@ -157,7 +157,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     uint64_t recheck = 0;
     for (int i = 0; i < n; i++) {
         sfu_consumer_t *c = sim[i];
-        if (layer[i] > c->target_stream && c->ts_started) {
+        if (layer[i] > c->target_stream && c->ts_started && !c->preference_changed) {
             /* one layer at a time: the estimate proves itself on the
              * way (a probe measured through a bursty path overshoots) */
             int up = next_active(c->producer, c->target_stream, layer[i], now_ms);
@@ -173,6 +173,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
             }
         }
         c->up_since_ms = 0;
+        c->preference_changed = 0;
         sfu_consumer_retarget(e, c, layer[i]);
     }
     if (recheck && recheck < t->next_alloc_ms)

@@ -27,7 +27,8 @@
  *     before the consumer climbs, one layer at a time (a probe's or a
  *     burst's overshoot shows once the consumer sends more, and falls back); keeping the target needs its rate less
  *     SFU_ALLOC_KEEP_SLACK_PCT, so a small dip does not send it down. A
- *     consumer that has sent nothing yet starts on the layer that fits.
+ *     consumer that has sent nothing yet, or whose preferred layer was just
+ *     set (set_preferred_layers), goes to the layer that fits at once.
  *   - The result becomes each consumer's target layer (the switch happens
  *     at the target's keyframe, keyframe_policy.h).
  *

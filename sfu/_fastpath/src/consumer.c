@@ -148,6 +148,7 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int strea
     if (stream >= p->nstreams)
         stream = p->nstreams - 1;
     c->preferred_stream = stream;
+    c->preference_changed = 1;
     if (c->simulcast) { /* the allocation decides, under the preference */
         sfu_allocator_request(e, c->transport);
         return 0;

@@ -299,6 +299,7 @@ typedef struct sfu_consumer {
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
     uint8_t simulcast;        /* counted in its transport's nsimulcast */
     uint64_t up_since_ms;     /* the allocation has allowed a higher layer since (allocator.h) */
+    uint8_t preference_changed; /* set_preferred_layers since the last allocation: no climbing hold */
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */
