@@ -282,6 +282,10 @@ static void engine_setup(void)
             sfu_consumer_set_mid_locked(e, c, (uint8_t)(j == 0 ? 1 : 14), j == 0 ? "0" : "video-long-mid");
             if (i == 1) /* the simulcast producer: one viewer wants its top layer */
                 sfu_consumer_set_target_stream_locked(e, c, j == 0 ? 2 : 1);
+            if (i < 2) { /* video: our transport-wide numbering, the estimate, the allocation, probes */
+                sfu_consumer_set_twcc_locked(e, c, (uint8_t)(j == 0 ? 9 : 3), j == 1);
+                sfu_consumer_set_priority_locked(e, c, 1 + j);
+            }
         }
     }
 }
