@@ -33,6 +33,7 @@ cdef extern from "_loadgen.h" nogil:
     ctypedef int (*lg_srtp_fn)(void *ctx, void *buf, int *len)
     int LG_HIST_BUCKETS
     int LG_TRAILER
+    int LG_MAX_LAYERS
     ctypedef struct lg_config_t:
         int nparts
         const int *fds
@@ -40,6 +41,10 @@ cdef extern from "_loadgen.h" nogil:
         const socklen_t *dest_lens
         const uint32_t *audio_ssrcs
         const uint32_t *video_ssrcs
+        int video_layers
+        double layer_share[3]
+        const uint32_t *layer_subs
+        int vp8_picture_id
         const uint32_t *nsubscribers
         uint8_t audio_pt, video_pt
         int audio_enabled, video_enabled
@@ -65,6 +70,7 @@ cdef extern from "_loadgen.h" nogil:
         int nextra_pids
         lg_srtp_fn srtp_protect
         lg_srtp_fn srtp_unprotect
+        lg_srtp_fn srtp_unprotect_rtcp
         void **srtp_out
         void **srtp_in
         int decrypt_every
@@ -76,6 +82,7 @@ cdef extern from "_loadgen.h" nogil:
         const uint8_t **stun
         const int *stun_len
         double stun_interval_s
+        int keyframe_on_request
     ctypedef struct lg_rx_stream_t:
         uint32_t ssrc
         uint32_t ssrc_changes
@@ -85,6 +92,7 @@ cdef extern from "_loadgen.h" nogil:
         uint64_t reordered
         uint64_t first_ns, last_ns
         uint32_t last_pub_seq
+        uint64_t layer_packets[3]
     ctypedef struct lg_result_t:
         uint64_t t_start_ns, t_end_ns, t_done_ns
         uint64_t sent_packets, sent_bytes, send_errors, send_calls
@@ -99,12 +107,15 @@ cdef extern from "_loadgen.h" nogil:
         int worker_sampled
         uint64_t ticks, ticks_missed
         int64_t clock_drift_ns
+        uint64_t key_requests, rtcp_errors
         int error
-    int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_stream_t *rx, uint32_t *hist)
+    int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, uint64_t *sent_layers, lg_rx_stream_t *rx,
+               uint32_t *hist)
     uint64_t lg_hist_bucket_low(int idx)
     int lg_hist_index(uint64_t us)
 
 HIST_BUCKETS = LG_HIST_BUCKETS
+MAX_LAYERS = LG_MAX_LAYERS
 TRAILER_BYTES = LG_TRAILER
 
 
@@ -153,7 +164,9 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         double start_delay=0.05, double start_spread=0.0, uint64_t seed=1, int worker_pid=0, double late_ms=100.0,
         double tick_us=1000.0, bint kernel_timestamps=True, list extra_pids=None,
         list srtp_out=None, list srtp_in=None, tuple srtp_functions=None, int decrypt_every=8,
-        list ssrc_map=None, list stun=None, double stun_interval=5.0):
+        list ssrc_map=None, list stun=None, double stun_interval=5.0,
+        int video_layers=1, layer_share=None, layer_subs=None, bint vp8_picture_id=False,
+        bint keyframe_on_request=False):
     """Runs the load and returns its results.
 
     fds: bound non-blocking UDP sockets, one per participant; dests: the
@@ -166,10 +179,31 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
     publisher, kind 0|1) for every stream a participant receives, since
     the trailer is encrypted; one packet in decrypt_every per stream is
     decrypted for its send time. stun: a binding request per participant
-    sent every stun_interval seconds (ICE consent)."""
+    sent every stun_interval seconds (ICE consent).
+
+    Simulcast: video_layers encodings per publisher (video_ssrcs then holds
+    n * video_layers SSRCs, participant i's layer l at i * video_layers + l),
+    layer_share their shares of video_bps (lowest first, normalized),
+    layer_subs (n * video_layers) how many receivers get each layer (for the
+    expected counts; None: every layer to nsubscribers). vp8_picture_id:
+    the VP8 descriptor libwebrtc sends (picture id, TL0PICIDX, TID).
+    keyframe_on_request: a PLI or FIR from the SFU for one of a publisher's
+    video streams makes its next frame a keyframe (under SRTP it needs
+    srtp_unprotect_rtcp as srtp_functions[2])."""
     cdef int n = len(fds)
-    if not (len(dests) == len(audio_ssrcs) == len(video_ssrcs) == len(nsubscribers) == n) or n < 1:
+    if not (len(dests) == len(audio_ssrcs) == len(nsubscribers) == n) or n < 1:
         raise ValueError("fds, dests, ssrcs and nsubscribers must have one entry per participant")
+    if not 1 <= video_layers <= LG_MAX_LAYERS:
+        raise ValueError(f"video_layers: 1 to {LG_MAX_LAYERS}")
+    cdef int nl = video_layers
+    if len(video_ssrcs) != n * nl:
+        raise ValueError("video_ssrcs: one per participant and layer")
+    if layer_share is None:
+        layer_share = (1.0,) * nl
+    if len(layer_share) != nl or any(not x > 0 for x in layer_share):
+        raise ValueError("layer_share: one positive share per layer")
+    if layer_subs is not None and len(layer_subs) != n * nl:
+        raise ValueError("layer_subs: one count per participant and layer")
     cdef lg_config_t cfg
     cdef lg_result_t res
     memset(&cfg, 0, sizeof(cfg))
@@ -178,7 +212,9 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
     cdef sockaddr_storage *c_dests = <sockaddr_storage *>calloc(n, sizeof(sockaddr_storage))
     cdef socklen_t *c_lens = <socklen_t *>calloc(n, sizeof(socklen_t))
     cdef uint32_t *c_a = <uint32_t *>calloc(n, sizeof(uint32_t))
-    cdef uint32_t *c_v = <uint32_t *>calloc(n, sizeof(uint32_t))
+    cdef uint32_t *c_v = <uint32_t *>calloc(n * nl, sizeof(uint32_t))
+    cdef uint32_t *c_lsubs = <uint32_t *>calloc(n * nl, sizeof(uint32_t))
+    cdef uint64_t *sent_layers = <uint64_t *>calloc(n * LG_MAX_LAYERS, sizeof(uint64_t))
     cdef uint32_t *c_subs = <uint32_t *>calloc(n, sizeof(uint32_t))
     cdef uint64_t *sent = <uint64_t *>calloc(2 * n, sizeof(uint64_t))
     cdef lg_rx_stream_t *rx = <lg_rx_stream_t *>calloc(2 * n * n, sizeof(lg_rx_stream_t))
@@ -218,6 +254,8 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
             cfg.srtp_in = c_in
             cfg.srtp_protect = <lg_srtp_fn><uintptr_t>srtp_functions[0]
             cfg.srtp_unprotect = <lg_srtp_fn><uintptr_t>srtp_functions[1]
+            if len(srtp_functions) > 2 and srtp_functions[2]:
+                cfg.srtp_unprotect_rtcp = <lg_srtp_fn><uintptr_t>srtp_functions[2]
             cfg.decrypt_every = decrypt_every
         for i in range(nm):
             sub, ssrc, pub, kind = ssrc_map[i]
@@ -238,8 +276,19 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
             cfg.stun = c_stun
             cfg.stun_len = c_stun_len
             cfg.stun_interval_s = stun_interval
-        if not (c_fds and c_dests and c_lens and c_a and c_v and c_subs and sent and rx and hist):
+        if not (c_fds and c_dests and c_lens and c_a and c_v and c_subs and sent and rx and hist and c_lsubs
+                and sent_layers):
             raise MemoryError()
+        for i in range(n * nl):
+            c_v[i] = video_ssrcs[i]
+            if layer_subs is not None:
+                c_lsubs[i] = layer_subs[i]
+        cfg.video_layers = nl
+        for i in range(nl):
+            cfg.layer_share[i] = layer_share[i]
+        cfg.layer_subs = c_lsubs if layer_subs is not None else NULL
+        cfg.vp8_picture_id = vp8_picture_id
+        cfg.keyframe_on_request = keyframe_on_request
         for i in range(n):
             c_fds[i] = fds[i]
             ip, port = dests[i]
@@ -251,7 +300,6 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
                 raise ValueError(f"only IPv4 destinations are supported, got {ip!r}")
             c_lens[i] = sizeof(sockaddr_in)
             c_a[i] = audio_ssrcs[i]
-            c_v[i] = video_ssrcs[i]
             c_subs[i] = nsubscribers[i]
         cfg.nparts = n
         cfg.fds = c_fds
@@ -283,7 +331,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         cfg.tick_us = tick_us
         cfg.kernel_timestamps = kernel_timestamps
         with nogil:
-            rc = lg_run(&cfg, &res, sent, rx, hist)
+            rc = lg_run(&cfg, &res, sent, sent_layers, rx, hist)
         if rc != 0:
             raise OSError(-rc, f"load generator failed: {os.strerror(-rc)}")
 
@@ -300,6 +348,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
                             "expected_sent": sent[i * 2 + k],
                             "reordered": s.reordered, "ssrc_changes": s.ssrc_changes,
                             "active_s": (s.last_ns - s.first_ns) / 1e9,
+                            "layer_packets": [s.layer_packets[l] for l in range(nl)],
                         })
         hist_audio = _sparse(hist)
         hist_video = _sparse(hist + LG_HIST_BUCKETS)
@@ -316,6 +365,9 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
             "sent_packets": res.sent_packets, "sent_bytes": res.sent_bytes,
             "send_errors": res.send_errors, "send_calls": res.send_calls,
             "sent_per_stream": [[sent[2 * i], sent[2 * i + 1]] for i in range(n)],
+            "sent_per_layer": [[sent_layers[i * LG_MAX_LAYERS + l] for l in range(nl)] for i in range(n)],
+            "video_layers": nl, "vp8_picture_id": bool(vp8_picture_id),
+            "key_requests": res.key_requests, "rtcp_errors": res.rtcp_errors,
             "recv_packets": res.recv_packets, "recv_bytes": res.recv_bytes,
             "recv_calls": res.recv_calls, "recv_foreign": res.recv_foreign,
             "recv_in_window": res.recv_in_window,
@@ -348,6 +400,8 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         free(c_lens)
         free(c_a)
         free(c_v)
+        free(c_lsubs)
+        free(sent_layers)
         free(c_subs)
         free(sent)
         free(rx)

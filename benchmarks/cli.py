@@ -20,6 +20,22 @@ WebRTC transports (ICE + DTLS + SRTP) by default, runs the load for
     sfu-bench                                   # 3, 10, 25, 50 participants, 10 s each
     sfu-bench --participants 3 --duration 3     # the smoke test's run
     sfu-bench --participants 46,50:0.6 --transport plain --target embedded
+
+Simulcast publishers: --simulcast (or --layers 2|3) makes every publisher
+send its video as 3 encodings in one producer (own SSRCs; --layer-split
+shares of --bitrate, lowest first, default 15/30/55 %); every viewer's
+consumer forwards one of them: the top one, or a mix with --viewer-layers
+2,2,1,0. The publishers answer the SFU's PLI/FIR with a keyframe of that
+encoding (as an encoder does), so a viewer reaches its layer at once.
+--side-by-side runs each count with 1 layer and with --layers (3 by
+default) alternately, --rounds times, and prints CPU per forwarded packet
+of both and their ratio:
+
+    sfu-bench --participants 10,25 --duration 8 --side-by-side --rounds 3
+
+CPU per forwarded packet is the same in every mode: the server's CPU time
+over the send window divided by the packets the viewers received in it
+(packets sent by the SFU); packets/s in counts every encoding sent.
 """
 
 from __future__ import annotations
@@ -33,9 +49,28 @@ from typing import Any
 
 from .common import dump_json, machine_info
 from .harness import PointConfig, run_point
-from .report import markdown, plot, summary_lines
+from .report import compare_markdown, compare_rows, markdown, plot, summary_lines
 
 DEFAULT_COUNTS = "3,10,25,50"
+
+
+def parse_split(text: str) -> tuple[float, ...]:
+    """"15,30,55" (percent) or "0.15,0.3,0.55" -> shares, lowest layer first."""
+    try:
+        xs = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layer-split: {text!r} is not a list of numbers") from None
+    if not xs or any(x <= 0 for x in xs):
+        raise argparse.ArgumentTypeError("--layer-split: positive shares, lowest layer first")
+    total = sum(xs)
+    return tuple(x / total for x in xs)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--viewer-layers: {text!r} is not a list of layer numbers") from None
 
 
 def parse_counts(text: str, bitrate: float) -> list[tuple[int, float]]:
@@ -112,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-other-cpu", type=float, default=25.0,
                     help="run a point again when other processes used more than this %% of a core (default 25)")
     ap.add_argument("--retries", type=int, default=2, help="how many times (default 2)")
+    ap.add_argument("--layers", type=int, default=1,
+                    help="video encodings per publisher: 1 (default) or simulcast with 2 or 3")
+    ap.add_argument("--simulcast", dest="layers", action="store_const", const=3, help="the same as --layers 3")
+    ap.add_argument("--layer-split", type=parse_split, default=(0.15, 0.30, 0.55),
+                    help="shares of --bitrate per layer, lowest first (default 15,30,55; normalized)")
+    ap.add_argument("--viewer-layers", type=parse_layers, default=(),
+                    help="spatial layer each video consumer asks for, in turn (e.g. 2,2,1,0; default: the top)")
+    ap.add_argument("--vp8-picture-id", action="store_true",
+                    help="VP8 payload descriptor with picture id, TL0PICIDX and TID, as libwebrtc sends "
+                         "(default: one byte, no picture id); on by default with --side-by-side")
+    ap.add_argument("--viewer-bwe", choices=("auto", "on", "off"), default="auto",
+                    help="viewers advertise transport-cc / REMB (the generator never sends it, so the SFU's "
+                         "estimate stays at its start value): auto = on with 1 layer, off with simulcast and "
+                         "in --side-by-side (both modes)")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="each count with 1 layer and with --layers (3 when not given), alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations per count with --side-by-side (default 3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="sfu-bench.json", help="results as JSON (default %(default)s; '' to skip)")
     ap.add_argument("--markdown", default="sfu-bench.md", help="the table as Markdown ('' to skip)")
@@ -120,32 +172,98 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int) -> PointConfig:
+    return PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
+                       srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
+                       decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
+                       start_spread=args.start_spread, wait_idle=args.wait_idle, layers=layers,
+                       layer_split=tuple(args.layer_split),
+                       viewer_layers=tuple(args.viewer_layers) if layers > 1 else (),
+                       vp8_picture_id=args.vp8_picture_id,
+                       viewer_bwe={"on": True, "off": False}.get(args.viewer_bwe,
+                                                                   False if args.side_by_side else None))
+
+
+async def measure(cfg: PointConfig, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """One point, run again (up to --retries) when other processes took the CPU."""
+    for attempt in range(args.retries + 1):
+        r = await run_point(cfg, progress)
+        r["attempt"] = attempt
+        other = r.get("other_cpu_pct")
+        if other is None or other < args.max_other_cpu:
+            break
+        progress.done(f"{other:.0f}% of a core went to other processes"
+                      + (": running the point again" if attempt < args.retries else ": kept, marked in the JSON"))
+    lat = r["latency_us"]
+    progress.done(f"CPU {r['server_cpu_pct'] or 0:.0f}%, loss {r['loss_pct'] or 0:.3f}%, "
+                  f"p50 {(lat.get('p50') or 0) / 1000:.2f} ms, p99 {(lat.get('p99') or 0) / 1000:.2f} ms, "
+                  f"{r['out_pps']:,.0f} packets/s out, {r['cpu_us_per_packet'] or 0:.2f} us CPU per packet")
+    return r
+
+
+async def side_by_side(args: argparse.Namespace) -> int:
+    """1 layer vs simulcast, alternating (the order flips every round, so a
+    drift of the machine's load hits both alike)."""
+    counts = parse_counts(args.participants, args.bitrate)
+    layers = args.layers if args.layers > 1 else 3
+    info = machine_info()
+    progress = Progress(not args.quiet)
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    loads: list[list[float]] = []
+    total = len(counts) * args.rounds * 2
+    done = 0
+    for rnd in range(args.rounds):
+        for n, mbps in counts:
+            order = (1, layers) if rnd % 2 == 0 else (layers, 1)
+            got: dict[int, dict[str, Any]] = {}
+            for nl in order:
+                done += 1
+                cfg = point_config(args, n, mbps, nl)
+                cfg.check()
+                progress.prefix = f"[{done}/{total}] round {rnd + 1} N={n} {'1 layer' if nl == 1 else f'{nl} layers'}: "
+                loads.append(list(os.getloadavg()))
+                got[nl] = await measure(cfg, args, progress)
+                got[nl]["round"] = rnd + 1
+                got[nl]["loadavg_before"] = loads[-1]
+            pairs.append((got[1], got[layers]))
+    rows, means = compare_rows(pairs)
+    split = "/".join(f"{x * 100:.0f}" for x in args.layer_split[:layers])
+    title = (f"sfu-bench side by side: 1 layer vs {layers}-layer simulcast ({split} % of "
+             f"{args.bitrate:g} Mbit/s), {args.transport}"
+             + (f" ({args.srtp_profile})" if args.transport == "webrtc" else "")
+             + f", {args.target}, {args.duration:g} s per point, {args.rounds} rounds, "
+             f"{info.get('Model name', '?')}, {info['nproc']} CPUs")
+    lines = [f"N={n}: {m['simulcast_us']:.2f} us vs {m['single_us']:.2f} us CPU per forwarded packet, "
+             f"simulcast / 1 layer = {m['ratio']:.3f} (rounds: {', '.join(f'{x:.3f}' for x in m['round_ratios'])})"
+             for n, m in sorted(means.items())]
+    la = [x[0] for x in loads]
+    lines.append(f"load average (1 min) before the points: {min(la):.2f} to {max(la):.2f}")
+    text = f"## {title}\n\n{compare_markdown(pairs)}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    if args.json:
+        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+                              "pairs": [{"single": a, "simulcast": b} for a, b in pairs],
+                              "means": {str(n): m for n, m in means.items()}, "summary": lines})
+    return 0
+
+
 async def amain(args: argparse.Namespace) -> int:
+    if args.side_by_side:
+        return await side_by_side(args)
     counts = parse_counts(args.participants, args.bitrate)
     info = machine_info()
     progress = Progress(not args.quiet)
     results: list[dict[str, Any]] = []
     for k, (n, mbps) in enumerate(counts):
-        cfg = PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
-                          srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
-                          decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
-                          start_spread=args.start_spread, wait_idle=args.wait_idle)
+        cfg = point_config(args, n, mbps, args.layers)
         cfg.check()
         progress.prefix = f"[{k + 1}/{len(counts)}] N={n} {mbps:g} Mbit/s: "
-        for attempt in range(args.retries + 1):
-            r = await run_point(cfg, progress)
-            r["attempt"] = attempt
-            other = r.get("other_cpu_pct")
-            if other is None or other < args.max_other_cpu:
-                break
-            progress.done(f"{other:.0f}% of a core went to other processes"
-                          + (": running the point again" if attempt < args.retries else ": kept, marked in the JSON"))
-        results.append(r)
-        lat = r["latency_us"]
-        progress.done(f"CPU {r['server_cpu_pct'] or 0:.0f}%, loss {r['loss_pct']:.3f}%, "
-                      f"p50 {(lat.get('p50') or 0) / 1000:.2f} ms, p99 {(lat.get('p99') or 0) / 1000:.2f} ms, "
-                      f"{r['out_pps']:,.0f} packets/s out")
+        results.append(await measure(cfg, args, progress))
     title = (f"sfu-bench: {args.transport}"
+             + (f", {args.layers}-layer simulcast" if args.layers > 1 else "")
              + (f" ({args.srtp_profile})" if args.transport == "webrtc" else "")
              + f", {args.target}, {args.duration:g} s per point, "
              f"{info.get('Model name', '?')}, {info['nproc']} CPUs")
@@ -169,10 +287,13 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.side_by_side and "--vp8-picture-id" not in (argv if argv is not None else sys.argv[1:]):
+        args.vp8_picture_id = True  # what a browser sends, and what a simulcast viewer needs rewritten
     try:
         parse_counts(args.participants, args.bitrate)
-        PointConfig(participants=2, transport=args.transport, target=args.target, duration=args.duration,
-                    video_bps=args.bitrate * 1e6, decrypt_every=args.decrypt_every, workers=args.workers).check()
+        if args.rounds < 1:
+            raise ValueError("--rounds: at least 1")
+        point_config(args, 2, args.bitrate, args.layers if not args.side_by_side or args.layers > 1 else 3).check()
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"sfu-bench: {exc}", file=sys.stderr)
         return 2

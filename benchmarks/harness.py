@@ -1,6 +1,11 @@
 """One point of `sfu-bench`: N participants in one room, everyone publishing
 audio + video and subscribing to all the others.
 
+With `layers` > 1 every publisher's video is simulcast: that many
+encodings (their own SSRCs, `layer_split` shares of `video_bps`, lowest
+first) in one producer; each viewer's consumer forwards one of them (the
+top one, or the `viewer_layers` mix set with set_preferred_layers).
+
 The SFU is either a real `sfu-server` started as a subprocess and driven
 through its REST API (the default), or a worker embedded in this process
 and driven through the library API. The participants are played by the
@@ -52,6 +57,25 @@ class PointConfig:
     feedback: bool = True
     start_spread: float = 1.0          # participants start within this many seconds
     wait_idle: bool = True             # wait for a quiet machine before the point
+    layers: int = 1                    # video encodings per publisher (simulcast when > 1)
+    layer_split: tuple[float, ...] = (0.15, 0.30, 0.55)  # shares of video_bps, lowest layer first
+    viewer_layers: tuple[int, ...] = ()  # preferred spatial layer of the video consumers, in turn ((): top)
+    vp8_picture_id: bool = False       # VP8 descriptor with picture id / TL0PICIDX / TID (libwebrtc's)
+    keyframe_on_request: bool = True   # publishers answer the SFU's PLI / FIR with a keyframe
+    # Viewers advertise transport-cc / REMB. The generator never sends that
+    # feedback, so with it the SFU's estimate of each viewer's link stays at
+    # its start value and a simulcast consumer stays on a low layer: None
+    # means on with one layer (as before), off with simulcast.
+    viewer_bwe: Optional[bool] = None
+
+    def bwe(self) -> bool:
+        return self.layers == 1 if self.viewer_bwe is None else self.viewer_bwe
+
+    def split(self) -> tuple[float, ...]:
+        """The layers' shares of video_bps (1 layer: all of it)."""
+        if self.layers == 1:
+            return (1.0,)
+        return tuple(self.layer_split[:self.layers])
 
     def check(self) -> None:
         if self.participants < 2:
@@ -64,6 +88,12 @@ class PointConfig:
             raise ValueError("plain RTP needs --target embedded (the server's REST API makes WebRTC transports)")
         if self.duration <= 0 or self.video_bps <= 0 or self.decrypt_every < 1 or self.workers < 1:
             raise ValueError("duration, bitrate, decrypt_every and workers must be positive")
+        if not 1 <= self.layers <= 3:
+            raise ValueError("layers: 1 to 3 video encodings per publisher")
+        if self.layers > 1 and (len(self.layer_split) < self.layers or any(x <= 0 for x in self.split())):
+            raise ValueError(f"layer split: {self.layers} positive shares, lowest layer first")
+        if any(not 0 <= v < self.layers for v in self.viewer_layers):
+            raise ValueError(f"viewer layers: each from 0 to {self.layers - 1}")
 
 
 def audio_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
@@ -76,24 +106,33 @@ def audio_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
     }
 
 
-def video_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
+def video_parameters(ssrcs: int | list[int], feedback: bool) -> dict[str, Any]:
+    """One encoding per SSRC given (several: simulcast, lowest first)."""
+    ssrcs = [ssrcs] if isinstance(ssrcs, int) else list(ssrcs)
     fb = [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}] if feedback else []
     return {
         "codecs": [{"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000, "rtcpFeedback": fb}],
-        "encodings": [{"ssrc": ssrc}],
+        "encodings": [{"ssrc": s} for s in ssrcs],
         "headerExtensions": [],
-        "rtcp": {"cname": f"bench-{ssrc:x}", "reducedSize": True},
+        "rtcp": {"cname": f"bench-{ssrcs[0]:x}", "reducedSize": True},
     }
 
 
-def client_capabilities(router_caps: dict[str, Any], feedback: bool) -> dict[str, Any]:
+def client_capabilities(router_caps: dict[str, Any], feedback: bool, bwe: bool = True) -> dict[str, Any]:
     """The router's capabilities as a client that supports what it offers
-    (without NACK when feedback is off)."""
+    (without NACK when feedback is off; without transport-cc and REMB, and
+    the transport-wide sequence number extension, when bwe is off)."""
     caps = {"codecs": [dict(c) for c in router_caps["codecs"]],
             "headerExtensions": list(router_caps.get("headerExtensions", []))}
     if not feedback:
         for c in caps["codecs"]:
             c["rtcpFeedback"] = [fb for fb in c.get("rtcpFeedback", []) if fb.get("type") != "nack"]
+    if not bwe:
+        for c in caps["codecs"]:
+            c["rtcpFeedback"] = [fb for fb in c.get("rtcpFeedback", [])
+                                 if fb.get("type") not in ("transport-cc", "goog-remb")]
+        caps["headerExtensions"] = [h for h in caps["headerExtensions"]
+                                    if "transport-wide-cc" not in h.get("uri", "")]
     return caps
 
 
@@ -184,6 +223,21 @@ class Participant:
         self.dest: tuple[str, int] = ("127.0.0.1", 0)
         self.producers: list[tuple[str, str]] = []  # (producer id, kind)
         self.consumers: list[tuple[int, int, int]] = []  # (ssrc, publisher, kind)
+        self.video_consumers: list[tuple[Any, int, int]] = []  # (consumer id or object, publisher, layer asked)
+
+
+def viewer_layer(cfg: PointConfig, k: int) -> int:
+    """The spatial layer the k-th video consumer asks for (the top one by default)."""
+    return cfg.viewer_layers[k % len(cfg.viewer_layers)] if cfg.viewer_layers else cfg.layers - 1
+
+
+def layer_receivers(cfg: PointConfig, parts: list[Participant]) -> list[int]:
+    """How many viewers get each publisher's layer: [publisher * layers + layer]."""
+    out = [0] * (len(parts) * cfg.layers)
+    for p in parts:
+        for _cid, pub, layer in p.video_consumers:
+            out[pub * cfg.layers + layer] += 1
+    return out
 
 
 class ServerTarget:
@@ -267,12 +321,12 @@ class ServerTarget:
                 raise RuntimeError(f"{method} {path}: {resp.status} {data}")
             return data
 
-    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[int], gen: LoadGenerator,
+    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[list[int]], gen: LoadGenerator,
                     transport: str) -> list[Participant]:
         r = f"/api/rooms/{self.room}"
         self.tokens = [self.mint(f"bench-{i}") for i in range(n)]
         self.caps = (await self._call("POST", f"{r}/create", self.tokens[0]))["rtpCapabilities"]
-        caps = client_capabilities(self.caps, self.cfg.feedback)
+        caps = client_capabilities(self.caps, self.cfg.feedback, self.cfg.bwe())
         parts = [Participant() for _ in range(n)]
         transports: list[str] = []
         for p, tok in zip(parts, self.tokens):
@@ -302,12 +356,34 @@ class ServerTarget:
                 for pid, kind in pub.producers:
                     c = await self._call("POST", f"{r}/consume", tok,
                                          {"transportId": tid, "producerId": pid, "rtpCapabilities": caps})
+                    if kind == "video" and self.cfg.layers > 1:
+                        layer = viewer_layer(self.cfg, j * (n - 1) + len(parts[j].video_consumers))
+                        if layer != self.cfg.layers - 1:
+                            await self._call("POST", f"{r}/consumers/{c['id']}/preferred-layers", tok,
+                                             {"spatialLayer": layer})
+                        parts[j].video_consumers.append((c["id"], i, layer))
                     await self._call("POST", f"{r}/consumers/{c['id']}/resume", tok)
                     parts[j].consumers.append((c["rtpParameters"]["encodings"][0]["ssrc"], i,
                                                0 if kind == "audio" else 1))
 
         await asyncio.gather(*(subscribe(j) for j in range(n)))
+        self.parts = parts
         return parts
+
+    async def layer_stats(self) -> list[dict[str, Any]]:
+        """The SFU's view of every simulcast video consumer: the layer it
+        forwards, how often it switched, packets sent."""
+        out = []
+        r = f"/api/rooms/{self.room}"
+        for j, p in enumerate(getattr(self, "parts", [])):
+            for cid, pub, layer in p.video_consumers:
+                st = (await self._call("GET", f"{r}/consumers/{cid}/stats", self.tokens[j]))["consumer"]
+                out.append({"viewer": j, "publisher": pub, "asked": layer, "layer": st.get("spatialLayer"),
+                            "layer_changes": st.get("layerChanges"), "packets": st.get("packetCount")})
+        return out
+
+    async def producer_stats(self) -> list[list[dict[str, Any]]]:
+        return []  # the REST API has no producer statistics
 
     async def counters(self) -> dict[str, int]:
         return {}
@@ -339,6 +415,7 @@ class EmbeddedTarget:
         self.cfg = cfg
         self.worker: Any = None
         self.pids: list[int] = []
+        self.producers: list[Any] = []
 
     async def start(self) -> None:
         import sfu
@@ -346,10 +423,10 @@ class EmbeddedTarget:
         self.worker = await sfu.create_worker(log_level="warning")
         self.pids = [self.worker.pid, os.getpid()]
 
-    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[int], gen: LoadGenerator,
+    async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[list[int]], gen: LoadGenerator,
                     transport: str) -> list[Participant]:
         router = await self.worker.create_router(self.MEDIA_CODECS)
-        caps = client_capabilities(router.rtp_capabilities, self.cfg.feedback)
+        caps = client_capabilities(router.rtp_capabilities, self.cfg.feedback, self.cfg.bwe())
         parts = [Participant() for _ in range(n)]
         transports = []
         if transport == "webrtc":
@@ -374,15 +451,35 @@ class EmbeddedTarget:
             a = await t.produce("audio", audio_parameters(audio_ssrcs[i], self.cfg.feedback))
             v = await t.produce("video", video_parameters(video_ssrcs[i], self.cfg.feedback))
             p.producers = [(a.id, "audio"), (v.id, "video")]
+            self.producers.append(v)
         for j, t in enumerate(transports):
             for i, pub in enumerate(parts):
                 if i == j:
                     continue
                 for pid, kind in pub.producers:
                     c = await t.consume(pid, caps)
+                    if kind == "video" and self.cfg.layers > 1:
+                        layer = viewer_layer(self.cfg, j * (n - 1) + len(parts[j].video_consumers))
+                        if layer != self.cfg.layers - 1:
+                            await c.set_preferred_layers(layer)
+                        parts[j].video_consumers.append((c, i, layer))
                     parts[j].consumers.append((c.rtp_parameters["encodings"][0]["ssrc"], i,
                                                0 if kind == "audio" else 1))
+        self.parts = parts
         return parts
+
+    async def layer_stats(self) -> list[dict[str, Any]]:
+        out = []
+        for j, p in enumerate(getattr(self, "parts", [])):
+            for c, pub, layer in p.video_consumers:
+                st = (await c.get_stats())[0]
+                out.append({"viewer": j, "publisher": pub, "asked": layer, "layer": st.get("spatialLayer"),
+                            "layer_changes": st.get("layerChanges"), "packets": st.get("packetCount")})
+        return out
+
+    async def producer_stats(self) -> list[list[dict[str, Any]]]:
+        """Per video producer, its streams' statistics (one per encoding)."""
+        return [await v.get_stats() for v in self.producers]
 
     async def counters(self) -> dict[str, int]:
         return await self.worker.get_counters()
@@ -433,8 +530,10 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         pinned = cfg.pin and ncpu >= 2
         gen_cpus = [1] if pinned else None
         await gen.bind(n, cpus=gen_cpus)
-        ssrcs = rnd.sample(range(1, 2**32), 2 * n)
-        audio_ssrcs, video_ssrcs = ssrcs[:n], ssrcs[n:]
+        nl = cfg.layers
+        ssrcs = rnd.sample(range(1, 2**32), n + n * nl)
+        audio_ssrcs = ssrcs[:n]
+        video_ssrcs = [ssrcs[n + i * nl:n + (i + 1) * nl] for i in range(n)]  # per publisher, lowest layer first
         say(f"setting up {n} participants ({cfg.transport})")
         parts = await target.setup(n, audio_ssrcs, video_ssrcs, gen, cfg.transport)
         pids = list(target.pids)
@@ -447,7 +546,11 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
             audio_pt=AUDIO_PT, video_pt=VIDEO_PT, video_bps=cfg.video_bps, duration=cfg.duration,
             drain=cfg.drain, seed=cfg.seed + n, worker_pid=pids[0], extra_pids=pids[1:], late_ms=LATE_MS,
             tick_us=cfg.tick_us, start_delay=0.2, start_spread=cfg.start_spread,
+            video_layers=nl, layer_share=cfg.split(), vp8_picture_id=cfg.vp8_picture_id,
+            keyframe_on_request=cfg.keyframe_on_request,
         )
+        if nl > 1:
+            options["layer_subs"] = layer_receivers(cfg, parts)
         if cfg.transport == "webrtc":
             options.update(decrypt_every=cfg.decrypt_every, stun_interval=5.0,
                            ssrc_map=[[j, ssrc, pub, kind] for j, p in enumerate(parts)
@@ -456,7 +559,8 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         rss_task = asyncio.get_running_loop().create_task(_watch_rss(pids, stop))
         say(f"sending for {cfg.duration:g} s")
         run_task = asyncio.get_running_loop().create_task(
-            gen.run([p.dest for p in parts], audio_ssrcs, video_ssrcs, [n - 1] * n, **options))
+            gen.run([p.dest for p in parts], audio_ssrcs, [s for v in video_ssrcs for s in v], [n - 1] * n,
+                    **options))
         started = time.monotonic()
         while not run_task.done():
             await asyncio.wait([run_task], timeout=1.0)
@@ -467,14 +571,18 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         stop.set()
         rss = await rss_task
         c1 = await target.counters()
+        layers: dict[str, Any] = {}
+        if nl > 1:
+            layers = {"consumers": await target.layer_stats(), "producers": await target.producer_stats()}
     finally:
         await gen.close()
         await target.close()
-    return summarize(cfg, res, rss, setup_s, pinned, {k: c1[k] - c0.get(k, 0) for k in c1 if isinstance(c1[k], int)})
+    return summarize(cfg, res, rss, setup_s, pinned, {k: c1[k] - c0.get(k, 0) for k in c1 if isinstance(c1[k], int)},
+                     layers)
 
 
 def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, pinned: bool,
-              counters: dict[str, int]) -> dict[str, Any]:
+              counters: dict[str, int], layers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     n = cfg.participants
     window = res["duration_s"]
     received = res["recv_packets"] - res["recv_foreign"]
@@ -486,7 +594,13 @@ def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, p
     server_cpu = res["worker_cpu_pct"]
     delivered = res["recv_during_window"]
     timed = res.get("recv_timed") or 0
-    return {
+    # loss from the gaps in each received stream's (rewritten) sequence
+    # numbers: with simulcast a viewer may spend its first moments on
+    # another layer than the one it asked for, which the sent-based count
+    # cannot tell
+    seq_expected = sum(max(0, s["expected_seq"]) for s in res["streams"])
+    seq_lost = sum(max(0, s["expected_seq"] - s["packets"]) for s in res["streams"])
+    out = {
         "config": asdict(cfg),
         "participants": n,
         "duration_s": window,
@@ -507,7 +621,11 @@ def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, p
         "latency_video_us": res["latency_us"]["video"],
         "latency_max_us": res["latency_max_us"],
         "latency_samples": timed,
-        "loss_pct": 100.0 * (expected - received) / expected if expected else None,
+        # against what was sent x its viewers (one layer: the seed's
+        # definition); with simulcast, from the sequence-number gaps
+        "loss_pct": (100.0 * (expected - received) / expected if expected else None) if cfg.layers == 1
+        else (100.0 * seq_lost / seq_expected if seq_expected else None),
+        "loss_vs_sent_pct": 100.0 * (expected - received) / expected if expected else None,
         "late_pct": 100.0 * res["recv_late"] / timed if timed else None,
         "in_pps": res["sent_packets"] / window,
         "offered_out_pps": expected / window,
@@ -523,4 +641,55 @@ def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, p
         "send_errors": res["send_errors"],
         "max_send_lag_us": res["max_send_lag_us"],
         "sfu_counters": counters,
+        "seq_loss_pct": 100.0 * seq_lost / seq_expected if seq_expected else None,
+        "key_requests": res.get("key_requests"),
+        "layers": cfg.layers,
+    }
+    if cfg.layers > 1:
+        out["simulcast"] = simulcast_summary(cfg, res, layers or {})
+    return out
+
+
+def simulcast_summary(cfg: PointConfig, res: dict[str, Any], layers: dict[str, Any]) -> dict[str, Any]:
+    """What the simulcast run did: packets/s each layer was sent at, which
+    layer the viewers got (by the SFU's consumer stats and by the layer in
+    the trailers the generator read), how many encodings the SFU received."""
+    window = res["duration_s"]
+    nl = cfg.layers
+    sent = [sum(p[layer] for p in res["sent_per_layer"]) / window for layer in range(nl)]
+    received = [0] * nl
+    streams_by_layer = [0] * nl    # viewer streams whose trailers showed only this layer at the end
+    mixed = 0
+    for s in res["streams"]:
+        if s["kind"] != "video":
+            continue
+        lp = s.get("layer_packets") or []
+        for layer, c in enumerate(lp):
+            received[layer] += c
+        seen = [layer for layer, c in enumerate(lp) if c]
+        if len(seen) == 1:
+            streams_by_layer[seen[0]] += 1
+        elif seen:
+            mixed += 1
+    consumers = layers.get("consumers", [])
+    at_layer = [sum(1 for c in consumers if c["layer"] == layer) for layer in range(nl)]
+    producers = layers.get("producers", [])
+    return {
+        "layer_split": list(cfg.split()),
+        "viewer_layers": list(cfg.viewer_layers),
+        "sent_pps_per_layer": sent,
+        "received_sampled_per_layer": received,
+        "viewer_streams_single_layer": streams_by_layer,
+        "viewer_streams_mixed": mixed,
+        "consumers_at_layer": at_layer,
+        "consumers_as_asked": sum(1 for c in consumers if c["layer"] == c["asked"]),
+        "consumers": len(consumers),
+        "layer_changes": sum(c.get("layer_changes") or 0 for c in consumers),
+        # per video producer, how many of its encodings the SFU received packets of
+        "producer_streams_receiving": [sum(1 for st in p if (st.get("packetCount") or 0) > 0) for p in producers],
+        "consumer_stats": consumers,
+        # per viewer and publisher: packets received of each layer (by the
+        # trailers read: all of them on plain RTP, a sample under SRTP)
+        "viewer_streams": [{"viewer": s["subscriber"], "publisher": s["publisher"],
+                            "layer_packets": s.get("layer_packets")} for s in res["streams"] if s["kind"] == "video"],
     }

@@ -35,7 +35,56 @@ def table_row(r: dict[str, Any]) -> list[Any]:
 
 
 def markdown(results: Sequence[dict[str, Any]]) -> str:
+    if any(r.get("layers", 1) > 1 for r in results):  # simulcast runs: say which rows they are
+        return markdown_table(TABLE_HEADERS[:1] + ["Layers"] + TABLE_HEADERS[1:],
+                              [[row[0], r.get("layers", 1)] + row[1:] for r, row in
+                               ((r, table_row(r)) for r in results)])
     return markdown_table(TABLE_HEADERS, [table_row(r) for r in results])
+
+
+COMPARE_HEADERS = ["Participants", "Round", "1 layer: CPU per packet", "Simulcast: CPU per packet", "Ratio",
+                   "1 layer: packets/s in / out", "Simulcast: packets/s in / out", "Simulcast: viewers at top",
+                   "Loss 1 layer / simulcast", "Other CPU"]
+
+
+def _us(v: Optional[float]) -> Optional[str]:
+    return None if v is None else f"{v:.2f} us"
+
+
+def compare_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[list[Any]], dict[int, dict]]:
+    """Rows of the side-by-side table (one per round and count, then a mean
+    row per count) and, per count, the mean CPU per forwarded packet of
+    each mode and their ratio."""
+    rows: list[list[Any]] = []
+    means: dict[int, dict[str, Any]] = {}
+    by_n: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for single, sim in pairs:
+        by_n.setdefault(single["participants"], []).append((single, sim))
+    for n, ps in sorted(by_n.items()):
+        for k, (single, sim) in enumerate(ps):
+            a, b = single["cpu_us_per_packet"], sim["cpu_us_per_packet"]
+            sc = sim.get("simulcast", {})
+            top = (sc.get("consumers_at_layer") or [None])[-1]
+            rows.append([n, k + 1, _us(a), _us(b), f"{b / a:.3f}" if a and b else None,
+                         f"{single['in_pps']:,.0f} / {single['out_pps']:,.0f}",
+                         f"{sim['in_pps']:,.0f} / {sim['out_pps']:,.0f}",
+                         f"{top}/{sc.get('consumers')}" if top is not None else None,
+                         f"{single['loss_pct'] or 0:.3f}% / {sim['loss_pct'] or 0:.3f}%",
+                         f"{single.get('other_cpu_pct') or 0:.0f}% / {sim.get('other_cpu_pct') or 0:.0f}%"])
+        xs = [s["cpu_us_per_packet"] for s, _ in ps if s["cpu_us_per_packet"]]
+        ys = [m["cpu_us_per_packet"] for _, m in ps if m["cpu_us_per_packet"]]
+        if xs and ys:
+            ma, mb = sum(xs) / len(xs), sum(ys) / len(ys)
+            means[n] = {"single_us": ma, "simulcast_us": mb, "ratio": mb / ma, "rounds": len(ps),
+                        "round_ratios": [m["cpu_us_per_packet"] / s["cpu_us_per_packet"] for s, m in ps
+                                         if s["cpu_us_per_packet"] and m["cpu_us_per_packet"]]}
+            rows.append([n, "mean", _us(ma), _us(mb), f"**{mb / ma:.3f}**", "", "", "", "", ""])
+    return rows, means
+
+
+def compare_markdown(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    rows, _ = compare_rows(pairs)
+    return markdown_table(COMPARE_HEADERS, rows)
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Optional[dict[str, float]]:

@@ -173,11 +173,11 @@ class WebRtcPeers:
     # -- what the compiled loop needs -------------------------------------
 
     def run_options(self) -> dict[str, Any]:
-        protect, unprotect, _, _ = engine_functions()
+        protect, unprotect, _, unprotect_rtcp = engine_functions()
         return {
             "srtp_out": [p.srtp_out.address for p in self.peers],  # type: ignore[union-attr]
             "srtp_in": [p.srtp_in.address for p in self.peers],    # type: ignore[union-attr]
-            "srtp_functions": (protect, unprotect),
+            "srtp_functions": (protect, unprotect, unprotect_rtcp),
             "stun": [binding_request(p.remote_ufrag, p.ufrag, p.remote_pwd, nominate=False) for p in self.peers],
         }
 

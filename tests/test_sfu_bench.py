@@ -95,3 +95,84 @@ def test_cpu_fit_uses_unsaturated_points_at_the_common_bitrate():
     assert fit["slope"] == pytest.approx(0.01) and fit["r2"] == pytest.approx(1.0)
     best = largest_within(rs)
     assert best is not None and best["participants"] == 50 and best["config"]["video_bps"] == 0.5e6
+
+
+# ---------------------------------------------------------------- simulcast publishers
+
+
+def _run_json(tmp_path, *args: str) -> dict:
+    out_json = tmp_path / "s.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "--json", str(out_json), "--markdown", "", "--no-wait-idle",
+         "--quiet", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert proc.returncode == 0, f"sfu-bench failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(out_json.read_text())
+
+
+@pytest.mark.timeout(300)
+def test_simulcast_publishers_send_three_encodings_and_each_viewer_gets_the_layer_it_asked_for(tmp_path):
+    # plain RTP to an embedded worker: every trailer is readable, so the
+    # layer of every packet a viewer received is known; the producers'
+    # statistics say what the SFU received
+    data = _run_json(tmp_path, "--participants", "3", "--duration", "3", "--target", "embedded",
+                     "--transport", "plain", "--simulcast", "--viewer-layers", "2,1,0", "--vp8-picture-id")
+    (r,) = data["results"]
+    sc = r["simulcast"]
+    assert r["layers"] == 3
+    # the SFU received all three encodings of every publisher
+    assert sc["producer_streams_receiving"] == [3, 3, 3]
+    # packets/s per layer follow the 15/30/55 split (more, smaller packets at the bottom
+    # per bit, but the top layer sends the most)
+    low, mid, top = sc["sent_pps_per_layer"]
+    assert 0 < low < top and 0 < mid < top
+    # 6 video consumers, asking 2,1,0,2,1,0: each forwards the one it asked for
+    assert sc["consumers"] == 6 and sc["consumers_as_asked"] == 6
+    assert sc["consumers_at_layer"] == [2, 2, 2]
+    asked = {(c["viewer"], c["publisher"]): c["asked"] for c in sc["consumer_stats"]}
+    assert len(sc["viewer_streams"]) == 6
+    for s in sc["viewer_streams"]:
+        lp = s["layer_packets"]
+        layer = asked[(s["viewer"], s["publisher"])]
+        # one layer per consumer: the asked one carries nearly all of it (a
+        # consumer starts on whichever layer's keyframe comes first and moves
+        # at the keyframe the SFU asks for)
+        assert lp[layer] >= 0.9 * sum(lp), (s, layer)
+    # the generator answered the SFU's keyframe requests for the switches
+    assert r["key_requests"] >= 1
+    # nothing lost in the viewers' (rewritten, continuous) sequence numbers
+    assert r["seq_loss_pct"] < 2.0, r["seq_loss_pct"]
+    # CPU per forwarded packet keeps its definition: server CPU over packets out
+    assert r["cpu_us_per_packet"] == pytest.approx(r["server_cpu_pct"] / 100 * 1e6 / r["out_pps"])
+    # packets in count every encoding (plus audio), packets out only the forwarded ones
+    assert r["in_pps"] > low + mid + top
+    assert r["out_pps"] < 2 * r["in_pps"]  # 3 viewers x 2 publishers' one layer + audio, not 3 layers
+
+
+@pytest.mark.timeout(400)
+def test_side_by_side_over_webrtc_compares_one_layer_with_simulcast(tmp_path):
+    data = _run_json(tmp_path, "--participants", "3", "--duration", "2", "--side-by-side", "--rounds", "1")
+    (pair,) = data["pairs"]
+    single, sim = pair["single"], pair["simulcast"]
+    assert single["layers"] == 1 and sim["layers"] == 3
+    # the same conditions for both: VP8 picture ids, no transport-cc from the viewers
+    for r in (single, sim):
+        assert r["config"]["vp8_picture_id"] and r["config"]["viewer_bwe"] is False
+        assert r["decrypt_errors"] == 0 and r["protect_errors"] == 0
+        assert r["cpu_us_per_packet"] and r["cpu_us_per_packet"] > 0
+    # SRTP: every viewer is on the top layer by the end
+    assert sim["simulcast"]["consumers_at_layer"] == [0, 0, 6]
+    # a viewer gets the top layer only: less than the single-layer stream
+    assert sim["down_mbps_per_user"] < single["down_mbps_per_user"]
+    m = data["means"]["3"]
+    assert m["ratio"] == pytest.approx(m["simulcast_us"] / m["single_us"])
+
+
+def test_simulcast_options_are_checked():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--simulcast", "--viewer-layers", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "viewer layers" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--layers", "4"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "layers" in proc.stderr

@@ -7,11 +7,19 @@
  *     split into equal packets of at most max_packet bytes (marker on the
  *     last), a keyframe keyframe_factor times the average frame size every
  *     keyframe_interval_s (phases spread over participants), the packets of
- *     a frame spread evenly over the frame interval (a pacer).
+ *     a frame spread evenly over the frame interval (a pacer);
+ *   - or, with video_layers > 1, that many such streams (simulcast
+ *     encodings, each its own SSRC, sequence and share of video_bps), their
+ *     frames captured at the same instants and their keyframes together.
+ * The VP8 payload descriptor is one byte (S bit), or with vp8_picture_id
+ * what libwebrtc sends: X, I (15-bit picture id), L (TL0PICIDX), T (TID of
+ * an L1T3 pattern 0,2,1,2 restarting at each keyframe).
  * Everything the SFU forwards is received on the same sockets (epoll +
  * recvmmsg). Every payload ends with a 20-byte trailer
  *     magic u32 | send time u64 (CLOCK_MONOTONIC ns) | publisher u16 |
  *     kind u8 | flags u8 | publisher's packet count u32       (host order)
+ * (flags: 1 keyframe, 2 first packet of a frame, 4 last, bits 4-5 the
+ * simulcast layer; the count is per stream)
  * so that the receiver knows who sent a packet, when, and which stream it
  * belongs to whatever SSRC/sequence numbers the SFU rewrote; loss is
  * counted per received stream from the (rewritten) RTP sequence numbers
@@ -166,22 +174,36 @@ static uint64_t tv_us(struct timeval tv) { return (uint64_t)tv.tv_sec * 1000000u
 
 /* ------------------------------------------------------------------ participants */
 
+/* One video stream (a simulcast encoding) of a participant. */
 typedef struct {
-    int fd;
-    const struct sockaddr_storage *dest;
-    socklen_t dest_len;
-    uint32_t a_ssrc, v_ssrc;
-    uint16_t a_seq, v_seq;
-    uint32_t a_ts, v_ts;
-    uint32_t a_count, v_count;
-    uint64_t a_next;
+    uint32_t ssrc;
+    uint16_t seq;
+    uint32_t ts;
+    uint32_t count;
     uint64_t f_next;      /* start of the next frame */
     uint32_t f_index;
-    uint32_t kf_phase;
     int f_left, f_total;  /* packets of the current frame */
     int f_key;
     uint32_t f_size_base, f_size_extra;
     uint64_t f_pkt_next, f_pkt_gap;
+    uint16_t pic_id;      /* VP8 picture id (15 bits) of the current frame */
+    uint8_t tl0;          /* TL0PICIDX of the current frame */
+    uint8_t tid;          /* its temporal layer */
+    uint32_t tl_pos;      /* frames since the last keyframe */
+    int key_request;      /* a PLI / FIR asked for a keyframe */
+} vstream_t;
+
+typedef struct {
+    int fd;
+    const struct sockaddr_storage *dest;
+    socklen_t dest_len;
+    uint32_t a_ssrc;
+    uint16_t a_seq;
+    uint32_t a_ts;
+    uint32_t a_count;
+    uint64_t a_next;
+    uint32_t kf_phase;
+    vstream_t v[LG_MAX_LAYERS];
     uint64_t rng;
     void *srtp_out, *srtp_in;
     uint64_t stun_next;
@@ -190,13 +212,15 @@ typedef struct {
 typedef struct {
     const lg_config_t *cfg;
     lg_result_t *res;
-    uint64_t *sent;
+    uint64_t *sent, *sent_layers;
     lg_rx_stream_t *rx;
     uint32_t *hist;
     part_t *parts;
     uint64_t audio_gap, frame_gap;
     int kf_every;         /* frames between keyframes */
-    double key_bytes, delta_bytes;
+    int nlayers;          /* video streams per participant */
+    double key_bytes[LG_MAX_LAYERS], delta_bytes[LG_MAX_LAYERS];
+    int desc_len;         /* VP8 payload descriptor bytes */
     int max_payload;
     int send_batch;
     uint64_t late_ns;
@@ -316,62 +340,91 @@ static void emit_audio(gen_t *g, part_t *p, int idx)
     p->a_next += g->audio_gap;
 }
 
-static void start_frame(gen_t *g, part_t *p)
+static void start_frame(gen_t *g, part_t *p, int layer)
 {
     const lg_config_t *c = g->cfg;
+    vstream_t *v = &p->v[layer];
     /* an encoder starts with a keyframe (and an SFU starts new consumers at one) */
-    p->f_key = p->f_index == 0 || ((p->f_index + p->kf_phase) % (uint32_t)g->kf_every) == 0;
-    double size = p->f_key ? g->key_bytes : g->delta_bytes * (1.0 + c->frame_jitter * (2.0 * rng_unit(&p->rng) - 1.0));
-    int min_payload = LG_TRAILER + 11;
+    v->f_key = v->f_index == 0 || v->key_request || ((v->f_index + p->kf_phase) % (uint32_t)g->kf_every) == 0;
+    v->key_request = 0;
+    double size = v->f_key ? g->key_bytes[layer]
+                           : g->delta_bytes[layer] * (1.0 + c->frame_jitter * (2.0 * rng_unit(&p->rng) - 1.0));
+    int min_payload = LG_TRAILER + g->desc_len + 10;
     int npkts = (int)((size + g->max_payload - 1) / g->max_payload);
     if (npkts < 1)
         npkts = 1;
     uint32_t bytes = (uint32_t)size;
     if (bytes < (uint32_t)(npkts * min_payload))
         bytes = (uint32_t)(npkts * min_payload);
-    p->f_total = p->f_left = npkts;
-    p->f_size_base = bytes / (uint32_t)npkts;
-    p->f_size_extra = bytes % (uint32_t)npkts;
-    p->f_pkt_next = p->f_next;
-    p->f_pkt_gap = g->frame_gap / (uint64_t)npkts;
-    p->f_next += g->frame_gap;
-    p->f_index++;
+    v->f_total = v->f_left = npkts;
+    v->f_size_base = bytes / (uint32_t)npkts;
+    v->f_size_extra = bytes % (uint32_t)npkts;
+    v->f_pkt_next = v->f_next;
+    v->f_pkt_gap = g->frame_gap / (uint64_t)npkts;
+    v->f_next += g->frame_gap;
+    /* L1T3: temporal layers 0,2,1,2 from each keyframe; TL0PICIDX counts
+     * the layer-0 frames, the picture id every frame */
+    static const uint8_t tid_of[4] = {0, 2, 1, 2};
+    if (v->f_key)
+        v->tl_pos = 0;
+    v->tid = tid_of[v->tl_pos % 4];
+    if (v->f_index > 0) {
+        v->pic_id = (uint16_t)((v->pic_id + 1) & 0x7fff);
+        if (v->tid == 0)
+            v->tl0++;
+    }
+    v->tl_pos++;
+    v->f_index++;
 }
 
-static void emit_video_packet(gen_t *g, part_t *p, int idx)
+static void emit_video_packet(gen_t *g, part_t *p, int idx, int layer)
 {
-    int k = p->f_total - p->f_left; /* packet index in the frame */
-    size_t payload = p->f_size_base + ((uint32_t)k < p->f_size_extra ? 1 : 0);
+    vstream_t *v = &p->v[layer];
+    int k = v->f_total - v->f_left; /* packet index in the frame */
+    size_t payload = v->f_size_base + ((uint32_t)k < v->f_size_extra ? 1 : 0);
     size_t len = 12 + payload;
-    int last = p->f_left == 1;
-    uint8_t *b = batch_slot(g, p, len, p->f_pkt_next);
-    rtp_header(b, last, g->cfg->video_pt, p->v_seq, p->v_ts, p->v_ssrc);
+    int last = v->f_left == 1;
+    uint8_t *b = batch_slot(g, p, len, v->f_pkt_next);
+    rtp_header(b, last, g->cfg->video_pt, v->seq, v->ts, v->ssrc);
     uint8_t *pl = b + 12;
-    pl[0] = k == 0 ? 0x10 : 0x00; /* VP8 payload descriptor: S bit on the first packet */
+    if (g->desc_len == 1) {
+        pl[0] = k == 0 ? 0x10 : 0x00; /* VP8 payload descriptor: S bit on the first packet */
+    } else {
+        pl[0] = (uint8_t)(0x80 | (k == 0 ? 0x10 : 0x00)); /* X, S on the first packet, PID 0 */
+        pl[1] = 0xe0;                                     /* I, L, T */
+        pl[2] = (uint8_t)(0x80 | (v->pic_id >> 8));       /* M: 15-bit picture id */
+        pl[3] = (uint8_t)v->pic_id;
+        pl[4] = v->tl0;
+        pl[5] = (uint8_t)((v->tid << 6) | (v->tid > 0 ? 0x20 : 0x00)); /* TID, Y (sync) above 0, KEYIDX 0 */
+    }
     if (k == 0) {
+        uint8_t *tag = pl + g->desc_len;
         /* VP8 frame tag: P=0 for a keyframe, show_frame=1 */
-        pl[1] = p->f_key ? 0x10 : 0x11;
-        pl[2] = 0x02;
-        pl[3] = 0x00;
-        if (p->f_key) { /* start code and 1280x720 */
-            pl[4] = 0x9d;
-            pl[5] = 0x01;
-            pl[6] = 0x2a;
-            pl[7] = 0x00;
-            pl[8] = 0x05;
-            pl[9] = 0xd0;
-            pl[10] = 0x02;
+        tag[0] = v->f_key ? 0x10 : 0x11;
+        tag[1] = 0x02;
+        tag[2] = 0x00;
+        if (v->f_key) { /* start code and the size: 1280x720 for the top layer, halved per layer below */
+            int shift = g->nlayers - 1 - layer;
+            uint16_t w = (uint16_t)(1280 >> shift), h = (uint16_t)(720 >> shift);
+            tag[3] = 0x9d;
+            tag[4] = 0x01;
+            tag[5] = 0x2a;
+            tag[6] = (uint8_t)w;
+            tag[7] = (uint8_t)(w >> 8);
+            tag[8] = (uint8_t)h;
+            tag[9] = (uint8_t)(h >> 8);
         }
     }
-    uint8_t flags = (uint8_t)((p->f_key ? 1 : 0) | (k == 0 ? 2 : 0) | (last ? 4 : 0));
-    write_trailer(b + len, 0, (uint16_t)idx, LG_KIND_VIDEO, flags, p->v_count);
+    uint8_t flags = (uint8_t)((v->f_key ? 1 : 0) | (k == 0 ? 2 : 0) | (last ? 4 : 0) | (layer << 4));
+    write_trailer(b + len, 0, (uint16_t)idx, LG_KIND_VIDEO, flags, v->count);
     g->sent[idx * 2 + LG_KIND_VIDEO]++;
-    p->v_seq++;
-    p->v_count++;
-    p->f_left--;
-    p->f_pkt_next += p->f_pkt_gap;
-    if (p->f_left == 0)
-        p->v_ts += (uint32_t)(90000.0 / g->cfg->video_fps);
+    g->sent_layers[idx * LG_MAX_LAYERS + layer]++;
+    v->seq++;
+    v->count++;
+    v->f_left--;
+    v->f_pkt_next += v->f_pkt_gap;
+    if (v->f_left == 0)
+        v->ts += (uint32_t)(90000.0 / g->cfg->video_fps);
 }
 
 static uint64_t next_event(const gen_t *g, const part_t *p)
@@ -380,9 +433,12 @@ static uint64_t next_event(const gen_t *g, const part_t *p)
     if (g->cfg->audio_enabled && p->a_next < t)
         t = p->a_next;
     if (g->cfg->video_enabled) {
-        uint64_t v = p->f_left > 0 ? p->f_pkt_next : p->f_next;
-        if (v < t)
-            t = v;
+        for (int l = 0; l < g->nlayers; l++) {
+            const vstream_t *v = &p->v[l];
+            uint64_t x = v->f_left > 0 ? v->f_pkt_next : v->f_next;
+            if (x < t)
+                t = x;
+        }
     }
     return t;
 }
@@ -395,10 +451,17 @@ static void emit_due(gen_t *g, int idx, uint64_t now, uint64_t t_end)
     for (int guard = 0; guard < 100000; guard++) {
         uint64_t ta = g->cfg->audio_enabled ? p->a_next : UINT64_MAX;
         uint64_t tv = UINT64_MAX;
+        int lv = 0;
         if (g->cfg->video_enabled) {
-            if (p->f_left == 0 && p->f_next <= now && p->f_next < t_end)
-                start_frame(g, p);
-            tv = p->f_left > 0 ? p->f_pkt_next : UINT64_MAX;
+            for (int l = 0; l < g->nlayers; l++) {
+                vstream_t *v = &p->v[l];
+                if (v->f_left == 0 && v->f_next <= now && v->f_next < t_end)
+                    start_frame(g, p, l);
+                if (v->f_left > 0 && v->f_pkt_next < tv) {
+                    tv = v->f_pkt_next;
+                    lv = l;
+                }
+            }
         }
         uint64_t t = ta < tv ? ta : tv;
         if (t > now || t >= t_end)
@@ -406,7 +469,7 @@ static void emit_due(gen_t *g, int idx, uint64_t now, uint64_t t_end)
         if (ta <= tv)
             emit_audio(g, p, idx);
         else
-            emit_video_packet(g, p, idx);
+            emit_video_packet(g, p, idx, lv);
     }
     flush_batch(g);
 }
@@ -458,7 +521,8 @@ static int map_build(gen_t *g, const lg_config_t *cfg)
 
 /* Reads the trailer at the end of a clear RTP packet (after its padding).
  * Returns 0 and fills the fields, or -1. */
-static int read_trailer(const uint8_t *b, size_t len, int n, uint64_t *sent_ns, uint16_t *pub, uint8_t *kind)
+static int read_trailer(const uint8_t *b, size_t len, int n, uint64_t *sent_ns, uint16_t *pub, uint8_t *kind,
+                        uint8_t *flags)
 {
     if (len < 12 + LG_TRAILER)
         return -1;
@@ -475,6 +539,7 @@ static int read_trailer(const uint8_t *b, size_t len, int n, uint64_t *sent_ns, 
     memcpy(sent_ns, t + 4, 8);
     memcpy(pub, t + 12, 2);
     *kind = t[14];
+    *flags = t[15];
     if (magic != LG_MAGIC || *pub >= n || *kind > 1)
         return -1;
     return 0;
@@ -492,6 +557,55 @@ static void rx_timed(gen_t *g, int kind, uint64_t sent_ns, uint64_t now)
     g->hist[kind * LG_HIST_BUCKETS + lg_hist_index(lat_us)]++;
 }
 
+static void key_request(gen_t *g, int sub, uint32_t ssrc)
+{
+    part_t *p = &g->parts[sub];
+    for (int l = 0; l < g->nlayers; l++) {
+        if (p->v[l].ssrc == ssrc) {
+            p->v[l].key_request = 1;
+            g->res->key_requests++;
+            return;
+        }
+    }
+}
+
+/* RTCP the SFU sent to participant sub (a compound packet, unprotected
+ * first under SRTP): a PLI or FIR naming one of its video streams makes
+ * that stream's next frame a keyframe. */
+static void rx_rtcp(gen_t *g, int sub, uint8_t *b, size_t len)
+{
+    void *srtp_in = g->parts[sub].srtp_in;
+    if (srtp_in) {
+        if (!g->cfg->srtp_unprotect_rtcp) {
+            return;
+        }
+        int l = (int)len;
+        if (g->cfg->srtp_unprotect_rtcp(srtp_in, b, &l) != 0 || l < 0 || (size_t)l > len) {
+            g->res->rtcp_errors++;
+            return;
+        }
+        len = (size_t)l;
+    }
+    size_t off = 0;
+    while (off + 4 <= len) {
+        const uint8_t *h = b + off;
+        size_t plen = ((size_t)((h[2] << 8) | h[3]) + 1) * 4;
+        if ((h[0] >> 6) != 2 || plen > len - off) {
+            g->res->rtcp_errors++;
+            return;
+        }
+        int fmt = h[0] & 0x1f;
+        if (h[1] == 206 && fmt == 1 && plen >= 12) { /* PLI: the media source SSRC */
+            key_request(g, sub, ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11]);
+        } else if (h[1] == 206 && fmt == 4) { /* FIR: an (SSRC, seq, reserved) entry per stream */
+            for (size_t e = 12; e + 8 <= plen; e += 8)
+                key_request(g, sub,
+                            ((uint32_t)h[e] << 24) | ((uint32_t)h[e + 1] << 16) | ((uint32_t)h[e + 2] << 8) | h[e + 3]);
+        }
+        off += plen;
+    }
+}
+
 static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
 {
     lg_result_t *res = g->res;
@@ -500,6 +614,8 @@ static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
     res->recv_bytes += len;
     if (len < 12 || (b[0] >> 6) != 2 || (b[1] >= 192 && b[1] <= 223)) { /* STUN, RTCP, ... */
         res->recv_foreign++;
+        if (g->cfg->keyframe_on_request && len >= 8 && (b[0] >> 6) == 2 && b[1] >= 192 && b[1] <= 223)
+            rx_rtcp(g, sub, b, len);
         return;
     }
     uint16_t seq = (uint16_t)((b[2] << 8) | b[3]);
@@ -507,6 +623,7 @@ static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
     lg_rx_stream_t *s;
     uint64_t sent_ns = 0;
     int kind, timed = 0;
+    uint8_t flags = 0;
     void *srtp_in = g->parts[sub].srtp_in;
     if (srtp_in) {
         /* The header is in the clear: the stream is known by its SSRC. */
@@ -520,7 +637,7 @@ static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
     } else {
         uint16_t pub;
         uint8_t k;
-        if (read_trailer(b, len, n, &sent_ns, &pub, &k) < 0) {
+        if (read_trailer(b, len, n, &sent_ns, &pub, &k, &flags) < 0) {
             res->recv_foreign++;
             return;
         }
@@ -559,14 +676,18 @@ static void rx_packet(gen_t *g, int sub, uint8_t *b, size_t len, uint64_t now)
         int l = (int)len;
         uint16_t pub;
         uint8_t k;
-        if (g->cfg->srtp_unprotect(srtp_in, b, &l) != 0 || read_trailer(b, (size_t)l, n, &sent_ns, &pub, &k) < 0) {
+        if (g->cfg->srtp_unprotect(srtp_in, b, &l) != 0 || read_trailer(b, (size_t)l, n, &sent_ns, &pub, &k, &flags) < 0) {
             res->decrypt_errors++;
         } else {
             timed = 1;
         }
     }
-    if (timed)
+    if (timed) {
         rx_timed(g, kind, sent_ns, now);
+        int layer = (flags >> 4) & 3;
+        if (kind == LG_KIND_VIDEO && layer < LG_MAX_LAYERS)
+            s->layer_packets[layer]++;
+    }
 }
 
 /* Kernel receive time (SO_TIMESTAMPNS, CLOCK_REALTIME) of a datagram as
@@ -654,18 +775,28 @@ static void sample(gen_t *g, int end)
     }
 }
 
-int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_stream_t *rx, uint32_t *hist)
+int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, uint64_t *sent_layers, lg_rx_stream_t *rx,
+           uint32_t *hist)
 {
     int n = cfg->nparts;
     memset(res, 0, sizeof(*res));
-    if (n < 1 || n > 65535 || cfg->max_packet < 12 + LG_TRAILER + 11 || cfg->max_packet > LG_MAX_PACKET ||
+    if (n < 1 || n > 65535 || cfg->max_packet < 12 + LG_TRAILER + 16 || cfg->max_packet > LG_MAX_PACKET ||
         cfg->audio_payload < LG_TRAILER || cfg->audio_payload + 12 > LG_MAX_PACKET || cfg->duration_s <= 0 ||
-        cfg->audio_pps <= 0 || cfg->video_fps <= 0 || cfg->video_bps <= 0)
+        cfg->audio_pps <= 0 || cfg->video_fps <= 0 || cfg->video_bps <= 0 || cfg->video_layers < 0 ||
+        cfg->video_layers > LG_MAX_LAYERS)
         return -(res->error = EINVAL);
+    int nlayers = cfg->video_layers > 0 ? cfg->video_layers : 1;
+    double share_sum = 0;
+    for (int l = 0; l < nlayers; l++) {
+        if (nlayers > 1 && !(cfg->layer_share[l] > 0))
+            return -(res->error = EINVAL);
+        share_sum += nlayers > 1 ? cfg->layer_share[l] : 1.0;
+    }
     if ((cfg->srtp_out || cfg->srtp_in) &&
         (!cfg->srtp_out || !cfg->srtp_in || !cfg->srtp_protect || !cfg->srtp_unprotect || cfg->decrypt_every < 1))
         return -(res->error = EINVAL);
     memset(sent, 0, sizeof(uint64_t) * 2 * (size_t)n);
+    memset(sent_layers, 0, sizeof(uint64_t) * LG_MAX_LAYERS * (size_t)n);
     memset(rx, 0, sizeof(lg_rx_stream_t) * 2 * (size_t)n * (size_t)n);
     memset(hist, 0, sizeof(uint32_t) * 2 * LG_HIST_BUCKETS);
 
@@ -682,6 +813,9 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
     g->cfg = cfg;
     g->res = res;
     g->sent = sent;
+    g->sent_layers = sent_layers;
+    g->nlayers = nlayers;
+    g->desc_len = cfg->vp8_picture_id ? 6 : 1;
     g->rx = rx;
     g->hist = hist;
     g->parts = parts;
@@ -690,14 +824,19 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
     g->kf_every = (int)(cfg->keyframe_interval_s * cfg->video_fps + 0.5);
     if (g->kf_every < 1)
         g->kf_every = 1;
-    double avg = cfg->video_bps / 8.0 / cfg->video_fps;
-    g->key_bytes = avg * (cfg->keyframe_factor > 0 ? cfg->keyframe_factor : 1.0);
-    if (g->kf_every > 1) {
-        g->delta_bytes = (avg * g->kf_every - g->key_bytes) / (g->kf_every - 1);
-        if (g->delta_bytes < avg * 0.1)
-            g->delta_bytes = avg * 0.1;
-    } else {
-        g->delta_bytes = g->key_bytes;
+    for (int l = 0; l < nlayers; l++) {
+        /* each layer's share of video_bps (the shares need not add up to 1:
+         * they are normalized) */
+        double share = nlayers > 1 ? cfg->layer_share[l] / share_sum : 1.0;
+        double avg = cfg->video_bps * share / 8.0 / cfg->video_fps;
+        g->key_bytes[l] = avg * (cfg->keyframe_factor > 0 ? cfg->keyframe_factor : 1.0);
+        if (g->kf_every > 1) {
+            g->delta_bytes[l] = (avg * g->kf_every - g->key_bytes[l]) / (g->kf_every - 1);
+            if (g->delta_bytes[l] < avg * 0.1)
+                g->delta_bytes[l] = avg * 0.1;
+        } else {
+            g->delta_bytes[l] = g->key_bytes[l];
+        }
     }
     g->max_payload = cfg->max_packet - 12;
     g->late_ns = (uint64_t)((cfg->late_ms > 0 ? cfg->late_ms : 100.0) * 1e6);
@@ -722,18 +861,25 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
         p->dest = &cfg->dests[i];
         p->dest_len = cfg->dest_lens[i];
         p->a_ssrc = cfg->audio_ssrcs[i];
-        p->v_ssrc = cfg->video_ssrcs[i];
         p->rng = (cfg->seed ? cfg->seed : 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)(i + 1) * 0xD1B54A32D192ED03ULL);
         for (int k = 0; k < 4; k++)
             rng_next(&p->rng);
         p->a_seq = (uint16_t)rng_next(&p->rng);
-        p->v_seq = (uint16_t)rng_next(&p->rng);
         p->a_ts = (uint32_t)rng_next(&p->rng);
-        p->v_ts = (uint32_t)rng_next(&p->rng);
+        for (int l = 0; l < nlayers; l++) {
+            vstream_t *v = &p->v[l];
+            v->ssrc = cfg->video_ssrcs[(size_t)i * (size_t)nlayers + (size_t)l];
+            v->seq = (uint16_t)rng_next(&p->rng);
+            v->ts = (uint32_t)rng_next(&p->rng);
+            v->pic_id = (uint16_t)(rng_next(&p->rng) & 0x7fff);
+            v->tl0 = (uint8_t)rng_next(&p->rng);
+        }
         /* phases spread so that participants do not send in lockstep */
         uint64_t join = (uint64_t)(rng_unit(&p->rng) * (cfg->start_spread_s > 0 ? cfg->start_spread_s * 1e9 : 0));
         p->a_next = t0 + join + (uint64_t)(rng_unit(&p->rng) * (double)g->audio_gap);
-        p->f_next = t0 + join + (uint64_t)(rng_unit(&p->rng) * (double)g->frame_gap);
+        uint64_t f_first = t0 + join + (uint64_t)(rng_unit(&p->rng) * (double)g->frame_gap);
+        for (int l = 0; l < nlayers; l++)
+            p->v[l].f_next = f_first; /* the layers of a frame are captured together */
         p->kf_phase = (uint32_t)(rng_unit(&p->rng) * g->kf_every);
         p->srtp_out = cfg->srtp_out ? cfg->srtp_out[i] : NULL;
         p->srtp_in = cfg->srtp_in ? cfg->srtp_in[i] : NULL;
@@ -793,8 +939,16 @@ int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_strea
             sample(g, 1);
             ended = 1;
             uint64_t expected = 0;
-            for (int i = 0; i < n; i++)
-                expected += (sent[2 * i] + sent[2 * i + 1]) * (cfg->nsubscribers ? cfg->nsubscribers[i] : 0);
+            for (int i = 0; i < n; i++) {
+                uint64_t subs = cfg->nsubscribers ? cfg->nsubscribers[i] : 0;
+                expected += sent[2 * i] * subs;
+                if (!cfg->layer_subs) {
+                    expected += sent[2 * i + 1] * subs;
+                    continue;
+                }
+                for (int l = 0; l < nlayers; l++)
+                    expected += sent_layers[i * LG_MAX_LAYERS + l] * cfg->layer_subs[(size_t)i * (size_t)nlayers + (size_t)l];
+            }
             res->expected_total = expected;
             drain_deadline = now + (uint64_t)(cfg->drain_s * 1e9);
         }

@@ -13,6 +13,7 @@
 #define LG_HIST_BUCKETS (LG_HIST_LINEAR + LG_HIST_SUB * 30)
 #define LG_KIND_AUDIO 0
 #define LG_KIND_VIDEO 1
+#define LG_MAX_LAYERS 3         /* simulcast encodings per publisher */
 
 /* libsrtp's srtp_protect / srtp_unprotect (addresses from pylibsrtp's
  * bundled libsrtp, as the engine uses them) */
@@ -23,7 +24,15 @@ typedef struct {
     const int *fds;                       /* one bound, non-blocking UDP socket each */
     const struct sockaddr_storage *dests; /* where participant i sends (its SFU transport) */
     const socklen_t *dest_lens;
-    const uint32_t *audio_ssrcs, *video_ssrcs;
+    const uint32_t *audio_ssrcs;
+    const uint32_t *video_ssrcs;          /* [nparts * video_layers]: participant i's layer l at i*L+l */
+    int video_layers;                     /* simulcast encodings per publisher (1..LG_MAX_LAYERS; 0 = 1) */
+    double layer_share[LG_MAX_LAYERS];    /* share of video_bps of each layer (lowest first; 1 layer: 1) */
+    const uint32_t *layer_subs;           /* [nparts * video_layers] receivers of each layer (expected
+                                             counts); NULL: every video layer to nsubscribers */
+    int vp8_picture_id;                   /* VP8 descriptor with a 15-bit picture id, TL0PICIDX and
+                                             TID (an L1T3 pattern 0,2,1,2), as libwebrtc sends; 0: the
+                                             one-byte descriptor (no picture id) */
     const uint32_t *nsubscribers;         /* receivers of each publisher's packets (for early stop) */
     uint8_t audio_pt, video_pt;
     int audio_enabled, video_enabled;
@@ -56,6 +65,7 @@ typedef struct {
      * SSRC in the map below, and one in decrypt_every per stream is
      * unprotected to read its trailer (latency). */
     lg_srtp_fn srtp_protect, srtp_unprotect;
+    lg_srtp_fn srtp_unprotect_rtcp;       /* for keyframe requests under SRTP (NULL: none read) */
     void *const *srtp_out;                /* srtp_t per participant (NULL: plain RTP) */
     void *const *srtp_in;
     int decrypt_every;                    /* >= 1 */
@@ -66,6 +76,9 @@ typedef struct {
     const uint8_t *const *stun;
     const int *stun_len;
     double stun_interval_s;
+    /* An encoder's answer to the SFU's PLI / FIR (RTCP on the participant's
+     * socket): the next frame of the named video stream is a keyframe. */
+    int keyframe_on_request;
 } lg_config_t;
 
 /* What one participant received from one publisher's stream (key:
@@ -79,6 +92,7 @@ typedef struct {
     uint64_t reordered;     /* not newer than the highest so far (late or duplicate) */
     uint64_t first_ns, last_ns; /* arrival of the first and the last packet */
     uint32_t last_pub_seq;
+    uint64_t layer_packets[LG_MAX_LAYERS]; /* by the layer in the trailer (packets whose trailer was read) */
 } lg_rx_stream_t;
 
 typedef struct {
@@ -100,13 +114,17 @@ typedef struct {
     int worker_sampled;
     uint64_t ticks, ticks_missed;
     int64_t clock_drift_ns;   /* change of CLOCK_REALTIME - CLOCK_MONOTONIC over the run */
+    uint64_t key_requests;    /* PLI / FIR read for one of our video streams */
+    uint64_t rtcp_errors;     /* RTCP that did not unprotect or parse */
     int error;               /* 0 or an errno */
 } lg_result_t;
 
 /* Runs the whole load (blocking). sent: [nparts*2] packets per publisher
- * stream; rx: [nparts*nparts*2]; hist: [2][LG_HIST_BUCKETS] latency (us)
+ * and kind (video: all its layers); sent_layers: [nparts*LG_MAX_LAYERS]
+ * video packets per layer; rx: [nparts*nparts*2]; hist: [2][LG_HIST_BUCKETS] latency (us)
  * per kind. Returns 0 or -errno. */
-int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, lg_rx_stream_t *rx, uint32_t *hist);
+int lg_run(const lg_config_t *cfg, lg_result_t *res, uint64_t *sent, uint64_t *sent_layers, lg_rx_stream_t *rx,
+           uint32_t *hist);
 
 /* Lower bound (us) of a histogram bucket. */
 uint64_t lg_hist_bucket_low(int idx);
