@@ -197,3 +197,53 @@ def test_a_plain_receiver_that_never_answers_gets_its_preferred_layer():
     at, trace = settle_time(rig, 3_000, lambda layer: layer == 2)
     assert at is not None, trace
     assert rig.e.transport_stats(rig.t_view)["bwe"]["feedbacks"] == 0
+
+
+def remb(bps: int, ssrc: int = 0xC1) -> bytes:
+    """An RTCP REMB (draft-alvestrand-rmcat-remb) for one SSRC."""
+    exp, mantissa = 0, bps
+    while mantissa >= 1 << 18:
+        mantissa >>= 1
+        exp += 1
+    body = b"REMB" + bytes([1, exp << 2 | mantissa >> 16, mantissa >> 8 & 0xFF, mantissa & 0xFF]) + struct.pack("!I", ssrc)
+    return struct.pack("!BBHII", 0x8F, 206, (12 + len(body)) // 4 - 1, 0xFEED, 0) + body
+
+
+def test_a_climb_that_falls_back_soon_makes_the_next_one_wait_longer():
+    """The estimate allows layer 1, the consumer climbs, and within a few
+    seconds the estimate falls again (what an overshooting probe through a
+    bursty path looks like): each such failed climb doubles the hold before
+    the next climb to that layer (1.5 s, 3 s, 6 s at most), so a borderline
+    link does not flap between layers every few seconds; an estimate of
+    twice the layer's rate (the link changed) climbs after the normal hold.
+    The estimate is scripted with REMB (the viewer sends no transport-cc)."""
+    rig = Rig(bps=100_000_000)
+    rig.next_fb = 10 ** 12
+    rig.e.set_consumer_target_stream(rig.c, 1)   # preferred: layer 1, so every climb is 0 -> 1
+    bps = [300_000]
+
+    def step(r: Rig) -> None:
+        if r.now % 100 == 0:
+            r.e.receive(r.s_view, VIEW, remb(bps[0]), r.now)
+
+    def climb_time(to_bps: int) -> int:
+        bps[0] = 300_000
+        rig.run(3_000, step)
+        assert rig.layer() == 0
+        bps[0] = to_bps
+        start = rig.now
+        while rig.layer() != 1:
+            assert rig.now - start < 15_000, "never climbed"
+            rig.run(50, step)
+        t = rig.now - start
+        rig.run(2_000, step)        # holds layer 1 for 2 s, then the estimate falls (failed)
+        return t
+
+    times = [climb_time(800_000) for _ in range(4)]
+    fast = climb_time(1_400_000)
+    print("\nclimb to layer 1 after each failed climb (ms):", times, "; at twice the layer's rate:", fast)
+    assert 1_400 <= times[0] <= 2_600
+    assert times[1] >= times[0] + 1_000
+    assert times[2] >= times[1] + 2_000
+    assert 5_500 <= times[3] <= 7_500             # capped at 6 s
+    assert fast <= 2_600

@@ -275,3 +275,21 @@ def test_probe_api():
     cl2 = g.start_probe(2_000_000, 300_000)
     g.on_tick(3_000_000)
     assert g.probe_done(cl2) == -1
+
+
+def test_a_probe_that_arrives_bunched_up_measures_nothing():
+    """A path that stalls and then delivers a batch (a busy relay, Wi-Fi
+    aggregation) squeezes the cluster's arrival: its receive rate says
+    nothing of the link's capacity, so the probe gives no result (it used
+    to be taken at its send rate and lift the estimate past the link)."""
+    g = gh.Gcc(300_000, 30_000, 5_000_000)
+    h = gh.SendHistory()
+    r = gh.Receiver()
+    cl = g.start_probe(1_000_000, 0)
+    # 10 packets paced at 1 Mbit/s over 86 ms; all arrive within 20 ms
+    for i in range(10):
+        r.on_packet(h.next(i * 9600, 1200, cl), 5_000_000 + i * 2_000)
+    for pkt in r.build_feedback():
+        g.on_feedback_packet(h, pkt, 200_000)
+    assert g.probe_result(cl) == 0
+    assert g.state["probes_applied"] == 0

@@ -157,20 +157,41 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     uint64_t recheck = 0;
     for (int i = 0; i < n; i++) {
         sfu_consumer_t *c = sim[i];
+        if (c->climbed_ms && now_ms >= c->climbed_ms + SFU_ALLOC_FAILED_CLIMB_MS) {
+            if (c->target_stream >= c->climbed_stream && c->failed_stream <= c->climbed_stream)
+                c->failed_stream = 0; /* the climb lasted */
+            c->climbed_ms = 0;
+        }
         if (layer[i] > c->target_stream && c->ts_started && !c->preference_changed) {
             /* one layer at a time: the estimate proves itself on the
              * way (a probe measured through a bursty path overshoots) */
             int up = next_active(c->producer, c->target_stream, layer[i], now_ms);
             if (up > 0)
                 layer[i] = up;
+            uint64_t hold = SFU_ALLOC_UP_HOLD_MS;
+            if (c->failed_stream && layer[i] == c->failed_stream) {
+                if ((uint64_t)estimate_bps >= 2ull * sfu_allocator_layer_bps(c->producer, layer[i]))
+                    c->failed_stream = 0; /* far above what failed: the link changed */
+                else
+                    hold = c->failed_hold_ms;
+            }
             if (!c->up_since_ms)
                 c->up_since_ms = now_ms;
-            if (now_ms < c->up_since_ms + SFU_ALLOC_UP_HOLD_MS) {
-                uint64_t due = c->up_since_ms + SFU_ALLOC_UP_HOLD_MS;
+            if (now_ms < c->up_since_ms + hold) {
+                uint64_t due = c->up_since_ms + hold;
                 if (!recheck || due < recheck)
                     recheck = due;
                 continue;
             }
+            c->climbed_ms = now_ms;
+            c->climbed_stream = layer[i];
+        } else if (layer[i] < c->target_stream && !c->preference_changed && c->climbed_ms &&
+                   c->climbed_stream == c->target_stream) {
+            /* the last climb fell back soon: the next one to it waits longer */
+            uint32_t h = c->failed_stream == c->target_stream ? c->failed_hold_ms * 2 : SFU_ALLOC_UP_HOLD_MS * 2;
+            c->failed_hold_ms = h < SFU_ALLOC_FAILED_HOLD_MAX_MS ? h : SFU_ALLOC_FAILED_HOLD_MAX_MS;
+            c->failed_stream = c->target_stream;
+            c->climbed_ms = 0;
         }
         c->up_since_ms = 0;
         c->preference_changed = 0;

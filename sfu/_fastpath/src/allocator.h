@@ -29,6 +29,11 @@
  *     SFU_ALLOC_KEEP_SLACK_PCT, so a small dip does not send it down. A
  *     consumer that has sent nothing yet, or whose preferred layer was just
  *     set (set_preferred_layers), goes to the layer that fits at once.
+ *   - A climb that falls back within SFU_ALLOC_FAILED_CLIMB_MS failed (the
+ *     estimate that allowed it overshot): the next climb to that layer
+ *     waits twice the hold, up to SFU_ALLOC_FAILED_HOLD_MAX_MS, until a
+ *     climb to it lasts or the estimate reaches twice the layer's rate (the
+ *     link changed).
  *   - The result becomes each consumer's target layer (the switch happens
  *     at the target's keyframe, keyframe_policy.h).
  *
@@ -49,6 +54,8 @@
 #define SFU_ALLOC_UP_HOLD_MS 1500
 #define SFU_ALLOC_INTERVAL_MS 1000
 #define SFU_ALLOC_ACTIVE_MS 1500
+#define SFU_ALLOC_FAILED_CLIMB_MS 8000 /* a climb that falls back sooner failed */
+#define SFU_ALLOC_FAILED_HOLD_MAX_MS 6000
 
 uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimate_bps, uint64_t now_ms,
                            uint32_t *next_step_bps);

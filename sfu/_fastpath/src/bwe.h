@@ -12,11 +12,12 @@
  * second, and at once when it falls below what is allocated or rises past
  * what the next upgrade needs. When a
  * consumer is held below its preferred layer by the estimate, a probe tests
- * whether the next layer would fit: padding-only packets on a consumer's
- * RTX stream (RFC 4588; the remote drops them after counting them), sent at
+ * whether the next layer would fit: for SFU_BWE_PROBE_DURATION_MS, what the
+ * transport sends (media, and padding-only packets on a consumer's RTX
+ * stream, RFC 4588, that the remote drops after counting them, filling the
+ * gap) is one cluster sent at
  * 1.15 times what the next layer needs (at least 1.25 times the estimate,
- * at most 3 times) for
- * SFU_BWE_PROBE_DURATION_MS. A probe that did not raise the estimate enough
+ * at most 3 times). A probe that did not raise the estimate enough
  * doubles the wait before the next one, up to SFU_BWE_PROBE_MAX_INTERVAL_MS;
  * one that did is followed by another after SFU_BWE_PROBE_AGAIN_MS.
  *

@@ -302,7 +302,14 @@ static inline int consumer_twcc(const sfu_consumer_t *c, uint64_t now_ms, size_t
     sfu_bwe_t *b = c->transport->bwe;
     if (!c->twcc_ext_id || !b)
         return 0;
-    *tseq = sfu_bwe_number(b, now_ms, len + 24, 0);
+    /* media sent while a probe runs is part of it: the padding only fills
+     * the gap up to the probe's rate (bwe.h) */
+    uint16_t cluster = b->probe_cluster;
+    *tseq = sfu_bwe_number(b, now_ms, len + 24, cluster);
+    if (cluster) {
+        b->probe_sent_bytes += len + 24;
+        b->probe_packets++;
+    }
     return 1;
 }
 

@@ -300,6 +300,10 @@ typedef struct sfu_consumer {
     uint8_t simulcast;        /* counted in its transport's nsimulcast */
     uint64_t up_since_ms;     /* the allocation has allowed a higher layer since (allocator.h) */
     uint8_t preference_changed; /* set_preferred_layers since the last allocation: no climbing hold */
+    uint64_t climbed_ms;      /* the allocator's last climb, to climbed_stream (allocator.h) */
+    int climbed_stream;
+    int failed_stream;        /* a layer whose climb fell back soon (0: none) ... */
+    uint32_t failed_hold_ms;  /* ... and the hold its next climb waits */
 } sfu_consumer_t;
 
 /* A datagram or an event for Python. */

@@ -530,6 +530,9 @@ static double probe_rate(const sfu_gcc_probe_t *p)
     int64_t recv_span = p->last_recv_us - p->first_recv_us;
     if (send_span <= 0 || send_span > 1000000 || recv_span <= 0 || recv_span > 1000000)
         return 0;
+    if (recv_span * 10 < send_span * 7)
+        return 0; /* it arrived bunched up (a path that delivers in batches
+                   * after a stall): its receive rate says nothing of capacity */
     double send_bps = (double)(p->bytes - p->last_send_size) * 8e6 / (double)send_span;
     double recv_bps = (double)(p->bytes - p->first_recv_size) * 8e6 / (double)recv_span;
     return send_bps < recv_bps ? send_bps : recv_bps;
