@@ -119,6 +119,8 @@ cdef extern from "src/engine.h" nogil:
         uint64_t rtx_received
         uint64_t nack_packets_sent
         uint64_t rate_bps
+        uint8_t svc_layers
+        uint64_t svc_rate_bps[4]
         uint8_t last_fraction_lost
         int score
     ctypedef struct sfu_producer_t:
@@ -135,6 +137,8 @@ cdef extern from "src/engine.h" nogil:
         int target_stream
         int preferred_stream
         int preferred_temporal
+        uint8_t svc
+        int svc_sid
         uint8_t priority
         uint64_t layer_changes
         uint8_t paused

@@ -431,6 +431,8 @@ cdef class Engine:
                 "pliCount": p.streams[i].keyframe_requests,
                 "retransmittedPackets": p.streams[i].rtx_received,
                 "bitrate": p.streams[i].rate_bps,
+                # VP9 SVC: each spatial layer's own rate (bit/s), lowest first
+                "spatialLayerBitrates": [p.streams[i].svc_rate_bps[l] for l in range(min(p.streams[i].svc_layers, 4))],
                 "score": p.streams[i].score,
                 "keyframeRequests": p.streams[i].keyframe_requests,
                 "keyframes": p.streams[i].keyframes,
@@ -523,7 +525,8 @@ cdef class Engine:
                     "firCount": c.fir_received, "roundTripTime": c.rtt_ms,
                     "fractionLost": c.fraction_lost / 256.0, "packetsLost": c.packets_lost,
                     "jitter": c.jitter, "bitrate": c.rate_bps, "score": c.score,
-                    "spatialLayer": c.stream, "targetSpatialLayer": c.target_stream,
+                    "spatialLayer": (c.svc_sid if c.svc_sid >= 0 else None) if c.svc else c.stream,
+                    "targetSpatialLayer": c.target_stream, "svc": bool(c.svc),
                     "preferredSpatialLayer": c.preferred_stream, "priority": c.priority,
                     "preferredTemporalLayer": c.preferred_temporal,
                     "layerChanges": c.layer_changes}

@@ -22,39 +22,75 @@ static int consumer_active(const sfu_consumer_t *c)
     return c->producer && !c->paused && !c->producer_paused;
 }
 
-static int layer_active(const sfu_producer_t *p, int s, uint64_t now_ms)
+/* A consumer's layers: the encodings of a simulcast producer, or the
+ * spatial layers of a VP9 SVC stream (svc: each layer's rate is what it
+ * needs with the layers under it). */
+static int nlayers(const sfu_consumer_t *c)
 {
-    const sfu_producer_stream_t *st = &p->streams[s];
+    const sfu_producer_t *p = c->producer;
+    return c->svc ? p->streams[0].svc_layers : p->nstreams;
+}
+
+static uint32_t layer_bps(const sfu_consumer_t *c, int s)
+{
+    const sfu_producer_t *p = c->producer;
+    if (!c->svc)
+        return sfu_allocator_layer_bps(p, s);
+    if (s < 0 || s >= SFU_SVC_LAYERS)
+        return 0;
+    uint64_t r = 0;
+    for (int l = 0; l <= s; l++)
+        r += p->streams[0].svc_rate_bps[l];
+    if (!p->streams[0].svc_rate_bps[s])
+        return 0; /* not measured yet */
+    return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
+}
+
+static int layer_active(const sfu_consumer_t *c, int s, uint64_t now_ms)
+{
+    const sfu_producer_stream_t *st = &c->producer->streams[c->svc ? 0 : s];
+    if (c->svc)
+        return s < SFU_SVC_LAYERS && st->svc_last_ms[s] && now_ms < st->svc_last_ms[s] + SFU_ALLOC_ACTIVE_MS;
     return st->seq_started && now_ms < st->last_packet_ms + SFU_ALLOC_ACTIVE_MS;
 }
 
 /* The lowest layer above `from` (exclusive) and up to `max` that the
  * publisher sends and whose rate is known, or -1. */
-static int next_active(const sfu_producer_t *p, int from, int max, uint64_t now_ms)
+static int next_active(const sfu_consumer_t *c, int from, int max, uint64_t now_ms)
 {
-    for (int s = from + 1; s <= max && s < p->nstreams; s++)
-        if (layer_active(p, s, now_ms) && sfu_allocator_layer_bps(p, s) > 0)
+    for (int s = from + 1; s <= max && s < nlayers(c); s++)
+        if (layer_active(c, s, now_ms) && layer_bps(c, s) > 0)
             return s;
     return -1;
 }
 
 /* No limit: the highest active layer up to `max` (max itself when none is
  * known to be active yet). */
-static int highest_active(const sfu_producer_t *p, int max, uint64_t now_ms)
+static int highest_active(const sfu_consumer_t *c, int max, uint64_t now_ms)
 {
-    if (max >= p->nstreams)
-        max = p->nstreams - 1;
+    if (max >= nlayers(c))
+        max = nlayers(c) - 1;
     for (int s = max; s >= 0; s--)
-        if (layer_active(p, s, now_ms))
+        if (layer_active(c, s, now_ms))
             return s;
-    return max;
+    return max < 0 ? 0 : max;
+}
+
+/* A layer the publisher sends whose rate is not measured yet (its first
+ * second): the consumer keeps its target until it is. */
+static int rates_unknown(const sfu_consumer_t *c, uint64_t now_ms)
+{
+    for (int s = 0; s <= c->preferred_stream && s < nlayers(c); s++)
+        if (layer_active(c, s, now_ms) && layer_bps(c, s) == 0)
+            return 1;
+    return 0;
 }
 
 /* The lowest active layer up to `max`, 0 when none. */
-static int lowest_active(const sfu_producer_t *p, int max, uint64_t now_ms)
+static int lowest_active(const sfu_consumer_t *c, int max, uint64_t now_ms)
 {
-    for (int s = 0; s <= max && s < p->nstreams; s++)
-        if (layer_active(p, s, now_ms))
+    for (int s = 0; s <= max && s < nlayers(c); s++)
+        if (layer_active(c, s, now_ms))
             return s;
     return 0;
 }
@@ -93,8 +129,9 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
         if (!consumer_active(c))
             continue;
         sfu_producer_t *p = c->producer;
-        if (!p->kind_video || p->nstreams < 2 || n == SFU_ALLOC_MAX) {
-            fixed += sfu_allocator_layer_bps(p, c->stream);
+        if (!p->kind_video || nlayers(c) < 2 || n == SFU_ALLOC_MAX ||
+            (estimate_bps != UINT32_MAX && rates_unknown(c, now_ms))) {
+            fixed += c->svc ? p->streams[0].rate_bps : sfu_allocator_layer_bps(p, c->stream);
             continue;
         }
         /* priority order, higher first (insertion: a transport has few) */
@@ -107,7 +144,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     }
     if (estimate_bps == UINT32_MAX) { /* no limit known: the preferred layers */
         for (int i = 0; i < n; i++)
-            sfu_consumer_retarget(e, sim[i], highest_active(sim[i]->producer, sim[i]->preferred_stream, now_ms));
+            sfu_consumer_retarget(e, sim[i], highest_active(sim[i], sim[i]->preferred_stream, now_ms));
         if (next_step_bps)
             *next_step_bps = 0;
         return UINT32_MAX;
@@ -116,9 +153,9 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
     uint64_t allocated = fixed;
     for (int i = 0; i < n; i++) {
         sfu_consumer_t *c = sim[i];
-        int max = c->preferred_stream < c->producer->nstreams ? c->preferred_stream : c->producer->nstreams - 1;
-        layer[i] = lowest_active(c->producer, max, now_ms);
-        uint32_t r = sfu_allocator_layer_bps(c->producer, layer[i]);
+        int max = c->preferred_stream < nlayers(c) ? c->preferred_stream : nlayers(c) - 1;
+        layer[i] = lowest_active(c, max, now_ms);
+        uint32_t r = layer_bps(c, layer[i]);
         budget -= r;
         allocated += r;
     }
@@ -129,13 +166,12 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
         step = -1;
         for (int i = 0; i < n; i++) {
             sfu_consumer_t *c = sim[i];
-            sfu_producer_t *p = c->producer;
-            int max = c->preferred_stream < p->nstreams ? c->preferred_stream : p->nstreams - 1;
-            int next = next_active(p, layer[i], max, now_ms);
+            int max = c->preferred_stream < nlayers(c) ? c->preferred_stream : nlayers(c) - 1;
+            int next = next_active(c, layer[i], max, now_ms);
             if (next < 0)
                 continue;
-            uint32_t rn = sfu_allocator_layer_bps(p, next);
-            uint32_t rc = sfu_allocator_layer_bps(p, layer[i]);
+            uint32_t rn = layer_bps(c, next);
+            uint32_t rc = layer_bps(c, layer[i]);
             int64_t need = (int64_t)rn - rc;
             if (next > c->target_stream)
                 need += (int64_t)rn * SFU_ALLOC_UP_MARGIN_PCT / 100; /* climbing */
@@ -165,12 +201,12 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
         if (layer[i] > c->target_stream && c->ts_started && !c->preference_changed) {
             /* one layer at a time: the estimate proves itself on the
              * way (a probe measured through a bursty path overshoots) */
-            int up = next_active(c->producer, c->target_stream, layer[i], now_ms);
+            int up = next_active(c, c->target_stream, layer[i], now_ms);
             if (up > 0)
                 layer[i] = up;
             uint64_t hold = SFU_ALLOC_UP_HOLD_MS;
             if (c->failed_stream && layer[i] == c->failed_stream) {
-                if ((uint64_t)estimate_bps >= 2ull * sfu_allocator_layer_bps(c->producer, layer[i]))
+                if ((uint64_t)estimate_bps >= 2ull * layer_bps(c, layer[i]))
                     c->failed_stream = 0; /* far above what failed: the link changed */
                 else
                     hold = c->failed_hold_ms;

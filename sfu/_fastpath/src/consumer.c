@@ -14,6 +14,15 @@
 #include "timers.h"
 #include "transport.h"
 #include "vp8.h"
+#include "vp9.h"
+
+static int producer_has_codec(const sfu_producer_t *p, int codec)
+{
+    for (int pt = 0; pt < 128; pt++)
+        if (p->codec_of_pt[pt] == codec)
+            return 1;
+    return 0;
+}
 
 uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint32_t ssrc, uint32_t rtx_ssrc,
                                  uint32_t clock_rate, const uint8_t pt_map[128], const uint8_t ext_map[256],
@@ -46,6 +55,20 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
             return 0;
         }
         sfu_vp8_fwd_init(c->vp8);
+        if (p->nstreams == 1 && producer_has_codec(p, SFU_CODEC_VP9)) {
+            /* one VP9 stream: its spatial layers are the consumer's layers
+             * (SVC; a stream without layer indices is all layer 0) */
+            c->vp9 = malloc(sizeof(*c->vp9));
+            if (!c->vp9) {
+                free(c->vp8);
+                free(c);
+                return 0;
+            }
+            sfu_vp9_fwd_init(c->vp9);
+            c->svc = 1;
+            c->svc_sid = -1;
+            c->target_stream = c->preferred_stream = SFU_SVC_LAYERS - 1; /* all, until the allocation says */
+        }
     }
     c->priority = 1;
     c->paused = paused;
@@ -77,7 +100,7 @@ uint32_t sfu_consumer_add_locked(sfu_engine_t *e, uint32_t th, uint32_t ph, uint
     p->consumers[p->nconsumers++] = c;
     t->consumers[t->nconsumers++] = c;
     sfu_keyframe_consumer_waits(e, c); /* it starts at a keyframe */
-    if (p->nstreams > 1) { /* the allocation picks its layer */
+    if (p->nstreams > 1 || c->svc) { /* the allocation picks its layer */
         c->simulcast = 1;
         t->nsimulcast++;
         sfu_allocator_request(e, t);
@@ -116,6 +139,21 @@ int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream)
         return 0;
     if (stream < 0)
         stream = 0;
+    if (c->svc) {
+        /* a spatial layer of the one stream: down at the next picture, up
+         * at a key picture (K-SVC upper layers predict from their own
+         * earlier frames), which the keyframe policy asks for (vp9.h) */
+        if (stream >= SFU_SVC_LAYERS)
+            stream = SFU_SVC_LAYERS - 1;
+        if (stream == c->target_stream)
+            return 0;
+        c->target_stream = stream;
+        if (c->svc_sid >= 0 && stream > c->svc_sid) {
+            c->keyframe_wanted = 1;
+            sfu_timer_pull(e, 0);
+        }
+        return 0;
+    }
     if (stream >= p->nstreams)
         stream = p->nstreams - 1;
     if (stream == c->target_stream)
@@ -145,8 +183,9 @@ int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t h, int strea
         return 0;
     if (stream < 0)
         stream = 0;
-    if (stream >= p->nstreams)
-        stream = p->nstreams - 1;
+    int top = c->svc ? SFU_SVC_LAYERS - 1 : p->nstreams - 1;
+    if (stream > top)
+        stream = top;
     c->preferred_stream = stream;
     c->preference_changed = 1;
     if (c->simulcast) { /* the allocation decides, under the preference */
@@ -323,6 +362,10 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
     sfu_vp8_desc_t vd;
     int vp8 = p->codec_of_pt[rtp->payload_type & 0x7f] == SFU_CODEC_VP8 &&
               sfu_vp8_parse(buf + rtp->header_length, rtp->payload_length, &vd) == 0 && vd.has_picture_id;
+    /* VP9: the descriptor's layer indices, for SVC consumers (vp9.h) */
+    sfu_vp9_desc_t d9;
+    int vp9 = p->codec_of_pt[rtp->payload_type & 0x7f] == SFU_CODEC_VP9 &&
+              sfu_vp9_parse(buf + rtp->header_length, rtp->payload_length, &d9) == 0;
     for (uint32_t i = 0; i < n; i++) {
         sfu_consumer_t *c = cs[i];
         /* A room's consumers do not fit in the caches, and each one's data
@@ -395,6 +438,26 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
                 continue;
             }
         }
+        int set_marker = 0;
+        if (vp9 && c->vp9) {
+            /* spatial layers above the target and temporal layers above
+             * the preference are dropped at picture boundaries; the marker
+             * moves to the end of the highest layer forwarded */
+            int fwd = sfu_vp9_fwd_packet(c->vp9, &d9, c->target_stream, c->preferred_temporal, 1, &set_marker);
+            int now_sid = c->vp9->started ? c->vp9->sid : -1;
+            if (c->vp9->spatial_layers > 0 && now_sid >= c->vp9->spatial_layers)
+                now_sid = c->vp9->spatial_layers - 1; /* the stream's top layer is all it has */
+            if (now_sid != c->svc_sid) {
+                c->svc_sid = now_sid;
+                c->layer_changes++;
+                sfu_upcall_push(e, SFU_UP_LAYERS, NULL, c->handle, now_sid, NULL, 0, NULL, 0);
+            }
+            if (!fwd) {
+                sfu_seqmgr_drop(&c->seq, rtp->seq);
+                c->dropped++;
+                continue;
+            }
+        }
         uint16_t oseq;
         if (!sfu_seqmgr_input(&c->seq, rtp->seq, &oseq)) {
             c->dropped++;
@@ -418,6 +481,8 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
             size_t poff = (size_t)wlen - (len - rtp->header_length);
             sfu_vp8_fwd_packet(c->vp8, &vd, 0, c->preferred_temporal, out + poff, (size_t)wlen - poff);
         }
+        if (set_marker)
+            out[1] |= 0x80;
         size_t olen = (size_t)wlen;
         if (sfu_transport_protect(e, t, out, &olen) < 0)
             continue;
@@ -489,6 +554,11 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
             if (sfu_vp8_fwd_packet(c->vp8, &vd, 0, c->preferred_temporal, out + poff, (size_t)wlen - poff) != 1)
                 continue;
         }
+        sfu_vp9_desc_t d9;
+        if (c->vp9 && p->codec_of_pt[rtp.payload_type & 0x7f] == SFU_CODEC_VP9 &&
+            sfu_vp9_parse(orig + rtp.header_length, rtp.payload_length, &d9) == 0 && d9.end_of_frame &&
+            c->svc_sid >= 0 && d9.sid >= c->svc_sid)
+            out[1] |= 0x80; /* it ended the highest layer forwarded (as when first sent) */
         size_t olen = (size_t)wlen;
         if (c->rtx_pt && c->rtx_ssrc) {
             c->rtx_seq++;
@@ -509,6 +579,7 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
 void sfu_consumer_free(sfu_consumer_t *c)
 {
     free(c->vp8);
+    free(c->vp9);
     free(c->seq_map);
     free(c);
 }

@@ -62,6 +62,7 @@
 #define SFU_MAX_RTP_ID 16         /* longest MID / RID (one-byte extension element) */
 #define SFU_SRTP_TRAILER_ROOM 160 /* tag + MKI + SRTCP index */
 #define SFU_PT_NONE 0xff
+#define SFU_SVC_LAYERS 4           /* VP9 spatial layers a consumer can be given (L3 is WebRTC's most) */
 #define SFU_ALL_TEMPORAL_LAYERS 7  /* VP8's TID has 2 bits: 7 keeps them all */
 
 enum sfu_counter {
@@ -209,6 +210,11 @@ typedef struct {
     uint64_t rtx_received;
     uint64_t nack_packets_sent;
     uint64_t bytes_at_last_rate, rate_bps;
+    /* VP9 SVC: what each spatial layer (SID) of this stream sends
+     * (producer_stream.c; the rates in reports.c), for the allocation */
+    uint8_t svc_layers; /* highest SID seen + 1, or the SS's count (0: none) */
+    uint64_t svc_bytes[SFU_SVC_LAYERS], svc_bytes_at_last_rate[SFU_SVC_LAYERS];
+    uint64_t svc_rate_bps[SFU_SVC_LAYERS], svc_last_ms[SFU_SVC_LAYERS];
     uint8_t last_fraction_lost;
     int score;
     uint8_t rid_len;                /* RID of the stream (0: none) */
@@ -295,6 +301,10 @@ typedef struct sfu_consumer {
     int preferred_stream;     /* the highest layer the application wants (default: the top one) */
     int preferred_temporal;   /* the highest temporal layer (VP8 TID) forwarded (default: all) */
     struct sfu_vp8_fwd *vp8;  /* VP8 picture id / TL0PICIDX continuity, temporal filter (lazy) */
+    struct sfu_vp9_fwd *vp9;  /* svc: the VP9 spatial/temporal layer filter (vp9.h) */
+    uint8_t svc;              /* a one-stream VP9 producer: its layers are the spatial layers of
+                               * that stream (target_stream / preferred_stream are SIDs) */
+    int svc_sid;              /* svc: the spatial layer forwarded now (-1: none yet) */
     uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
     uint8_t simulcast;        /* counted in its transport's nsimulcast */

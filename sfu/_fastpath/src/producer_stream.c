@@ -4,10 +4,27 @@
 #include "consumer.h"
 #include "keyframe.h"
 #include "keyframe_policy.h"
+#include "vp9.h"
 #include "rtcp_nack.h"
 #include "rtx.h"
 #include "timers.h"
 #include "transport.h"
+
+/* VP9: the bytes and the last packet time of each spatial layer (the
+ * allocation's layer rates), and how many layers the stream has. */
+static void svc_account(sfu_producer_stream_t *st, const uint8_t *payload, size_t plen, size_t len, uint64_t now_ms)
+{
+    sfu_vp9_desc_t d;
+    if (sfu_vp9_parse(payload, plen, &d) != 0 || !d.has_layer_indices || d.sid >= SFU_SVC_LAYERS)
+        return;
+    st->svc_bytes[d.sid] += len;
+    st->svc_last_ms[d.sid] = now_ms;
+    int n = d.sid + 1;
+    if (d.has_ss && d.ss_spatial_layers > n)
+        n = d.ss_spatial_layers < SFU_SVC_LAYERS ? d.ss_spatial_layers : SFU_SVC_LAYERS;
+    if (n > st->svc_layers)
+        st->svc_layers = (uint8_t)n;
+}
 
 void sfu_producer_stream_receive(sfu_engine_t *e, sfu_transport_t *t, const struct sfu_route *r, uint8_t *buf,
                                  size_t len, size_t cap, sfu_rtp_t *rtp, uint64_t now_ms)
@@ -75,6 +92,8 @@ void sfu_producer_stream_receive(sfu_engine_t *e, sfu_transport_t *t, const stru
     }
     int codec = p->kind_video ? p->codec_of_pt[mpt] : SFU_CODEC_NONE;
     int keyframe = codec == SFU_CODEC_NONE ? -1 : sfu_is_keyframe(codec, buf + rtp->header_length, rtp->payload_length);
+    if (codec == SFU_CODEC_VP9)
+        svc_account(st, buf + rtp->header_length, rtp->payload_length, len, now_ms);
     if (keyframe == 1)
         sfu_keyframe_arrived(st, now_ms); /* whoever asked meanwhile gets it too */
     if (p->paused) {

@@ -120,6 +120,11 @@ void sfu_reports_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
             if (elapsed)
                 st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
             st->bytes_at_last_rate = st->received.bytes;
+            for (int l = 0; l < st->svc_layers && l < SFU_SVC_LAYERS; l++) {
+                if (elapsed)
+                    st->svc_rate_bps[l] = (st->svc_bytes[l] - st->svc_bytes_at_last_rate[l]) * 8000 / elapsed;
+                st->svc_bytes_at_last_rate[l] = st->svc_bytes[l];
+            }
         }
     }
     sfu_timer_pull(e, t->last_rr_ms + SFU_RTCP_INTERVAL_MS);

@@ -84,7 +84,7 @@ typedef struct {
  * SFU_VP9_ETRUNCATED or SFU_VP9_EINVALID (no payload byte after it). */
 int sfu_vp9_parse(const uint8_t *payload, size_t len, sfu_vp9_desc_t *d);
 
-typedef struct {
+typedef struct sfu_vp9_fwd {
     int started; /* a key frame was seen: layers are set */
     int sid;     /* current spatial layer: frames with SID > sid dropped */
     int tid;     /* current temporal layer: frames with TID > tid dropped */
