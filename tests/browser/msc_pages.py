@@ -36,6 +36,9 @@ tests/test_chromium.py `run_browser_script`). Usage:
         server's consumer and transport stats, and the relay's counters;
         prints the time series (issue 12's bandwidth-estimation figures;
         benchmarks/plot_bwe.py plots them).
+    python tests/browser/msc_pages.py svc [KBPS] [ON_S] [OFF_S] [END_S]
+        The same with one VP9 encoding in scalabilityMode L3T3_KEY (three
+        spatial layers, 240/480/960 px wide) instead of simulcast.
 
 The page (tests/browser/msc/index.html) and the bundle are served by the
 sfu-server app itself under /msc/ (routes added here, on the test's copy of
@@ -61,7 +64,7 @@ from signaling.server import create_app, start_rooms
 HERE = Path(__file__).resolve().parent / "msc"
 BUNDLE = HERE / "build" / "msc.js"
 SECRET = "msc-pages-test-secret-0123456789abcdef"
-CODECS = {"vp8": "video/VP8", "h264": "video/H264", "default": ""}
+CODECS = {"vp8": "video/VP8", "vp9": "video/VP9", "h264": "video/H264", "default": ""}
 
 #: bounds of the waits (busy shared machine: generous, never the thing tested)
 READY_S = 30.0
@@ -316,7 +319,8 @@ async def _server_side(rooms: Any, room_id: str, pid: str, consumer_id: str) -> 
     return out
 
 
-async def bwe(s: Session, rooms: Any, args: list[str]) -> dict[str, Any]:
+async def bwe(s: Session, rooms: Any, args: list[str], codec: str = "vp8",
+              publish: str = "&simulcast=1&layers=1") -> dict[str, Any]:
     import aiohttp
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
@@ -335,10 +339,10 @@ async def bwe(s: Session, rooms: Any, args: list[str]) -> dict[str, Any]:
 
     ctx = await s.browser.new_context()
     room = f"bwe-{uuid.uuid4().hex[:8]}"
-    publisher = await s.open(ctx, room, "vp8", "&simulcast=1&layers=1")
+    publisher = await s.open(ctx, room, codec, publish)
     users = {"A": f"user{s._users + 1}", "B": f"user{s._users + 2}"}
-    viewer_a = await s.open(ctx, room, "vp8", "&publish=0")
-    viewer_b = await s.open(ctx, room, "vp8", "&publish=0&relay=1", relay_for=relay_for)
+    viewer_a = await s.open(ctx, room, codec, "&publish=0")
+    viewer_b = await s.open(ctx, room, codec, "&publish=0&relay=1", relay_for=relay_for)
     pages = [publisher, viewer_a, viewer_b]
     out: dict[str, Any] = {"rate_kbps": kbps, "limit_on_s": on_s, "limit_off_s": off_s, "end_s": end_s,
                            "queue_ms": 200.0, "sample_s": BWE_SAMPLE_S}
@@ -466,6 +470,8 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
                     result.update(await late(s, int(args[0]), args[1], len(args) > 2 and args[2] == "keep-going"))
                 elif mode == "bwe":
                     result.update(await bwe(s, rooms, args))
+                elif mode == "svc":
+                    result.update(await bwe(s, rooms, args, "vp9", "&svc=L3T3_KEY&layers=1"))
                 elif mode == "simulcast":
                     result.update(await simulcast(s))
                 elif mode == "layers":

@@ -254,7 +254,10 @@ static void engine_setup(void)
     codecs[101] = SFU_CODEC_VP8;
     uint32_t ssrcs[1] = {0x1111}, rtx[1] = {0x2222};
     uint32_t p1 = sfu_producer_add_locked(e, t_pub, 1, 1, ssrcs, rtx, pt_map, ext_map, 0);
-    sfu_producer_set_codecs_locked(e, p1, codecs);
+    uint8_t codecs_vp9[128];
+    memcpy(codecs_vp9, codecs, sizeof(codecs_vp9));
+    codecs_vp9[101] = SFU_CODEC_VP9; /* one VP9 stream: its consumers are SVC consumers */
+    sfu_producer_set_codecs_locked(e, p1, codecs_vp9);
     sfu_producer_set_feedback_locked(e, p1, 1, apt, 5, 30000, 90000);
     uint32_t none[3] = {0, 0, 0};
     uint32_t p2 = sfu_producer_add_locked(e, t_com, 1, 3, none, none, pt_map, ext_map, 0);

@@ -148,7 +148,11 @@ int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream)
         if (stream == c->target_stream)
             return 0;
         c->target_stream = stream;
-        if (c->svc_sid >= 0 && stream > c->svc_sid) {
+        /* a drop after the viewer reported loss asks for one too: what
+         * was lost in the congestion may be the lower layers' own chain,
+         * which the viewer's decoder cannot go on without */
+        if (c->svc_sid >= 0 && (stream > c->svc_sid || c->fraction_lost)) {
+            c->svc_key_wanted = 1;
             c->keyframe_wanted = 1;
             sfu_timer_pull(e, 0);
         }
@@ -457,6 +461,8 @@ void sfu_consumers_forward(sfu_engine_t *e, sfu_producer_t *p, int stream, const
                 c->dropped++;
                 continue;
             }
+            if (d9.keyframe)
+                c->svc_key_wanted = 0;
         }
         uint16_t oseq;
         if (!sfu_seqmgr_input(&c->seq, rtp->seq, &oseq)) {

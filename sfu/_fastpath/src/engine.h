@@ -305,6 +305,7 @@ typedef struct sfu_consumer {
     uint8_t svc;              /* a one-stream VP9 producer: its layers are the spatial layers of
                                * that stream (target_stream / preferred_stream are SIDs) */
     int svc_sid;              /* svc: the spatial layer forwarded now (-1: none yet) */
+    uint8_t svc_key_wanted;   /* svc: a key picture is asked for (a climb, or a drop after loss) */
     uint8_t priority;         /* bandwidth allocation order: higher first (default 1) */
     uint64_t layer_changes;   /* times `stream` changed (the worker reports them) */
     uint8_t simulcast;        /* counted in its transport's nsimulcast */

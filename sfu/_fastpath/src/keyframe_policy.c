@@ -84,10 +84,7 @@ void sfu_keyframe_producer_timers(sfu_engine_t *e, sfu_producer_t *p, uint64_t n
          * the layer it is to switch to */
         int want;
         if (c->svc) /* SVC: one stream; a key picture starts it or lets it climb a spatial layer */
-            want = c->sync_required || (c->svc_sid >= 0 && c->target_stream > c->svc_sid &&
-                                        (!c->vp9 || !c->vp9->spatial_layers || c->svc_sid < c->vp9->spatial_layers - 1))
-                       ? 0
-                       : -1;
+            want = c->sync_required || c->svc_key_wanted ? 0 : -1;
         else
             want = c->target_stream != c->stream ? c->target_stream : c->sync_required ? c->stream : -1;
         if (want < 0 || want >= p->nstreams || c->paused || c->producer_paused || p->paused)

@@ -121,8 +121,14 @@ void sfu_reports_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
                 st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
             st->bytes_at_last_rate = st->received.bytes;
             for (int l = 0; l < st->svc_layers && l < SFU_SVC_LAYERS; l++) {
-                if (elapsed)
-                    st->svc_rate_bps[l] = (st->svc_bytes[l] - st->svc_bytes_at_last_rate[l]) * 8000 / elapsed;
+                if (elapsed) {
+                    /* averaged over ~3 s: a key picture (every layer at
+                     * once, several times a delta's size, which each
+                     * viewer's climb asks for) must not read as a rate
+                     * that sends every viewer down */
+                    uint64_t r = (st->svc_bytes[l] - st->svc_bytes_at_last_rate[l]) * 8000 / elapsed;
+                    st->svc_rate_bps[l] = st->svc_rate_bps[l] ? (2 * st->svc_rate_bps[l] + r) / 3 : r;
+                }
                 st->svc_bytes_at_last_rate[l] = st->svc_bytes[l];
             }
         }

@@ -33,6 +33,9 @@ const roomId = query.get('room') || 'msc';
 const token = query.get('token') || '';
 const wantedCodec = (query.get('codec') || '').toLowerCase();
 const simulcast = query.get('simulcast') === '1';
+// svc=L3T3_KEY (or another scalabilityMode): one encoding with spatial and
+// temporal layers (VP9 SVC), instead of simulcast
+const svcMode = query.get('svc') || '';
 const videoFirst = query.get('order') === 'video-first';
 const publish = query.get('publish') !== '0';
 const viaRelay = query.get('relay') === '1';
@@ -216,6 +219,7 @@ async function produceAll() {
         { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 300000 },
         { rid: 'r2', maxBitrate: 900000 },
       ] } : {},
+      svcMode ? { encodings: [{ scalabilityMode: svcMode, maxBitrate: 1300000 }] } : {},
     )],
   ];
   if (videoFirst) jobs.reverse();
