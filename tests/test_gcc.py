@@ -23,8 +23,11 @@ S = 1_000_000
 
 class Sim:
     def __init__(self, capacity, start_bps=300_000, demand=3_000_000, loss=lambda t: 0.0, probing=True,
-                 prop_us=20 * MS, queue_us=300 * MS, seed=1, min_bps=30_000, max_bps=10_000_000):
+                 prop_us=20 * MS, queue_us=300 * MS, seed=1, min_bps=30_000, max_bps=10_000_000,
+                 media=None, blind_probes=lambda t: False):
         self.capacity = capacity          # t_us -> bits/s
+        self.media = media                # t_us -> what the sender has to send (None: demand)
+        self.blind_probes = blind_probes  # t_us -> probes reported as if the link carried them
         self.loss = loss                  # t_us -> random loss probability
         self.demand = demand
         self.probing = probing
@@ -53,6 +56,11 @@ class Sim:
     def transmit(self, t, size, probe=0):
         seq = self.hist.next(t, size, probe)
         self.sent_bytes += size
+        if probe and self.blind_probes(t):
+            # the receiver's clock saw the cluster at its send spacing (a
+            # path that bunches delivery after a stall): a false reading
+            self.at(t + self.prop, "arrive", seq)
+            return
         if self.rng.random() < self.loss(t):
             return  # random loss on the path
         if self.queue_delay(t) > self.queue_limit:
@@ -72,7 +80,8 @@ class Sim:
                 break
             if kind == "send":
                 self.transmit(t, PKT)
-                rate = max(10_000, min(self.gcc.estimate, self.demand))
+                media = self.demand if self.media is None else self.media(t)
+                rate = max(10_000, min(self.gcc.estimate, media))
                 self.at(t + PKT * 8 * S // rate, "send")
             elif kind == "probe_pkt":
                 self.transmit(t, data[1], data[0])
@@ -293,3 +302,26 @@ def test_a_probe_that_arrives_bunched_up_measures_nothing():
         g.on_feedback_packet(h, pkt, 200_000)
     assert g.probe_result(cl) == 0
     assert g.state["probes_applied"] == 0
+
+
+def test_a_false_probe_reading_is_undone_by_the_first_overuse():
+    """A viewer on a 300 kbit/s link receives a 120 kbit/s layer; two probes
+    read through a bunching path report ~3x the link (the failure seen in CI:
+    estimate 121k -> 365k -> 770k), so the estimate jumps. When the sender
+    then climbs to a 400 kbit/s layer, the queue grows: the first overuse
+    must bring the estimate under the link within about a second, from what
+    was delivered, not from the false probe reading; and heavy loss bounds
+    the estimate by the delivered rate."""
+    climb = 9 * S
+    sim = Sim(lambda t: 300_000, start_bps=120_000, demand=1_200_000, queue_us=200 * MS,
+              media=lambda t: 120_000 if t < climb else 400_000,
+              blind_probes=lambda t: 5 * S <= t < 9 * S).run(20 * S)
+    show("false probe, then a climb", sim, every=5)
+    before = sim.window(8 * S, climb)
+    assert max(s[1] for s in before) > 600_000  # the false readings were taken
+    t = sim.first_time(climb, lambda s: s[1] < 300_000)
+    print(f"false probe reading {max(s[1] for s in before) / 1e3:.0f}k: estimate under the 300k link "
+          f"{(t - climb) / S if t else float('nan'):.2f} s after the climb; dropped {sim.dropped}")
+    assert t is not None and t - climb <= 1.5 * S
+    late = sim.window(climb + 3 * S, 20 * S)
+    assert all(s[1] < 1.3 * 300_000 for s in late), [fmt(s) for s in late if s[1] >= 1.3 * 300_000]

@@ -307,8 +307,12 @@ static void aimd_update(sfu_gcc_t *g, int signal, int64_t now_us)
 {
     double acked = g->acked_kbps >= 0 ? g->acked_kbps * 1000 : -1;
     if (signal == SFU_GCC_OVERUSE && g->probe_us >= 0 && now_us - g->probe_us < SFU_GCC_PROBE_FRESH_US &&
-        g->probe_bps > acked)
-        acked = g->probe_bps; /* right after a probe: what it measured */
+        g->probe_bps > acked) {
+        /* right after a probe: what it measured, for one decrease (a false
+         * reading must not anchor the ones after it) */
+        acked = g->probe_bps;
+        g->probe_us = -1;
+    }
     if (signal == SFU_GCC_OVERUSE)
         g->rc_state = SFU_GCC_DECREASE;
     else if (signal == SFU_GCC_UNDERUSE)

@@ -35,9 +35,11 @@
  *    received, its rate is min(send rate, receive rate) (each over the
  *    cluster's span, the last sent / first received packet's bytes left
  *    out); if no overuse was signalled, an estimate below it is raised to it.
- *    For SFU_GCC_PROBE_FRESH_US after, a decrease starts from the larger of
- *    the acknowledged bitrate and that result (the acknowledged bitrate
- *    still lags the new rate then).
+ *    For SFU_GCC_PROBE_FRESH_US after, the first decrease starts from the
+ *    larger of the acknowledged bitrate and that result (the acknowledged
+ *    bitrate still lags the new rate then); the decreases after it start
+ *    from the acknowledged bitrate (a false reading, through a path that
+ *    bunches delivery, must not hold the estimate above the link).
  *  - REMB: while no transport-cc feedback came in the last
  *    SFU_GCC_TWCC_ACTIVE_US, the estimate follows the REMB; with feedback,
  *    a REMB younger than SFU_GCC_REMB_TTL_US caps it.
