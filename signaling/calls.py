@@ -595,6 +595,8 @@ class CallService:
         m.sessions.clear()
 
     async def _forward_producer_event(self, call: Call, room: Room, event: str, data: dict[str, Any]) -> None:
+        if self._closing:  # producers closed by the shutdown: nobody to tell, the store is closed
+            return
         owner = room.participants.get(data.get("participantId", ""))
         member_id = owner.member if owner is not None else None
         if member_id is None:  # producer-closed after the owner left: find it by id

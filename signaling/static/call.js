@@ -123,6 +123,7 @@ const state = {
   local: null,              // MediaStream
   pending: null,            // the switch (or first connection) in progress on this page
   switches: [],             // finished and current: {mode, kind, switchId, startedAt, doneAt, durationMs, gaps}
+  recoveries: [],           // SFU rooms lost and replaced: {reason, lostAt, replacedAt, doneAt, ...}
   events: [],
   left: false,
 };
@@ -257,12 +258,12 @@ async function publishSfu() {
   }
 }
 
-function closePublisher() {
+function closePublisher(opts = {}) {
   const pub = state.publisher;
   if (!pub) return;
   state.publisher = null;
   pub.pc.close();
-  deleteSession(pub.location);
+  if (!opts.lost) deleteSession(pub.location);
   log("stopped publishing to the SFU");
 }
 
@@ -291,13 +292,18 @@ async function viewSfu(pid, producerId) {
   }
 }
 
-function closeView(r) {
+// `lost`: the session died with its room; the remote's last frame stays
+// shown (r.active kept) until a new view decodes.
+function closeView(r, opts = {}) {
   const view = r.sfuView;
   if (!view) return;
   r.sfuView = null;
   view.pc.close();
-  deleteSession(view.location);
-  if (r.active === "sfu") r.active = null;
+  if (!opts.lost) deleteSession(view.location);
+  if (r.active === "sfu") {
+    if (opts.lost) r.frames.sfu = 0;
+    else r.active = null;
+  }
 }
 
 // ------------------------------------------------------------ P2P path
@@ -402,6 +408,58 @@ function finishSwitch(sw) {
   }
 }
 
+// ------------------------------------------------ recovery (room lost)
+
+// The SFU room died under the call (its media worker was killed): the server
+// says so at once (call:media-lost), then hands out a new room on a live
+// worker (call:room-replaced, same shape as call:joined). The page drops the
+// dead sessions, publishes again and views every remote again; the remotes'
+// last frames stay on screen meanwhile.
+function onMediaLost(data) {
+  log(`SFU room lost (${data.reason}, worker ${data.workerPid})`);
+  const rec = { reason: data.reason, workerPid: data.workerPid || null, lostAt: performance.now(),
+                replacedAt: null, doneAt: null, durationMs: null };
+  state.recoveries.push(rec);
+  for (const r of state.remotes.values()) closeView(r, { lost: true });
+  closePublisher({ lost: true });
+  state.producers.clear();
+  if (state.mode === "sfu") setStatus("sfu · media lost, waiting for a new room");
+}
+
+async function onRoomReplaced(data) {
+  log(`SFU room replaced: ${data.roomId}`);
+  let rec = state.recoveries[state.recoveries.length - 1];
+  if (!rec || rec.replacedAt) {  // the media-lost event was missed
+    rec = { reason: data.reason, workerPid: null, lostAt: performance.now(), replacedAt: null, doneAt: null,
+            durationMs: null };
+    state.recoveries.push(rec);
+  }
+  rec.replacedAt = performance.now();
+  if (state.mode !== "sfu") return;
+  for (const r of state.remotes.values()) closeView(r, { lost: true });
+  closePublisher({ lost: true });
+  state.sfu = { roomId: data.roomId, whip: data.whip, whep: data.whep };
+  const started = publishSfu();
+  for (const p of data.producers || []) {
+    if (p.kind === "video") noteProducer(p.participantId, p.producerId);
+  }
+  await started;
+}
+
+// A recovery is done when every expected remote decodes again over the SFU.
+function checkRecovery() {
+  const rec = state.recoveries[state.recoveries.length - 1];
+  if (!rec || rec.doneAt || !rec.replacedAt || state.mode !== "sfu") return;
+  const expected = expectedRemotes();
+  if (state.role !== "subscriber" && !state.publisher) return;
+  if (expected.every((pid) => { const r = state.remotes.get(pid); return r && r.active === "sfu" && r.sfuView && r.frames.sfu >= 2; })) {
+    rec.doneAt = performance.now();
+    rec.durationMs = Math.round(rec.doneAt - rec.lostAt);
+    setStatus(`sfu · media back (${rec.durationMs} ms after the room was lost)`);
+    log(`media back from every remote ${rec.durationMs} ms after the room was lost`);
+  }
+}
+
 function checkSwitch() {
   const sw = state.pending;
   if (!sw || sw.doneAt) return;
@@ -467,6 +525,8 @@ async function poll() {
       // frames come irregularly); with nothing shown yet, its first frames do
       const ready = open && (r.active ? r.streak[target] >= STEADY_POLLS : r.frames[target] >= 2);
       if (r.active !== target && ready) show(r, target);
+      // after a lost room the new view starts from zero frames on the same path
+      if (r.active === target && r.frames[target] < r.lastFrames) r.lastFrames = r.frames[target];
       if (!r.active) continue;
       const frames = r.frames[r.active];
       if (r.lastIncrementAt !== null) {
@@ -484,6 +544,7 @@ async function poll() {
       r.lastFrames = frames;
     }
     checkSwitch();
+    checkRecovery();
     if (sw && !sw.doneAt) setStatus(`${sw.mode} · switching (${Math.round(now - sw.startedAt)} ms)`);
   } catch (err) {
     log(`stats: ${err.message}`);
@@ -507,6 +568,8 @@ window.callStats = () => ({
   switches: state.switches.map((s) => ({ mode: s.mode, kind: s.kind, switchId: s.switchId,
                                           durationMs: s.durationMs, serverMs: s.serverMs, gaps: s.gaps,
                                           superseded: !!s.superseded })),
+  recoveries: state.recoveries.map((x) => ({ reason: x.reason, workerPid: x.workerPid, durationMs: x.durationMs,
+                                             replacedMs: x.replacedAt === null ? null : Math.round(x.replacedAt - x.lostAt) })),
   events: state.events.slice(-80),
 });
 
@@ -562,6 +625,8 @@ function wireEvents() {
     if (sw) sw.serverMs = data.durationMs;
     log(`server: switch to ${data.mode} ${data.success ? "completed" : "failed"} in ${data.durationMs} ms`);
   });
+  io.on("call:media-lost", (data) => onMediaLost(data));
+  io.on("call:room-replaced", (data) => onRoomReplaced(data).catch((err) => log(`room replaced: ${err.message}`)));
   io.on("call:ended", (data) => { setStatus(`call ended (${data.reason})`); state.left = true; });
   io.on("new-producer", (data) => { if (data.kind === "video") noteProducer(data.participantId, data.producerId); });
   io.on("producer-closed", (data) => {

@@ -124,6 +124,91 @@ async def main(hold: float, keyframe_ms: int | None = None) -> dict[str, Any]:
     return result
 
 
+def _recovered(k: int, remotes: int) -> Callable[[dict[str, Any]], bool]:
+    """The page's k-th recovery (0-based) is done: every remote decodes again."""
+
+    def ok(s: dict[str, Any]) -> bool:
+        recs = s["recoveries"]
+        return (len(recs) > k and recs[k]["durationMs"] is not None and len(s["remotes"]) == remotes
+                and all(r["active"] == "sfu" for r in s["remotes"].values()))
+
+    return ok
+
+
+async def kills(count: int, workers: int = 2) -> dict[str, Any]:
+    """Three pages in an SFU call; the media worker under the call's room is
+    killed (SIGKILL) ``count`` times, each once every page has media from
+    every other again. Per kill: when each page had media back, from the
+    kill (this process's clock, polled every 50 ms) and from the page's
+    call:media-lost (the page's clock), and the worker pids."""
+    import os
+    import signal
+
+    rooms = await start_rooms(workers=workers)
+    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
+    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {"kills": [], "workers": workers}
+    t0 = time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            pages = []
+            for name in ("alice", "bob", "carol"):
+                page = await ctx.new_page()
+                page.on("console", lambda msg, n=name: msg.type == "error" and print(
+                    f"[{n}] {msg.text}", file=sys.stderr))
+                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
+                pages.append(page)
+            await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
+            call = app[CALLS].calls[CALL]
+            for k in range(count):
+                await asyncio.sleep(1.0)
+                before = [await _stats(p) for p in pages]
+                pid = call.room.router.worker.pid
+                killed_at = loop.time()
+                os.kill(pid, signal.SIGKILL)
+                back: list[float | None] = [None] * len(pages)
+                deadline = killed_at + 30
+                while any(b is None for b in back) and loop.time() < deadline:
+                    for i, page in enumerate(pages):
+                        if back[i] is None and _recovered(k, 2)(await _stats(page)):
+                            back[i] = round(loop.time() - killed_at, 3)
+                    await asyncio.sleep(0.05)
+                after = [await _stats(p) for p in pages]
+                await asyncio.sleep(1.0)
+                later = [await _stats(p) for p in pages]
+                result["kills"].append({
+                    "worker_pid": pid,
+                    "new_worker_pid": call.room.router.worker.pid if call.room else None,
+                    "back_after_kill_s": back,
+                    "page_ms": [(s["recoveries"][k]["durationMs"] if len(s["recoveries"]) > k else None) for s in after],
+                    "replaced_ms": [(s["recoveries"][k]["replacedMs"] if len(s["recoveries"]) > k else None) for s in after],
+                    # frames keep coming after the recovery, from every remote
+                    "decoding": [all(later_s["remotes"][pid_]["framesSFU"] > after_s["remotes"][pid_]["framesSFU"]
+                                     for pid_ in later_s["remotes"])
+                                 for after_s, later_s in zip(after, later)],
+                    "modes": [s["mode"] for s in later],
+                    "reloads": [s["participantId"] != b["participantId"] for s, b in zip(later, before)],
+                })
+                if any(b is None for b in back):
+                    result["timeout_stats"] = after
+                    break
+            await browser.close()
+    finally:
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        await runner.cleanup()
+        await rooms.close()
+    return result
+
+
 async def _metrics(app: web.Application) -> str:
     from prometheus_client import generate_latest
 
@@ -133,6 +218,9 @@ async def _metrics(app: web.Application) -> str:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "kill":
+        print(json.dumps(asyncio.run(kills(int(sys.argv[2]) if len(sys.argv) > 2 else 5))), flush=True)
+        sys.exit(0)
     hold_s = float(sys.argv[1]) if len(sys.argv) > 1 else 1.5
     kf = int(sys.argv[2]) if len(sys.argv) > 2 else None
     print(json.dumps(asyncio.run(main(hold_s, kf))), flush=True)
