@@ -695,6 +695,11 @@ async def call_script(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "call.js", headers={"Content-Type": "text/javascript"})
 
 
+async def socketio_client_script(request: web.Request) -> web.FileResponse:
+    """socket.io-client's browser build (vendored, static/vendor/README.md)."""
+    return web.FileResponse(STATIC / "vendor" / "socket.io.min.js", headers={"Content-Type": "text/javascript"})
+
+
 LIFECYCLE = web.AppKey("lifecycle", dict)
 CORS = web.AppKey("cors", CorsPolicy)
 
@@ -848,6 +853,7 @@ def create_app(
     r.add_get("/demo.js", demo_script)
     r.add_get("/call", call_page)
     r.add_get("/call.js", call_script)
+    r.add_get("/vendor/socket.io.min.js", socketio_client_script)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler)

@@ -97,3 +97,22 @@ def test_a_killed_media_worker_is_replaced_and_every_page_gets_media_back():
         assert all(b is not None and b < RECOVERY_LIMIT_S for b in k["back_after_kill_s"]), k
         assert k["decoding"] == [True] * 3 and k["modes"] == ["sfu"] * 3, k
         assert k["reloads"] == [False] * 3, k
+
+
+RESTART_LIMIT_S = 15.0  # asserted; the goal (5 s from the new server's start) is printed (docs/calls.md)
+
+
+def test_a_restarted_server_gets_every_page_back_into_the_call(tmp_path):
+    """Three pages in an SFU call served by a real `sfu-server` process
+    (SQLite store); SIGTERM, then the same command again. The pages'
+    socket.io-client reconnects by itself, finds the call gone (ended with
+    the server) and joins it again: every page has media from both others
+    again, without a reload."""
+    result = run_browser_script("call_pages.py", "restart", tmp_path / "calls.sqlite3", timeout=240)
+    print(f"\nserver restarted under a 3-page SFU call: stopped {result['stopped_after_s']} s after SIGTERM, "
+          f"up again {result['down_s']} s after it; media from both others back on each page "
+          f"{result['back_after_start_s']} s after the new server answered")
+    assert result["exit_code"] == 0, result
+    assert all(b is not None and b < RESTART_LIMIT_S for b in result["back_after_start_s"]), result
+    assert result["modes"] == ["sfu"] * 3 and result["decoding"] == [True] * 3, result
+    assert all(len(r) == 1 and r[0]["error"] is None for r in result["rejoins"]), result["rejoins"]

@@ -1,104 +1,15 @@
 // sfu call demo: a call that runs peer-to-peer with two participants and
 // through the SFU (WHIP to publish, WHEP to view each other participant) from
 // three, switching make-before-break: media stays on the old path until the
-// new one decodes video, then the old path is closed. Plain JS, no bundler:
-// a minimal Socket.IO v5 / Engine.IO v4 client over a WebSocket is below.
+// new one decodes video, then the old path is closed. Plain JS, no bundler;
+// signaling over socket.io-client (vendor/socket.io.min.js), which
+// reconnects by itself: the page then re-attaches to its place in the call,
+// or joins the call again when the server lost it (a restart).
 //
 // URL: /call?call=ID&token=JWT[&role=both|publisher|subscriber]. Without
 // `call` a new call is made. For tests the page exposes window.callState and
 // window.callStats() (switch durations, longest gap in decoded video).
 "use strict";
-
-// ------------------------------------------------ Socket.IO (EIO=4) client
-
-class MiniSocketIO {
-  // Engine.IO v4 packets: 0 open, 1 close, 2 ping, 3 pong, 4 message.
-  // Socket.IO v5 packets inside a message: 0 CONNECT, 1 DISCONNECT,
-  // 2 EVENT, 3 ACK, 4 CONNECT_ERROR; default namespace only.
-  constructor(token) {
-    this.token = token;
-    this.handlers = new Map();
-    this.acks = new Map();
-    this.nextAck = 1;
-    this.id = null;
-    this.connected = false;
-  }
-
-  connect() {
-    return new Promise((resolve, reject) => {
-      const proto = location.protocol === "https:" ? "wss" : "ws";
-      const url = `${proto}://${location.host}/socket.io/?EIO=4&transport=websocket` +
-        `&token=${encodeURIComponent(this.token)}`;
-      const ws = new WebSocket(url);
-      this.ws = ws;
-      ws.onmessage = (msg) => this._packet(String(msg.data), resolve, reject);
-      ws.onerror = () => reject(new Error("Socket.IO: WebSocket error"));
-      ws.onclose = () => {
-        const was = this.connected;
-        this.connected = false;
-        for (const ack of this.acks.values()) ack({ error: "disconnected", status: 0 });
-        this.acks.clear();
-        if (was) this._fire("disconnect", {});
-        reject(new Error("Socket.IO: connection closed"));
-      };
-    });
-  }
-
-  _packet(data, resolve, reject) {
-    const eio = data[0];
-    if (eio === "0") { this.ws.send("40" + JSON.stringify({ token: this.token })); return; }
-    if (eio === "2") { this.ws.send("3"); return; }
-    if (eio === "1") { this.ws.close(); return; }
-    if (eio !== "4") return;
-    const type = data[1];
-    let rest = data.slice(2);
-    if (rest.startsWith("/")) rest = rest.slice(rest.indexOf(",") + 1);  // a namespace: not used here
-    const m = /^(\d*)([\[{].*)?$/s.exec(rest);
-    if (!m) return;
-    const id = m[1] ? Number(m[1]) : null;
-    const payload = m[2] ? JSON.parse(m[2]) : null;
-    if (type === "0") {
-      this.id = payload.sid;
-      this.connected = true;
-      resolve(this.id);
-    } else if (type === "4") {
-      reject(new Error(`Socket.IO connection refused: ${payload && payload.message}`));
-    } else if (type === "2") {
-      const [name, ...args] = payload;
-      this._fire(name, ...args);
-      if (id !== null) this.ws.send(`43${id}[]`);
-    } else if (type === "3") {
-      const ack = this.acks.get(id);
-      this.acks.delete(id);
-      if (ack) ack(payload[0]);
-    } else if (type === "1") {
-      this.ws.close();
-    }
-  }
-
-  _fire(name, ...args) {
-    for (const fn of this.handlers.get(name) || []) {
-      try { fn(...args); } catch (err) { console.error(name, err); }
-    }
-  }
-
-  on(name, fn) {
-    if (!this.handlers.has(name)) this.handlers.set(name, []);
-    this.handlers.get(name).push(fn);
-  }
-
-  // Emits an event and resolves with the server's acknowledgement.
-  emit(name, data) {
-    return new Promise((resolve) => {
-      if (!this.connected) { resolve({ error: "not connected", status: 0 }); return; }
-      const id = this.nextAck++;
-      this.acks.set(id, resolve);
-      this.ws.send(`42${id}` + JSON.stringify([name, data]));
-    });
-  }
-
-  close() { if (this.ws) this.ws.close(); }
-}
 
 // ------------------------------------------------------------------ state
 
@@ -124,11 +35,24 @@ const state = {
   pending: null,            // the switch (or first connection) in progress on this page
   switches: [],             // finished and current: {mode, kind, switchId, startedAt, doneAt, durationMs, gaps}
   recoveries: [],           // SFU rooms lost and replaced: {reason, lostAt, replacedAt, doneAt, ...}
+  rejoins: [],              // joined again after the server lost the call: {startedAt, joinedAt, reason}
+  ended: null,              // the call ended with the server (shutdown): rejoin when it is back
   events: [],
   left: false,
 };
 window.callState = state;
-const io = new MiniSocketIO(token);
+
+// ------------------------------------------------------------- signaling
+
+const socket = window.io({ auth: { token }, transports: ["websocket"], autoConnect: false,
+                           reconnectionDelay: 250, reconnectionDelayMax: 1000, randomizationFactor: 0.2 });
+// Every client event is acknowledged by the server with {ok, ...} or {error, status}.
+const sig = {
+  emit(name, data) {
+    return socket.timeout(5000).emitWithAck(name, data).catch((err) => ({ error: err.message, status: 0 }));
+  },
+  on(name, fn) { socket.on(name, fn); },
+};
 
 const $ = (id) => document.getElementById(id);
 const setStatus = (text) => { $("status").textContent = text; state.status = text; };
@@ -319,7 +243,7 @@ function newP2P(peer) {
   r.video.p2p.srcObject = r.stream.p2p;
   pc.ontrack = (ev) => r.stream.p2p.addTrack(ev.track);
   pc.onicecandidate = (ev) => {
-    if (ev.candidate && state.p2p === p2p) io.emit("webrtc:ice-candidate", { to: peer, candidate: ev.candidate.toJSON() });
+    if (ev.candidate && state.p2p === p2p) sig.emit("webrtc:ice-candidate", { to: peer, candidate: ev.candidate.toJSON() });
   };
   return p2p;
 }
@@ -328,7 +252,7 @@ async function offerP2P(peer) {
   const p2p = newP2P(peer);
   for (const track of state.local.getTracks()) p2p.pc.addTrack(track, state.local);
   await p2p.pc.setLocalDescription(await p2p.pc.createOffer());
-  const ack = await io.emit("webrtc:offer", { to: peer, offer: { type: "offer", sdp: p2p.pc.localDescription.sdp } });
+  const ack = await sig.emit("webrtc:offer", { to: peer, offer: { type: "offer", sdp: p2p.pc.localDescription.sdp } });
   if (ack.error) log(`offer refused: ${ack.error}`);
   log(`P2P offer to ${peer}`);
 }
@@ -342,7 +266,7 @@ async function onOffer(data) {
   await p2p.pc.setLocalDescription(await p2p.pc.createAnswer());
   for (const c of p2p.candidates) await p2p.pc.addIceCandidate(c).catch(() => {});
   p2p.candidates = [];
-  await io.emit("webrtc:answer", { to: data.from, answer: { type: "answer", sdp: p2p.pc.localDescription.sdp } });
+  await sig.emit("webrtc:answer", { to: data.from, answer: { type: "answer", sdp: p2p.pc.localDescription.sdp } });
   log(`P2P answer to ${data.from}`);
 }
 
@@ -404,7 +328,7 @@ function finishSwitch(sw) {
   log(`${sw.kind} to ${sw.mode} done in ${sw.durationMs} ms; old path closed`);
   if (!sw.reported) {
     sw.reported = true;
-    io.emit("call:media-ready", { callId: state.callId, mode: sw.mode, switchId: sw.switchId });
+    sig.emit("call:media-ready", { callId: state.callId, mode: sw.mode, switchId: sw.switchId });
   }
 }
 
@@ -568,6 +492,9 @@ window.callStats = () => ({
   switches: state.switches.map((s) => ({ mode: s.mode, kind: s.kind, switchId: s.switchId,
                                           durationMs: s.durationMs, serverMs: s.serverMs, gaps: s.gaps,
                                           superseded: !!s.superseded })),
+  rejoins: state.rejoins.map((x) => ({ reason: x.reason, error: x.error || null,
+                                       joinedMs: x.joinedAt ? Math.round(x.joinedAt - x.startedAt) : null })),
+  socketConnected: socket.connected,
   recoveries: state.recoveries.map((x) => ({ reason: x.reason, workerPid: x.workerPid, durationMs: x.durationMs,
                                              replacedMs: x.replacedAt === null ? null : Math.round(x.replacedAt - x.lostAt) })),
   events: state.events.slice(-80),
@@ -598,14 +525,14 @@ async function leaveCall() {
   for (const pid of [...state.remotes.keys()]) dropRemote(pid);
   await api(`/api/calls/${encodeURIComponent(state.callId)}/leave`, { participantId: state.participantId })
     .catch((err) => log(`leave: ${err.message}`));
-  io.close();
+  socket.close();
   setStatus("left the call");
   $("leave").disabled = true;
 }
 window.leaveCall = leaveCall;
 
 function wireEvents() {
-  io.on("call:joined", (data) => {
+  sig.on("call:joined", (data) => {
     // arrives while the join request is still being answered
     state.participantId = data.participantId;
     state.role = data.role;
@@ -613,30 +540,110 @@ function wireEvents() {
     if (data.mode === "sfu") enterSfu(data, "join");
     else enterP2P(data, "join");
   });
-  io.on("call:participant-joined", (data) => { addPeer(data.participant); log(`${data.participant.userId} joined`); });
-  io.on("call:participant-left", (data) => { log(`${data.participantId} left (${data.reason})`); removePeer(data.participantId); });
-  io.on("call:mode-switch", (data) => {
+  sig.on("call:participant-joined", (data) => { addPeer(data.participant); log(`${data.participant.userId} joined`); });
+  sig.on("call:participant-left", (data) => { log(`${data.participantId} left (${data.reason})`); removePeer(data.participantId); });
+  sig.on("call:mode-switch", (data) => {
     log(`server: switch to ${data.mode}`);
     if (data.mode === "sfu") enterSfu(data, "switch");
     else enterP2P(data, "switch");
   });
-  io.on("call:mode-switched", (data) => {
+  sig.on("call:mode-switched", (data) => {
     const sw = state.switches.find((s) => s.switchId === data.switchId);
     if (sw) sw.serverMs = data.durationMs;
     log(`server: switch to ${data.mode} ${data.success ? "completed" : "failed"} in ${data.durationMs} ms`);
   });
-  io.on("call:media-lost", (data) => onMediaLost(data));
-  io.on("call:room-replaced", (data) => onRoomReplaced(data).catch((err) => log(`room replaced: ${err.message}`)));
-  io.on("call:ended", (data) => { setStatus(`call ended (${data.reason})`); state.left = true; });
-  io.on("new-producer", (data) => { if (data.kind === "video") noteProducer(data.participantId, data.producerId); });
-  io.on("producer-closed", (data) => {
+  sig.on("call:media-lost", (data) => onMediaLost(data));
+  sig.on("call:room-replaced", (data) => onRoomReplaced(data).catch((err) => log(`room replaced: ${err.message}`)));
+  sig.on("call:ended", (data) => onCallEnded(data));
+  sig.on("new-producer", (data) => { if (data.kind === "video") noteProducer(data.participantId, data.producerId); });
+  sig.on("producer-closed", (data) => {
     const set = state.producers.get(data.participantId);
     if (set) set.delete(data.producerId);
   });
-  io.on("webrtc:offer", (data) => onOffer(data).catch((err) => log(`offer: ${err.message}`)));
-  io.on("webrtc:answer", (data) => onAnswer(data).catch((err) => log(`answer: ${err.message}`)));
-  io.on("webrtc:ice-candidate", (data) => onCandidate(data));
-  io.on("disconnect", () => { if (!state.left) setStatus("signaling connection lost"); });
+  sig.on("webrtc:offer", (data) => onOffer(data).catch((err) => log(`offer: ${err.message}`)));
+  sig.on("webrtc:answer", (data) => onAnswer(data).catch((err) => log(`answer: ${err.message}`)));
+  sig.on("webrtc:ice-candidate", (data) => onCandidate(data));
+  sig.on("disconnect", (reason) => onDisconnect(reason));
+}
+
+// The socket's first connection, or a failure to get one.
+function connectSocket() {
+  return new Promise((resolve, reject) => {
+    const onError = (err) => { socket.off("connect", onConnect); reject(new Error(`signaling: ${err.message}`)); };
+    const onConnect = () => { socket.off("connect_error", onError); resolve(socket.id); };
+    socket.once("connect", onConnect);
+    socket.once("connect_error", onError);
+    socket.connect();
+  });
+}
+
+// POST .../participants with this socket, starting the call under its id
+// when it does not exist (yet, or any more: a server restart ended it).
+async function joinCall() {
+  const path = `/api/calls/${encodeURIComponent(state.callId)}/participants`;
+  try {
+    return await api(path, { socketId: socket.id, role: wantedRole });
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 409) throw err;
+    await api("/api/calls", { callId: state.callId }).catch((e) => { if (e.status !== 409) throw e; });
+    return await api(path, { socketId: socket.id, role: wantedRole });
+  }
+}
+
+// ------------------------------------------------------- reconnection
+
+// The socket is back (socket.io-client reconnects with backoff). Within the
+// server's grace period the page re-attaches to its place in the call
+// (call:attach; events missed meanwhile are delivered); when the server no
+// longer knows it (restarted, or the grace ran out) the page drops every
+// path and joins the call again.
+async function onReconnected() {
+  if (state.left || !state.participantId || !state.callId) return;
+  const ack = await sig.emit("call:attach", { callId: state.callId, participantId: state.participantId });
+  if (ack && ack.ok && !state.ended) {
+    log("signaling reconnected: attached again");
+    return;
+  }
+  log(`joining the call again (${state.ended ? "it ended: " + state.ended : ack && ack.error})`);
+  const rejoin = { startedAt: performance.now(), doneAt: null, reason: state.ended || (ack && ack.error) || "" };
+  state.rejoins.push(rejoin);
+  closeP2P();
+  closePublisher({ lost: true });
+  for (const r of state.remotes.values()) closeView(r, { lost: true });
+  for (const pid of [...state.remotes.keys()]) dropRemote(pid);
+  state.peers.clear();
+  state.producers.clear();
+  state.sfu = null;
+  state.mode = null;
+  state.ended = null;
+  state.pending = null;
+  try {
+    const joined = await joinCall();
+    state.participantId = joined.participantId;
+    state.role = joined.role;
+    rejoin.joinedAt = performance.now();
+  } catch (err) {
+    log(`rejoin failed: ${err.message}`);
+    rejoin.error = err.message;
+  }
+  render();
+}
+
+function onCallEnded(data) {
+  const restart = data.reason === "server-shutdown" || data.reason === "server-restart";
+  setStatus(`call ended (${data.reason})${restart ? "; rejoining when the server is back" : ""}`);
+  log(`call ended: ${data.reason}`);
+  if (restart) state.ended = data.reason;   // the socket's reconnection joins it again
+  else state.left = true;
+}
+
+// The socket dropped. socket.io-client reconnects by itself, except after
+// the server disconnected it on purpose (a shutdown): then the page asks.
+function onDisconnect(reason) {
+  if (state.left) return;
+  setStatus("signaling connection lost; reconnecting");
+  log(`signaling disconnected (${reason})`);
+  if (reason === "io server disconnect") setTimeout(() => { if (!state.left) socket.connect(); }, 250);
 }
 
 async function main() {
@@ -644,21 +651,12 @@ async function main() {
   state.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
   $("local").srcObject = state.local;
   wireEvents();
-  const sid = await io.connect();
+  await connectSocket();
+  socket.on("connect", () => onReconnected().catch((err) => log(`reconnect: ${err.message}`)));
   if (!state.callId) {
     state.callId = (await api("/api/calls", {})).callId;
   }
-  let joined;
-  try {
-    joined = await api(`/api/calls/${encodeURIComponent(state.callId)}/participants`,
-                       { socketId: sid, role: wantedRole });
-  } catch (err) {
-    if (err.status !== 404 && err.status !== 409) throw err;
-    // a named call that does not exist (yet, or any more): start it under that name
-    await api("/api/calls", { callId: state.callId }).catch((e) => { if (e.status !== 409) throw e; });
-    joined = await api(`/api/calls/${encodeURIComponent(state.callId)}/participants`,
-                       { socketId: sid, role: wantedRole });
-  }
+  const joined = await joinCall();
   state.participantId = joined.participantId;
   state.role = joined.role;
   $("call").textContent = state.callId;

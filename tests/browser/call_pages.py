@@ -209,6 +209,109 @@ async def kills(count: int, workers: int = 2) -> dict[str, Any]:
     return result
 
 
+def _decoding_from_all(remotes: int) -> Callable[[dict[str, Any]], bool]:
+    """Every one of ``remotes`` remotes is shown on the current mode's path."""
+
+    def ok(s: dict[str, Any]) -> bool:
+        return (s["mode"] is not None and len(s["remotes"]) == remotes
+                and all(r["active"] == s["mode"] and (r["framesSFU"] if s["mode"] == "sfu" else r["framesP2P"]) >= 2
+                        for r in s["remotes"].values()))
+
+    return ok
+
+
+async def restart(db: str) -> dict[str, Any]:
+    """Three pages in an SFU call served by a real ``sfu-server`` process;
+    SIGTERM, then the same command again (same port, same database). When
+    each page has media from both others again, measured from the moment the
+    new server answers HTTP (and from the SIGTERM), on this process's clock."""
+    import os
+    import signal
+    import socket
+    import subprocess
+
+    import aiohttp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "signaling.cli", "--http-port", str(port), "--jwt-secret", SECRET,
+           "--db", db, "--workers", "2", "--drain-timeout", "2", "--log-level", "warning"]
+    env = dict(os.environ)
+    loop = asyncio.get_running_loop()
+
+    async def start() -> tuple[subprocess.Popen, float]:
+        proc = subprocess.Popen(cmd, env=env)
+        deadline = loop.time() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            return proc, loop.time()
+                except aiohttp.ClientError:
+                    pass
+                if loop.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("sfu-server did not start")
+                await asyncio.sleep(0.05)
+
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {}
+    t0 = time.monotonic()
+    proc, _ = await start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            pages = []
+            for name in ("alice", "bob", "carol"):
+                page = await ctx.new_page()
+                page.on("console", lambda msg, n=name: msg.type == "error" and print(
+                    f"[{n}] {msg.text}", file=sys.stderr))
+                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
+                pages.append(page)
+            await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
+            await asyncio.sleep(1.0)
+            term_at = loop.time()
+            proc.send_signal(signal.SIGTERM)
+            result["exit_code"] = await loop.run_in_executor(None, proc.wait, 30)
+            result["stopped_after_s"] = round(loop.time() - term_at, 3)
+            proc, up_at = await start()
+            result["down_s"] = round(up_at - term_at, 3)
+            back: list[float | None] = [None] * len(pages)
+            deadline = up_at + 30
+            while any(b is None for b in back) and loop.time() < deadline:
+                for i, page in enumerate(pages):
+                    st = await _stats(page)
+                    rejoined = bool(st["rejoins"]) and st["rejoins"][-1]["joinedMs"] is not None
+                    if back[i] is None and rejoined and _decoding_from_all(2)(st):
+                        back[i] = round(loop.time() - up_at, 3)
+                await asyncio.sleep(0.05)
+            result["back_after_start_s"] = back
+            result["back_after_sigterm_s"] = [None if b is None else round(b + up_at - term_at, 3) for b in back]
+            after = [await _stats(p) for p in pages]
+            await asyncio.sleep(1.5)
+            later = [await _stats(p) for p in pages]
+            result["modes"] = [s["mode"] for s in later]
+            result["rejoins"] = [s["rejoins"] for s in later]
+            result["decoding"] = [
+                all(r1["shownFrames"] > a["remotes"][pid]["shownFrames"] for pid, r1 in s["remotes"].items()
+                    if pid in a["remotes"]) and len(s["remotes"]) == 2
+                for a, s in zip(after, later)]
+            if any(b is None for b in back):
+                result["timeout_stats"] = after
+            await browser.close()
+    finally:
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await loop.run_in_executor(None, proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return result
+
+
 async def _metrics(app: web.Application) -> str:
     from prometheus_client import generate_latest
 
@@ -218,6 +321,9 @@ async def _metrics(app: web.Application) -> str:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "restart":
+        print(json.dumps(asyncio.run(restart(sys.argv[2]))), flush=True)
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "kill":
         print(json.dumps(asyncio.run(kills(int(sys.argv[2]) if len(sys.argv) > 2 else 5))), flush=True)
         sys.exit(0)
