@@ -110,7 +110,10 @@ class Consumer(EventEmitter):
         sequence numbers and timestamps continuing (mediasoup's
         ``setPreferredLayers``). ``temporal_layer`` (VP8 temporal layers,
         e.g. L1T3: 0..2; None: all) drops the frames above it, whole, with
-        the viewer's sequence numbers and picture ids kept continuous."""
+        the viewer's sequence numbers and picture ids kept continuous. For a
+        VP9 SVC producer (one stream with spatial layers) ``spatial_layer``
+        is the highest spatial layer forwarded; a climb waits for a key
+        picture, which the SFU asks for."""
         if self._closed:
             raise InvalidStateError(f"consumer {self.id} is closed")
         if not isinstance(spatial_layer, int) or isinstance(spatial_layer, bool) or spatial_layer < 0:
