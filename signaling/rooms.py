@@ -232,6 +232,10 @@ class Participant:
     consumers: dict[str, sfu.Consumer] = field(default_factory=dict)
     sockets: set[Any] = field(default_factory=set)  # WebSocket responses
     pending_transports: int = 0  # being created (counted by the transports_per_* limits)
+    #: a WHIP/WHEP session's ICE: the entity tag of its ICE session (RFC 9725
+    #: §4.3) and the client's current username fragment
+    ice_etag: Optional[str] = None
+    remote_ice_ufrag: Optional[str] = None
 
     def transport(self, transport_id: str) -> sfu.WebRtcTransport:
         t = self.transports.get(transport_id)

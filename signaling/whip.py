@@ -1,6 +1,9 @@
 """WHIP (RFC 9725) publish and WHEP subscribe: SDP offer in, SDP answer out.
 
     POST   /whip/{roomId}              application/sdp offer -> 201 answer, Location: /whip/{roomId}/{session}
+    PATCH  /whip/{roomId}/{session}    application/trickle-ice-sdpfrag: ICE restart (new
+                                       ice-ufrag/ice-pwd -> 200 with the SFU's new ones), or
+                                       trickled candidates (204; ignored: the SFU is ICE-lite)
     DELETE /whip/{roomId}/{session}    ends the session (its producers close)
     POST   /whep/{roomId}[?participant=ID]  recvonly offer -> 201 answer with the room's newest
                                             audio/video producers (or those of participant ID)
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import secrets
 from urllib.parse import quote
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional
@@ -40,6 +45,7 @@ from .sdp import (
     SdpError,
     answer_setup,
     build_answer,
+    candidate_line,
     offer_to_consumer_capabilities,
     parse_offer,
     whip_media_answers,
@@ -88,7 +94,8 @@ def _dtls_for_offer(offer: Any) -> dict[str, Any]:
 def _answer(request: web.Request, kind: str, room: Room, p: Participant, sdp: str,
             consumers: Optional[list[tuple[str, str]]] = None) -> web.Response:
     location = f"/{kind}/{quote(room.id, safe='')}/{p.token}"
-    headers = {"Location": location, "X-Sfu-Participant-Id": p.id}
+    p.ice_etag = secrets.token_hex(8)
+    headers = {"Location": location, "X-Sfu-Participant-Id": p.id, "ETag": f'"{p.ice_etag}"'}
     if consumers:
         # which consumer serves each m-section (mid): for the REST stats and
         # layer routes, with the session's token
@@ -137,6 +144,7 @@ async def whip_publish(request: web.Request) -> web.Response:
             if answer is not None:
                 await room.produce(p, t.id, section.kind, answer["rtp_parameters"])
         await t.connect(_dtls_for_offer(offer))
+        p.remote_ice_ufrag = offer.ice_ufrag
         sdp = build_answer(offer, t, answers)
     except Exception:
         if fresh:
@@ -201,6 +209,7 @@ async def whep_view(request: web.Request) -> web.Response:
             raise ApiError(404 if not any(pp.producers for pp in room.participants.values()) else 400,
                            "nothing to view: no producer in this room matches the offer's recvonly sections")
         await t.connect(_dtls_for_offer(offer))
+        p.remote_ice_ufrag = offer.ice_ufrag
         sdp = build_answer(offer, t, answers)
     except Exception:
         await room.leave(p)
@@ -223,6 +232,65 @@ async def end_session(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+SDPFRAG = "application/trickle-ice-sdpfrag"
+_FRAG_ATTR = re.compile(r"^a=(ice-ufrag|ice-pwd):(\S{1,256})\s*$", re.M)
+_MAX_FRAG = 64 * 1024
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    """RFC 9725 §4.3: a PATCH of a session with an SDP fragment (RFC 8840).
+    New ICE credentials are an ICE restart: the SFU restarts the session's
+    ICE and answers 200 with its own new credentials and candidate (and a
+    new ETag); the client's checks from wherever it now is then select the
+    new path. A fragment with only candidates gets 204: the SFU is ICE-lite
+    and learns the client's addresses from its checks."""
+    check_grant(request, request.match_info["roomId"])
+    room = request.app[ROOMS].room(request.match_info["roomId"])
+    try:
+        p = room.participant_by_token(request.match_info["session"])
+    except ApiError as exc:
+        if exc.status != 401:
+            raise
+        raise ApiError(404, f"session not found in room {room.id} (ended, or lost with its media worker)") from None
+    if request.content_type != SDPFRAG:
+        raise ApiError(415, f"Content-Type: must be {SDPFRAG}, got {request.content_type or 'none'}")
+    match = request.headers.get("If-Match")
+    if match is None:
+        raise ApiError(428, "If-Match: required (the session's ETag, or * for an ICE restart)")
+    body = await request.content.read(_MAX_FRAG + 1)
+    if len(body) > _MAX_FRAG:
+        raise ApiError(413, f"the SDP fragment is over {_MAX_FRAG} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the SDP fragment is not UTF-8") from None
+    attrs = {name: value for name, value in _FRAG_ATTR.findall(text)}
+    ufrag, pwd = attrs.get("ice-ufrag"), attrs.get("ice-pwd")
+    restart = ufrag is not None and ufrag != p.remote_ice_ufrag
+    if match.strip() != "*" and match.strip() != f'"{p.ice_etag}"':
+        raise ApiError(412, "If-Match: not the session's current ETag")
+    transports = [t for t in p.transports.values() if not t.closed]
+    if not transports:
+        raise ApiError(404, f"session has no transport in room {room.id}")
+    if not restart:
+        return web.Response(status=204, headers={"ETag": f'"{p.ice_etag}"'})
+    if pwd is None:
+        raise ApiError(400, "an ICE restart needs a=ice-ufrag and a=ice-pwd")
+    t = transports[0]
+    try:
+        ice = await t.restart_ice()
+    except sfu.SfuError as exc:
+        raise ApiError(409, f"ICE restart failed: {exc}") from None
+    p.remote_ice_ufrag = ufrag
+    p.ice_etag = secrets.token_hex(8)
+    lines = [f"a=ice-ufrag:{ice['usernameFragment']}", f"a=ice-pwd:{ice['password']}"]
+    lines += [candidate_line(c) for c in t.ice_candidates]
+    lines.append("a=end-of-candidates")
+    logger.info("room %s: session %s restarted ICE", room.id, p.id)
+    return web.Response(status=200, body=("\r\n".join(lines) + "\r\n").encode(),
+                        headers={"Content-Type": SDPFRAG, "ETag": f'"{p.ice_etag}"'})
+
+
 async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={
         "Accept-Post": SDP,
@@ -235,3 +303,4 @@ def add_routes(app: web.Application) -> None:
         r.add_post(f"/{kind}/{{roomId}}", handler)
         r.add_route("OPTIONS", f"/{kind}/{{roomId}}", options)
         r.add_delete(f"/{kind}/{{roomId}}/{{session}}", end_session)
+        r.add_patch(f"/{kind}/{{roomId}}/{{session}}", patch_session)

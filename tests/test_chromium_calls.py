@@ -116,3 +116,31 @@ def test_a_restarted_server_gets_every_page_back_into_the_call(tmp_path):
     assert all(b is not None and b < RESTART_LIMIT_S for b in result["back_after_start_s"]), result
     assert result["modes"] == ["sfu"] * 3 and result["decoding"] == [True] * 3, result
     assert all(len(r) == 1 and r[0]["error"] is None for r in result["rejoins"]), result["rejoins"]
+
+
+REBINDS = 5
+REBIND_LIMIT_S = 8.0  # asserted; the goal (2 s) is measured and printed (docs/calls.md)
+
+
+def test_pages_whose_addresses_change_get_media_back():
+    """Three pages in an SFU call whose media crosses a UDP NAT
+    (tests/nat.py); the NAT drops every mapping five times, so the SFU sees
+    every page's addresses change mid-call (a NAT rebinding, a page that
+    moved to another network). The pages notice their remotes' video stall,
+    restart ICE on their WHIP/WHEP sessions (PATCH, RFC 9725 §4.3), and the
+    SFU asks the publishers for keyframes for what was lost on the way:
+    media from every other participant comes back, without a reload."""
+    result = run_browser_script("call_pages.py", "rebind", REBINDS, timeout=240)
+    print(f"\nNAT rebinding under a 3-page SFU call ({result['seconds']} s): media from both others back on "
+          "each page, s after the rebinding")
+    for i, k in enumerate(result["rebinds"]):
+        print(f"  rebinding {i + 1} ({k['mappings']} mappings): {k['back_s']}")
+    assert len(result["rebinds"]) == REBINDS, result.get("timeout_stats")
+    for k in result["rebinds"]:
+        assert k["mappings"] >= 9, k          # every session of every page was mapped, and dropped
+        assert all(b is not None and b < REBIND_LIMIT_S for b in k["back_s"]), k
+        assert k["reloads"] == [False] * 3 and k["modes"] == ["sfu"] * 3, k
+    # pages restarted ICE on the way (a page may also get its media back
+    # before its stall threshold, from a check Chrome sent by itself)
+    assert sum(len(r) for r in result["rebinds"][-1]["ice_restarts"]) >= 1, result
+    assert result["nat"]["mappings"] > REBINDS * 9

@@ -79,6 +79,8 @@ SCENARIOS = {
         ("missing", []),
         ("count", "nacked", 10),
         ("count", "gave_up", 1),
+        ("kf", True),  # the frame of the lost packet cannot be decoded
+        ("kf", False),
         ("rx", 1, 510, False),  # too late: no longer tracked
     ],
     "give up after SFU_NACK_MAX_AGE_MS": [
@@ -91,8 +93,10 @@ SCENARIOS = {
         ("deadline", 300, 1001),  # the age limit comes before the next retry
         ("poll", 1000, 300, []),
         ("missing", [1]),
+        ("kf", False),
         ("poll", 1001, 300, []),
         ("missing", []),
+        ("kf", True),
         ("count", "gave_up", 1),
         ("count", "nacked", 4),
     ],

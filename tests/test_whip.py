@@ -218,3 +218,51 @@ async def test_aiortc_viewer_keeps_decoding_over_a_lossy_link(client):
             relay.close()
         await publisher.close()
         await viewer.close()
+
+
+async def test_patch_restarts_ice_and_answers_the_new_credentials(client):
+    """RFC 9725 §4.3 on a live aiortc WHIP session: the 201 carries an ETag;
+    a PATCH with new ICE credentials (If-Match: *) restarts the session's
+    ICE and answers 200 with the SFU's new ufrag/pwd and candidate and a new
+    ETag; a candidates-only fragment is 204; wrong or missing preconditions,
+    content types and sessions get 412/428/415/404 naming the problem."""
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    try:
+        await publisher.setLocalDescription(await publisher.createOffer())
+        resp = await client.post("/whip/patched", data=publisher.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp"})
+        answer = await resp.text()
+        assert resp.status == 201, answer
+        etag = resp.headers["ETag"]
+        location = resp.headers["Location"]
+        old_ufrag = next(ln.split(":", 1)[1] for ln in answer.splitlines() if ln.startswith("a=ice-ufrag:"))
+        frag = "a=ice-ufrag:newU\r\na=ice-pwd:newpasswordnewpassword12\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+        sdpfrag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+
+        resp = await client.patch(location, data=frag, headers=sdpfrag)
+        assert resp.status == 428 and "If-Match" in (await resp.json())["error"]
+        resp = await client.patch(location, data=frag, headers={**sdpfrag, "If-Match": '"nope"'})
+        assert resp.status == 412, await resp.text()
+        resp = await client.patch(location, data=frag, headers={"Content-Type": "application/sdp", "If-Match": "*"})
+        assert resp.status == 415 and "trickle-ice-sdpfrag" in (await resp.json())["error"]
+        resp = await client.patch(location + "x", data=frag, headers={**sdpfrag, "If-Match": "*"})
+        assert resp.status == 404
+        # trickled candidates only: nothing to do for an ICE-lite server
+        resp = await client.patch(location, data="a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+                                  headers={**sdpfrag, "If-Match": etag})
+        assert resp.status == 204 and resp.headers["ETag"] == etag
+
+        resp = await client.patch(location, data=frag, headers={**sdpfrag, "If-Match": "*"})
+        body = await resp.text()
+        assert resp.status == 200, body
+        assert resp.content_type == "application/trickle-ice-sdpfrag"
+        assert resp.headers["ETag"] != etag
+        new_ufrag = next(ln.split(":", 1)[1] for ln in body.splitlines() if ln.startswith("a=ice-ufrag:"))
+        assert new_ufrag != old_ufrag and "a=ice-pwd:" in body
+        assert "a=candidate:" in body and "a=end-of-candidates" in body
+        # the old tag no longer matches
+        resp = await client.patch(location, data=frag, headers={**sdpfrag, "If-Match": etag})
+        assert resp.status == 412
+    finally:
+        await publisher.close()

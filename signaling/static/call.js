@@ -36,6 +36,8 @@ const state = {
   switches: [],             // finished and current: {mode, kind, switchId, startedAt, doneAt, durationMs, gaps}
   recoveries: [],           // SFU rooms lost and replaced: {reason, lostAt, replacedAt, doneAt, ...}
   rejoins: [],              // joined again after the server lost the call: {startedAt, joinedAt, reason}
+  iceRestart: { lastAt: null, intervalMs: 2000, pendingSince: null },
+  iceRestarts: [],          // {reason, at, doneMs}: doneMs when every remote decoded again
   ended: null,              // the call ended with the server (shutdown): rejoin when it is back
   events: [],
   left: false,
@@ -152,13 +154,80 @@ function expectedRemotes() {
 // The SFU is an ICE-lite agent that puts its candidate in the answer and
 // learns ours from our connectivity checks, so the offer goes at once,
 // without waiting for candidate gathering.
+// Returns the session: {pc, location, answer}.
 async function whipExchange(pc, url) {
   await pc.setLocalDescription(await pc.createOffer());
   const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp", ...auth },
                                   body: pc.localDescription.sdp });
   if (resp.status !== 201) throw new Error(`${url}: ${resp.status} ${await resp.text()}`);
-  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
-  return resp.headers.get("Location");
+  const answer = await resp.text();
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  return { location: resp.headers.get("Location"), answer };
+}
+
+// ICE restart of a WHIP/WHEP session (RFC 9725 §4.3): new local credentials
+// PATCHed as an SDP fragment; the SFU answers with its new ones, which
+// replace those of the session's answer. The checks that follow come from
+// wherever this browser now is, so a changed address or NAT mapping is
+// picked up in one round trip instead of at the next consent check.
+const sdpAttr = (sdp, name) => { const m = new RegExp(`a=${name}:(\\S+)`).exec(sdp); return m && m[1]; };
+
+async function restartIce(session, label) {
+  if (!session || !session.location || session.restarting || session.pc.signalingState !== "stable") return false;
+  session.restarting = true;
+  const started = performance.now();
+  try {
+    session.pc.restartIce();
+    await session.pc.setLocalDescription(await session.pc.createOffer({ iceRestart: true }));
+    const local = session.pc.localDescription.sdp;
+    const resp = await fetch(session.location, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*", ...auth },
+      body: `a=ice-ufrag:${sdpAttr(local, "ice-ufrag")}\r\na=ice-pwd:${sdpAttr(local, "ice-pwd")}\r\n`,
+    });
+    if (resp.status !== 200) throw new Error(`PATCH ${resp.status} ${await resp.text()}`);
+    const frag = await resp.text();
+    session.answer = session.answer
+      .replace(/a=ice-ufrag:\S+/g, `a=ice-ufrag:${sdpAttr(frag, "ice-ufrag")}`)
+      .replace(/a=ice-pwd:\S+/g, `a=ice-pwd:${sdpAttr(frag, "ice-pwd")}`);
+    await session.pc.setRemoteDescription({ type: "answer", sdp: session.answer });
+    log(`ICE restarted (${label}) in ${Math.round(performance.now() - started)} ms`);
+    return true;
+  } catch (err) {
+    log(`ICE restart (${label}) failed: ${err.message}`);
+    if (session.pc.signalingState === "have-local-offer") {
+      await session.pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+    }
+    return false;
+  } finally {
+    session.restarting = false;
+  }
+}
+
+// Every SFU session of this page restarts its ICE: called when a remote's
+// video stalls on the SFU path or a session's ICE goes disconnected/failed
+// (this page's network changed, most often). At most once per
+// state.iceRestart.intervalMs, which doubles while restarts do not help.
+const STALL_RESTART_MS = 700;
+function restartSfuIce(reason) {
+  const ir = state.iceRestart;
+  const now = performance.now();
+  if (state.mode !== "sfu" || (ir.lastAt !== null && now - ir.lastAt < ir.intervalMs)) return;
+  ir.lastAt = now;
+  ir.pendingSince = now;
+  log(`restarting ICE of the SFU sessions (${reason})`);
+  state.iceRestarts.push({ reason, at: now, doneMs: null });
+  const sessions = [];
+  if (state.publisher) sessions.push([state.publisher, "publisher"]);
+  for (const r of state.remotes.values()) if (r.sfuView) sessions.push([r.sfuView, `view of ${r.id}`]);
+  for (const [session, label] of sessions) restartIce(session, label);
+}
+
+function watchIce(session, label) {
+  session.pc.addEventListener("iceconnectionstatechange", () => {
+    const st = session.pc.iceConnectionState;
+    if (st === "disconnected" || st === "failed") restartSfuIce(`${label}: ICE ${st}`);
+  });
 }
 
 function deleteSession(location) {
@@ -172,7 +241,8 @@ async function publishSfu() {
   state.publisher = pub;
   for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
   try {
-    pub.location = await whipExchange(pc, state.sfu.whip);
+    Object.assign(pub, await whipExchange(pc, state.sfu.whip));
+    watchIce(pub, "publisher");
     log("publishing to the SFU (WHIP)");
     if (state.publisher !== pub) deleteSession(pub.location);
   } catch (err) {
@@ -206,7 +276,8 @@ async function viewSfu(pid, producerId) {
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (ev) => r.stream.sfu.addTrack(ev.track);
   try {
-    view.location = await whipExchange(pc, state.sfu.whep + encodeURIComponent(pid));
+    Object.assign(view, await whipExchange(pc, state.sfu.whep + encodeURIComponent(pid)));
+    watchIce(view, `view of ${pid}`);
     log(`viewing ${pid} through the SFU (WHEP)`);
     if (r.sfuView !== view) deleteSession(view.location);
   } catch (err) {
@@ -370,6 +441,43 @@ async function onRoomReplaced(data) {
   await started;
 }
 
+// The publisher session hears from the SFU all the time (transport-wide
+// feedback, receiver reports): silence means its path is broken even if
+// this page still receives everything (the others see its video stall).
+async function watchPublisher(pub) {
+  if (!pub.location || pub.pc.connectionState !== "connected") return;
+  let received = 0;
+  (await pub.pc.getStats()).forEach((x) => { if (x.type === "transport") received += x.packetsReceived || 0; });
+  const now = performance.now();
+  if (pub.heard === undefined || received > pub.heard) {
+    pub.heard = received;
+    pub.heardAt = now;
+  } else if (now - pub.heardAt > STALL_RESTART_MS && !(state.pending && !state.pending.doneAt)) {
+    restartSfuIce("the SFU stopped answering the publisher");
+  }
+}
+
+// A remote's video stalled on the SFU path (no switch or recovery going on):
+// restart ICE; a restart is done when every remote decodes again.
+function checkIceRestart(now) {
+  const ir = state.iceRestart;
+  const last = state.iceRestarts[state.iceRestarts.length - 1];
+  const remotes = [...state.remotes.values()].filter((r) => r.active === "sfu" && r.sfuView);
+  const stalled = remotes.filter((r) => r.lastIncrementAt !== null && now - r.lastIncrementAt > STALL_RESTART_MS);
+  if (last && last.doneMs === null) {
+    if (!stalled.length && remotes.every((r) => r.lastIncrementAt !== null && r.lastIncrementAt > last.at)) {
+      last.doneMs = Math.round(now - last.at);
+      ir.intervalMs = 2000;
+      log(`media back ${last.doneMs} ms after the ICE restart`);
+    } else if (now - last.at > ir.intervalMs) {
+      ir.intervalMs = Math.min(ir.intervalMs * 2, 30000);  // it did not help (a remote stopped sending?)
+    }
+  }
+  const busy = (state.pending && !state.pending.doneAt) ||
+               state.recoveries.some((x) => !x.doneAt) || state.ended;
+  if (stalled.length && !busy) restartSfuIce(`video of ${stalled.map((r) => r.id).join(", ")} stalled`);
+}
+
 // A recovery is done when every expected remote decodes again over the SFU.
 function checkRecovery() {
   const rec = state.recoveries[state.recoveries.length - 1];
@@ -435,6 +543,7 @@ async function poll() {
     for (const r of state.remotes.values()) {
       if (r.sfuView) r.frames.sfu = await videoFrames(r.sfuView.pc);
     }
+    if (state.publisher) await watchPublisher(state.publisher);
     const now = performance.now();
     const sw = state.pending;
     for (const r of state.remotes.values()) {
@@ -469,6 +578,7 @@ async function poll() {
     }
     checkSwitch();
     checkRecovery();
+    checkIceRestart(now);
     if (sw && !sw.doneAt) setStatus(`${sw.mode} · switching (${Math.round(now - sw.startedAt)} ms)`);
   } catch (err) {
     log(`stats: ${err.message}`);
@@ -495,6 +605,7 @@ window.callStats = () => ({
   rejoins: state.rejoins.map((x) => ({ reason: x.reason, error: x.error || null,
                                        joinedMs: x.joinedAt ? Math.round(x.joinedAt - x.startedAt) : null })),
   socketConnected: socket.connected,
+  iceRestarts: state.iceRestarts.map((x) => ({ reason: x.reason, doneMs: x.doneMs })),
   recoveries: state.recoveries.map((x) => ({ reason: x.reason, workerPid: x.workerPid, durationMs: x.durationMs,
                                              replacedMs: x.replacedAt === null ? null : Math.round(x.replacedAt - x.lostAt) })),
   events: state.events.slice(-80),

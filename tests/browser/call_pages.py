@@ -312,6 +312,102 @@ async def restart(db: str) -> dict[str, Any]:
     return result
 
 
+async def rebind(count: int) -> dict[str, Any]:
+    """Three pages in an SFU call whose media goes through a UDP NAT
+    (tests/nat.py: the SFU announces the NAT's port); the NAT rebinds every
+    mapping ``count`` times, so the SFU sees every page's addresses change.
+    Per rebinding: when each page had media from both others again (new
+    frames from each), on this process's clock."""
+    import os
+    import socket as socketmod
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: nat.py
+    from nat import UdpNat
+
+    with socketmod.socket(socketmod.AF_INET, socketmod.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        rtc_port = s.getsockname()[1]
+    nat = await UdpNat(("127.0.0.1", rtc_port)).start()
+    rooms = await start_rooms(workers=1, rtc_port=rtc_port, announced_rtc_port=nat.port)
+    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
+    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {"rebinds": []}
+    t0 = time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            pages = []
+            for name in ("alice", "bob", "carol"):
+                page = await ctx.new_page()
+                page.on("console", lambda msg, n=name: msg.type == "error" and print(
+                    f"[{n}] {msg.text}", file=sys.stderr))
+                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
+                pages.append(page)
+            await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
+            for k in range(count):
+                await asyncio.sleep(1.5)
+                before = [await _stats(p) for p in pages]
+                mapped = nat.rebind()
+                at = loop.time()
+                if os.environ.get("SFU_REBIND_DEBUG") and k == 0:
+                    dbg_js = open(os.environ["SFU_REBIND_DEBUG"]).read()
+                    trace = []
+                    while loop.time() < at + 4:
+                        trace.append([await p.evaluate(dbg_js) for p in pages])
+                        await asyncio.sleep(0.1)
+                    result["trace"] = trace
+                # back: every remote's SFU frames advanced past what they were
+                # 0.3 s after the rebinding (frames in flight then do not count)
+                await asyncio.sleep(0.3)
+                base_stats = [await _stats(p) for p in pages]
+                back: list[float | None] = [None] * len(pages)
+                deadline = at + 30
+                while any(b is None for b in back) and loop.time() < deadline:
+                    for i, page in enumerate(pages):
+                        st = await _stats(page)
+                        if back[i] is None and all(
+                                r["framesSFU"] > base_stats[i]["remotes"][pid]["framesSFU"] + 2
+                                for pid, r in st["remotes"].items() if pid in base_stats[i]["remotes"]):
+                            back[i] = round(loop.time() - at, 3)
+                    await asyncio.sleep(0.05)
+                after = [await _stats(p) for p in pages]
+                result["rebinds"].append({
+                    "mappings": mapped,
+                    "back_s": back,
+                    "longest_gap_ms": [max(r["maxGapMs"] for r in s["remotes"].values()) for s in after],
+                    "reloads": [s["participantId"] != b["participantId"] for s, b in zip(after, before)],
+                    "modes": [s["mode"] for s in after],
+                    "ice_restarts": [s["iceRestarts"] for s in after],
+                    # the log of the slowest page, when one took over 2 s
+                    "slow_events": None if all(b is not None and b <= 2 for b in back) else after[
+                        max(range(len(back)), key=lambda i: back[i] if back[i] is not None else 99)]["events"][-16:],
+                })
+                if any(b is None for b in back):
+                    result["timeout_stats"] = after
+                    break
+            result["server_tuples"] = [
+                t.ice_selected_tuple if hasattr(t, "ice_selected_tuple") else None
+                for room in rooms.rooms.values() for p in room.participants.values()
+                for t in getattr(p, "transport_objects", [])]
+            await browser.close()
+    finally:
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        result["nat"] = {"to_server": nat.to_server, "to_clients": nat.to_clients, "mappings": nat.mappings}
+        await runner.cleanup()
+        await rooms.close()
+        nat.close()
+    return result
+
+
 async def _metrics(app: web.Application) -> str:
     from prometheus_client import generate_latest
 
@@ -321,6 +417,9 @@ async def _metrics(app: web.Application) -> str:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "rebind":
+        print(json.dumps(asyncio.run(rebind(int(sys.argv[2]) if len(sys.argv) > 2 else 3))), flush=True)
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "restart":
         print(json.dumps(asyncio.run(restart(sys.argv[2]))), flush=True)
         sys.exit(0)

@@ -521,17 +521,20 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
     sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);
     if (!s || !sfu_transport_can_send_media(t))
         return;
+    int missed = 0;
     for (int i = 0; i < n; i++) {
         uint16_t out_seq = seqs[i], in_seq;
         size_t len;
         c->nacked_seqs++;
         if (!sfu_seq_map_get(c->seq_map, out_seq, &in_seq)) {
             e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            missed = 1;
             continue;
         }
         const uint8_t *orig = sfu_packet_store_get(&st->store, in_seq, &len, now_ms, SFU_RETRANSMISSION_MAX_AGE_MS);
         if (!orig) {
             e->counters[SFU_C_RETRANSMISSION_MISSES]++;
+            missed = 1;
             continue;
         }
         if (!sfu_seq_map_may_resend(c->seq_map, out_seq, now_ms, c->rtt_ms))
@@ -580,6 +583,11 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
         t->rtp_out.bytes += olen;
         e->counters[SFU_C_TX_RETRANSMISSIONS]++;
     }
+    /* the viewer lost a packet that cannot be resent any more (a path that
+     * was down for a while): its decoder needs a keyframe, ask now rather
+     * than when it gives up and sends a PLI of its own */
+    if (missed)
+        sfu_keyframe_request(e, p, c->stream, now_ms);
 }
 
 void sfu_consumer_free(sfu_consumer_t *c)

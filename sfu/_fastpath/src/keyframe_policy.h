@@ -9,8 +9,9 @@
  *   - A waiting consumer gets a request (PLI) as soon as its transport can
  *     carry media (remote known, SRTP keys in): asking earlier would only
  *     use up the throttle window.
- *   - A viewer's PLI or FIR, and a NACK generator that gave up on a hole,
- *     ask for one too.
+ *   - A viewer's PLI or FIR, a viewer's NACK of a packet the SFU can no
+ *     longer resend (sfu_consumer_retransmit), and a NACK generator that gave
+ *     up on a hole (or saw a jump too large to NACK), ask for one too.
  *   - Throttling: at most one PLI per producer stream per
  *     e->keyframe_request_interval_ms; requests meanwhile are deferred to
  *     the end of the window, coalesced into one. A keyframe passing reopens

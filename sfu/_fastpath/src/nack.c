@@ -108,6 +108,9 @@ int sfu_nack_poll(sfu_nack_gen_t *g, uint64_t now_ms, uint32_t rtt_ms, uint16_t 
         int due = e.retries == 0 || (int32_t)(now - e.sent_ms) >= (int32_t)rtt;
         if (age > SFU_NACK_MAX_AGE_MS || (due && e.retries >= SFU_NACK_MAX_RETRIES)) {
             g->gave_up++;
+            /* a packet lost for good leaves a frame no viewer can decode: a
+             * keyframe now rather than when each viewer's decoder gives up */
+            nack_request_keyframe(g);
             continue; /* dropped */
         }
         if (due && n < max) {

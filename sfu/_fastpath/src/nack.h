@@ -7,7 +7,8 @@
  * entry. poll() returns the numbers to NACK now: a newly missing number at
  * once, then again each time one RTT has passed since its last NACK, at most
  * SFU_NACK_MAX_RETRIES NACKs per number. Entries past their retries or older
- * than SFU_NACK_MAX_AGE_MS are dropped (gave_up). A jump of more than
+ * than SFU_NACK_MAX_AGE_MS are dropped (gave_up) and set keyframe_needed: the
+ * frame they belonged to cannot be decoded. A jump of more than
  * SFU_NACK_MAX_JUMP, or a list overflow (oldest entries are dropped), sets
  * keyframe_needed instead: a keyframe is cheaper than thousands of NACKs.
  *

@@ -114,6 +114,8 @@ void sfu_producer_stream_send_nacks(sfu_engine_t *e, sfu_producer_t *p, int stre
     sfu_producer_stream_t *st = &p->streams[stream];
     uint16_t seqs[64];
     int n = sfu_nack_poll(&st->nack, now_ms, sfu_rtt_ms(&p->transport->rtt), seqs, 64);
+    if (sfu_nack_keyframe_needed(&st->nack)) /* gave up on a packet */
+        sfu_keyframe_request(e, p, stream, now_ms);
     if (n <= 0)
         return;
     uint8_t pkt[512];
