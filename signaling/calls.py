@@ -16,6 +16,7 @@ Socket.IO (default namespace; token in the ``auth`` payload ``{token}``, the
 ``call:joined``, ``call:participant-joined``, ``call:participant-left``,
 ``call:mode-switch``, ``call:mode-switched``, ``call:ended``,
 ``call:media-lost`` and ``call:room-replaced`` (the SFU room's worker died),
+``call:sfu-standby`` (a P2P call of two has its SFU room ready),
 ``webrtc:offer``/``webrtc:answer``/``webrtc:ice-candidate`` (relayed, with
 ``from``), ``new-producer``, ``producer-closed``. Client to server:
 ``call:attach {callId, participantId}`` (or ``socketId`` in the join body),
@@ -331,7 +332,7 @@ class CallService:
     def __init__(self, rooms: RoomManager, store: CallStore, sio: socketio.AsyncServer, *,
                  auth: Optional[Authenticator] = None, metrics: Optional[Metrics] = None,
                  disconnect_grace_s: float = 5.0, switch_timeout_s: float = 15.0,
-                 max_participants: int = 50) -> None:
+                 max_participants: int = 50, sfu_standby: bool = True) -> None:
         self.rooms = rooms
         self.store = store
         self.sio = sio
@@ -340,6 +341,8 @@ class CallService:
         self.disconnect_grace_s = disconnect_grace_s
         self.switch_timeout_s = switch_timeout_s
         self.max_participants = max_participants
+        #: a P2P call of two keeps its SFU room ready (see :meth:`_standby`)
+        self.sfu_standby = sfu_standby
         self.calls: dict[str, Call] = {}
         self.sockets: dict[str, SocketInfo] = {}
         self._create_lock = asyncio.Lock()
@@ -531,6 +534,8 @@ class CallService:
             out["peers"] = [x.view() for x in sorted(call.members.values(), key=lambda x: x.order) if x.id != m.id]
         if call.mode == SFU:
             out.update(self._sfu_info(call, m))
+        elif call.room is not None and m is not None:
+            out["standby"] = self._sfu_info(call, m)
         return out
 
     async def _send(self, m: Member, event: str, data: dict[str, Any]) -> None:
@@ -564,6 +569,19 @@ class CallService:
         if p is None:
             p = call.room.join(participant_id=m.id, owner=m.user_id, member=m.id)
         return p
+
+    async def _standby(self, call: Call, members: list[Member]) -> None:
+        """A P2P call of two keeps its SFU room ready: both members get its
+        details (``call:sfu-standby``, shaped like the SFU part of
+        ``call:joined``; the joiner finds them under ``standby`` in its
+        ``call:joined``) and may publish and view through it while P2P
+        carries their media, with their senders inactive. A third participant
+        then finds the path up: the switch only turns the senders on."""
+        for m in members:
+            self._ensure_room_participant(call, m)
+            data = {"callId": call.id}
+            data.update(self._sfu_info(call, m))
+            await self._send(m, "call:sfu-standby", data)
 
     def _release_room(self, call: Call) -> None:
         if call.room is not None:
@@ -638,13 +656,22 @@ class CallService:
             logger.warning("call %s: SFU room lost (%s, worker %s); %d producer(s) gone", call.id,
                            payload["reason"], payload["workerPid"], len(lost))
             await self._send_all(call, "call:media-lost", payload)
-            if call.mode != SFU:
+            standby = self.sfu_standby and call.mode == P2P and len(call.members) == 2 and not call.roles
+            if call.mode != SFU and not standby:
                 return
         if not await self.rooms.wait_for_worker(max(self.switch_timeout_s, 30.0)):
             logger.error("call %s: no media worker came back; the call has no SFU room until one does", call.id)
             return
         async with call.lock:
-            if call.ended or call.mode != SFU or self._closing:
+            if call.ended or self._closing:
+                return
+            if call.mode == P2P:
+                if self.sfu_standby and len(call.members) == 2 and not call.roles:
+                    try:
+                        await self._ensure_room(call)
+                        await self._standby(call, list(call.members.values()))
+                    except Exception as exc:
+                        logger.warning("call %s: no new standby SFU room: %s", call.id, exc)
                 return
             try:
                 new_room = await self._ensure_room(call)  # the one a join made meanwhile, if any
@@ -734,6 +761,11 @@ class CallService:
                 raise ApiError(409, f"call {call_id} is full ({self.max_participants} participants)")
             if call.roles or len(call.members) >= 2:
                 await self._ensure_room(call)  # first: if no worker can take it, nothing has changed
+            elif self.sfu_standby and len(call.members) == 1:
+                try:
+                    await self._ensure_room(call)  # the standby room of two (a P2P call works without)
+                except ApiError as exc:
+                    logger.warning("call %s: no standby SFU room: %s", call_id, exc)
             call.joins += 1
             m = Member(id=secrets.token_hex(8), user_id=identity.user_id, name=identity.name, role=role,
                        order=call.joins)
@@ -760,6 +792,9 @@ class CallService:
                     call.switch.waiting.add(m.id)
             else:
                 extra = {"initiator": bool(existing), "peer": existing[0].id if existing else None}
+                if call.room is not None:
+                    await self._standby(call, existing)
+                    self._ensure_room_participant(call, m)
             result = self.state(call, m)
             result.update(extra)
             await self._send(m, "call:joined", result)
@@ -811,7 +846,8 @@ class CallService:
         if success and self.metrics is not None:
             self.metrics.observe_mode_switch(switch.mode, seconds)
         if switch.mode == P2P:
-            self._release_room(call)
+            if not (self.sfu_standby and len(call.members) == 2 and call.room is not None):
+                self._release_room(call)
             self._store_mode(call, P2P, None)
         data = {"callId": call.id, "mode": switch.mode, "success": success, "switchId": switch.id,
                 "durationMs": round(seconds * 1000, 1)}
@@ -853,6 +889,8 @@ class CallService:
             await self._switch_to_p2p(call)
         elif call.switch is not None and not call.switch.waiting:
             await self._finish_switch(call, success=True)
+        elif not call.roles and call.mode == P2P and len(call.members) < 2 and call.switch is None:
+            self._release_room(call)  # no standby for one
 
     async def _switch_to_p2p(self, call: Call) -> None:
         call.mode = P2P
@@ -862,10 +900,13 @@ class CallService:
         logger.info("call %s: mode switch %s back to P2P", call.id, switch.id)
         for i, m in enumerate(members):
             peer = members[1 - i] if len(members) == 2 else None
-            await self._send(m, "call:mode-switch", {
+            data = {
                 "callId": call.id, "mode": P2P, "switchId": switch.id, "reason": "participant-left",
                 "initiator": i == 0 and peer is not None, "peer": peer.id if peer else None,
-            })
+            }
+            if self.sfu_standby and peer is not None and call.room is not None:
+                data["standby"] = self._sfu_info(call, m)  # the SFU sessions stay, senders off
+            await self._send(m, "call:mode-switch", data)
         if len(members) < 2:  # nobody to connect to: nothing has to flow
             await self._finish_switch(call, success=True)
 
@@ -903,7 +944,7 @@ class CallService:
 
     def _media_member(self, identity: Optional[Identity], room_id: str, as_id: Optional[str]) -> tuple[Call, Member]:
         call = self.calls[room_id]
-        if call.room is None or call.mode != SFU and call.switch is None:
+        if call.room is None:
             raise ApiError(409, f"call {call.id} is in P2P mode: there is no SFU session to join")
         if not as_id:
             raise ApiError(400, "as: required for a call's room, your participantId (?as=...)")

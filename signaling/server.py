@@ -784,6 +784,7 @@ def create_app(
     cors: Optional[CorsPolicy] = None,
     limits: Optional[Limits] = None,
     empty_room_grace_s: Optional[float] = None,
+    call_sfu_standby: bool = True,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -795,6 +796,9 @@ def create_app(
     run are ended at start-up). ``disconnect_grace_s``: how long a call
     participant may lose its Socket.IO connection before it is made to leave.
     ``cors``: the other origins whose pages may use the API (None: none).
+    ``call_sfu_standby``: a P2P call of two keeps an SFU room ready, its
+    participants connected to it with their senders off (the switch to the
+    SFU then only turns them on).
     ``limits``: the admission limits (None: those of ``rooms``, by default
     :class:`~signaling.rooms.Limits`' defaults); given, they replace
     ``rooms.limits``. ``limits.request_body_bytes`` is the app's
@@ -836,7 +840,7 @@ def create_app(
     sio.attach(app)
     app[SIO] = sio
     calls = CallService(rooms, store, sio, auth=auth, metrics=metrics, disconnect_grace_s=disconnect_grace_s,
-                        switch_timeout_s=switch_timeout_s)
+                        switch_timeout_s=switch_timeout_s, sfu_standby=call_sfu_standby)
     app[CALLS] = calls
     app[LIFECYCLE] = {"closing": False, "draining": False, "inflight": 0}
     calls.recover()

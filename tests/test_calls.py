@@ -148,7 +148,12 @@ async def test_two_participants_run_p2p_and_the_server_relays_their_signaling(ht
     second = await bob.join(call_id)
     assert second["mode"] == "p2p" and second["initiator"] is True and second["peer"] == alice.participant_id
     assert [p["userId"] for p in second["peers"]] == ["alice"]
-    assert "rtpCapabilities" not in second  # no SFU in P2P mode
+    assert "rtpCapabilities" not in second  # P2P carries the media
+    # ... with an SFU room on standby for a third participant: both may
+    # connect to it now (their senders off), the switch then only turns them on
+    assert second["standby"]["whip"] == f"/whip/{call_id}?as={bob.participant_id}"
+    standby = await alice.wait("call:sfu-standby")
+    assert standby["whip"] == f"/whip/{call_id}?as={alice.participant_id}" and standby["rtpCapabilities"]["codecs"]
     joined = await alice.wait("call:participant-joined")
     assert joined["participant"]["participantId"] == bob.participant_id
     assert (await bob.wait("call:joined"))["mode"] == "p2p"
@@ -210,7 +215,7 @@ async def test_third_join_moves_the_call_to_the_sfu_and_a_leave_moves_it_back(ht
         left = await u.wait("call:participant-left")
         assert left["participantId"] == carol.participant_id and left["reason"] == "left"
         ev = await u.wait("call:mode-switch")
-        assert ev["mode"] == "p2p"
+        assert ev["mode"] == "p2p" and ev["standby"]["whip"] == f"/whip/{call_id}?as={u.participant_id}"
         switches.append(ev)
     assert sorted(ev["initiator"] for ev in switches) == [False, True]
     assert switches[0]["peer"] == bob.participant_id and switches[1]["peer"] == alice.participant_id
@@ -219,13 +224,19 @@ async def test_third_join_moves_the_call_to_the_sfu_and_a_leave_moves_it_back(ht
     await bob.emit("call:media-ready", {"mode": "p2p"})
     for u in (alice, bob):
         assert (await u.wait("call:mode-switched"))["mode"] == "p2p"
-    assert calls.calls[call_id].room is None and call_id not in calls.rooms.rooms  # router released
+    room = calls.calls[call_id].room
+    assert room is not None and set(room.participants) >= {alice.participant_id, bob.participant_id}  # standby
+    assert carol.participant_id not in room.participants
     stored = calls.store.get_call(call_id)
     assert stored.mode == "p2p" and stored.router_id is None
     assert [p.user_id for p in calls.store.active_participants(call_id)] == ["alice", "bob"]
     metrics = await (await http.get("/metrics")).text()
     assert 'sfu_call_mode_switches_total{to_mode="p2p"} 1.0' in metrics
     assert "sfu_participants_active 2.0" in metrics
+    # one left: no standby for one
+    assert await bob.req("POST", f"/api/calls/{call_id}/leave", {}) == {"left": True}
+    await alice.wait("call:participant-left")
+    assert calls.calls[call_id].room is None and call_id not in calls.rooms.rooms  # router released
 
 
 async def test_events_wait_for_a_socket_to_attach_and_the_creator_can_end_the_call(http, users):

@@ -37,7 +37,8 @@ def test_call_moves_p2p_to_sfu_and_back_while_every_page_keeps_decoding():
         (pid, r0), = before["remotes"].items()
         r1 = after["remotes"][pid]
         assert r1["active"] == "p2p" and r1["shownFrames"] > r0["shownFrames"], (r0, r1)
-        assert after["paths"] == {"p2p": True, "publisher": False, "views": []}
+        # the SFU on standby: connected, senders off, the peer viewed (silent)
+        assert after["paths"] == {"p2p": True, "publisher": False, "standby": True, "views": [pid]}, after["paths"]
     # The third joins: everyone ends up receiving the two others through the SFU
     for name, before, after in zip(names, ph["sfu"], ph["sfu_later"]):
         assert after["mode"] == "sfu" and not after["paths"]["p2p"] and after["paths"]["publisher"]
@@ -50,18 +51,21 @@ def test_call_moves_p2p_to_sfu_and_back_while_every_page_keeps_decoding():
         assert sw["durationMs"] < SWITCH_LIMIT_MS and sw["serverMs"] < SWITCH_LIMIT_MS, sw
         if kind == "switch":
             assert sw["gaps"] and max(sw["gaps"].values()) < GAP_LIMIT_MS, sw
+            assert sw["audioGaps"] and max(sw["audioGaps"].values()) < GAP_LIMIT_MS, sw
     # The third leaves: back to a direct connection, the SFU session released
     for name, before, after in zip(names, ph["back"], ph["back_later"]):
         (pid, r0), = before["remotes"].items()
         r1 = after["remotes"][pid]
         assert r1["active"] == "p2p" and r1["framesP2P"] > r0["framesP2P"] + 10, (name, r0, r1)
-        assert after["paths"] == {"p2p": True, "publisher": False, "views": []}
+        assert after["paths"] == {"p2p": True, "publisher": False, "standby": True, "views": [pid]}, after["paths"]
         sw = _switch(after, "p2p")
         report.append((name, "sfu->p2p", sw))
         assert sw["durationMs"] < SWITCH_LIMIT_MS and sw["serverMs"] < SWITCH_LIMIT_MS, sw
         assert sw["gaps"] and max(sw["gaps"].values()) < GAP_LIMIT_MS, sw
+        assert sw["audioGaps"] and max(sw["audioGaps"].values()) < GAP_LIMIT_MS, sw
     server = result["server"]
-    assert server["mode"] == "p2p" and server["room_released"] and server["participants"] == ["alice", "bob"]
+    assert server["mode"] == "p2p" and server["participants"] == ["alice", "bob"]
+    assert server["standby_room"] == ["alice", "bob"]  # carol's sessions closed, the room kept for the next
     assert 'sfu_call_mode_switches_total{to_mode="sfu"} 1.0' in server["metrics"]
     assert 'sfu_call_mode_switches_total{to_mode="p2p"} 1.0' in server["metrics"]
 
@@ -69,7 +73,8 @@ def test_call_moves_p2p_to_sfu_and_back_while_every_page_keeps_decoding():
           "decodes on the new path; server = mode-switch emitted -> call:mode-switched):")
     who = {s["participantId"]: n for n, s in zip(names, ph["sfu_later"])}
     for name, what, sw in report:
-        gaps = ", ".join(f"{who.get(p, p)} {g} ms" for p, g in sw["gaps"].items()) or "-"
+        gaps = ", ".join(f"{who.get(p, p)} {g} ms (audio {sw['audioGaps'].get(p, '-')} ms)"
+                         for p, g in sw["gaps"].items()) or "-"
         print(f"  {name:6} {what:11} page {sw['durationMs']:5} ms  server {sw['serverMs']:7} ms  "
               f"longest framesDecoded gap per remote: {gaps}")
 

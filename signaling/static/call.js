@@ -106,6 +106,10 @@ function remote(pid) {
     video: { p2p: mk("standby"), sfu: mk("standby") },
     stream: { p2p: new MediaStream(), sfu: new MediaStream() },
     frames: { p2p: 0, sfu: 0 },
+    samples: { p2p: 0, sfu: 0 },  // audio samples received, per path
+    lastSamples: 0,          // of the shown path at the last poll
+    lastAudioAt: null,       // when the shown path's audio last advanced
+    maxAudioGapMs: 0,
     seen: { p2p: 0, sfu: 0 },     // framesDecoded at the previous poll, per path
     streak: { p2p: 0, sfu: 0 },   // consecutive polls in which the path decoded new frames
     active: null,            // the path shown: "p2p" | "sfu"
@@ -126,6 +130,7 @@ function remote(pid) {
 function show(r, path) {
   r.active = path;
   r.lastFrames = r.frames[path];
+  r.lastSamples = r.samples[path];
   r.video[path].className = "";
   r.video[path === "p2p" ? "sfu" : "p2p"].className = "standby";
   const peer = state.peers.get(r.id) || { userId: r.id };
@@ -234,12 +239,19 @@ function deleteSession(location) {
   if (location) fetch(location, { method: "DELETE", headers: auth, keepalive: true }).catch(() => {});
 }
 
-async function publishSfu() {
-  if (state.publisher || !state.sfu || state.role === "subscriber") return;
+// `active`: whether the senders send (off while the SFU is on standby).
+async function publishSfu(active = true) {
+  if (!state.sfu || state.role === "subscriber") return;
+  if (state.publisher) {
+    await setSending(state.publisher, active);
+    return;
+  }
   const pc = new RTCPeerConnection();
-  const pub = { pc, location: null };
+  const pub = { pc, location: null, active };
   state.publisher = pub;
-  for (const track of state.local.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  for (const track of state.local.getTracks()) {
+    pc.addTransceiver(track, { direction: "sendonly", sendEncodings: [{ active }] });
+  }
   try {
     Object.assign(pub, await whipExchange(pc, state.sfu.whip));
     watchIce(pub, "publisher");
@@ -249,6 +261,33 @@ async function publishSfu() {
     log(`WHIP failed: ${err.message}`);
     pc.close();
     if (state.publisher === pub) state.publisher = null;
+  }
+}
+
+// The standby publisher's senders on or off, without renegotiation; a sender
+// turned on starts with a keyframe.
+async function setSending(pub, on) {
+  if (pub.active === on) return;
+  pub.active = on;
+  pub.heard = undefined;
+  for (const sender of pub.pc.getSenders()) {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) continue;
+    params.encodings.forEach((e) => { e.active = on; });
+    await sender.setParameters(params).catch((err) => log(`sender ${on ? "on" : "off"}: ${err.message}`));
+  }
+  log(`SFU senders ${on ? "on" : "off (standby)"}`);
+}
+
+// A P2P call of two: the SFU room is ready (call:sfu-standby, or `standby`
+// in call:joined / a switch back to P2P). Connect to it with the senders
+// off and view the peer through it, so that a switch only turns senders on.
+function prepareStandby(info) {
+  if (state.mode !== "p2p" || !info || !info.whip) return;
+  state.sfu = { roomId: info.roomId, whip: info.whip, whep: info.whep, standby: true };
+  publishSfu(false).catch((err) => log(`standby publish: ${err.message}`));
+  for (const p of info.producers || []) {
+    if (p.kind === "video") noteProducer(p.participantId, p.producerId);
   }
 }
 
@@ -378,7 +417,7 @@ function beginSwitch(mode, kind, switchId) {
   }
   state.mode = mode;
   const sw = { mode, kind, switchId: switchId || null, startedAt: performance.now(), doneAt: null,
-               durationMs: null, gaps: {}, serverMs: null, reported: false };
+               durationMs: null, gaps: {}, audioGaps: {}, serverMs: null, reported: false };
   state.pending = sw;
   state.switches.push(sw);
   render();
@@ -391,9 +430,14 @@ function finishSwitch(sw) {
   sw.durationMs = Math.round(sw.doneAt - sw.startedAt);
   if (sw.mode === "sfu") {
     closeP2P();
+  } else if (sw.standby && state.sfu) {
+    // the SFU room stays on standby: senders off, the peer's view kept
+    if (state.publisher) setSending(state.publisher, false);
+    for (const r of state.remotes.values()) if (!state.peers.has(r.id)) closeView(r);
   } else {
     for (const r of state.remotes.values()) closeView(r);
     closePublisher();
+    state.sfu = null;
   }
   setStatus(`${sw.mode} · media flowing (${sw.kind} took ${sw.durationMs} ms)`);
   log(`${sw.kind} to ${sw.mode} done in ${sw.durationMs} ms; old path closed`);
@@ -412,13 +456,16 @@ function finishSwitch(sw) {
 // last frames stay on screen meanwhile.
 function onMediaLost(data) {
   log(`SFU room lost (${data.reason}, worker ${data.workerPid})`);
-  const rec = { reason: data.reason, workerPid: data.workerPid || null, lostAt: performance.now(),
-                replacedAt: null, doneAt: null, durationMs: null };
-  state.recoveries.push(rec);
   for (const r of state.remotes.values()) closeView(r, { lost: true });
   closePublisher({ lost: true });
   state.producers.clear();
-  if (state.mode === "sfu") setStatus("sfu · media lost, waiting for a new room");
+  if (state.mode !== "sfu") {  // the standby room: a new one is announced (call:sfu-standby)
+    state.sfu = null;
+    return;
+  }
+  state.recoveries.push({ reason: data.reason, workerPid: data.workerPid || null, lostAt: performance.now(),
+                          replacedAt: null, doneAt: null, durationMs: null });
+  setStatus("sfu · media lost, waiting for a new room");
 }
 
 async function onRoomReplaced(data) {
@@ -445,7 +492,7 @@ async function onRoomReplaced(data) {
 // feedback, receiver reports): silence means its path is broken even if
 // this page still receives everything (the others see its video stall).
 async function watchPublisher(pub) {
-  if (!pub.location || pub.pc.connectionState !== "connected") return;
+  if (!pub.location || pub.pc.connectionState !== "connected" || state.mode !== "sfu" || !pub.active) return;
   let received = 0;
   (await pub.pc.getStats()).forEach((x) => { if (x.type === "transport") received += x.packetsReceived || 0; });
   const now = performance.now();
@@ -504,7 +551,7 @@ function checkSwitch() {
 async function enterSfu(info, kind) {
   state.sfu = { roomId: info.roomId, whip: info.whip, whep: info.whep };
   beginSwitch("sfu", kind, info.switchId || (info.switch && info.switch.switchId));
-  const started = publishSfu();
+  const started = publishSfu(true);
   for (const p of info.producers || []) {
     if (p.kind === "video") noteProducer(p.participantId, p.producerId);
   }
@@ -513,7 +560,8 @@ async function enterSfu(info, kind) {
 }
 
 function enterP2P(data, kind) {
-  beginSwitch("p2p", kind, data.switchId);
+  const sw = beginSwitch("p2p", kind, data.switchId);
+  sw.standby = !!(data.standby && data.standby.whip);
   if (data.peer && data.initiator) offerP2P(data.peer).catch((err) => log(`offer: ${err.message}`));
   checkSwitch();
 }
@@ -521,27 +569,32 @@ function enterP2P(data, kind) {
 function noteProducer(pid, producerId) {
   if (!state.producers.has(pid)) state.producers.set(pid, new Set());
   state.producers.get(pid).add(producerId);
-  if (state.mode === "sfu" && state.sfu) viewSfu(pid, producerId);
+  if (state.sfu && (state.mode === "sfu" || state.peers.has(pid))) viewSfu(pid, producerId);
 }
 
 // ----------------------------------------------------- stats and gaps
 
-async function videoFrames(pc) {
-  let frames = 0;
-  if (!pc || pc.connectionState === "closed") return 0;
+// Video frames decoded and audio samples received on one connection.
+async function mediaCounts(pc) {
+  const out = { frames: 0, samples: 0 };
+  if (!pc || pc.connectionState === "closed") return out;
   const stats = await pc.getStats();
-  stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded || 0; });
-  return frames;
+  stats.forEach((s) => {
+    if (s.type !== "inbound-rtp") return;
+    if (s.kind === "video") out.frames += s.framesDecoded || 0;
+    else if (s.kind === "audio") out.samples += s.totalSamplesReceived || 0;
+  });
+  return out;
 }
 
 async function poll() {
   try {
     if (state.p2p) {
       const r = state.remotes.get(state.p2p.peer);
-      if (r) r.frames.p2p = await videoFrames(state.p2p.pc);
+      if (r) ({ frames: r.frames.p2p, samples: r.samples.p2p } = await mediaCounts(state.p2p.pc));
     }
     for (const r of state.remotes.values()) {
-      if (r.sfuView) r.frames.sfu = await videoFrames(r.sfuView.pc);
+      if (r.sfuView) ({ frames: r.frames.sfu, samples: r.samples.sfu } = await mediaCounts(r.sfuView.pc));
     }
     if (state.publisher) await watchPublisher(state.publisher);
     const now = performance.now();
@@ -575,6 +628,21 @@ async function poll() {
       }
       if (frames > r.lastFrames || r.lastIncrementAt === null && frames > 0) r.lastIncrementAt = now;
       r.lastFrames = frames;
+      // audio of the shown path: the longest time without new samples
+      const samples = r.samples[r.active];
+      if (samples > r.lastSamples) {
+        if (r.lastAudioAt !== null) {
+          const gap = now - r.lastAudioAt;
+          if (gap > r.maxAudioGapMs) r.maxAudioGapMs = gap;
+          for (const s of state.switches) {
+            if (s.kind !== "join" && (!s.doneAt || now - s.doneAt < 1000)) {
+              s.audioGaps[r.id] = Math.max(s.audioGaps[r.id] || 0, Math.round(gap));
+            }
+          }
+        }
+        r.lastAudioAt = now;
+      }
+      r.lastSamples = samples;
     }
     checkSwitch();
     checkRecovery();
@@ -592,15 +660,17 @@ window.callStats = () => ({
   mode: state.mode,
   status: state.status,
   peers: [...state.peers.keys()],
-  paths: { p2p: !!state.p2p, publisher: !!state.publisher,
+  paths: { p2p: !!state.p2p, publisher: !!state.publisher && state.publisher.active !== false,
+           standby: !!state.publisher && state.publisher.active === false,
            views: [...state.remotes.values()].filter((r) => r.sfuView).map((r) => r.id) },
   remotes: Object.fromEntries([...state.remotes.values()].map((r) => [r.id, {
     active: r.active, framesP2P: r.frames.p2p, framesSFU: r.frames.sfu, shownFrames: r.lastFrames,
-    maxGapMs: Math.round(r.maxGapMs),
+    maxGapMs: Math.round(r.maxGapMs), maxAudioGapMs: Math.round(r.maxAudioGapMs),
     sinceLastFrameMs: r.lastIncrementAt === null ? null : Math.round(performance.now() - r.lastIncrementAt),
   }])),
   switches: state.switches.map((s) => ({ mode: s.mode, kind: s.kind, switchId: s.switchId,
                                           durationMs: s.durationMs, serverMs: s.serverMs, gaps: s.gaps,
+                                          audioGaps: s.audioGaps, standby: !!s.standby,
                                           superseded: !!s.superseded })),
   rejoins: state.rejoins.map((x) => ({ reason: x.reason, error: x.error || null,
                                        joinedMs: x.joinedAt ? Math.round(x.joinedAt - x.startedAt) : null })),
@@ -649,7 +719,10 @@ function wireEvents() {
     state.role = data.role;
     for (const p of data.peers || []) addPeer(p);
     if (data.mode === "sfu") enterSfu(data, "join");
-    else enterP2P(data, "join");
+    else {
+      enterP2P(data, "join");
+      if (data.standby) prepareStandby(data.standby);
+    }
   });
   sig.on("call:participant-joined", (data) => { addPeer(data.participant); log(`${data.participant.userId} joined`); });
   sig.on("call:participant-left", (data) => { log(`${data.participantId} left (${data.reason})`); removePeer(data.participantId); });
@@ -664,6 +737,7 @@ function wireEvents() {
     log(`server: switch to ${data.mode} ${data.success ? "completed" : "failed"} in ${data.durationMs} ms`);
   });
   sig.on("call:media-lost", (data) => onMediaLost(data));
+  sig.on("call:sfu-standby", (data) => prepareStandby(data));
   sig.on("call:room-replaced", (data) => onRoomReplaced(data).catch((err) => log(`room replaced: ${err.message}`)));
   sig.on("call:ended", (data) => onCallEnded(data));
   sig.on("new-producer", (data) => { if (data.kind === "video") noteProducer(data.participantId, data.producerId); });

@@ -111,6 +111,9 @@ async def main(hold: float, keyframe_ms: int | None = None) -> dict[str, Any]:
             result["server"] = {
                 "mode": call.mode if call else None,
                 "room_released": CALL not in rooms.rooms and (call is None or call.room is None),
+                # a P2P call of two keeps its room on standby, with both in it
+                "standby_room": sorted(m.user_id for m in call.members.values()
+                                       if call.room is not None and m.id in call.room.participants) if call else [],
                 "participants": sorted(m.user_id for m in call.members.values()) if call else [],
                 "metrics": [line for line in (await _metrics(app)).splitlines()
                             if line.startswith(("sfu_call_mode_switch", "sfu_calls_active", "sfu_participants_active"))
