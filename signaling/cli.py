@@ -187,6 +187,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--disconnect-grace", type=float, default=float(_env("SFU_DISCONNECT_GRACE", "5") or 5),
                    help="seconds a call participant may lose its Socket.IO connection before it is made "
                         "to leave (SFU_DISCONNECT_GRACE)")
+    c.add_argument("--no-call-standby", dest="call_standby", action="store_false",
+                   default=(_env("SFU_CALL_STANDBY", "1") or "1") not in ("0", "false", "no"),
+                   help="do not keep an SFU room ready for P2P calls of two (the switch to the SFU then "
+                        "sets up every session when the third joins) (SFU_CALL_STANDBY=0)")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -310,7 +314,7 @@ async def serve(args: argparse.Namespace) -> None:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
                      disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits,
-                     empty_room_grace_s=args.empty_room_grace)
+                     empty_room_grace_s=args.empty_room_grace, call_sfu_standby=args.call_standby)
     app[CALLS].socket_limits = socket_limits(args)
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()
