@@ -98,3 +98,18 @@ def test_two_demo_pages_decode_each_other():
     assert len(publishers) == 2, result["transports"]
     for t in publishers:
         assert t["rttSamples"] >= 1 and t["roundTripTime"] is not None and t["roundTripTime"] < 1000, t
+
+
+def test_demo_pages_post_their_sessions_again_when_the_worker_dies():
+    """Two demo pages (WHIP + WHEP + the room's WebSocket) in a room on one of
+    two workers; the worker is killed three times. Each time the pages get
+    `room-closed` (worker-died), make the room again, publish and view again
+    by themselves: each decodes the other on a new tile, without a reload."""
+    result = run_browser_script("demo_pages.py", "kill", 3, timeout=180)
+    print("\ndemo pages, worker killed 3 times: each page decodes the other again after",
+          [k["back_s"] for k in result["kills"]], "s")
+    assert len(result["kills"]) == 3, result
+    for i, k in enumerate(result["kills"], start=1):
+        assert all(b is not None and b < 15 for b in k["back_s"]), k
+        assert k["new_worker_pid"] not in (None, k["worker_pid"]), k
+        assert k["recoveries"] == [i, i], k

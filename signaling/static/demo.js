@@ -2,7 +2,9 @@
 // ?simulcast=0), view every other participant with WHEP, follow arrivals
 // and departures over the room's WebSocket. Each tile shows the layer the
 // SFU forwards to us, the decoded size and the SFU's estimate of our link.
-// Plain JS.
+// When the room goes away under us (its media worker died: `room-closed`,
+// or the WebSocket dropped) the page posts its sessions again: the room is
+// made anew, we publish and view everyone again. Plain JS.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -17,6 +19,10 @@ const setStatus = (text) => { statusEl.textContent = text; window.sfuStatus = te
 
 let token = null;            // our WHIP session's participant token
 let myId = null;             // our participant id
+let publisher = null;        // {pc, location}
+let ws = null;
+let stream = null;
+window.sfuRecoveries = [];   // {reason, at, publishedAt} (performance.now() ms)
 const viewers = new Map();   // participantId -> {pc, figure}
 window.sfuViewers = viewers;
 
@@ -50,13 +56,18 @@ async function publish(stream) {
     }
     pc.addTransceiver(track, init);
   }
+  publisher = { pc, location: null };
   const resp = await exchange(pc, `/whip/${encodeURIComponent(room)}`);
-  token = resp.headers.get("Location").split("/").pop();
+  publisher.location = resp.headers.get("Location");
+  token = publisher.location.split("/").pop();
   myId = resp.headers.get("X-Sfu-Participant-Id");
-  window.addEventListener("beforeunload", () => {
-    fetch(resp.headers.get("Location"), { method: "DELETE", keepalive: true, headers: jwtAuth });
-  });
 }
+
+window.addEventListener("beforeunload", () => {
+  if (publisher && publisher.location) {
+    fetch(publisher.location, { method: "DELETE", keepalive: true, headers: jwtAuth });
+  }
+});
 
 async function view(participantId) {
   if (viewers.has(participantId) || participantId === myId) return;
@@ -126,26 +137,68 @@ function viewSoon(participantId) {
   pendingViews.set(participantId, setTimeout(() => view(participantId), 400));
 }
 
-async function main() {
+// One go at the room: create it, publish, follow it over its WebSocket and
+// view everyone in it.
+async function session() {
   await fetch(`/api/rooms/${encodeURIComponent(room)}/create`, { method: "POST", headers: jwtAuth });
-  // 960x540: browsers send three simulcast encodings from this size up
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: true, video: simulcast ? { width: { ideal: 960 }, height: { ideal: 540 } } : true });
-  document.getElementById("local").srcObject = stream;
   await publish(stream);
   // with a JWT the server knows us by it, and our participant is named; without, the session token is the key
   const auth = { headers: jwt ? { ...jwtAuth, "X-Participant-Id": myId } : { Authorization: `Bearer ${token}` } };
   const wsAuth = jwt ? `token=${encodeURIComponent(jwt)}&participantId=${encodeURIComponent(myId)}`
                      : `token=${encodeURIComponent(token)}`;
-  const ws = new WebSocket(`${location.origin.replace(/^http/, "ws")}/api/rooms/${encodeURIComponent(room)}/ws?${wsAuth}`);
-  ws.onmessage = (msg) => {
+  const socket = new WebSocket(`${location.origin.replace(/^http/, "ws")}/api/rooms/${encodeURIComponent(room)}/ws?${wsAuth}`);
+  ws = socket;
+  socket.onmessage = (msg) => {
     const { event, data } = JSON.parse(msg.data);
     if (event === "new-producer") viewSoon(data.participantId);
     if (event === "participant-left") drop(data.participantId);
+    if (event === "room-closed") recover(`room closed: ${data.reason || "?"}`);
   };
+  socket.onclose = () => { if (ws === socket) recover("room WebSocket closed"); };
   const { producers } = await (await fetch(`/api/rooms/${encodeURIComponent(room)}/producers`, auth)).json();
   for (const id of new Set(producers.map((p) => p.participantId))) view(id);
   setStatus(`publishing as ${myId}`);
+}
+
+// The room went away: drop what we had and post everything again, retrying
+// with backoff (250 ms to 4 s) until the server takes it.
+let recovering = false;
+async function recover(reason) {
+  if (recovering) return;
+  recovering = true;
+  const rec = { reason, at: performance.now(), publishedAt: null };
+  window.sfuRecoveries.push(rec);
+  console.warn(`sfu demo: ${reason}; posting the sessions again`);
+  setStatus(`reconnecting (${reason})`);
+  const old = ws;
+  ws = null;
+  if (old) old.close();
+  for (const id of [...viewers.keys()]) drop(id);
+  for (const t of pendingViews.values()) clearTimeout(t);
+  pendingViews.clear();
+  if (publisher) publisher.pc.close();
+  publisher = null;
+  for (let wait = 250; ; wait = Math.min(wait * 2, 4000)) {
+    try {
+      await session();
+      rec.publishedAt = performance.now();
+      break;
+    } catch (err) {
+      console.warn(`sfu demo: ${err.message}; again in ${wait} ms`);
+      if (publisher) publisher.pc.close();
+      publisher = null;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+  recovering = false;
+}
+
+async function main() {
+  // 960x540: browsers send three simulcast encodings from this size up
+  stream = await navigator.mediaDevices.getUserMedia({
+    audio: true, video: simulcast ? { width: { ideal: 960 }, height: { ideal: 540 } } : true });
+  document.getElementById("local").srcObject = stream;
+  await session();
 }
 
 main().catch((err) => { console.error(err); setStatus(`error: ${err.message || err}`); });

@@ -143,7 +143,84 @@ async def main(pages: int, seconds: float, loss: float = 0.0, auth: bool = False
     return result
 
 
+async def kill_worker(kills: int) -> dict:
+    """Two demo pages in a room on one of two workers; the room's worker is
+    killed (SIGKILL) ``kills`` times. Per kill: when each page decoded the
+    other again (a new tile, frames advancing), on this process's clock."""
+    import os
+    import signal
+
+    rooms = await start_rooms(workers=2)
+    runner = web.AppRunner(create_app(rooms))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/?room=chromium&simulcast=0"
+    result: dict = {"kills": []}
+    loop = asyncio.get_running_loop()
+
+    async def decoding(tabs: list, before: list | None) -> list:
+        """Per tab: the id of the one tile it shows when that tile decodes
+        (and is not one of ``before``), else None."""
+        out = []
+        for i, t in enumerate(tabs):
+            snap = await t.evaluate(STATS_JS)
+            ok = [pid for pid, v in snap["viewers"].items()
+                  if v["framesDecoded"] > 2 and (before is None or pid != before[i])]
+            out.append(ok[0] if ok else None)
+        return out
+
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            tabs = []
+            for _ in range(2):
+                tab = await ctx.new_page()
+                await tab.goto(url)
+                tabs.append(tab)
+            deadline = loop.time() + 30
+            shown = [None, None]
+            while None in shown and loop.time() < deadline:
+                shown = await decoding(tabs, None)
+                await asyncio.sleep(0.1)
+            if None in shown:
+                raise RuntimeError("the two pages never decoded each other")
+            for _ in range(kills):
+                await asyncio.sleep(1.0)
+                room = rooms.rooms["chromium"]
+                pid = room.router.worker.pid
+                killed = loop.time()
+                os.kill(pid, signal.SIGKILL)
+                back: list = [None, None]
+                now_shown = list(shown)
+                while None in back and loop.time() < killed + 30:
+                    cur = await decoding(tabs, shown)
+                    for i, c in enumerate(cur):
+                        if back[i] is None and c is not None:
+                            back[i] = round(loop.time() - killed, 3)
+                            now_shown[i] = c
+                    await asyncio.sleep(0.05)
+                new_room = rooms.rooms.get("chromium")
+                result["kills"].append({"worker_pid": pid, "back_s": back,
+                                        "new_worker_pid": new_room.router.worker.pid if new_room else None,
+                                        "recoveries": [len(await t.evaluate("() => window.sfuRecoveries"))
+                                                       for t in tabs]})
+                if None in back:
+                    break
+                shown = now_shown
+            await browser.close()
+    finally:
+        await runner.cleanup()
+        await rooms.close()
+    return result
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "kill":
+        print(json.dumps(asyncio.run(kill_worker(int(sys.argv[2]) if len(sys.argv) > 2 else 3))), flush=True)
+        sys.exit(0)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     loss = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
