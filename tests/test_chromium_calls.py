@@ -149,3 +149,24 @@ def test_pages_whose_addresses_change_get_media_back():
     # before its stall threshold, from a check Chrome sent by itself)
     assert sum(len(r) for r in result["rebinds"][-1]["ice_restarts"]) >= 1, result
     assert result["nat"]["mappings"] > REBINDS * 9
+
+
+def test_a_broken_direct_path_falls_back_to_the_sfu_and_comes_back():
+    """Two pages in a P2P call with the SFU on standby; one page's side of
+    the direct connection is closed (a dead path, as the other page sees it),
+    first on the page that answers, then on the one that offers. The pages
+    show each other through the standby SFU session while the offering page
+    makes a new direct connection, and go back to it (SFU senders off)."""
+    result = run_browser_script("call_pages.py", "p2pbreak", 2, timeout=180)
+    print("\nP2P call, direct path broken twice: each page decodes the other again after "
+          f"{[b['back_s'] for b in result['breaks']]} s, direct again after "
+          f"{[b['direct_again_s'] for b in result['breaks']]} s")
+    assert len(result["breaks"]) == 2, result.get("timeout_stats")
+    for b in result["breaks"]:
+        assert all(x is not None and x < 10 for x in b["back_s"]), b
+        assert all(x is not None and x < 15 for x in b["direct_again_s"]), b
+        assert b["modes"] == ["p2p", "p2p"], b
+        # back on the direct path, the SFU senders off again, the standby kept
+        assert all(p["p2p"] and not p["publisher"] and p["standby"] for p in b["paths"]), b
+    # the first break went through the SFU on at least one page
+    assert any(f and f[0]["sfuShownMs"] is not None for f in result["breaks"][0]["fallbacks"]), result["breaks"][0]

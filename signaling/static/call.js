@@ -35,6 +35,9 @@ const state = {
   pending: null,            // the switch (or first connection) in progress on this page
   switches: [],             // finished and current: {mode, kind, switchId, startedAt, doneAt, durationMs, gaps}
   recoveries: [],           // SFU rooms lost and replaced: {reason, lostAt, replacedAt, doneAt, ...}
+  p2pInitiator: false,      // this page makes the direct connection's offers
+  fallback: null,           // the direct path broke: {since, reason, offeredAt}; the SFU standby carries media
+  fallbacks: [],            // {reason, at, sfuShownMs, p2pBackMs}
   rejoins: [],              // joined again after the server lost the call: {startedAt, joinedAt, reason}
   iceRestart: { lastAt: null, intervalMs: 2000, pendingSince: null },
   iceRestarts: [],          // {reason, at, doneMs}: doneMs when every remote decoded again
@@ -369,6 +372,10 @@ async function offerP2P(peer) {
 
 async function onOffer(data) {
   if (state.mode !== "p2p") { log(`ignoring an offer in ${state.mode} mode`); return; }
+  if (state.p2p && state.p2p.peer === data.from && state.p2p.remoteSet && !state.pending) {
+    // a new offer over a running connection: the peer lost the direct path
+    p2pBroken("the peer offered a new direct connection", false);
+  }
   const p2p = newP2P(data.from);
   await p2p.pc.setRemoteDescription(data.offer);
   p2p.remoteSet = true;
@@ -525,6 +532,66 @@ function checkIceRestart(now) {
   if (stalled.length && !busy) restartSfuIce(`video of ${stalled.map((r) => r.id).join(", ")} stalled`);
 }
 
+// ------------------------------------------- the direct path breaks (P2P)
+
+// In a P2P call the page watches the direct path: when the peer's video
+// stalls for P2P_STALL_MS, or the connection fails or closes, it turns on
+// its senders on the standby SFU session and shows the peer through the SFU
+// as soon as that decodes, while the initiator makes a new direct
+// connection (a new offer, at most every P2P_REOFFER_MS; the peer takes the
+// new offer as its own sign that the path broke). Once the direct path
+// decodes steadily again the page shows it and turns the SFU senders off.
+const P2P_STALL_MS = 1000;
+const P2P_REOFFER_MS = 3000;
+
+function p2pBroken(reason, offer = true) {
+  const now = performance.now();
+  if (!state.fallback) {
+    state.fallback = { since: now, reason, offeredAt: null };
+    state.fallbacks.push({ reason, at: now, sfuShownMs: null, p2pBackMs: null });
+    log(`direct path broken (${reason}): media over the SFU meanwhile`);
+    if (state.publisher) setSending(state.publisher, true);
+  }
+  const fb = state.fallback;
+  const peer = [...state.peers.keys()][0];
+  // the initiator offers; the other page too once the initiator has stayed
+  // silent (a path broken in one direction only: the initiator sees nothing wrong)
+  const mayOffer = state.p2pInitiator || now - fb.since > 2 * P2P_REOFFER_MS;
+  if (offer && mayOffer && peer && (fb.offeredAt === null || now - fb.offeredAt > P2P_REOFFER_MS)) {
+    fb.offeredAt = now;
+    offerP2P(peer).catch((err) => log(`offer: ${err.message}`));
+  }
+}
+
+function checkP2P(now) {
+  if (state.mode !== "p2p" || (state.pending && !state.pending.doneAt) || state.ended) return;
+  const peer = [...state.peers.keys()][0];
+  const r = peer && state.remotes.get(peer);
+  if (!r) return;
+  const p2p = state.p2p;
+  const failed = p2p && ["failed", "closed"].includes(p2p.pc.connectionState);
+  const stalled = r.active === "p2p" && r.lastIncrementAt !== null && now - r.lastIncrementAt > P2P_STALL_MS;
+  if ((failed || stalled || (state.fallback && !p2p)) && !(state.fallback && r.active === "sfu" && !failed)) {
+    p2pBroken(failed ? `direct connection ${p2p.pc.connectionState}` : stalled ? "video stalled" : "no connection");
+  } else if (state.fallback && r.active !== "p2p" && p2p && state.fallback.offeredAt !== null &&
+             now - state.fallback.offeredAt > P2P_REOFFER_MS && !(r.streak.p2p > 0)) {
+    p2pBroken("the new direct connection does not decode yet");
+  }
+  const fb = state.fallback;
+  const rec = state.fallbacks[state.fallbacks.length - 1];
+  // (a new direct connection leaves nothing shown until one path decodes)
+  if (fb && r.active !== "sfu" && r.sfuView && r.streak.sfu >= STEADY_POLLS) {
+    show(r, "sfu");
+    if (rec && rec.sfuShownMs === null) rec.sfuShownMs = Math.round(now - rec.at);
+  } else if (fb && r.active !== "p2p" && state.p2p && r.streak.p2p >= STEADY_POLLS * 2) {
+    show(r, "p2p");
+    if (rec) rec.p2pBackMs = Math.round(now - rec.at);
+    state.fallback = null;
+    if (state.publisher) setSending(state.publisher, false);
+    log("direct path back: SFU senders off");
+  }
+}
+
 // A recovery is done when every expected remote decodes again over the SFU.
 function checkRecovery() {
   const rec = state.recoveries[state.recoveries.length - 1];
@@ -562,6 +629,8 @@ async function enterSfu(info, kind) {
 function enterP2P(data, kind) {
   const sw = beginSwitch("p2p", kind, data.switchId);
   sw.standby = !!(data.standby && data.standby.whip);
+  state.p2pInitiator = !!(data.peer && data.initiator);
+  state.fallback = null;
   if (data.peer && data.initiator) offerP2P(data.peer).catch((err) => log(`offer: ${err.message}`));
   checkSwitch();
 }
@@ -610,7 +679,8 @@ async function poll() {
       // steadily (new frames at STEADY_POLLS polls in a row: a path's first
       // frames come irregularly); with nothing shown yet, its first frames do
       const ready = open && (r.active ? r.streak[target] >= STEADY_POLLS : r.frames[target] >= 2);
-      if (r.active !== target && ready) show(r, target);
+      // (a P2P call running over the SFU after its direct path broke: checkP2P decides)
+      if (r.active !== target && ready && !(target === "p2p" && state.fallback)) show(r, target);
       // after a lost room the new view starts from zero frames on the same path
       if (r.active === target && r.frames[target] < r.lastFrames) r.lastFrames = r.frames[target];
       if (!r.active) continue;
@@ -647,6 +717,7 @@ async function poll() {
     checkSwitch();
     checkRecovery();
     checkIceRestart(now);
+    checkP2P(now);
     if (sw && !sw.doneAt) setStatus(`${sw.mode} · switching (${Math.round(now - sw.startedAt)} ms)`);
   } catch (err) {
     log(`stats: ${err.message}`);
@@ -676,6 +747,7 @@ window.callStats = () => ({
                                        joinedMs: x.joinedAt ? Math.round(x.joinedAt - x.startedAt) : null })),
   socketConnected: socket.connected,
   iceRestarts: state.iceRestarts.map((x) => ({ reason: x.reason, doneMs: x.doneMs })),
+  fallbacks: state.fallbacks.map((x) => ({ reason: x.reason, sfuShownMs: x.sfuShownMs, p2pBackMs: x.p2pBackMs })),
   recoveries: state.recoveries.map((x) => ({ reason: x.reason, workerPid: x.workerPid, durationMs: x.durationMs,
                                              replacedMs: x.replacedAt === null ? null : Math.round(x.replacedAt - x.lostAt) })),
   events: state.events.slice(-80),

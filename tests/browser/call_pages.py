@@ -411,6 +411,84 @@ async def rebind(count: int) -> dict[str, Any]:
     return result
 
 
+async def p2p_break(breaks: int) -> dict[str, Any]:
+    """Two pages in a P2P call (the SFU on standby); the direct connection
+    is broken ``breaks`` times by closing one page's side of it (alternating
+    pages: the other sees its video stall, or gets a new offer). Per break:
+    when each page decoded the other again, on any path (this process's
+    clock), and whether the direct path came back."""
+    rooms = await start_rooms(workers=1)
+    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
+    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {"breaks": []}
+    t0 = time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            pages = []
+            for name in ("alice", "bob"):
+                page = await ctx.new_page()
+                page.on("console", lambda msg, n=name: msg.type == "error" and print(
+                    f"[{n}] {msg.text}", file=sys.stderr))
+                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
+                pages.append(page)
+                await _until([page], lambda s: s["participantId"] is not None, "joined")
+            await _until(pages, lambda s: _settled("p2p", 1, server_done=False)(s) and s["paths"]["standby"]
+                         and len(s["paths"]["views"]) == 1, "two pages over P2P with the SFU on standby", timeout=30)
+            for k in range(breaks):
+                await asyncio.sleep(1.5)
+                before = [await _stats(p) for p in pages]
+                shown = [next(iter(s["remotes"].values()))["shownFrames"] for s in before]
+                victim = pages[k % 2]
+                at = loop.time()
+                await victim.evaluate("() => window.callState.p2p && window.callState.p2p.pc.close()")
+                back: list[float | None] = [None, None]
+                direct: list[float | None] = [None, None]
+                while (None in back or None in direct) and loop.time() < at + 30:
+                    for i, page in enumerate(pages):
+                        st = await _stats(page)
+                        (r,) = st["remotes"].values() if len(st["remotes"]) == 1 else (None,)
+                        if r is None:
+                            continue
+                        frames = r["framesSFU"] if r["active"] == "sfu" else r["framesP2P"]
+                        if back[i] is None and r["active"] and r["sinceLastFrameMs"] is not None \
+                                and r["sinceLastFrameMs"] < 200 and loop.time() - at > 0.3 and \
+                                (r["active"] == "sfu" or frames > 5):
+                            back[i] = round(loop.time() - at, 3)
+                        if direct[i] is None and r["active"] == "p2p" and not st["paths"]["publisher"] \
+                                and st["fallbacks"] and st["fallbacks"][-1]["p2pBackMs"] is not None \
+                                and len(st["fallbacks"]) >= k // 1 and back[i] is not None:
+                            direct[i] = round(loop.time() - at, 3)
+                    await asyncio.sleep(0.05)
+                after = [await _stats(p) for p in pages]
+                result["breaks"].append({
+                    "closed": "alice" if k % 2 == 0 else "bob",
+                    "back_s": back, "direct_again_s": direct,
+                    "fallbacks": [s["fallbacks"] for s in after],
+                    "longest_gap_ms": [max((r["maxGapMs"] for r in s["remotes"].values()), default=None) for s in after],
+                    "modes": [s["mode"] for s in after],
+                    "paths": [s["paths"] for s in after],
+                    "shown_before": shown,
+                })
+                if None in back or None in direct:
+                    result["timeout_stats"] = after
+                    break
+            await browser.close()
+    finally:
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        await runner.cleanup()
+        await rooms.close()
+    return result
+
+
 async def _metrics(app: web.Application) -> str:
     from prometheus_client import generate_latest
 
@@ -420,6 +498,9 @@ async def _metrics(app: web.Application) -> str:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "p2pbreak":
+        print(json.dumps(asyncio.run(p2p_break(int(sys.argv[2]) if len(sys.argv) > 2 else 2))), flush=True)
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "rebind":
         print(json.dumps(asyncio.run(rebind(int(sys.argv[2]) if len(sys.argv) > 2 else 3))), flush=True)
         sys.exit(0)
