@@ -558,3 +558,13 @@ def test_reorder_resynchronises_on_a_sequence_jump():
     assert isinstance(out[0], Gap) and out[0].count == 0
     assert [x.packet.sequence_number for x in out[1:]] == [40000] and buf.packets_lost == 0
     assert [x.packet.sequence_number for x in buf.push(parse_rtp(_rtp(40001)), 0.2)] == [40001]
+
+
+def test_reorder_poll_before_any_packet_releases_nothing():
+    """A session's timer polls tracks that have not received a packet yet."""
+    buf = ReorderBuffer(max_packets=100, max_delay=0.2)
+    assert buf.poll(5.0) == []
+    rec = Recorder("/nonexistent/never-written.webm")
+    video = rec.add_track("video", "video/vp8", 90000)
+    video.poll(5.0)
+    assert video.stats.packets_lost == 0

@@ -157,3 +157,21 @@ def test_store_and_map_together():
     assert in_seq == (65500 + 599) & M
     assert store.get(in_seq, 600, 1000) == pkt(in_seq)
     assert m.may_resend(out, 600, 100) and not m.may_resend(out, 601, 100)
+
+
+def test_store_expired_tells_too_old_from_never_stored():
+    """A viewer's NACK of a packet the store no longer holds: too old
+    (behind the window, or aged out) is lost for good; never stored (lost on
+    the way in, within the window) may still come from the publisher."""
+    s = _testhooks.PacketStore(16)
+    s.put(100, pkt(100), 1000)
+    s.put(102, pkt(102), 1010)            # 101 never arrived
+    assert not s.expired(100, 1100, 500)  # stored, fresh
+    assert not s.expired(101, 1100, 500)  # a hole in the window: maybe on its way
+    assert not s.expired(103, 1100, 500)  # ahead of the newest: not expired
+    assert s.expired(100, 1600, 500)      # stored, aged out
+    assert not s.expired(101, 1600, 500)
+    for seq in range(103, 130):
+        s.put(seq, pkt(seq), 1700)
+    assert s.expired(100, 1700, 500) and s.expired(101, 1700, 500)  # behind the window
+    assert not s.expired(129, 1700, 500)

@@ -45,6 +45,7 @@ cdef extern from "src/rtx_buffer.h" nogil:
     void sfu_packet_store_clear(sfu_packet_store_t *s)
     int sfu_packet_store_put(sfu_packet_store_t *s, uint16_t seq, const uint8_t *pkt, size_t len, uint64_t now_ms)
     const uint8_t *sfu_packet_store_get(sfu_packet_store_t *s, uint16_t seq, size_t *len, uint64_t now_ms, uint32_t max_age_ms)
+    int sfu_packet_store_expired(const sfu_packet_store_t *s, uint16_t seq, uint64_t now_ms, uint32_t max_age_ms)
     ctypedef struct sfu_seq_map_t:
         pass
     void sfu_seq_map_init(sfu_seq_map_t *m)
@@ -148,6 +149,9 @@ cdef class PacketStore:
     def put(self, int seq, bytes pkt, uint64_t now_ms=0):
         return sfu_packet_store_put(&self.s, <uint16_t>seq, <const uint8_t *>PyBytes_AS_STRING(pkt),
                                     len(pkt), now_ms) == 1
+
+    def expired(self, int seq, uint64_t now_ms=0, uint32_t max_age_ms=0):
+        return bool(sfu_packet_store_expired(&self.s, <uint16_t>seq, now_ms, max_age_ms))
 
     def get(self, int seq, uint64_t now_ms=0, uint32_t max_age_ms=0):
         cdef size_t n = 0

@@ -75,7 +75,10 @@ class ReorderBuffer:
         return self._release(arrival)
 
     def poll(self, now: float) -> list[Arrived | Gap]:
-        """Release what has waited longer than ``max_delay`` by ``now``."""
+        """Release what has waited longer than ``max_delay`` by ``now``
+        (nothing before the first packet)."""
+        if self._next is None:
+            return []
         return self._release(now)
 
     def flush(self) -> list[Arrived | Gap]:

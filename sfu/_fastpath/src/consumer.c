@@ -528,13 +528,17 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
         c->nacked_seqs++;
         if (!sfu_seq_map_get(c->seq_map, out_seq, &in_seq)) {
             e->counters[SFU_C_RETRANSMISSION_MISSES]++;
-            missed = 1;
             continue;
         }
         const uint8_t *orig = sfu_packet_store_get(&st->store, in_seq, &len, now_ms, SFU_RETRANSMISSION_MAX_AGE_MS);
         if (!orig) {
             e->counters[SFU_C_RETRANSMISSION_MISSES]++;
-            missed = 1;
+            /* too old to resend (a viewer whose path was down): lost for good;
+             * one never stored was lost on the way in and may still be
+             * recovered from the publisher (its NACK generator asks for a
+             * keyframe if not) */
+            if (sfu_packet_store_expired(&st->store, in_seq, now_ms, SFU_RETRANSMISSION_MAX_AGE_MS))
+                missed = 1;
             continue;
         }
         if (!sfu_seq_map_may_resend(c->seq_map, out_seq, now_ms, c->rtt_ms))
@@ -583,9 +587,9 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
         t->rtp_out.bytes += olen;
         e->counters[SFU_C_TX_RETRANSMISSIONS]++;
     }
-    /* the viewer lost a packet that cannot be resent any more (a path that
-     * was down for a while): its decoder needs a keyframe, ask now rather
-     * than when it gives up and sends a PLI of its own */
+    /* the viewer lost a packet too old to resend (a path that was down for
+     * a while): its decoder needs a keyframe, ask now rather than when it
+     * gives up and sends a PLI of its own */
     if (missed)
         sfu_keyframe_request(e, p, c->stream, now_ms);
 }

@@ -87,6 +87,17 @@ miss:
     return NULL;
 }
 
+int sfu_packet_store_expired(const sfu_packet_store_t *s, uint16_t seq, uint64_t now_ms, uint32_t max_age_ms)
+{
+    if (!s->slots || !s->started)
+        return 0;
+    if (!store_in_window(s, seq))
+        return (uint16_t)(s->highest - seq) < 0x8000; /* behind the window, not ahead of it */
+    const sfu_store_slot_t *slot = &s->slots[seq & s->mask];
+    return slot->len != 0 && slot->seq == seq && max_age_ms && now_ms > slot->stored_ms &&
+           now_ms - slot->stored_ms > max_age_ms;
+}
+
 /* ---------------------------------------------------------------- sequence map */
 
 void sfu_seq_map_init(sfu_seq_map_t *m)

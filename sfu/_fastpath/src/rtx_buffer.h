@@ -70,6 +70,11 @@ int sfu_packet_store_put(sfu_packet_store_t *s, uint16_t seq, const uint8_t *pkt
 const uint8_t *sfu_packet_store_get(sfu_packet_store_t *s, uint16_t seq, size_t *len,
                                     uint64_t now_ms, uint32_t max_age_ms);
 
+/* 1 if seq is past resending: older than the window the store holds, or
+ * stored more than max_age_ms ago; 0 if it is stored and fresh, or was never
+ * stored within the window (lost on the way in: maybe still on its way). */
+int sfu_packet_store_expired(const sfu_packet_store_t *s, uint16_t seq, uint64_t now_ms, uint32_t max_age_ms);
+
 #define SFU_SEQ_MAP_SIZE 1024 /* power of two */
 #define SFU_SEQ_MAP_DEFAULT_RTT_MS 100
 

@@ -1,0 +1,216 @@
+"""A recording of some producers of a router, outside the forwarding path.
+
+The router sends the producers' RTP (and the consumers' RTCP sender
+reports) through a :class:`~sfu.plain_transport.PlainTransport` to a UDP
+socket of this process on 127.0.0.1, as it would to any receiver: the
+worker's forwarding never waits for the recording. A thread of the session
+reads the socket (kernel buffer of ``socket_buffer`` bytes: when the thread
+falls behind, the kernel drops datagrams, counted as ``packets_dropped``),
+feeds the sans-IO :class:`~sfu.recording.Recorder` and writes the file. A
+video consumer starts at a keyframe, which the SFU asks the publisher for.
+
+    session = await RecordingSession.start(router, [audio, video], "call.webm")
+    ...
+    info = await session.stop()   # the file is complete once this returns
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from sfu.recording.recorder import Recorder, RecordingError
+from sfu.recording.rtp import parse_sender_reports
+
+if TYPE_CHECKING:
+    from sfu.consumer import Consumer
+    from sfu.plain_transport import PlainTransport
+    from sfu.producer import Producer
+    from sfu.router import Router
+
+log = logging.getLogger(__name__)
+
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: drop count in each datagram's ancillary data
+_POLL_S = 0.05
+
+
+@dataclass
+class RecordingInfo:
+    """What a recording session did (``RecordingSession.info()``)."""
+
+    path: str
+    container: str
+    producer_ids: list[str]
+    started_at: float                 # time.time()
+    stopped_at: Optional[float] = None
+    packets_received: int = 0
+    packets_dropped: int = 0          # by the kernel: the session's thread fell behind
+    frames_written: int = 0
+    frames_dropped: int = 0           # loss, waiting for a keyframe
+    bytes_written: int = 0            # encoded bytes (the file adds container overhead)
+    error: Optional[str] = None
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RecordingSession:
+    """Records ``producers`` of one router into one file (WebM: VP8/VP9 +
+    Opus; Matroska, ``container="mkv"``: H.264 too). Use :meth:`start`."""
+
+    def __init__(self, path: Path, container: str, producers: list["Producer"], socket_buffer: int) -> None:
+        self.path = path
+        self.container = container
+        self.producers = producers
+        self._recorder = Recorder(path, container)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, socket_buffer)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+            self._overflow = True
+        except OSError:
+            self._overflow = False
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(_POLL_S)
+        self._transport: Optional["PlainTransport"] = None
+        self._consumers: list["Consumer"] = []
+        self._tracks: dict[int, Any] = {}          # ssrc -> recorder Track
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._info = RecordingInfo(str(path), container, [p.id for p in producers], time.time())
+
+    @classmethod
+    async def start(cls, router: "Router", producers: list["Producer"], path: str | Path, *,
+                    container: str = "webm", socket_buffer: int = 4 << 20) -> "RecordingSession":
+        """Starts recording: one plain transport of ``router`` toward this
+        process, one consumer per producer. Raises :class:`RecordingError`
+        when a producer's codec cannot go into ``container`` (nothing is
+        left behind then)."""
+        if not producers:
+            raise RecordingError("nothing to record: no producer given")
+        self = cls(Path(path), container, list(producers), socket_buffer)
+        try:
+            port = self._sock.getsockname()[1]
+            self._transport = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True,
+                                                                   comedia=False)
+            await self._transport.connect(ip="127.0.0.1", port=port)
+            for producer in self.producers:
+                consumer = await self._transport.consume(producer.id, router.rtp_capabilities)
+                self._consumers.append(consumer)
+                codec = consumer.rtp_parameters["codecs"][0]
+                track = self._recorder.add_track(consumer.kind, codec["mimeType"], codec["clockRate"],
+                                                 channels=codec.get("channels", 2))
+                self._tracks[consumer.rtp_parameters["encodings"][0]["ssrc"]] = track
+        except BaseException:
+            self._close_media()
+            self._sock.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name=f"recording {self.path.name}", daemon=True)
+        self._thread.start()
+        log.info("recording %s: %d track(s) of %s", self.path, len(self._tracks),
+                 ", ".join(p.id for p in self.producers))
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def info(self) -> RecordingInfo:
+        """The counters so far (a copy)."""
+        with self._lock:
+            r = self._recorder
+            i = self._info
+            i.frames_written, i.frames_dropped, i.bytes_written = r.frames_written, r.frames_dropped, r.bytes_written
+            i.tracks = [{"kind": t.kind, "codec": t.codec, **vars(t.stats)} for t in r.tracks]
+            return RecordingInfo(**{**vars(i), "producer_ids": list(i.producer_ids), "tracks": list(i.tracks)})
+
+    async def stop(self) -> RecordingInfo:
+        """Stops the consumers, lets the thread write what it holds and the
+        file's trailer; returns the final counters."""
+        self._close_media()
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._sock.close()
+        with self._lock:
+            self._info.stopped_at = time.time()
+        info = self.info()
+        log.info("recording %s stopped: %d frames (%d dropped), %d packets dropped by the kernel",
+                 self.path, info.frames_written, info.frames_dropped, info.packets_dropped)
+        return info
+
+    def _close_media(self) -> None:
+        for c in self._consumers:
+            if not c.closed:
+                c.close()
+        if self._transport is not None and not self._transport.closed:
+            self._transport.close()
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        sock = self._sock
+        try:
+            while not self._stop.is_set():
+                try:
+                    data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
+                except socket.timeout:
+                    self._poll(time.monotonic())
+                    continue
+                except OSError:
+                    break
+                now = time.monotonic()
+                self._count_drops(anc)
+                with self._lock:
+                    self._info.packets_received += 1
+                    self._feed(data, now)
+            # what is still in the socket, then the tail of every track
+            sock.setblocking(False)
+            while True:
+                try:
+                    data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
+                except (BlockingIOError, OSError):
+                    break
+                with self._lock:
+                    self._feed(data, time.monotonic())
+        except Exception as exc:  # a recording error must not go unseen; forwarding is not affected
+            log.exception("recording %s failed", self.path)
+            with self._lock:
+                self._info.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                try:
+                    self._recorder.close()
+                except Exception as exc:
+                    log.exception("recording %s: closing the file failed", self.path)
+                    self._info.error = self._info.error or f"{type(exc).__name__}: {exc}"
+
+    def _feed(self, data: bytes, now: float) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return
+        if 200 <= data[1] <= 207:  # RTCP (rtcp-mux): the consumers' sender reports
+            for sr in parse_sender_reports(data):
+                track = self._tracks.get(sr.ssrc)
+                if track is not None:
+                    track.push_sender_report(sr.ntp_seconds, sr.rtp_timestamp, now)
+            return
+        track = self._tracks.get(struct.unpack_from("!I", data, 8)[0])
+        if track is not None:  # (RTX and probes have other SSRCs)
+            track.push_rtp(data, now)
+
+    def _poll(self, now: float) -> None:
+        with self._lock:
+            for track in self._recorder.tracks:
+                track.poll(now)
+
+    def _count_drops(self, anc: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
+                with self._lock:  # the socket's drops so far
+                    self._info.packets_dropped = struct.unpack("=I", value[:4])[0]
