@@ -20,7 +20,8 @@ subscribe there::
 ``rooms`` is a list of room ids or ``"*"`` (every room); LiveKit's single
 ``room`` is accepted too (and combined with ``rooms``). ``roomJoin: false``
 grants no room. ``canPublish``/``canSubscribe`` default to true (as in
-LiveKit); ``false`` withholds that right. :class:`RoomGrant` is the parsed
+LiveKit); ``false`` withholds that right. ``roomRecord: true`` (default
+false, as in LiveKit) allows the room's recordings (signaling/recording.py). :class:`RoomGrant` is the parsed
 claim (on :attr:`Identity.grant`); :func:`check_room_grant` raises
 ``AuthError(403, "token grants no access to room B")``, ``"token may not
 publish"`` or ``"token may not subscribe"``. A token without the claim is
@@ -98,6 +99,8 @@ class RoomGrant:
     rooms: Optional[frozenset[str]]
     can_publish: bool = True
     can_subscribe: bool = True
+    #: LiveKit's ``roomRecord`` (default false): may start, list and download recordings
+    can_record: bool = False
 
     def allows_room(self, room_id: str) -> bool:
         return self.rooms is None or room_id in self.rooms
@@ -144,8 +147,11 @@ def parse_grant(claims: dict[str, Any]) -> Optional[RoomGrant]:
         flags[key] = value
     if not flags["roomJoin"]:
         every, rooms = False, set()
+    record = video.get("roomRecord", False)
+    if not isinstance(record, bool):
+        raise AuthError(401, f"token '{GRANT_CLAIM}.roomRecord' must be true or false", "claims")
     return RoomGrant(rooms=None if every else frozenset(rooms), can_publish=flags["canPublish"],
-                     can_subscribe=flags["canSubscribe"])
+                     can_subscribe=flags["canSubscribe"], can_record=record)
 
 
 @dataclass(frozen=True)

@@ -187,11 +187,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--disconnect-grace", type=float, default=float(_env("SFU_DISCONNECT_GRACE", "5") or 5),
                    help="seconds a call participant may lose its Socket.IO connection before it is made "
                         "to leave (SFU_DISCONNECT_GRACE)")
+    c.add_argument("--recordings-dir", default=_env("SFU_RECORDINGS_DIR"),
+                   help="directory for recordings; enables /api/rooms/{id}/recordings (SFU_RECORDINGS_DIR)")
+    c.add_argument("--recording-pattern", default=_env("SFU_RECORDING_PATTERN"),
+                   help="file name of a recording under --recordings-dir, with {room}, {participant}, "
+                        "{recording}, {time}, {ext} (SFU_RECORDING_PATTERN, default "
+                        "{room}/{time}-{participant}-{recording}.{ext})")
+    c.add_argument("--record-publishers", action="store_true",
+                   default=(_env("SFU_RECORD_PUBLISHERS", "0") or "0") not in ("0", "false", "no"),
+                   help="record every participant when it starts publishing, e.g. each candidate of a "
+                        "proctoring call (needs --recordings-dir) (SFU_RECORD_PUBLISHERS=1)")
     c.add_argument("--no-call-standby", dest="call_standby", action="store_false",
                    default=(_env("SFU_CALL_STANDBY", "1") or "1") not in ("0", "false", "no"),
                    help="do not keep an SFU room ready for P2P calls of two (the switch to the SFU then "
                         "sets up every session when the third joins) (SFU_CALL_STANDBY=0)")
     args = p.parse_args(argv)
+    if args.record_publishers and not args.recordings_dir:
+        p.error("--record-publishers needs --recordings-dir")
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.empty_room_grace < 0:
@@ -314,7 +326,9 @@ async def serve(args: argparse.Namespace) -> None:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
     app = create_app(rooms, auth=auth, limiter=limiter, metrics=Metrics(), store=store,
                      disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits,
-                     empty_room_grace_s=args.empty_room_grace, call_sfu_standby=args.call_standby)
+                     empty_room_grace_s=args.empty_room_grace, call_sfu_standby=args.call_standby,
+                     recordings_dir=args.recordings_dir, recording_pattern=args.recording_pattern,
+                     record_publishers=args.record_publishers)
     app[CALLS].socket_limits = socket_limits(args)
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()

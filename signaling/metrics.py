@@ -237,6 +237,12 @@ class Metrics:
         self.socketio_abuse_disconnects = Counter(
             "sfu_socketio_abuse_disconnects", "Socket.IO connections disconnected for exceeding the event rate "
             "limit for too long.", registry=r)
+        self.recordings_active = Gauge("sfu_recordings_active", "Recordings running.", registry=r)
+        self.recording_bytes = Counter("sfu_recording_bytes", "Encoded bytes written by finished recordings.",
+                                       registry=r)
+        self.recording_frames_dropped = Counter(
+            "sfu_recording_frames_dropped", "Frames finished recordings could not write (loss, waiting for a "
+            "keyframe).", registry=r)
         self.worker_timeout_s = worker_timeout_s
         self.max_producer_stats = max_producer_stats
         self.snapshot = MediaSnapshot()

@@ -394,6 +394,11 @@ class Room:
                 self.guard.on_event(self, event, data)
             except Exception:  # a listener's bug must not break the room
                 logger.exception("room %s: guard failed on %s", self.id, event)
+        for listener in list(self.manager.on_room_event) if self.manager is not None else ():
+            try:
+                listener(self, event, data)
+            except Exception:
+                logger.exception("room %s: listener failed on %s", self.id, event)
         for p in list(self.participants.values()):
             if p.id == exclude:
                 continue
@@ -680,6 +685,9 @@ class RoomManager:
         #: The last deaths, newest last (at most 20).
         self.deaths: list[WorkerDeath] = []
         self.on_worker_died: list[Callable[[WorkerDeath], Any]] = []
+        #: called with (room, event, data) for every event a room broadcasts
+        #: (new-producer, producer-closed, participant-left, room-closed, ...)
+        self.on_room_event: list[Callable[["Room", str, dict[str, Any]], Any]] = []
         self.on_worker_replaced: list[Callable[[WorkerDeath], Any]] = []
         self._replacing: dict[int, tuple[WorkerDeath, asyncio.Task[None]]] = {}
         self._started_at: dict[int, float] = {}

@@ -785,6 +785,9 @@ def create_app(
     limits: Optional[Limits] = None,
     empty_room_grace_s: Optional[float] = None,
     call_sfu_standby: bool = True,
+    recordings_dir: Optional[str] = None,
+    recording_pattern: Optional[str] = None,
+    record_publishers: bool = False,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -796,6 +799,10 @@ def create_app(
     run are ended at start-up). ``disconnect_grace_s``: how long a call
     participant may lose its Socket.IO connection before it is made to leave.
     ``cors``: the other origins whose pages may use the API (None: none).
+    ``recordings_dir``: where recordings are written (None: no recording
+    routes); ``recording_pattern``: their file names (see
+    :class:`signaling.recording.RecordingService`); ``record_publishers``:
+    record every participant when it starts publishing.
     ``call_sfu_standby``: a P2P call of two keeps an SFU room ready, its
     participants connected to it with their senders off (the switch to the
     SFU then only turns them on).
@@ -842,6 +849,14 @@ def create_app(
     calls = CallService(rooms, store, sio, auth=auth, metrics=metrics, disconnect_grace_s=disconnect_grace_s,
                         switch_timeout_s=switch_timeout_s, sfu_standby=call_sfu_standby)
     app[CALLS] = calls
+    if recordings_dir is not None:
+        from .recording import RecordingService, add_routes as add_recording_routes
+
+        kw = {"pattern": recording_pattern} if recording_pattern else {}
+        add_recording_routes(app, RecordingService(rooms, recordings_dir, record_publishers=record_publishers,
+                                                   metrics=app.get(METRICS), **kw))
+    elif record_publishers:
+        raise ValueError("record_publishers needs recordings_dir")
     app[LIFECYCLE] = {"closing": False, "draining": False, "inflight": 0}
     calls.recover()
 
