@@ -138,6 +138,16 @@ class Consumer(EventEmitter):
         await self._worker()._request("consumer.setPriority", self.id, {"priority": priority})
         self._priority = priority
 
+    async def request_key_frame(self) -> None:
+        """Ask the publisher for a keyframe of what this consumer forwards
+        (mediasoup's ``requestKeyFrame``): for a receiver that cannot decode
+        until one comes, e.g. a recording after a loss. Throttled with every
+        other request for that stream (one per keyframe interval)."""
+        if self._closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+        if self.kind == "video":
+            await self._worker()._request("consumer.requestKeyFrame", self.id)
+
     def _on_notification(self, event: str, data: Any) -> None:
         if event == "layerschange":
             self._current_layers = data

@@ -77,6 +77,7 @@ class Recording:
         if info is not None:
             out.update({"framesWritten": info.frames_written, "framesDropped": info.frames_dropped,
                         "bytesWritten": info.bytes_written, "packetsDropped": info.packets_dropped,
+                        "keyframesAsked": info.keyframes_asked, "nacked": info.nacked, "tracks": info.tracks,
                         "error": info.error})
         return out
 

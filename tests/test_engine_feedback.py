@@ -213,3 +213,28 @@ def test_sender_reports_follow_the_publishers_own_mapping_through_bursts():
     r.e.tick(13_005)
     (sr2,) = rtcp_of_type(to(r.e.take_outbox(), V1), 200)
     assert struct.unpack_from("!I", sr2, 16)[0] - ts1 == 90000
+
+
+def test_a_publisher_sr_that_arrives_late_does_not_move_the_consumer_mapping():
+    """The publisher's SRs are placed on our clock with the least (arrival -
+    NTP time) seen, shared by its streams: an SR held 30 ms in a queue (its
+    NTP time says when it was sent) leaves the consumer's SR mapping where
+    the prompt one put it (anchoring on each SR's arrival moved it 2700
+    ticks, and with it the A/V alignment of every receiver)."""
+    r = Rig()
+    r.send(r.s_pub, PUB, media(1, 90000, b"\x10\x00key"), 10_000)
+    ntp0 = 0x12345678
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, S, ntp0, 0, 90000, 1, 10)
+    r.send(r.s_pub, PUB, sr, 10_005)                       # sent at NTP t0, here at 10_005
+    r.e.take_outbox()
+    r.e.tick(11_005)
+    (sr1,) = rtcp_of_type(to(r.e.take_outbox(), V1), 200)
+    ts1 = struct.unpack_from("!I", sr1, 16)[0]
+    assert ts1 == 90000 + 90000                            # 1 s after the publisher's SR
+    # the next SR: sent 1 s after the first (RTP +90000) but here 30 ms late
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, S, ntp0 + 1, 0, 180000, 2, 20)
+    r.send(r.s_pub, PUB, sr, 11_035)
+    r.e.take_outbox()
+    r.e.tick(12_005)
+    (sr2,) = rtcp_of_type(to(r.e.take_outbox(), V1), 200)
+    assert struct.unpack_from("!I", sr2, 16)[0] - ts1 == 90000  # exactly 1 s later on the same mapping

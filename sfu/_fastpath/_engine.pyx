@@ -494,6 +494,14 @@ cdef class Engine:
         if rc != 0:
             raise KeyError(f"unknown consumer handle {h}")
 
+    def request_consumer_keyframe(self, uint32_t h):
+        """Ask the consumer's publisher for a keyframe (throttled with the others)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_request_keyframe_locked(self.e, h, sfu_now_ms())
+        sfu_engine_unlock(self.e)
+        if rc != 0:
+            raise KeyError(f"unknown consumer handle {h}")
+
     def set_consumer_twcc(self, uint32_t h, int ext_id, bint remb=False):
         """The consumer's transport-wide sequence number extension id (0:
         none) and whether its remote sends REMB; either gives the consumer's

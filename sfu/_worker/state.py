@@ -543,6 +543,9 @@ class WorkerState:
             raise InvalidParametersError("priority: required, an integer from 1 to 255")
         self.engine.set_consumer_priority(self._consumer(cid).handle, priority)
 
+    def _consumer_requestKeyFrame(self, cid: str, _d: Any) -> None:
+        self.engine.request_consumer_keyframe(self._consumer(cid).handle)
+
     def _consumer_getStats(self, cid: str, _d: Any) -> list[dict[str, Any]]:
         c = self._consumer(cid)
         s = self.engine.consumer_stats(c.handle)
@@ -578,4 +581,5 @@ _HANDLERS: dict[str, Callable[[WorkerState, Any, Any], Any]] = {
     "consumer.getStats": WorkerState._consumer_getStats,
     "consumer.setPreferredLayers": WorkerState._consumer_setPreferredLayers,
     "consumer.setPriority": WorkerState._consumer_setPriority,
+    "consumer.requestKeyFrame": WorkerState._consumer_requestKeyFrame,
 }

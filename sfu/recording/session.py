@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: drop count in each datagram's ancillary data
 _POLL_S = 0.05
+KEYFRAME_ASK_S = 0.5
 
 
 @dataclass
@@ -55,6 +56,8 @@ class RecordingInfo:
     frames_written: int = 0
     frames_dropped: int = 0           # loss, waiting for a keyframe
     bytes_written: int = 0            # encoded bytes (the file adds container overhead)
+    keyframes_asked: int = 0          # after a frame lost for good
+    nacked: int = 0                   # sequence numbers asked again (generic NACK to the SFU)
     error: Optional[str] = None
     tracks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,6 +87,10 @@ class RecordingSession:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._info = RecordingInfo(str(path), container, [p.id for p in producers], time.time())
+        self._keyframes_asked = 0
+        self._askers: list[tuple[Any, Any]] = []  # (track, ask): asked again while a track waits
+        self._nacks: dict[int, _NackState] = {}   # ssrc -> what is missing and asked for
+        self._sfu_addr: Optional[tuple[str, int]] = None
 
     @classmethod
     async def start(cls, router: "Router", producers: list["Producer"], path: str | Path, *,
@@ -100,13 +107,25 @@ class RecordingSession:
             self._transport = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True,
                                                                    comedia=False)
             await self._transport.connect(ip="127.0.0.1", port=port)
+            loop = asyncio.get_running_loop()
+            self._sfu_addr = (self._transport.tuple["localIp"], int(self._transport.tuple["localPort"]))
+            # no RTX: what the session NACKs comes back as the original packet
+            # and no bandwidth estimation (no transport-cc or REMB from us)
+            caps = dict(router.rtp_capabilities)
+            caps["codecs"] = [{**c, "rtcpFeedback": [fb for fb in c.get("rtcpFeedback") or []
+                                                     if fb.get("type") in ("nack", "ccm")]}
+                              for c in caps["codecs"] if not c["mimeType"].lower().endswith("/rtx")]
             for producer in self.producers:
-                consumer = await self._transport.consume(producer.id, router.rtp_capabilities)
+                consumer = await self._transport.consume(producer.id, caps)
                 self._consumers.append(consumer)
                 codec = consumer.rtp_parameters["codecs"][0]
                 track = self._recorder.add_track(consumer.kind, codec["mimeType"], codec["clockRate"],
-                                                 channels=codec.get("channels", 2))
-                self._tracks[consumer.rtp_parameters["encodings"][0]["ssrc"]] = track
+                                                 channels=codec.get("channels", 2),
+                                                 on_keyframe_needed=self._keyframe_asker(loop, consumer))
+                self._askers.append((track, track.assembler.on_keyframe_needed))
+                ssrc = consumer.rtp_parameters["encodings"][0]["ssrc"]
+                self._tracks[ssrc] = track
+                self._nacks[ssrc] = _NackState()
         except BaseException:
             self._close_media()
             self._sock.close()
@@ -127,6 +146,7 @@ class RecordingSession:
             r = self._recorder
             i = self._info
             i.frames_written, i.frames_dropped, i.bytes_written = r.frames_written, r.frames_dropped, r.bytes_written
+            i.keyframes_asked = self._keyframes_asked
             i.tracks = [{"kind": t.kind, "codec": t.codec, **vars(t.stats)} for t in r.tracks]
             return RecordingInfo(**{**vars(i), "producer_ids": list(i.producer_ids), "tracks": list(i.tracks)})
 
@@ -152,24 +172,50 @@ class RecordingSession:
         if self._transport is not None and not self._transport.closed:
             self._transport.close()
 
+    def _keyframe_asker(self, loop: asyncio.AbstractEventLoop, consumer: "Consumer") -> Any:
+        """A callback for the recorder's thread: a track lost a frame for
+        good and waits for a keyframe; ask the publisher (at most every
+        KEYFRAME_ASK_S; the SFU throttles requests too)."""
+        last = [0.0]
+
+        def ask() -> None:
+            now = time.monotonic()
+            if now - last[0] < KEYFRAME_ASK_S or consumer.closed:
+                return
+            last[0] = now
+            self._keyframes_asked += 1
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._ask(consumer)))
+
+        return ask
+
+    async def _ask(self, consumer: "Consumer") -> None:
+        try:
+            await consumer.request_key_frame()
+        except Exception as exc:  # closed meanwhile
+            log.debug("recording %s: keyframe request: %s", self.path, exc)
+
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
         sock = self._sock
+        next_poll = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
                 except socket.timeout:
-                    self._poll(time.monotonic())
-                    continue
+                    data = None
                 except OSError:
                     break
                 now = time.monotonic()
-                self._count_drops(anc)
-                with self._lock:
-                    self._info.packets_received += 1
-                    self._feed(data, now)
+                if data is not None:
+                    self._count_drops(anc)
+                    with self._lock:
+                        self._info.packets_received += 1
+                        self._feed(data, now)
+                if now >= next_poll:  # timers: losses declared, keyframes asked again
+                    next_poll = now + _POLL_S
+                    self._poll(now)
             # what is still in the socket, then the tail of every track
             sock.setblocking(False)
             while True:
@@ -200,17 +246,89 @@ class RecordingSession:
                 if track is not None:
                     track.push_sender_report(sr.ntp_seconds, sr.rtp_timestamp, now)
             return
-        track = self._tracks.get(struct.unpack_from("!I", data, 8)[0])
-        if track is not None:  # (RTX and probes have other SSRCs)
+        ssrc = struct.unpack_from("!I", data, 8)[0]
+        track = self._tracks.get(ssrc)
+        if track is not None:  # (probes have other SSRCs)
+            self._nacks[ssrc].on_packet(struct.unpack_from("!H", data, 2)[0], now)
             track.push_rtp(data, now)
 
     def _poll(self, now: float) -> None:
         with self._lock:
             for track in self._recorder.tracks:
                 track.poll(now)
+            waiting = [ask for track, ask in self._askers if track.needs_keyframe and track.stats.packets_received]
+            nacks = [(ssrc, st.due(now)) for ssrc, st in self._nacks.items()]
+        for ask in waiting:  # (each asks at most every KEYFRAME_ASK_S)
+            ask()
+        for ssrc, seqs in nacks:
+            if seqs and self._sfu_addr is not None:
+                try:
+                    self._sock.sendto(build_nack(ssrc, seqs), self._sfu_addr)
+                except OSError:
+                    pass
+                with self._lock:
+                    self._info.nacked += len(seqs)
 
     def _count_drops(self, anc: list[tuple[int, int, bytes]]) -> None:
         for level, kind, value in anc:
             if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
                 with self._lock:  # the socket's drops so far
                     self._info.packets_dropped = struct.unpack("=I", value[:4])[0]
+
+
+NACK_RETRY_S = 0.04
+NACK_TRIES = 5
+NACK_MAX_MISSING = 64
+
+
+class _NackState:
+    """The sequence numbers missing in one stream: each is asked for at once,
+    then every NACK_RETRY_S, NACK_TRIES times at most (the recorder waits
+    ``reorder_delay`` for them)."""
+
+    def __init__(self) -> None:
+        self.highest: Optional[int] = None
+        self.missing: dict[int, list[float]] = {}  # seq -> [next ask, tries]
+
+    def on_packet(self, seq: int, now: float) -> None:
+        self.missing.pop(seq, None)
+        if self.highest is None:
+            self.highest = seq
+            return
+        ahead = (seq - self.highest) & 0xFFFF
+        if ahead == 0 or ahead >= 0x8000:
+            return  # a duplicate, or late (maybe one we asked for)
+        if ahead > 1:
+            if ahead - 1 > NACK_MAX_MISSING:
+                self.missing.clear()  # too much: the recorder waits for a keyframe
+            else:
+                for k in range(1, ahead):
+                    self.missing[(self.highest + k) & 0xFFFF] = [now, 0]
+        self.highest = seq
+
+    def due(self, now: float) -> list[int]:
+        out = []
+        for seq, entry in list(self.missing.items()):
+            if entry[1] >= NACK_TRIES:
+                del self.missing[seq]
+            elif now >= entry[0]:
+                entry[0], entry[1] = now + NACK_RETRY_S, entry[1] + 1
+                out.append(seq)
+        return out
+
+
+def build_nack(media_ssrc: int, seqs: list[int]) -> bytes:
+    """An RTCP generic NACK (RFC 4585 6.2.1) for ``seqs`` of ``media_ssrc``."""
+    seqs = sorted(set(seqs), key=lambda s: s)
+    fci = []
+    i = 0
+    while i < len(seqs):
+        pid, blp = seqs[i], 0
+        j = i + 1
+        while j < len(seqs) and 0 < ((seqs[j] - pid) & 0xFFFF) <= 16:
+            blp |= 1 << (((seqs[j] - pid) & 0xFFFF) - 1)
+            j += 1
+        fci.append(struct.pack("!HH", pid, blp))
+        i = j
+    body = b"".join(fci)
+    return struct.pack("!BBHII", 0x81, 205, 2 + len(body) // 4, 1, media_ssrc) + body

@@ -183,6 +183,12 @@ typedef struct sfu_transport {
     /* layer allocation of its simulcast consumers (allocator.h) */
     uint32_t nsimulcast;   /* consumers of multi-encoding producers */
     uint64_t next_alloc_ms;
+    /* the publisher's NTP clock (its SRs) on our monotonic clock: the least
+     * (arrival - NTP time) of its SRs, every stream of the transport alike
+     * (reports.c): consumer SRs map with it, free of SR arrival jitter */
+    int64_t sr_clock_offset_ms;
+    uint64_t sr_clock_offset_at_ms;
+    int sr_clock_valid;
 } sfu_transport_t;
 
 typedef struct {
@@ -206,6 +212,7 @@ typedef struct {
     uint32_t sr_lsr;                /* middle 32 bits of the last SR's NTP time */
     uint64_t sr_arrival_ms;
     uint32_t sr_rtp_ts;             /* RTP time of the last SR (sr_valid: one arrived) */
+    uint64_t sr_ntp_ms;             /* its NTP time (publisher's clock), ms since 1900 */
     int sr_valid;
     uint64_t rtx_received;
     uint64_t nack_packets_sent;

@@ -81,9 +81,15 @@ static void send_sender_report(sfu_engine_t *e, sfu_consumer_t *c, uint64_t now_
         return;
     uint32_t rtp_ts;
     const sfu_producer_t *p = c->producer;
-    if (p && c->stream < p->nstreams && p->streams[c->stream].sr_valid && now_ms >= p->streams[c->stream].sr_arrival_ms) {
+    if (p && c->stream < p->nstreams && p->streams[c->stream].sr_valid && p->transport &&
+        p->transport->sr_clock_valid) {
+        /* the instant of the publisher's last SR on our clock: its NTP time
+         * plus the transport's clock offset (not its own arrival, which
+         * carries that packet's queuing delay) */
         const sfu_producer_stream_t *st = &p->streams[c->stream];
-        rtp_ts = st->sr_rtp_ts + c->ts_offset + (uint32_t)((now_ms - st->sr_arrival_ms) * c->clock_rate / 1000);
+        int64_t sr_local_ms = (int64_t)st->sr_ntp_ms + p->transport->sr_clock_offset_ms;
+        int64_t since_ms = (int64_t)now_ms - sr_local_ms;
+        rtp_ts = st->sr_rtp_ts + c->ts_offset + (uint32_t)(int32_t)(since_ms * (int64_t)c->clock_rate / 1000);
     } else {
         rtp_ts = c->last_ts + (uint32_t)((now_ms - c->last_ts_ms) * c->clock_rate / 1000);
     }
@@ -149,7 +155,20 @@ void sfu_reports_on_sr(sfu_transport_t *t, const uint8_t *pk, size_t len, uint64
             st->sr_lsr = sfu_ntp_compact(ntp);
             st->sr_arrival_ms = now_ms;
             st->sr_rtp_ts = rtp_ts;
+            st->sr_ntp_ms = (ntp >> 32) * 1000 + (((ntp & 0xffffffffu) * 1000) >> 32);
             st->sr_valid = 1;
+            /* the least offset seen is the one with the least queuing; it
+             * may rise 1 ms a second when every SR says so for 5 s (clock
+             * drift, a longer path) */
+            int64_t off = (int64_t)now_ms - (int64_t)st->sr_ntp_ms;
+            if (!t->sr_clock_valid || off <= t->sr_clock_offset_ms) {
+                t->sr_clock_offset_ms = off;
+                t->sr_clock_offset_at_ms = now_ms;
+                t->sr_clock_valid = 1;
+            } else if (now_ms - t->sr_clock_offset_at_ms > SFU_SR_CLOCK_RISE_AFTER_MS) {
+                t->sr_clock_offset_ms += 1;
+                t->sr_clock_offset_at_ms = now_ms - SFU_SR_CLOCK_RISE_AFTER_MS + 1000;
+            }
         }
     }
 }

@@ -12,6 +12,9 @@
 
 /* NTP time (RFC 3550 4) of the engine's monotonic now_ms. */
 uint64_t sfu_ntp_now(uint64_t now_ms);
+
+/* a publisher's SR clock offset rises only after SRs said so this long */
+#define SFU_SR_CLOCK_RISE_AFTER_MS 5000
 /* Takes the offset between the wall clock and the monotonic clock. */
 void sfu_ntp_init(void);
 
