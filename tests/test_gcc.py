@@ -263,6 +263,18 @@ def test_no_feedback_no_growth_and_remb_fallback():
     assert g2.estimate == 800_000
     g2.on_remb(10, 2_000_000)
     assert g2.estimate == 30_000  # clamped to min
+    # transport-cc feedback that stops (seen in CI: a starved viewer behind a
+    # 300 kbit/s bottleneck whose estimate then sat at Chrome's stale REMB of
+    # 528k for 6 s): the REMB may lower the estimate, not raise it
+    est = g.estimate
+    t += 3_000_000
+    g.on_tick(t)
+    g.on_remb(3_000_000, t)
+    assert g.estimate == est
+    g.on_remb(200_000, t + 100_000)
+    assert g.estimate == 200_000
+    g.on_remb(3_000_000, t + 200_000)
+    assert g.estimate == 200_000
 
 
 def test_probe_api():

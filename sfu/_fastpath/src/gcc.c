@@ -647,6 +647,11 @@ void sfu_gcc_on_remb(sfu_gcc_t *g, uint32_t bps, int64_t now_us)
     int twcc_active = g->last_feedback_us >= 0 && now_us - g->last_feedback_us < SFU_GCC_TWCC_ACTIVE_US;
     if (!twcc_active) {
         double v = clampd(bps, g->min_bps, g->max_bps);
+        /* transport-cc feedback that stopped (a starved or congested
+         * receiver) is no reason to believe a higher REMB: it may lower the
+         * estimate, not raise it, until feedback comes back */
+        if (g->last_feedback_us >= 0 && v > g->target_bps)
+            v = g->target_bps;
         g->delay_bps = g->loss_bps = v;
         g->loss_hist_n = 0;
     }

@@ -41,8 +41,10 @@
  *    from the acknowledged bitrate (a false reading, through a path that
  *    bunches delivery, must not hold the estimate above the link).
  *  - REMB: while no transport-cc feedback came in the last
- *    SFU_GCC_TWCC_ACTIVE_US, the estimate follows the REMB; with feedback,
- *    a REMB younger than SFU_GCC_REMB_TTL_US caps it.
+ *    SFU_GCC_TWCC_ACTIVE_US, the estimate follows the REMB (down only once
+ *    transport-cc feedback has been seen: feedback that stopped is no
+ *    reason to trust a higher REMB); with feedback, a REMB younger than
+ *    SFU_GCC_REMB_TTL_US caps it.
  *  - No feedback for SFU_GCC_FEEDBACK_TIMEOUT_US: nothing grows (the
  *    increase does not count the silent time).
  *
