@@ -428,6 +428,10 @@ cdef class Engine:
                 "fractionLost": p.streams[i].last_fraction_lost / 256.0,
                 "jitter": sfu_producer_stream_jitter(&p.streams[i].stats),
                 "nackCount": p.streams[i].nack_packets_sent,
+                # the NACK generator toward the publisher: numbers asked
+                # (retries included), recovered by RTX, arrived late anyway, given up
+                "nackedPackets": p.streams[i].nack.nacked, "nackRecovered": p.streams[i].nack.recovered,
+                "nackLate": p.streams[i].nack.late, "nackGaveUp": p.streams[i].nack.gave_up,
                 "pliCount": p.streams[i].keyframe_requests,
                 "retransmittedPackets": p.streams[i].rtx_received,
                 "bitrate": p.streams[i].rate_bps,

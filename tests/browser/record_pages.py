@@ -168,6 +168,11 @@ async def main(seconds: float, loss: float) -> dict:
             async with http.post(f"{base}/api/rooms/{ROOM}/recordings/{rec['recordingId']}/stop") as resp:
                 stopped = (await resp.json())["recording"]
             counters = await rooms.workers[0].get_counters()
+            room = rooms.rooms.get(ROOM)
+            result["producers"] = [{k: v for k, v in st.items() if k.startswith("nack") or k in (
+                "packetCount", "packetsLost", "retransmittedPackets", "keyframeRequests", "roundTripTime")}
+                for p in (room.participants.values() if room else []) for pr in p.producers.values()
+                if pr.kind == "video" for st in await pr.get_stats()]
             result["counters"] = {k: v for k, v in counters.items()
                                   if v and any(w in k for w in ("nack", "retrans", "rtx", "pli", "keyframe", "drop", "tx_"))}
             await browser.close()
