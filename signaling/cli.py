@@ -187,9 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--disconnect-grace", type=float, default=float(_env("SFU_DISCONNECT_GRACE", "5") or 5),
                    help="seconds a call participant may lose its Socket.IO connection before it is made "
                         "to leave (SFU_DISCONNECT_GRACE)")
-    c.add_argument("--recordings-dir", default=_env("SFU_RECORDINGS_DIR"),
+    c.add_argument("--recordings-dir", default=_env("SFU_RECORDINGS_DIR", None),
                    help="directory for recordings; enables /api/rooms/{id}/recordings (SFU_RECORDINGS_DIR)")
-    c.add_argument("--recording-pattern", default=_env("SFU_RECORDING_PATTERN"),
+    c.add_argument("--recording-pattern", default=_env("SFU_RECORDING_PATTERN", None),
                    help="file name of a recording under --recordings-dir, with {room}, {participant}, "
                         "{recording}, {time}, {ext} (SFU_RECORDING_PATTERN, default "
                         "{room}/{time}-{participant}-{recording}.{ext})")

@@ -218,16 +218,21 @@ async def whep_view(request: web.Request) -> web.Response:
                    [(str(c.rtp_parameters.get("mid")), c.id) for c in consumers])
 
 
-async def end_session(request: web.Request) -> web.Response:
+def _session(request: web.Request) -> tuple[Room, Participant]:
+    """The room and participant of the session URL (grant checked first)."""
     check_grant(request, request.match_info["roomId"])
     room = request.app[ROOMS].room(request.match_info["roomId"])
     try:
-        p = room.participant_by_token(request.match_info["session"])
+        return room, room.participant_by_token(request.match_info["session"])
     except ApiError as exc:
         if exc.status != 401:
             raise
         # RFC 9725: an unknown session (ended, or lost with its media worker) is 404
         raise ApiError(404, f"session not found in room {room.id} (ended, or lost with its media worker)") from None
+
+
+async def end_session(request: web.Request) -> web.Response:
+    room, p = _session(request)
     await room.leave(p)
     return web.Response(status=200)
 
@@ -244,14 +249,7 @@ async def patch_session(request: web.Request) -> web.Response:
     new ETag); the client's checks from wherever it now is then select the
     new path. A fragment with only candidates gets 204: the SFU is ICE-lite
     and learns the client's addresses from its checks."""
-    check_grant(request, request.match_info["roomId"])
-    room = request.app[ROOMS].room(request.match_info["roomId"])
-    try:
-        p = room.participant_by_token(request.match_info["session"])
-    except ApiError as exc:
-        if exc.status != 401:
-            raise
-        raise ApiError(404, f"session not found in room {room.id} (ended, or lost with its media worker)") from None
+    room, p = _session(request)
     if request.content_type != SDPFRAG:
         raise ApiError(415, f"Content-Type: must be {SDPFRAG}, got {request.content_type or 'none'}")
     match = request.headers.get("If-Match")

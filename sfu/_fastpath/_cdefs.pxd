@@ -107,17 +107,18 @@ cdef extern from "src/engine.h" nogil:
         uint64_t drops
         uint32_t nconsumers
         sfu_rtt_t rtt
-    ctypedef struct sfu_nack_gen_t:
+    # the NACK generator's counters (its full declaration is in nack.pxi,
+    # under its own name: the test hooks include both)
+    ctypedef struct sfu_nack_counts_t "sfu_nack_gen_t":
         uint64_t nacked
         uint64_t recovered
         uint64_t late
         uint64_t gave_up
-        uint64_t keyframe_requests
     ctypedef struct sfu_producer_stream_t:
         uint32_t ssrc
         uint32_t rtx_ssrc
         sfu_count_t received
-        sfu_nack_gen_t nack
+        sfu_nack_counts_t nack
         uint16_t max_seq
         uint64_t last_packet_ms
         uint64_t keyframe_requests

@@ -10,10 +10,11 @@ tests/test_chromium_calls.py). Usage: python tests/browser/call_pages.py [HOLD_S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import jwt
 from aiohttp import web
@@ -48,6 +49,38 @@ async def _until(pages: list[Page], ok: Callable[[dict[str, Any]], bool], what: 
         if loop.time() > deadline:
             raise RuntimeError(f"timed out waiting for {what}: {json.dumps(stats)}")
         await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def _server(**start: Any) -> AsyncIterator[tuple[Any, web.Application, str]]:
+    """The call service (JWT auth, 2 s disconnect grace) on a loopback port:
+    (rooms, app, base URL); ``start``: start_rooms' options."""
+    rooms = await start_rooms(**start)
+    app = create_app(rooms, auth=Authenticator(AuthConfig.from_options(secret=SECRET)), metrics=Metrics(),
+                     disconnect_grace_s=2.0)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield rooms, app, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await rooms.close()
+
+
+async def _call_pages(ctx: Any, base: str, names: tuple[str, ...], wait_each: bool = False) -> list[Page]:
+    """One call page per user (console errors printed to stderr)."""
+    pages = []
+    for name in names:
+        page = await ctx.new_page()
+        page.on("console", lambda msg, n=name: msg.type == "error" and print(f"[{n}] {msg.text}", file=sys.stderr))
+        await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
+        pages.append(page)
+        if wait_each:
+            await _until([page], lambda s: s["participantId"] is not None, f"{name} joined")
+    return pages
 
 
 def _settled(mode: str, remotes: int, server_done: bool = True) -> Callable[[dict[str, Any]], bool]:
@@ -147,29 +180,14 @@ async def kills(count: int, workers: int = 2) -> dict[str, Any]:
     import os
     import signal
 
-    rooms = await start_rooms(workers=workers)
-    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
-    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {"kills": [], "workers": workers}
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
     try:
-        async with async_playwright() as pw:
+        async with _server(workers=workers) as (rooms, app, base), async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             ctx = await browser.new_context()
-            pages = []
-            for name in ("alice", "bob", "carol"):
-                page = await ctx.new_page()
-                page.on("console", lambda msg, n=name: msg.type == "error" and print(
-                    f"[{n}] {msg.text}", file=sys.stderr))
-                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
-                pages.append(page)
+            pages = await _call_pages(ctx, base, ("alice", "bob", "carol"))
             await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
             call = app[CALLS].calls[CALL]
             for k in range(count):
@@ -207,8 +225,6 @@ async def kills(count: int, workers: int = 2) -> dict[str, Any]:
             await browser.close()
     finally:
         result["seconds"] = round(time.monotonic() - t0, 1)
-        await runner.cleanup()
-        await rooms.close()
     return result
 
 
@@ -266,13 +282,7 @@ async def restart(db: str) -> dict[str, Any]:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             ctx = await browser.new_context()
-            pages = []
-            for name in ("alice", "bob", "carol"):
-                page = await ctx.new_page()
-                page.on("console", lambda msg, n=name: msg.type == "error" and print(
-                    f"[{n}] {msg.text}", file=sys.stderr))
-                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
-                pages.append(page)
+            pages = await _call_pages(ctx, base, ("alice", "bob", "carol"))
             await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
             await asyncio.sleep(1.0)
             term_at = loop.time()
@@ -332,29 +342,14 @@ async def rebind(count: int) -> dict[str, Any]:
         s.bind(("127.0.0.1", 0))
         rtc_port = s.getsockname()[1]
     nat = await UdpNat(("127.0.0.1", rtc_port)).start()
-    rooms = await start_rooms(workers=1, rtc_port=rtc_port, announced_rtc_port=nat.port)
-    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
-    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {"rebinds": []}
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
     try:
-        async with async_playwright() as pw:
+        async with _server(workers=1, rtc_port=rtc_port, announced_rtc_port=nat.port) as (rooms, app, base), async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             ctx = await browser.new_context()
-            pages = []
-            for name in ("alice", "bob", "carol"):
-                page = await ctx.new_page()
-                page.on("console", lambda msg, n=name: msg.type == "error" and print(
-                    f"[{n}] {msg.text}", file=sys.stderr))
-                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
-                pages.append(page)
+            pages = await _call_pages(ctx, base, ("alice", "bob", "carol"))
             await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=30)
             for k in range(count):
                 await asyncio.sleep(1.5)
@@ -397,16 +392,10 @@ async def rebind(count: int) -> dict[str, Any]:
                 if any(b is None for b in back):
                     result["timeout_stats"] = after
                     break
-            result["server_tuples"] = [
-                t.ice_selected_tuple if hasattr(t, "ice_selected_tuple") else None
-                for room in rooms.rooms.values() for p in room.participants.values()
-                for t in getattr(p, "transport_objects", [])]
             await browser.close()
     finally:
         result["seconds"] = round(time.monotonic() - t0, 1)
         result["nat"] = {"to_server": nat.to_server, "to_clients": nat.to_clients, "mappings": nat.mappings}
-        await runner.cleanup()
-        await rooms.close()
         nat.close()
     return result
 
@@ -417,30 +406,14 @@ async def p2p_break(breaks: int) -> dict[str, Any]:
     pages: the other sees its video stall, or gets a new offer). Per break:
     when each page decoded the other again, on any path (this process's
     clock), and whether the direct path came back."""
-    rooms = await start_rooms(workers=1)
-    auth = Authenticator(AuthConfig.from_options(secret=SECRET))
-    app = create_app(rooms, auth=auth, metrics=Metrics(), disconnect_grace_s=2.0)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {"breaks": []}
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
     try:
-        async with async_playwright() as pw:
+        async with _server(workers=1) as (rooms, app, base), async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             ctx = await browser.new_context()
-            pages = []
-            for name in ("alice", "bob"):
-                page = await ctx.new_page()
-                page.on("console", lambda msg, n=name: msg.type == "error" and print(
-                    f"[{n}] {msg.text}", file=sys.stderr))
-                await page.goto(f"{base}/call?call={CALL}&token={_token(name)}")
-                pages.append(page)
-                await _until([page], lambda s: s["participantId"] is not None, "joined")
+            pages = await _call_pages(ctx, base, ("alice", "bob"), wait_each=True)
             await _until(pages, lambda s: _settled("p2p", 1, server_done=False)(s) and s["paths"]["standby"]
                          and len(s["paths"]["views"]) == 1, "two pages over P2P with the SFU on standby", timeout=30)
             for k in range(breaks):
@@ -484,8 +457,6 @@ async def p2p_break(breaks: int) -> dict[str, Any]:
             await browser.close()
     finally:
         result["seconds"] = round(time.monotonic() - t0, 1)
-        await runner.cleanup()
-        await rooms.close()
     return result
 
 
