@@ -168,3 +168,32 @@ async def test_close_frees_the_engine_objects(worker, router, peers):
         d.send(b"\x80" * 20)
     with pytest.raises(InvalidParametersError):
         await router.create_direct_transport(max_queue_bytes=10)
+
+
+def count_pli(peer) -> int:
+    n = 0
+    for d in peer.received:
+        pos = 0
+        while len(d) >= 4 and 192 <= d[1] <= 223 and pos + 4 <= len(d):
+            first, pt, length = struct.unpack_from("!BBH", d, pos)
+            if pt == 206 and first & 0x1F in (1, 4):  # PLI or FIR
+                n += 1
+            pos += 4 * (length + 1)
+    return n
+
+
+async def test_consumer_request_key_frame_reaches_the_publisher(router, peers):
+    peer, t, producer, ssrc = await plain_publisher(router, peers)
+    direct = await router.create_direct_transport()
+    consumer = await direct.consume(producer.id, router.rtp_capabilities)
+    got: list[bytes] = []
+    direct.on_batch = got.extend
+    peer.send(build_rtp(96, 1, 0, ssrc, VP8_KEY + b"k" * 100, True), t.tuple["localPort"])
+    await wait_until(lambda: any(is_rtp(d) for d in got))
+    await asyncio.sleep(1.2)  # past the keyframe request interval
+    before = count_pli(peer)
+    await consumer.request_key_frame()
+    await wait_until(lambda: count_pli(peer) > before, timeout=5)
+    consumer.close()
+    with pytest.raises(InvalidStateError):
+        await consumer.request_key_frame()
