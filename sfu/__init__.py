@@ -29,6 +29,7 @@ from .errors import (
     UnsupportedError,
     WorkerDiedError,
 )
+from .direct_transport import DirectTransport
 from .plain_transport import PlainTransport
 from .producer import Producer
 from .router import Router
@@ -43,6 +44,7 @@ __all__ = [
     "Consumer",
     "InvalidParametersError",
     "InvalidStateError",
+    "DirectTransport",
     "PlainTransport",
     "Producer",
     "Router",

@@ -7,6 +7,11 @@ Frames are a 4-byte big-endian length followed by a UTF-8 JSON object:
                 {"id": n, "error": "TypeError", "reason": "..."}
 * notification: {"targetId": "...", "event": "tuple", "data": {...}}
 
+A binary frame (the length's top bit set) carries datagrams for the parent
+(a DirectTransport's RTP): u16 target id length, the id, u8 event length,
+the event, then records [u32 little-endian length][datagram]...; it is
+decoded to a notification whose data is the list of datagrams.
+
 Both sides use :class:`FrameReader` / :func:`encode_frame`; the parent wraps
 them in :class:`Channel`, which matches responses to pending requests and
 fails every pending and later request once the worker is gone.
@@ -43,6 +48,42 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return struct.pack("!I", len(body)) + body
 
 
+BINARY_FLAG = 0x80000000
+
+
+def encode_binary_frame(target_id: str, event: str, records: bytes) -> bytes:
+    """A binary notification: `records` is [u32 LE length][datagram]... as
+    the engine queues them (no per-datagram work here)."""
+    tid, ev = target_id.encode(), event.encode()
+    n = 2 + len(tid) + 1 + len(ev) + len(records)
+    if n > MAX_FRAME:
+        raise ValueError(f"channel message too large ({n} bytes)")
+    return struct.pack("!IH", n | BINARY_FLAG, len(tid)) + tid + bytes([len(ev)]) + ev + records
+
+
+def split_records(buf: bytes, offset: int = 0) -> list[bytes]:
+    """[u32 LE length][datagram]... -> the datagrams (a truncated tail is ignored)."""
+    out = []
+    end = len(buf)
+    unpack = struct.unpack_from
+    while offset + 4 <= end:
+        (n,) = unpack("<I", buf, offset)
+        offset += 4
+        if offset + n > end:
+            break
+        out.append(buf[offset : offset + n])
+        offset += n
+    return out
+
+
+def _decode_binary(body: bytes) -> dict[str, Any]:
+    (tl,) = struct.unpack_from("!H", body)
+    tid = body[2 : 2 + tl].decode()
+    el = body[2 + tl]
+    event = body[3 + tl : 3 + tl + el].decode()
+    return {"targetId": tid, "event": event, "data": split_records(body, 3 + tl + el)}
+
+
 class FrameReader:
     """Incremental decoder: feed bytes, get complete messages."""
 
@@ -54,11 +95,14 @@ class FrameReader:
         out = []
         while len(self._buf) >= 4:
             (n,) = struct.unpack_from("!I", self._buf)
+            binary = bool(n & BINARY_FLAG)
+            n &= ~BINARY_FLAG
             if n > MAX_FRAME:
                 raise ValueError(f"channel frame too large ({n} bytes)")
             if len(self._buf) < 4 + n:
                 break
-            out.append(json.loads(bytes(self._buf[4 : 4 + n])))
+            body = bytes(self._buf[4 : 4 + n])
+            out.append(_decode_binary(body) if binary else json.loads(body))
             del self._buf[: 4 + n]
         return out
 
@@ -130,6 +174,12 @@ class Channel:
         except Exception as exc:
             self._pending.pop(rid, None)
             logger.debug("%s not sent: %s", method, exc)
+
+    def send_binary(self, target_id: str, event: str, records: bytes) -> None:
+        """A binary frame to the worker (a DirectTransport's datagrams)."""
+        if self._closed_error is not None:
+            raise self._closed_error
+        self._writer.write(encode_binary_frame(target_id, event, records))
 
     def close(self, error: Exception) -> None:
         """Fails every pending and future request with `error`."""

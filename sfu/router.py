@@ -13,6 +13,7 @@ from .events import EventEmitter
 from .rtp_parameters import RtpCapabilities
 
 if TYPE_CHECKING:
+    from .direct_transport import DirectTransport
     from .plain_transport import PlainTransport
     from .producer import Producer
     from .transport import Transport
@@ -144,6 +145,29 @@ class Router(EventEmitter):
             },
         )
         transport = WebRtcTransport(transport_id, self, data, webrtc_server, app_data)
+        self._add_transport(transport)
+        return transport
+
+    async def create_direct_transport(
+        self, max_queue_bytes: int = 4 * 1024 * 1024, app_data: Any = None
+    ) -> "DirectTransport":
+        """Creates a transport between the router and Python (no network).
+
+        What its consumers send is queued by the engine (at most
+        ``max_queue_bytes``; beyond it packets are dropped and counted in the
+        worker's ``drop_direct_full``) and delivered in batches about every
+        20 ms; :meth:`DirectTransport.send` injects RTP for its producers.
+        """
+        from .direct_transport import DirectTransport
+
+        self._check_open()
+        if not isinstance(max_queue_bytes, int) or not 4096 <= max_queue_bytes <= 256 * 1024 * 1024:
+            raise InvalidParametersError(f"max_queue_bytes: 4096 to 268435456, got {max_queue_bytes!r}")
+        transport_id = str(uuid.uuid4())
+        data = await self.worker._request(
+            "router.createDirectTransport", self.id, {"transportId": transport_id, "maxQueueBytes": max_queue_bytes}
+        )
+        transport = DirectTransport(transport_id, self, data, app_data)
         self._add_transport(transport)
         return transport
 

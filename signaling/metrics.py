@@ -94,6 +94,8 @@ ENGINE_COUNTERS: tuple[tuple[str, str, Optional[str], dict[str, Optional[str]]],
     ("sfu_engine_loop_iterations", "Wake-ups of the engine I/O thread.", None, {"loop_iterations": None}),
     ("sfu_engine_timer_runs", "Runs of the engine's timer work (at the soonest unit deadline).", None,
      {"timer_runs": None}),
+    ("sfu_direct_transport_dropped", "Packets for a DirectTransport dropped: its queue was full.",
+     None, {"drop_direct_full": None}),
 )
 
 

@@ -89,9 +89,14 @@ cdef extern from "src/engine.h" nogil:
         socklen_t dest_len
         sockaddr_storage dest  # declared as sockaddr_in6 in C; read via cast
         uint8_t data[1]
+    ctypedef struct sfu_direct_queue_t:
+        uint8_t *buf
+        uint32_t used, cap
+        uint64_t packets, bytes, drops
     ctypedef struct sfu_socket_t:
         uint32_t handle
         int fd
+        sfu_direct_queue_t *direct
         uint32_t transport
         int is_rtcp
     ctypedef struct sfu_transport_t:
@@ -177,6 +182,7 @@ cdef extern from "src/engine.h" nogil:
         sfu_slot_t *outbox
         uint32_t outbox_used
         uint64_t counters[32]
+        void (*flush)(sfu_engine_t *e)
         int notify_fd
         uint64_t loop_busy_ns
         uint32_t keyframe_request_interval_ms
@@ -187,6 +193,7 @@ cdef extern from "src/engine.h" nogil:
     void sfu_engine_unlock(sfu_engine_t *e)
 
     uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
+    uint32_t sfu_direct_socket_add_locked(sfu_engine_t *e, uint32_t cap)
     int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s)
     uint32_t sfu_transport_add_locked(sfu_engine_t *e, uint32_t rtp_socket, uint32_t rtcp_socket, int flags)
     int SFU_TRANSPORT_COMEDIA

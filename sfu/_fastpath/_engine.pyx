@@ -24,7 +24,7 @@ COUNTER_NAMES = (
     "recv_calls", "send_calls", "loop_iterations", "rx_pli", "rx_fir", "tx_pli",
     "rx_nack", "tx_nack", "rx_rtx", "tx_retransmissions", "retransmission_misses", "rx_remb", "tx_remb",
     "tx_sr", "tx_rr", "tx_twcc", "keyframe_retries", "ssrc_learned",
-    "drop_stun_unvalidated", "timer_runs",
+    "drop_stun_unvalidated", "timer_runs", "drop_direct_full",
 )
 
 def _rtp_id(value, what):
@@ -159,6 +159,60 @@ cdef class Engine:
         if h == 0:
             raise OSError("could not add socket to the engine")
         return h
+
+    def add_direct_socket(self, uint32_t capacity=4 * 1024 * 1024):
+        """A virtual socket for a DirectTransport: what the engine sends on it
+        is queued (at most `capacity` bytes; a full queue drops and counts
+        drop_direct_full) until :meth:`direct_take`. Freed by remove_socket."""
+        cdef uint32_t h
+        with nogil:
+            sfu_engine_lock(self.e)
+            h = sfu_direct_socket_add_locked(self.e, capacity)
+            sfu_engine_unlock(self.e)
+        if h == 0:
+            raise ValueError(f"could not add a direct socket of {capacity} bytes (at least 1504)")
+        return h
+
+    def direct_take(self, uint32_t h):
+        """Takes a direct socket's queue: (records, drops so far), records being
+        [u32 little-endian length][datagram]... as one bytes object."""
+        cdef sfu_socket_t *s
+        sfu_engine_lock(self.e)
+        try:
+            s = sfu_socket_get(self.e, h)
+            if s == NULL or s.direct == NULL:
+                raise KeyError(f"unknown direct socket {h}")
+            out = PyBytes_FromStringAndSize(<char *>s.direct.buf, s.direct.used)
+            s.direct.used = 0
+            return out, s.direct.drops
+        finally:
+            sfu_engine_unlock(self.e)
+
+    def direct_send(self, uint32_t h, object src, bytes data):
+        """Feeds one datagram to the engine as if received on socket `h` from
+        `src` (a DirectTransport's producer), then sends what it caused."""
+        cdef sockaddr_storage a
+        cdef socklen_t al = 0
+        cdef size_t n = len(data)
+        cdef uint8_t *buf
+        if n == 0 or n > 1500:
+            raise ValueError(f"an RTP/RTCP datagram of 1..1500 bytes, got {n}")
+        _sockaddr(src, &a, &al)
+        buf = <uint8_t *>malloc(n + 256)
+        if buf == NULL:
+            raise MemoryError()
+        memcpy(buf, PyBytes_AS_STRING(data), n)
+        try:
+            sfu_engine_lock(self.e)
+            if sfu_socket_get(self.e, h) == NULL:
+                sfu_engine_unlock(self.e)
+                raise KeyError(f"unknown socket {h}")
+            sfu_engine_receive(self.e, h, <sockaddr *>&a, al, buf, n, n + 256, sfu_now_ms())
+            if self.e.flush != NULL:
+                self.e.flush(self.e)
+            sfu_engine_unlock(self.e)
+        finally:
+            free(buf)
 
     def remove_socket(self, uint32_t h):
         with nogil:

@@ -17,7 +17,7 @@ import socket
 import sys
 from typing import Any
 
-from ..channel import FrameReader, encode_frame
+from ..channel import FrameReader, encode_binary_frame, encode_frame
 from .state import WorkerState
 
 logger = logging.getLogger("sfu.worker")
@@ -30,12 +30,17 @@ class WorkerProcess:
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.state = WorkerState(self.notify)
+        self.state.notify_binary = self.notify_binary
         self.writer: asyncio.StreamWriter | None = None
         self.done = asyncio.Event()
 
     def notify(self, target_id: str, event: str, data: Any = None) -> None:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(encode_frame({"targetId": target_id, "event": event, "data": data}))
+
+    def notify_binary(self, target_id: str, event: str, records: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(encode_binary_frame(target_id, event, records))
 
     async def run(self) -> None:
         reader, self.writer = await asyncio.open_connection(sock=self.sock)
@@ -53,6 +58,10 @@ class WorkerProcess:
             self.state.close()
 
     def _handle(self, msg: dict[str, Any]) -> None:
+        if "method" not in msg and msg.get("event") == "send":
+            # a binary frame: datagrams for a DirectTransport's producers
+            self.state.direct_send(msg.get("targetId", ""), msg.get("data") or [])
+            return
         rid = msg.get("id")
         method = msg.get("method", "")
         try:

@@ -23,12 +23,15 @@ from ..errors import InvalidParametersError, InvalidStateError
 from ..ice import username_ufrag
 from ..srtp import crypto_suite
 
+from .direct import DIRECT_REMOTE, DirectTransportState
 from .plain import PlainTransportState
 from .webrtc import WebRtcTransportState
 
 # What every transport of the worker offers (connect, stats, restart_ice,
 # on_datagram, close; ids, handle, producer_ids, consumer_ids).
-TransportState = Union[PlainTransportState, WebRtcTransportState]
+TransportState = Union[PlainTransportState, WebRtcTransportState, DirectTransportState]
+
+DIRECT_PUMP_S = 0.02  # how often DirectTransports' queues go to the parent
 
 logger = logging.getLogger("sfu.worker")
 
@@ -111,6 +114,10 @@ class WorkerState:
         self.socket_owner: dict[int, str] = {}               # dedicated socket -> transport id
         self.ufrag_index: dict[tuple[int, str], str] = {}     # (socket, ufrag) -> transport id
         self.unroutable_stun = 0
+        # DirectTransports: their queues go to the parent every DIRECT_PUMP_S
+        self.direct: dict[str, DirectTransportState] = {}
+        self.notify_binary: Callable[[str, str, bytes], None] = lambda *_: None
+        self._pump_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle
 
@@ -122,7 +129,31 @@ class WorkerState:
         self.engine.start()
 
     def close(self) -> None:
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
         self.engine.stop()
+
+    def _pump_direct(self) -> None:
+        self._pump_handle = None
+        for t in list(self.direct.values()):
+            try:
+                t.pump(self.notify_binary)
+            except Exception:
+                logger.exception("DirectTransport %s: pump failed", t.id)
+        if self.direct and self._loop is not None:
+            self._pump_handle = self._loop.call_later(DIRECT_PUMP_S, self._pump_direct)
+
+    def direct_send(self, tid: str, datagrams: list[bytes]) -> None:
+        """RTP/RTCP the parent sends on a DirectTransport (its producers)."""
+        t = self.direct.get(tid)
+        if t is None:
+            logger.debug("send on unknown DirectTransport %s dropped", tid)
+            return
+        for d in datagrams:
+            try:
+                t.send(d)
+            except ValueError as exc:
+                logger.warning("DirectTransport %s: %s", tid, exc)
 
     def _on_upcalls(self) -> None:
         try:
@@ -312,6 +343,29 @@ class WorkerState:
         router.transport_ids.add(tid)
         return result
 
+    def _router_createDirectTransport(self, rid: str, data: dict[str, Any]) -> dict[str, Any]:
+        router = self._router(rid)
+        tid = data["transportId"]
+        capacity = int(data.get("maxQueueBytes") or 4 * 1024 * 1024)
+        if not 4096 <= capacity <= 256 * 1024 * 1024:
+            raise InvalidParametersError(f"maxQueueBytes: 4096 to 268435456, got {capacity}")
+        sock = self.engine.add_direct_socket(capacity)
+        try:
+            thandle = self.engine.add_transport(sock, 0)
+            self.engine.connect_transport(thandle, DIRECT_REMOTE, None)
+        except Exception:
+            self.engine.remove_socket(sock)
+            raise
+        t = DirectTransportState(id=tid, router_id=router.id, engine=self.engine, handle=thandle, socket=sock,
+                                 capacity=capacity)
+        self.transports[tid] = t
+        self.transport_by_handle[thandle] = tid
+        self.direct[tid] = t
+        router.transport_ids.add(tid)
+        if self._pump_handle is None and self._loop is not None:
+            self._pump_handle = self._loop.call_later(DIRECT_PUMP_S, self._pump_direct)
+        return {"maxQueueBytes": capacity}
+
     def _router_closeTransport(self, rid: str, data: dict[str, Any]) -> None:
         self._close_transport(data["transportId"])
 
@@ -398,6 +452,8 @@ class WorkerState:
         if router:
             router.transport_ids.discard(tid)
         self.transport_by_handle.pop(t.handle, None)
+        if self.direct.pop(tid, None) is not None:
+            t.pump(self.notify_binary)  # what was queued before the close
         t.close()
 
     def _transport_connect(self, tid: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -565,6 +621,7 @@ _HANDLERS: dict[str, Callable[[WorkerState, Any, Any], Any]] = {
     "worker.closeRouter": WorkerState._worker_closeRouter,
     "router.createPlainTransport": WorkerState._router_createPlainTransport,
     "router.closeTransport": WorkerState._router_closeTransport,
+    "router.createDirectTransport": WorkerState._router_createDirectTransport,
     "router.createWebRtcTransport": WorkerState._router_createWebRtcTransport,
     "transport.restartIce": WorkerState._transport_restartIce,
     "transport.connect": WorkerState._transport_connect,

@@ -53,6 +53,10 @@ static void free_socket(void *p)
     if (s->fd >= 0)
         close(s->fd);
     sfu_tuple_map_free(&s->tuples);
+    if (s->direct) {
+        free(s->direct->buf);
+        free(s->direct);
+    }
     free(s);
 }
 
@@ -96,6 +100,55 @@ uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd)
         return 0;
     }
     return s->handle;
+}
+
+uint32_t sfu_direct_socket_add_locked(sfu_engine_t *e, uint32_t cap)
+{
+    if (cap < SFU_SLOT_SIZE + 4)
+        return 0;
+    sfu_direct_queue_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return 0;
+    q->buf = malloc(cap);
+    if (!q->buf) {
+        free(q);
+        return 0;
+    }
+    q->cap = cap;
+    uint32_t h = sfu_socket_add_locked(e, -1);
+    sfu_socket_t *s = h ? sfu_socket_get(e, h) : NULL;
+    if (!s) {
+        free(q->buf);
+        free(q);
+        return 0;
+    }
+    s->direct = q;
+    return h;
+}
+
+void sfu_direct_append_locked(sfu_engine_t *e, sfu_socket_t *s)
+{
+    sfu_direct_queue_t *q = s->direct;
+    for (uint32_t idx = s->pending_head; idx != UINT32_MAX; idx = e->outbox[idx].next) {
+        const sfu_slot_t *slot = &e->outbox[idx];
+        if (slot->len > SFU_SLOT_SIZE || (uint64_t)q->used + 4 + slot->len > q->cap) {
+            q->drops++;
+            e->counters[SFU_C_DROP_DIRECT_FULL]++;
+            continue;
+        }
+        uint32_t n = slot->len;
+        uint8_t *p = q->buf + q->used;
+        p[0] = (uint8_t)n;
+        p[1] = (uint8_t)(n >> 8);
+        p[2] = (uint8_t)(n >> 16);
+        p[3] = (uint8_t)(n >> 24);
+        memcpy(p + 4, slot->data, n);
+        q->used += 4 + n;
+        q->packets++;
+        q->bytes += n;
+        e->counters[SFU_C_TX_DATAGRAMS]++;
+        e->counters[SFU_C_TX_BYTES] += n;
+    }
 }
 
 int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t h)

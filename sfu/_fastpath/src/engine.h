@@ -110,6 +110,7 @@ enum sfu_counter {
     SFU_C_SSRC_LEARNED,
     SFU_C_DROP_STUN_UNVALIDATED,
     SFU_C_TIMER_RUNS,      /* ticks that found timer work due (timers.h) */
+    SFU_C_DROP_DIRECT_FULL, /* datagrams for a DirectTransport whose queue was full */
     SFU_C_COUNT
 };
 
@@ -138,7 +139,19 @@ typedef struct sfu_socket {
     uint32_t pending_head, pending_tail, pending_count;
     int dirty;
     int connected;         /* connect()ed to its one remote: sends need no address */
+    struct sfu_direct_queue *direct; /* a DirectTransport's virtual socket (fd -1), else NULL */
 } sfu_socket_t;
+
+/* A DirectTransport's queue: what the engine sends on its virtual socket is
+ * appended here at flush as records [u32 length, little-endian][datagram],
+ * bounded by cap bytes (a full queue drops and counts); the control thread
+ * takes the whole queue at once (sfu_direct_take_locked). Owned and freed by
+ * the engine with the socket. */
+typedef struct sfu_direct_queue {
+    uint8_t *buf;
+    uint32_t used, cap;
+    uint64_t packets, bytes, drops;
+} sfu_direct_queue_t;
 
 struct sfu_srtp;
 
@@ -402,6 +415,10 @@ void sfu_engine_unlock(sfu_engine_t *e);
 /* Control plane (lock held by caller). Handles are > 0; 0 means failure. */
 uint32_t sfu_socket_add_locked(sfu_engine_t *e, int fd);
 int sfu_socket_remove_locked(sfu_engine_t *e, uint32_t s);
+/* A virtual socket for a DirectTransport, with a queue of cap bytes (0 on failure). */
+uint32_t sfu_direct_socket_add_locked(sfu_engine_t *e, uint32_t cap);
+/* Appends the socket's pending outbox datagrams to its queue (flush). */
+void sfu_direct_append_locked(sfu_engine_t *e, sfu_socket_t *s);
 
 #define SFU_TRANSPORT_COMEDIA 1
 #define SFU_TRANSPORT_ICE 2

@@ -53,6 +53,13 @@ void sfu_io_flush_locked(sfu_engine_t *e)
         sfu_socket_t *s = sfu_socket_get(e, e->dirty_sockets[d]);
         if (!s)
             continue;
+        if (s->fd < 0) {
+            /* virtual socket: a DirectTransport's queue takes its datagrams;
+             * otherwise nothing to send (sans-IO use) */
+            if (s->direct)
+                sfu_direct_append_locked(e, s);
+            continue;
+        }
         uint32_t idx = s->pending_head;
         while (idx != UINT32_MAX) {
             int n = 0;
@@ -67,10 +74,6 @@ void sfu_io_flush_locked(sfu_engine_t *e)
                 msgs[n].msg_hdr.msg_iovlen = 1;
                 n++;
                 idx = slot->next;
-            }
-            if (s->fd < 0) {
-                /* virtual socket: nothing to send (sans-IO use) */
-                continue;
             }
             int sent = 0;
             while (sent < n) {
