@@ -83,6 +83,21 @@ SCENARIOS = {
         ("kf", False),
         ("rx", 1, 510, False),  # too late: no longer tracked
     ],
+    "out of retries on a short RTT: kept until SFU_NACK_MIN_GIVE_UP_MS": [
+        ("rx", 0, 0, True),
+        ("rx", 2, 0, True),
+        *[("poll", 10 * i, 10, [1]) for i in range(10)],
+        ("poll", 100, 10, []),       # out of retries: asked no more...
+        ("missing", [1]),
+        ("deadline", 10, 400),
+        ("poll", 399, 10, []),
+        ("missing", [1]),            # ...but a busy publisher's RTX may still come
+        ("kf", False),
+        ("poll", 400, 10, []),
+        ("missing", []),
+        ("count", "gave_up", 1),
+        ("kf", True),
+    ],
     "give up after SFU_NACK_MAX_AGE_MS": [
         ("rx", 0, 0, True),
         ("rx", 2, 0, True),

@@ -106,13 +106,16 @@ int sfu_nack_poll(sfu_nack_gen_t *g, uint64_t now_ms, uint32_t rtt_ms, uint16_t 
         sfu_nack_entry_t e = g->list[i];
         int32_t age = (int32_t)(now - e.first_ms);
         int due = e.retries == 0 || (int32_t)(now - e.sent_ms) >= (int32_t)rtt;
-        if (age > SFU_NACK_MAX_AGE_MS || (due && e.retries >= SFU_NACK_MAX_RETRIES)) {
+        if (age > SFU_NACK_MAX_AGE_MS ||
+            (due && e.retries >= SFU_NACK_MAX_RETRIES && age >= SFU_NACK_MIN_GIVE_UP_MS)) {
             g->gave_up++;
             /* a packet lost for good leaves a frame no viewer can decode: a
              * keyframe now rather than when each viewer's decoder gives up */
             nack_request_keyframe(g);
             continue; /* dropped */
         }
+        if (due && e.retries >= SFU_NACK_MAX_RETRIES)
+            due = 0; /* out of retries: kept until SFU_NACK_MIN_GIVE_UP_MS, asked no more */
         if (due && n < max) {
             out[n++] = e.seq;
             e.sent_ms = now;
@@ -145,7 +148,9 @@ int64_t sfu_nack_next_deadline_ms(const sfu_nack_gen_t *g, uint32_t rtt_ms)
     for (int i = 0; i < g->count; i++) {
         const sfu_nack_entry_t *e = &g->list[i];
         int64_t expire = nack_full_ms(g, e->first_ms) + SFU_NACK_MAX_AGE_MS + 1;
-        int64_t t = e->retries == 0 ? nack_full_ms(g, e->first_ms) : nack_full_ms(g, e->sent_ms) + rtt;
+        int64_t t = e->retries == 0                      ? nack_full_ms(g, e->first_ms)
+                    : e->retries >= SFU_NACK_MAX_RETRIES ? nack_full_ms(g, e->first_ms) + SFU_NACK_MIN_GIVE_UP_MS
+                                                         : nack_full_ms(g, e->sent_ms) + rtt;
         if (expire < t)
             t = expire;
         if (best < 0 || t < best)

@@ -6,9 +6,10 @@
  * missing; a packet that arrives later (late original or RTX) removes its
  * entry. poll() returns the numbers to NACK now: a newly missing number at
  * once, then again each time one RTT has passed since its last NACK, at most
- * SFU_NACK_MAX_RETRIES NACKs per number. Entries past their retries or older
- * than SFU_NACK_MAX_AGE_MS are dropped (gave_up) and set keyframe_needed: the
- * frame they belonged to cannot be decoded. A jump of more than
+ * SFU_NACK_MAX_RETRIES NACKs per number. Entries past their retries (and at
+ * least SFU_NACK_MIN_GIVE_UP_MS old) or older than SFU_NACK_MAX_AGE_MS are
+ * dropped (gave_up) and set keyframe_needed: the frame they belonged to
+ * cannot be decoded. A jump of more than
  * SFU_NACK_MAX_JUMP, or a list overflow (oldest entries are dropped), sets
  * keyframe_needed instead: a keyframe is cheaper than thousands of NACKs.
  *
@@ -25,6 +26,10 @@
 #define SFU_NACK_MAX_LIST 256
 #define SFU_NACK_MAX_RETRIES 10
 #define SFU_NACK_MAX_AGE_MS 1000
+/* an entry out of retries is dropped (and a keyframe asked) no sooner than
+ * this after it went missing: on a short RTT the retries run out in a few
+ * tens of ms, before a busy publisher's retransmission comes */
+#define SFU_NACK_MIN_GIVE_UP_MS 400
 #define SFU_NACK_MAX_JUMP 1000
 #define SFU_NACK_MIN_RTT_MS 10
 #define SFU_NACK_DEFAULT_RTT_MS 100
