@@ -568,3 +568,21 @@ def test_reorder_poll_before_any_packet_releases_nothing():
     video = rec.add_track("video", "video/vp8", 90000)
     video.poll(5.0)
     assert video.stats.packets_lost == 0
+
+
+def test_later_sender_reports_slew_the_anchor_and_a_jump_reanchors():
+    from sfu.recording.timeline import Timeline
+
+    clock = Timeline().clock(90000)
+    clock.push_sender_report(5000.0, 0, 100.0)  # local = ntp - 4900
+    assert clock.local_time(90000, 101.0) == pytest.approx(101.0)
+    # a report 32 ms off (a sender pairing "now" with the last packet's timestamp)
+    # moves the anchor by an eighth of it, so no frame moves back by a frame interval
+    clock.push_sender_report(5002.032, 180000, 102.0)
+    assert clock.local_time(180000, 102.0) == pytest.approx(102.004)
+    for k in range(40):  # a steady disagreement is followed
+        clock.push_sender_report(5003.032 + k, 270000 + 90000 * k, 103.0 + k)
+    assert clock.local_time(270000, 103.0) == pytest.approx(103.032, abs=1e-3)
+    # a jump of the sender's timestamps (a new source clock) re-anchors at once
+    clock.push_sender_report(6000.0, 10_000_000, 1100.0)
+    assert clock.local_time(10_000_000 + 9000, 1100.1) == pytest.approx(1100.1)

@@ -5,12 +5,17 @@ times the caller passes in, seconds):
 
 * before the track's first sender report, the first frame's arrival time
   anchors its timestamps;
-* once a sender report arrives, the report's NTP <-> RTP mapping anchors
-  them. NTP times are the sender's clock; the offset between the sender's
-  clock and the local clock is measured once per participant, at the first
-  report of any of its tracks, and shared by all its tracks, so audio and
-  video keep the relation the sender stated (A/V sync) whatever their
-  network delays.
+* the track's first sender report anchors them on the report's NTP <-> RTP
+  mapping. NTP times are the sender's clock; the offset between the
+  sender's clock and the local clock is measured once per participant, at
+  the first report of any of its tracks, and shared by all its tracks, so
+  audio and video keep the relation the sender stated (A/V sync) whatever
+  their network delays;
+* later reports move the anchor by an eighth of their disagreement with it
+  (senders such as aiortc pair "now" with the last packet's timestamp, so
+  each report is off by up to a frame interval; jumping to each one would
+  move frames backwards in the file); a disagreement over
+  ``REANCHOR_S`` (a timestamp jump, a new clock) re-anchors at once.
 
 32-bit RTP timestamps are unwrapped (extended) per track.
 """
@@ -20,6 +25,9 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger(__name__)
+
+REANCHOR_S = 0.1  # a report disagreeing by more than this re-anchors at once
+SLEW = 1 / 8  # otherwise the anchor moves by this share of the disagreement
 
 
 class Timeline:
@@ -63,7 +71,14 @@ class TrackClock:
         if tl.sender_offset is None:
             tl.sender_offset = arrival - ntp_seconds
             log.debug("sender clock offset %.6f s", tl.sender_offset)
-        self._anchor = (ntp_seconds + tl.sender_offset, self.extend(rtp_timestamp))
+        wall, ext = ntp_seconds + tl.sender_offset, self.extend(rtp_timestamp)
+        if self.synced and self._anchor is not None:
+            error = wall - (self._anchor[0] + (ext - self._anchor[1]) / self.clock_rate)
+            if abs(error) <= REANCHOR_S:
+                wall = wall - error + error * SLEW
+            else:
+                log.debug("sender report off by %.3f s: re-anchored", error)
+        self._anchor = (wall, ext)
         self.synced = True
 
     def local_time(self, timestamp: int, arrival: float) -> float:

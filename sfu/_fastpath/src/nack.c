@@ -148,9 +148,9 @@ int64_t sfu_nack_next_deadline_ms(const sfu_nack_gen_t *g, uint32_t rtt_ms)
     for (int i = 0; i < g->count; i++) {
         const sfu_nack_entry_t *e = &g->list[i];
         int64_t expire = nack_full_ms(g, e->first_ms) + SFU_NACK_MAX_AGE_MS + 1;
-        int64_t t = e->retries == 0                      ? nack_full_ms(g, e->first_ms)
-                    : e->retries >= SFU_NACK_MAX_RETRIES ? nack_full_ms(g, e->first_ms) + SFU_NACK_MIN_GIVE_UP_MS
-                                                         : nack_full_ms(g, e->sent_ms) + rtt;
+        int64_t t = e->retries == 0 ? nack_full_ms(g, e->first_ms) : nack_full_ms(g, e->sent_ms) + rtt;
+        if (e->retries >= SFU_NACK_MAX_RETRIES && t < nack_full_ms(g, e->first_ms) + SFU_NACK_MIN_GIVE_UP_MS)
+            t = nack_full_ms(g, e->first_ms) + SFU_NACK_MIN_GIVE_UP_MS; /* given up when both have passed */
         if (expire < t)
             t = expire;
         if (best < 0 || t < best)
