@@ -316,3 +316,31 @@ def test_truncated_and_malformed_descriptors_are_refused():
     rc, _ = c.Vp8Forwarder().packet(p, 2, out_len=d["descriptor_len"] - 1)
     assert rc == c.VP8_EINVALID
 
+
+def test_a_frame_recovered_late_goes_into_the_gap_it_left():
+    """A frame whose packets all come after a newer frame's (lost upstream,
+    recovered by NACK/RTX after the next frame passed) is forwarded into the
+    output slot its loss left, when the frames on both sides were forwarded
+    with the input's spacing: it used to be dropped, so every receiver lost
+    it for good (a single-packet frame in particular) and waited for a
+    keyframe."""
+    fr = frames(L1T3)
+    fwd = c.Vp8Forwarder()
+    out_ids = {}
+    for n in (0, 1, 2, 4, 5):
+        for p in fr[n][1]:
+            rc, o = fwd.packet(p["payload"], 2)
+            assert rc == 1
+            out_ids[n] = c.vp8_parse(o)["picture_id"]
+    assert out_ids[4] - out_ids[2] == 2  # the gap of frame 3
+    for p in fr[3][1]:  # frame 3 now, late
+        rc, o = fwd.packet(p["payload"], 2)
+        assert rc == 1 and c.vp8_parse(o)["picture_id"] == out_ids[2] + 1
+    # but not where frames were dropped here between its neighbours (the
+    # output spacing no longer says where its slot is): at T1 frames 1 and 3
+    # (TID 2) are dropped; frame 2 (TID 1) comes after frame 4
+    fwd = c.Vp8Forwarder()
+    for n in (0, 1, 3, 4):
+        for p in fr[n][1]:
+            assert fwd.packet(p["payload"], 1)[0] == (1 if fr[n][0]["tid"] <= 1 else 0)
+    assert all(fwd.packet(p["payload"], 1)[0] == 0 for p in fr[2][1])

@@ -48,6 +48,12 @@ STATS_JS = """async () => {
         s.framesDecoded = r.framesDecoded || 0;
         s.nackCount = r.nackCount || 0;
         s.packetsLost = r.packetsLost || 0;
+        s.pliCount = r.pliCount || 0;
+        s.keyFramesDecoded = r.keyFramesDecoded || 0;
+        s.freezeCount = r.freezeCount || 0;
+        s.totalFreezesDuration = r.totalFreezesDuration || 0;
+        s.framesReceived = r.framesReceived || 0;
+        s.framesDropped = r.framesDropped || 0;
       }
       if (r.type === 'inbound-rtp' && r.kind === 'audio') s.audioPackets = r.packetsReceived || 0;
     });

@@ -282,9 +282,18 @@ int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, uint
             return -2;
         sfu_seq_map_init(c->seq_map);
     }
-    /* the producer keeps its packets for retransmission from now on */
+    /* the producer keeps its packets for retransmission from now on: of the
+     * layer the consumer forwards and of the one it is moving to (the
+     * allocator may have retargeted it between add_consumer and this call,
+     * when a retarget did not allocate a store, not knowing of NACK yet) */
     sfu_producer_t *p = c->producer;
-    if (nack && p && p->kind_video && c->stream < p->nstreams && !p->streams[c->stream].store.slots) {
+    if (nack && p && p->kind_video && !c->svc) {
+        int want[2] = {c->stream, c->target_stream};
+        for (int i = 0; i < 2; i++)
+            if (want[i] < p->nstreams && !p->streams[want[i]].store.slots &&
+                sfu_packet_store_init(&p->streams[want[i]].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+                return -2;
+    } else if (nack && p && p->kind_video && c->stream < p->nstreams && !p->streams[c->stream].store.slots) {
         if (sfu_packet_store_init(&p->streams[c->stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
             return -2;
     }
@@ -514,8 +523,12 @@ void sfu_consumer_retransmit(sfu_engine_t *e, sfu_consumer_t *c, const uint8_t *
     c->nack_packets_received++;
     e->counters[SFU_C_RX_NACK]++;
     sfu_producer_t *p = c->producer;
-    if (n <= 0 || !c->seq_map || !p || c->stream >= p->nstreams || !p->streams[c->stream].store.slots)
+    if (n <= 0)
         return;
+    if (!c->seq_map || !p || c->stream >= p->nstreams || !p->streams[c->stream].store.slots) {
+        e->counters[SFU_C_RETRANSMISSION_MISSES] += (uint64_t)n; /* nothing kept to resend from */
+        return;
+    }
     sfu_producer_stream_t *st = &p->streams[c->stream];
     sfu_transport_t *t = c->transport;
     sfu_socket_t *s = sfu_socket_get(e, t->rtp_socket);

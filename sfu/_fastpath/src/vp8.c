@@ -116,6 +116,56 @@ static void forget_stream(sfu_vp8_fwd_t *f)
     f->have_tl0 = 0;
 }
 
+/* signed distance a - b in serial arithmetic of the given width */
+static int pid_diff(uint16_t a, uint16_t b, int bits)
+{
+    int m = bits == 7 ? 0x80 : 0x8000;
+    int d = (a - b) & (m - 1);
+    return d >= m / 2 ? d - m : d;
+}
+
+/* A late frame (older than the newest, never seen) is forwarded where the
+ * output left its slot: between the nearest remembered frames on either
+ * side, both forwarded, whose output ids are as far apart as their input
+ * ids (no frame dropped here between them, so a lost frame kept its gap)
+ * and within the current temporal layer. NULL: no such place (it is
+ * dropped, as before). */
+static sfu_vp8_frame_t *place_late_frame(sfu_vp8_fwd_t *f, const sfu_vp8_desc_t *d, uint16_t pid, int bits,
+                                         int target_tid)
+{
+    const sfu_vp8_frame_t *before = NULL, *after = NULL;
+    int d_before = 0, d_after = 0;
+    for (int k = 0; k < f->nframes; k++) {
+        const sfu_vp8_frame_t *x = &f->frames[k];
+        if (x->bits != bits)
+            continue;
+        int dist = pid_diff(x->in_pid, pid, bits);
+        if (dist < 0 && (!before || dist > d_before)) {
+            before = x;
+            d_before = dist;
+        } else if (dist > 0 && (!after || dist < d_after)) {
+            after = x;
+            d_after = dist;
+        }
+    }
+    if (!before || !after || !before->forwarded || !after->forwarded)
+        return NULL;
+    if (pid_diff(after->out_pid, before->out_pid, 15) != d_after - d_before)
+        return NULL;
+    int tid = d->has_tid ? d->tid : 0;
+    if (tid > f->tid || (target_tid >= 0 && tid > target_tid))
+        return NULL;
+    sfu_vp8_frame_t *fr = &f->frames[f->head];
+    f->head = (f->head + 1) % SFU_VP8_FWD_HISTORY;
+    if (f->nframes < SFU_VP8_FWD_HISTORY)
+        f->nframes++;
+    fr->in_pid = pid;
+    fr->bits = (uint8_t)bits;
+    fr->forwarded = 1;
+    fr->out_pid = (uint16_t)((before->out_pid - d_before) & 0x7fff);
+    return fr;
+}
+
 /* The decision for a new frame; moves the current temporal layer. */
 static int decide_frame(sfu_vp8_fwd_t *f, const sfu_vp8_desc_t *d, int target_tid)
 {
@@ -147,9 +197,14 @@ int sfu_vp8_fwd_packet(sfu_vp8_fwd_t *f, const sfu_vp8_desc_t *d, int stream_swi
     int bits = d->picture_id_bits == 7 ? 7 : 15;
     uint16_t pid = d->picture_id;
     sfu_vp8_frame_t *fr = find_frame(f, pid, bits);
+    if (!fr && f->started && f->newest_bits == bits && !pid_newer(pid, f->newest, bits)) {
+        /* a frame older than the newest, never seen: all its packets came
+         * after a newer frame's (a loss recovered late) */
+        fr = place_late_frame(f, d, pid, bits, target_tid);
+        if (!fr)
+            return 0; /* no place for it in the output order */
+    }
     if (!fr) {
-        if (f->started && f->newest_bits == bits && !pid_newer(pid, f->newest, bits))
-            return 0; /* an old frame we never saw: it has no place in the output order */
         int fwd = decide_frame(f, d, target_tid);
         f->started = 1;
         f->newest = pid;
