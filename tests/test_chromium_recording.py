@@ -49,9 +49,9 @@ def test_a_chromium_publisher_behind_5_percent_loss_gives_a_valid_file():
     assert r["nat_dropped"] > 0
     # a frame with a packet lost for good is skipped with the frames that
     # depend on it until the keyframe the recording asks for, never written
-    # corrupt (the decode above is clean). Measured 62-77% of the frames kept
-    # at 5% both ways: the SFU's VP8 rewriter drops a frame recovered after
-    # the next one passed (docs/recording.md), a weakness this bound does
-    # not hide.
-    assert r["frames"] >= 0.4 * r["sent_frames"], (r["frames"], r["sent_frames"])
+    # corrupt (the decode above is clean). Measured 100% of the frames at 5%
+    # both ways (3 runs; 62-77% before the VP8 late-frame placement and the
+    # retransmission-store fix, docs/recording.md); the bound leaves room
+    # for a loss NACK cannot recover on a busy machine.
+    assert r["frames"] >= 0.85 * r["sent_frames"], (r["frames"], r["sent_frames"])
     assert r["offsets_ms"] and abs(statistics.median(r["offsets_ms"])) <= 40, r["offsets_ms"]
