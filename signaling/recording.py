@@ -12,6 +12,15 @@ REST (JSON; the caller needs the room's recording right, see
     POST /api/rooms/{roomId}/recordings/{id}/stop     -> {recording}
     GET  /api/rooms/{roomId}/recordings/{id}/file     -> the file (once stopped; 409 before)
 
+Each recording's description is kept beside its file (``<file>.json``,
+written when it starts and when it stops), so the list survives a server
+restart: on start-up the service reads them back; one that was still
+recording when the server stopped is listed as ``interrupted`` (its file
+holds what was written until then). A call's recording also keeps the
+users who could see it then (the call's creator and proctors): once the
+call is gone, they (or a token with the room's ``roomRecord`` grant) still
+may list and download it.
+
 With ``record_publishers`` (``sfu-server --record-publishers``) every
 participant is recorded when it starts publishing (proctoring: each
 candidate), and its recording stops when it leaves. Room events
@@ -22,13 +31,15 @@ clients (and through a call's guard to its members).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from aiohttp import web
 
@@ -65,8 +76,19 @@ class Recording:
     stopped_at: Optional[float] = None
     final: Optional[RecordingInfo] = None
     stopping: Optional["asyncio.Future[None]"] = None
+    #: users who may list and download it once its call is gone (None: not a call's)
+    call_users: Optional[list[str]] = None
+    #: the description read back from disk (a recording of an earlier server run)
+    saved: Optional[dict[str, Any]] = None
+
+    @property
+    def finished(self) -> bool:
+        """Its file will not grow any more (stopped, or of an earlier run)."""
+        return self.stopped_at is not None or self.saved is not None
 
     def view(self) -> dict[str, Any]:
+        if self.saved is not None:
+            return dict(self.saved)
         info = self.final if self.final is not None else (self.session.info() if self.session else None)
         state = "stopped" if self.stopped_at else "stopping" if self.stopping else "recording"
         out: dict[str, Any] = {
@@ -88,17 +110,75 @@ class RecordingService:
 
     def __init__(self, rooms: RoomManager, directory: str | Path, *,
                  pattern: str = "{room}/{time}-{participant}-{recording}.{ext}", record_publishers: bool = False,
-                 container: str = "webm", metrics: Optional["Metrics"] = None) -> None:
+                 container: str = "webm", metrics: Optional["Metrics"] = None,
+                 call_users: Optional[Callable[[str], Optional[list[str]]]] = None) -> None:
         self.rooms = rooms
         self.directory = Path(directory)
         self.pattern = pattern
         self.record_publishers = record_publishers
         self.container = container
         self.metrics = metrics
+        #: room id -> the users of its call who may see its recordings (None: not a call's room)
+        self.call_users = call_users
         self.recordings: dict[str, Recording] = {}
         self._auto_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._load()
         rooms.on_room_event.append(self._on_room_event)
+
+    # ------------------------------------------------------- persistence
+
+    @staticmethod
+    def _meta_path(path: Path) -> Path:
+        return path.with_name(path.name + ".json")
+
+    def _save(self, rec: Recording) -> None:
+        """Writes ``rec``'s description beside its file (atomically)."""
+        meta = {**rec.view(), "path": str(rec.path.relative_to(self.directory.resolve())),
+                "callUsers": rec.call_users}
+        target = self._meta_path(rec.path)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, target)
+        except OSError as exc:  # the recording goes on; only its listing after a restart is lost
+            logger.warning("recording %s: cannot write %s: %s", rec.id, target, exc)
+
+    def _load(self) -> None:
+        """Reads back the recordings of earlier runs of the server."""
+        if not self.directory.is_dir():
+            return
+        root = self.directory.resolve()
+        for meta_path in sorted(root.rglob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+                rec_id, room_id, pid = meta["recordingId"], meta["roomId"], meta["participantId"]
+                path = (root / meta["path"]).resolve()
+                if root not in path.parents or not all(isinstance(v, str) for v in (rec_id, room_id, pid)):
+                    raise ValueError("names a file outside the recordings directory")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("recordings: %s is not a recording's description (%s): skipped", meta_path, exc)
+                continue
+            if meta.get("state") in ("recording", "stopping"):
+                meta["state"] = "interrupted"  # the server stopped before the recording did
+            meta.pop("path", None)
+            users = meta.pop("callUsers", None)
+            rec = Recording(rec_id, room_id, pid, path, str(meta.get("container") or "webm"), None,
+                            float(meta.get("startedAt") or 0.0), automatic=bool(meta.get("automatic")),
+                            stopped_at=meta.get("stoppedAt"), saved=meta,
+                            call_users=[str(u) for u in users] if isinstance(users, list) else None)
+            self.recordings[rec_id] = rec
+        if self.recordings:
+            logger.info("recordings: %d of earlier runs listed from %s", len(self.recordings), root)
+
+    def allowed_users(self, room_id: str) -> Optional[set[str]]:
+        """The users who may see the recordings of ``room_id`` kept from its
+        call (None when none of them was a call's)."""
+        users: Optional[set[str]] = None
+        for r in self.recordings.values():
+            if r.room_id == room_id and r.call_users is not None:
+                users = (users or set()) | set(r.call_users)
+        return users
 
     # ------------------------------------------------------------ control
 
@@ -148,8 +228,10 @@ class RecordingService:
                 session = await RecordingSession.start(room.router, producers, path, container=container)
             except RecordingError as exc:
                 raise ApiError(400, f"cannot record participant {p.id}: {exc}") from None
-            rec = Recording(rec_id, room.id, p.id, path, container, session, time.time(), automatic=automatic)
+            rec = Recording(rec_id, room.id, p.id, path, container, session, time.time(), automatic=automatic,
+                            call_users=self.call_users(room.id) if self.call_users else None)
             self.recordings[rec_id] = rec
+            self._save(rec)
             out.append(rec)
             logger.info("room %s: recording %s of %s started (%s)", room.id, rec_id, p.id, path)
             self._spawn(room.broadcast("recording-started", rec.view()))
@@ -162,6 +244,8 @@ class RecordingService:
     async def stop(self, rec: Recording) -> Recording:
         """Stops ``rec``; returns once its file is complete (concurrent
         calls wait for the same stop)."""
+        if rec.saved is not None:
+            return rec  # of an earlier run: nothing runs
         if rec.stopping is None:
             rec.stopping = asyncio.ensure_future(self._stop(rec))
         await asyncio.shield(rec.stopping)
@@ -172,6 +256,11 @@ class RecordingService:
             return
         rec.final = await rec.session.stop()
         rec.stopped_at = time.time()
+        if self.call_users is not None:
+            users = self.call_users(rec.room_id)
+            if users is not None:  # proctors who joined since it started
+                rec.call_users = sorted(set(rec.call_users or ()) | set(users))
+        self._save(rec)
         if self.metrics is not None:
             self.metrics.recording_bytes.inc(rec.final.bytes_written)
             self.metrics.recording_frames_dropped.inc(rec.final.frames_dropped)
@@ -197,7 +286,8 @@ class RecordingService:
             handle.cancel()
         self._auto_timers.clear()
         for rec in list(self.recordings.values()):
-            await self.stop(rec)
+            if not rec.finished:
+                await self.stop(rec)
         if self._on_room_event in self.rooms.on_room_event:
             self.rooms.on_room_event.remove(self._on_room_event)
 
@@ -216,7 +306,7 @@ class RecordingService:
                     AUTO_START_S, lambda: self._spawn(self._auto_start(room, pid)))
         elif event in ("participant-left", "room-closed"):
             for rec in list(self.recordings.values()):
-                if rec.room_id == room.id and rec.stopped_at is None and (event == "room-closed" or
+                if rec.room_id == room.id and not rec.finished and (event == "room-closed" or
                                                                           rec.participant_id == pid):
                     self._spawn(self.stop(rec))
 
@@ -236,7 +326,7 @@ class RecordingService:
 
     def _update_metrics(self) -> None:
         if self.metrics is not None:
-            self.metrics.recordings_active.set(sum(1 for r in self.recordings.values() if r.stopped_at is None))
+            self.metrics.recordings_active.set(sum(1 for r in self.recordings.values() if not r.finished))
 
 
 # ------------------------------------------------------------- REST side
@@ -263,7 +353,15 @@ def check_record_grant(request: web.Request, room_id: str) -> None:
         if any(m.user_id == ident.user_id and m.role != "publisher" for m in call.members.values()):
             return
         raise AuthError(403, f"only the call's creator or its proctors may access recordings of call {room_id}")
+    service = request.app.get(RECORDINGS)
+    kept = service.allowed_users(room_id) if service is not None else None
     grant = ident.grant
+    if kept is not None:
+        # recordings of a call that is over: its creator and proctors, or a recording grant for the room
+        if ident.user_id in kept or (grant is not None and grant.allows_room(room_id) and grant.can_record):
+            return
+        raise AuthError(403, f"only the creator or the proctors of call {room_id} (or a token with its "
+                             "roomRecord grant) may access its recordings")
     if grant is None:
         auth = request.app.get(AUTH)
         if auth is not None and auth.config.require_grants:
@@ -321,7 +419,7 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
     room_id = request.match_info["roomId"]
     check_record_grant(request, room_id)
     rec = request.app[RECORDINGS].get(room_id, request.match_info["recordingId"])
-    if rec.stopped_at is None:
+    if not rec.finished:
         raise ApiError(409, f"recording {rec.id} is still running: stop it first")
     if not rec.path.exists():
         raise ApiError(404, f"recording {rec.id} has no file (it never got a frame)")

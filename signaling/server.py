@@ -853,8 +853,17 @@ def create_app(
         from .recording import RecordingService, add_routes as add_recording_routes
 
         kw = {"pattern": recording_pattern} if recording_pattern else {}
+
+        def call_users(room_id: str) -> Optional[list[str]]:
+            """A call's creator and proctors (who may see its recordings)."""
+            if not calls.owns_room(room_id):
+                return None
+            call = calls.calls[room_id]
+            users = {m.user_id for m in call.members.values() if m.role != "publisher"}
+            return sorted(users | ({call.created_by} if call.created_by else set()))
+
         add_recording_routes(app, RecordingService(rooms, recordings_dir, record_publishers=record_publishers,
-                                                   metrics=app.get(METRICS), **kw))
+                                                   metrics=app.get(METRICS), call_users=call_users, **kw))
     elif record_publishers:
         raise ValueError("record_publishers needs recordings_dir")
     app[LIFECYCLE] = {"closing": False, "draining": False, "inflight": 0}

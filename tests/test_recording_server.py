@@ -104,6 +104,8 @@ async def test_start_list_stop_and_download_a_recording_with_room_grants(tmp_pat
         assert resp.status == 201, await resp.text()
         (rec,) = (await resp.json())["recordings"]
         assert rec["participantId"] == pid and rec["state"] == "recording"
+        meta = json.loads(next((tmp_path / "rec").rglob("*.json")).read_text())  # kept beside the file
+        assert (meta["recordingId"], meta["state"]) == (rec["recordingId"], "recording"), meta
         resp = await client.post(base, json={"participantId": pid}, headers=bearer(recorder_tok))
         assert resp.status == 409  # once at a time
         resp = await client.get(f"{base}/{rec['recordingId']}/file", headers=bearer(recorder_tok))
@@ -171,10 +173,57 @@ async def test_proctoring_records_each_candidate_and_only_proctors_get_the_files
         assert recs[0]["state"] == "stopped" and recs[0]["framesWritten"] > 0, recs
         resp = await client.get(f"{base}/{recs[0]['recordingId']}/file", headers=bearer(proctor))
         assert resp.status == 200
-        info = probe(await resp.read(), tmp_path)
+        data = await resp.read()
+        info = probe(data, tmp_path)
         assert {s["codec_type"] for s in info["streams"]} == {"audio", "video"}, info
+        await pc.close()
+        pc = None
+        # the server restarts: the call is gone, its recordings are still listed,
+        # for the proctor only, and the file is still served
+        await client.close()
+        await rooms.close()
+        client, rooms = await serve(tmp_path, record_publishers=True)
+        listed = (await (await client.get(base, headers=bearer(proctor))).json())["recordings"]
+        assert [(r["recordingId"], r["state"], r["framesWritten"]) for r in listed] == \
+            [(recs[0]["recordingId"], "stopped", recs[0]["framesWritten"])], listed
+        resp = await client.get(base, headers=bearer(candidate))
+        assert resp.status == 403 and "proctors" in (await resp.json())["error"]
+        resp = await client.get(f"{base}/{recs[0]['recordingId']}/file", headers=bearer(token("stranger")))
+        assert resp.status == 403
+        resp = await client.get(f"{base}/{recs[0]['recordingId']}/file", headers=bearer(proctor))
+        assert resp.status == 200 and await resp.read() == data
     finally:
         if pc is not None:
             await pc.close()
+        await client.close()
+        await rooms.close()
+
+
+async def test_a_recording_the_server_did_not_stop_is_listed_as_interrupted(tmp_path):
+    """A description left in the 'recording' state (the server was killed)
+    is listed as interrupted and its file served; a malformed or escaping
+    description is skipped, never served."""
+    rec_dir = tmp_path / "rec" / "room1"
+    rec_dir.mkdir(parents=True)
+    (rec_dir / "a.webm").write_bytes(b"partial webm")
+    (rec_dir / "a.webm.json").write_text(json.dumps({
+        "recordingId": "r1", "roomId": "room1", "participantId": "p1", "container": "webm", "file": "a.webm",
+        "state": "recording", "startedAt": 1.0, "stoppedAt": None, "automatic": False,
+        "path": "room1/a.webm", "callUsers": None}))
+    (rec_dir / "b.webm.json").write_text("{not json")
+    (rec_dir / "c.webm.json").write_text(json.dumps({
+        "recordingId": "r2", "roomId": "room1", "participantId": "p1", "path": "../../etc/passwd"}))
+    client, rooms = await serve(tmp_path)
+    tok = token("rec", video={"rooms": ["room1"], "roomRecord": True})
+    try:
+        listed = (await (await client.get("/api/rooms/room1/recordings", headers=bearer(tok))).json())["recordings"]
+        assert [(r["recordingId"], r["state"]) for r in listed] == [("r1", "interrupted")], listed
+        resp = await client.get("/api/rooms/room1/recordings/r1/file", headers=bearer(tok))
+        assert resp.status == 200 and await resp.read() == b"partial webm"
+        resp = await client.post("/api/rooms/room1/recordings/r1/stop", headers=bearer(tok))
+        assert resp.status == 200 and (await resp.json())["recording"]["state"] == "interrupted"
+        resp = await client.get("/api/rooms/room1/recordings/r2/file", headers=bearer(tok))
+        assert resp.status == 404
+    finally:
         await client.close()
         await rooms.close()
