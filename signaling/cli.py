@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from typing import Optional
 
 from aiohttp import web
@@ -201,7 +202,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=(_env("SFU_CALL_STANDBY", "1") or "1") not in ("0", "false", "no"),
                    help="do not keep an SFU room ready for P2P calls of two (the switch to the SFU then "
                         "sets up every session when the third joins) (SFU_CALL_STANDBY=0)")
+    k = p.add_argument_group("cluster (several sfu-server nodes sharing one Redis; see docs/scaling.md)")
+    k.add_argument("--redis-url", default=_env("SFU_REDIS_URL", None),
+                   help="Redis of the cluster, e.g. redis://10.0.0.5:6379/0; without it this server is a "
+                        "single node and needs no Redis (SFU_REDIS_URL)")
+    k.add_argument("--node-id", default=_env("SFU_NODE_ID", None),
+                   help="this node's name in the cluster (SFU_NODE_ID, default <hostname>-<pid>)")
+    k.add_argument("--node-url", default=_env("SFU_NODE_URL", None),
+                   help="how the other nodes reach this one over HTTP (SFU_NODE_URL, default "
+                        "http://<listen-ip>:<http-port>)")
     args = p.parse_args(argv)
+    if (args.node_id or args.node_url) and not args.redis_url:
+        p.error("--node-id/--node-url need --redis-url")
     if args.record_publishers and not args.recordings_dir:
         p.error("--record-publishers needs --recordings-dir")
     if args.workers < 1:
@@ -321,6 +333,18 @@ async def serve(args: argparse.Namespace) -> None:
         keyframe_request_interval_ms=args.keyframe_interval_ms, limits=args.limits,
     )
     state["rooms"] = rooms
+    cluster = None
+    if args.redis_url:
+        from .cluster import Cluster, ClusterError
+
+        cluster = Cluster(args.redis_url, args.node_id or f"{socket.gethostname()}-{os.getpid()}",
+                          args.node_url or f"http://{args.listen_ip}:{args.http_port}",
+                          load=lambda: float(sum(len(r.participants) for r in rooms.rooms.values())))
+        try:
+            await cluster.start()
+        except ClusterError as exc:
+            await rooms.close()
+            raise SystemExit(f"sfu-server: {exc}") from None
     limiter = None
     if args.rate_limit_user or args.rate_limit_ip:
         limiter = RateLimiter(per_identity=args.rate_limit_user, per_ip=args.rate_limit_ip)
@@ -328,7 +352,7 @@ async def serve(args: argparse.Namespace) -> None:
                      disconnect_grace_s=args.disconnect_grace, cors=args.cors, limits=args.limits,
                      empty_room_grace_s=args.empty_room_grace, call_sfu_standby=args.call_standby,
                      recordings_dir=args.recordings_dir, recording_pattern=args.recording_pattern,
-                     record_publishers=args.record_publishers)
+                     record_publishers=args.record_publishers, cluster=cluster)
     app[CALLS].socket_limits = socket_limits(args)
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()
@@ -341,7 +365,11 @@ async def serve(args: argparse.Namespace) -> None:
     if args.dev_auth:
         for line in dev_banner(base, auth, args.cors):
             print(line, flush=True)
+    if cluster is not None:
+        print(f"sfu-server: cluster node {cluster.node_id} ({cluster.node_url}) on {args.redis_url}", flush=True)
     await stop.wait()
+    if cluster is not None:
+        await cluster.stop()  # its rooms are placed elsewhere from now on
     await drain(app, timeout_s=args.drain_timeout)
     await runner.cleanup()
     await rooms.close()

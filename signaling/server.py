@@ -50,7 +50,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 import socketio
@@ -75,6 +75,9 @@ from .rooms import (
     raise_fd_limit,
 )
 from .store import CallStore
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 logger = logging.getLogger("sfu.signaling")
 
@@ -788,6 +791,7 @@ def create_app(
     recordings_dir: Optional[str] = None,
     recording_pattern: Optional[str] = None,
     record_publishers: bool = False,
+    cluster: Optional["Cluster"] = None,
 ) -> web.Application:
     """The aiohttp application around an existing :class:`RoomManager`.
 
@@ -803,6 +807,9 @@ def create_app(
     routes); ``recording_pattern``: their file names (see
     :class:`signaling.recording.RecordingService`); ``record_publishers``:
     record every participant when it starts publishing.
+    ``cluster``: this node's :class:`signaling.cluster.Cluster` (started by
+    the caller): requests for rooms another node holds are forwarded there,
+    new rooms are placed on the least-loaded node (None: a single node).
     ``call_sfu_standby``: a P2P call of two keeps an SFU room ready, its
     participants connected to it with their senders off (the switch to the
     SFU then only turns them on).
@@ -833,7 +840,20 @@ def create_app(
                                                  on_limited=lambda req, wait: metrics.rate_limited.inc()))
     middlewares.append(errors_middleware)
     middlewares.append(admission_middleware)
+    if cluster is not None:
+        from .cluster import CLUSTER, cluster_middleware
+
+        middlewares.append(cluster_middleware(cluster))
     app = web.Application(middlewares=middlewares, client_max_size=limits.request_body_bytes)
+    if cluster is not None:
+        app[CLUSTER] = cluster
+
+        def release_closed_room(room: Room, event: str, data: dict[str, Any]) -> None:
+            if event == "room-closed":
+                asyncio.ensure_future(cluster.release(room.id))
+
+        rooms.on_room_event.append(release_closed_room)
+        cluster.is_open = lambda room_id: room_id in rooms.rooms or room_id in app[CALLS].calls
     app[ROOMS] = rooms
     app[METRICS] = metrics
     app[CORS] = cors
