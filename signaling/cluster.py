@@ -24,8 +24,10 @@ With it, every node:
 
 What Redis holds is only this placement and the node registry; media, room
 and call state stay in the node that owns the room. Socket.IO call pages
-must connect to the node that holds their call (``GET /api/calls/{id}``
-answers through any node; not yet relayed: Socket.IO events).
+connect with ``?call=<id>`` in their query (the call page does): a node
+that does not hold the call forwards the whole Socket.IO connection to the
+node that does (a connection without it is answered by the node it
+reached).
 """
 
 from __future__ import annotations
@@ -270,6 +272,9 @@ class Cluster:
         url = node.url + request.rel_url.raw_path_qs
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers[PROXIED_HEADER] = self.node_id
+        # the client's Host: the owner answers as this node would (same-origin
+        # checks of Socket.IO pass; URLs it builds point the client back here)
+        headers["Host"] = request.host
         if request.remote:
             headers["X-Forwarded-For"] = ", ".join(filter(None, (request.headers.get("X-Forwarded-For"),
                                                                  request.remote)))
@@ -357,7 +362,7 @@ def cluster_middleware(cluster: Cluster) -> Callable[..., Awaitable[web.StreamRe
         if room_id is None and request.method == "POST" and info == "/api/calls":
             # a new call: a given id is placed like a room; a generated one is claimed here
             try:
-                body = await request.json() if request.can_read_body else {}
+                body = await request.json() if request.body_exists else {}
             except ValueError:
                 body = {}  # the handler answers 400 naming the problem
             wanted = body.get("callId") if isinstance(body, dict) else None
@@ -373,6 +378,12 @@ def cluster_middleware(cluster: Cluster) -> Callable[..., Awaitable[web.StreamRe
                     await cluster.place(call_id, prefer_self=True)
             _mark(resp, cluster.node_id)
             return resp
+        if room_id is None and request.path.startswith("/socket.io/") and request.query.get("call"):
+            # a call page's Socket.IO connection (its ?call=): to the node of the call
+            node = await cluster.place(request.query["call"])
+            if node.id == cluster.node_id:
+                return await handler(request)
+            return await cluster.proxy(request, node)
         if room_id is None:
             return await handler(request)
         if (request.method, info) in _CREATING:

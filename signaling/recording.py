@@ -374,7 +374,7 @@ def check_record_grant(request: web.Request, room_id: str) -> None:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    if not request.body_exists:
         return {}
     try:
         body = await request.json()

@@ -338,7 +338,7 @@ def _socketio_origins(policy: CorsPolicy) -> Any:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    if not request.body_exists:
         return {}
     try:
         data = await request.json()

@@ -170,3 +170,17 @@ def test_a_broken_direct_path_falls_back_to_the_sfu_and_comes_back():
         assert all(p["p2p"] and not p["publisher"] and p["standby"] for p in b["paths"]), b
     # the first break went through the SFU on at least one page
     assert any(f and f[0]["sfuShownMs"] is not None for f in result["breaks"][0]["fallbacks"]), result["breaks"][0]
+
+
+def test_a_call_with_pages_on_two_cluster_nodes():
+    """Two sfu-server nodes sharing a redis-server: two pages load the call
+    from node A, the third from node B. Node B forwards the third page's
+    Socket.IO connection and requests to the call's node; the call moves to
+    the SFU and every page decodes both others (tests/cluster_nodes.py,
+    signaling/cluster.py)."""
+    result = run_browser_script("call_pages.py", "cluster", 2.0, timeout=240)
+    print(f"\ncall across two nodes: rooms per node {result['rooms']}, node B forwarded "
+          f"{result['b_socketio_requests']} Socket.IO requests ({result['seconds']} s)")
+    assert result["decoding"] == [True, True, True], result
+    assert sorted(result["rooms"].values()) == [0.0, 1.0], result["rooms"]  # the call's room, on one node
+    assert result["b_socketio_requests"] >= 1 and result["a_socketio_requests"] >= 1, result

@@ -8,14 +8,8 @@ loopback UDP)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import aiohttp
@@ -27,10 +21,11 @@ redis = pytest.importorskip("redis")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
+from cluster_nodes import Node, start_redis  # noqa: E402
+
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "cluster-test-secret-0123456789abcdef0123"
 
 
@@ -43,84 +38,17 @@ def bearer(user: str = "u") -> dict:
     return {"Authorization": f"Bearer {token(user)}"}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_command() -> list[str]:
-    script = Path(sys.executable).parent / "sfu-server"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "signaling.cli"]
-
-
 @pytest.fixture
 def redis_url(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
+    proc, url = start_redis(tmp_path)
+    yield url
     proc.terminate()
     proc.wait(10)
 
 
-class Node:
-    """One sfu-server of the cluster, in a subprocess."""
-
-    def __init__(self, tmp: Path, name: str, redis_url: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.out = tmp / f"{name}.log"
-        env = dict(os.environ, SFU_JWT_SECRET=SECRET)
-        self.proc = subprocess.Popen(
-            [*server_command(), "--listen-ip", "127.0.0.1", "--http-port", str(self.port), "--workers", "1",
-             "--db", ":memory:", "--log-level", "info", "--redis-url", redis_url, "--node-id", name],
-            stdout=self.out.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    async def ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "sfu-server: cluster node" not in self.out.read_text():  # printed once it listens
-            assert self.proc.poll() is None, f"{self.name} exited:\n{self.out.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{self.name} not up in {timeout} s:\n{self.out.read_text()[-3000:]}"
-            await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL of the server and of its media workers (a crash)."""
-        workers = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            workers += [int(p) for p in (task / "children").read_text().split()]
-        self.proc.kill()
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
 async def nodes(tmp_path, redis_url):
-    started = [Node(tmp_path, "node-a", redis_url), Node(tmp_path, "node-b", redis_url)]
+    started = [Node(tmp_path, "node-a", redis_url, SECRET), Node(tmp_path, "node-b", redis_url, SECRET)]
     try:
         for n in started:
             await n.ready()

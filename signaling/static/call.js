@@ -49,7 +49,10 @@ window.callState = state;
 
 // ------------------------------------------------------------- signaling
 
-const socket = window.io({ auth: { token }, transports: ["websocket"], autoConnect: false,
+// the call id in the connection's query lets a node of a cluster hand the
+// connection to the node that holds the call (signaling/cluster.py)
+const socket = window.io({ auth: { token }, query: state.callId ? { call: state.callId } : {},
+                           transports: ["websocket"], autoConnect: false,
                            reconnectionDelay: 250, reconnectionDelayMax: 1000, randomizationFactor: 0.2 });
 // Every client event is acknowledged by the server with {ok, ...} or {error, status}.
 const sig = {

@@ -460,6 +460,63 @@ async def p2p_break(breaks: int) -> dict[str, Any]:
     return result
 
 
+async def cluster(hold: float) -> dict[str, Any]:
+    """Two ``sfu-server`` nodes sharing a redis-server (signaling/cluster.py):
+    alice and bob load the call page from node A, carol from node B. Each
+    page's Socket.IO connection and REST calls reach the call's node
+    (forwarded by the other); the call moves to the SFU and every page
+    decodes both others. Reports each node's rooms and what node B forwarded."""
+    import tempfile
+    from pathlib import Path
+
+    import aiohttp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+    from cluster_nodes import Node, start_redis
+
+    tmp = Path(tempfile.mkdtemp(prefix="sfu-cluster-"))
+    redis_proc, url = start_redis(tmp)
+    nodes = [Node(tmp, "node-a", url, SECRET), Node(tmp, "node-b", url, SECRET)]
+    result: dict[str, Any] = {}
+    t0 = time.monotonic()
+    try:
+        for n in nodes:
+            await n.ready()
+        a_base, b_base = nodes[0].base, nodes[1].base
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            ctx = await browser.new_context()
+            pages = (await _call_pages(ctx, a_base, ("alice", "bob"), wait_each=True)
+                     + await _call_pages(ctx, b_base, ("carol",)))
+            result["sfu"] = await _until(pages, _settled("sfu", 2), "three pages over the SFU", timeout=45)
+            before = [await _stats(p) for p in pages]
+            await asyncio.sleep(hold)
+            after = [await _stats(p) for p in pages]
+            result["decoding"] = [
+                len(s["remotes"]) == 2 and all(r["shownFrames"] > b["remotes"][pid]["shownFrames"]
+                                               for pid, r in s["remotes"].items() if pid in b["remotes"])
+                for b, s in zip(before, after)]
+            await browser.close()
+        async with aiohttp.ClientSession() as http:
+            rooms = {}
+            for n in nodes:
+                async with http.get(f"{n.base}/metrics") as resp:
+                    text = await resp.text()
+                rooms[n.name] = next(float(line.split()[1]) for line in text.splitlines()
+                                     if line.startswith("sfu_rooms "))
+        result["rooms"] = rooms
+    finally:
+        for n in nodes:
+            n.stop()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    logs = {n.name: n.out.read_text() for n in nodes}
+    result["b_socketio_requests"] = logs["node-b"].count('"GET /socket.io/')
+    result["a_socketio_requests"] = logs["node-a"].count('"GET /socket.io/')
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    return result
+
+
 async def _metrics(app: web.Application) -> str:
     from prometheus_client import generate_latest
 
@@ -477,6 +534,9 @@ if __name__ == "__main__":
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "restart":
         print(json.dumps(asyncio.run(restart(sys.argv[2]))), flush=True)
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "cluster":
+        print(json.dumps(asyncio.run(cluster(float(sys.argv[2]) if len(sys.argv) > 2 else 2.0))), flush=True)
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "kill":
         print(json.dumps(asyncio.run(kills(int(sys.argv[2]) if len(sys.argv) > 2 else 5))), flush=True)
