@@ -109,7 +109,7 @@ function onFrame(now, md) {
 async function startAudio(track) {
   a.srcObject = new MediaStream([track]);
   a.play().catch((e) => window.errors.push("audio.play " + e));
-  const ac = new AudioContext({ latencyHint: "interactive" }); window.ac = ac;
+  const ac = new AudioContext({ latencyHint: "interactive", sampleRate: 48000 }); window.ac = ac;
   await ac.audioWorklet.addModule(URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" })));
   const node = new AudioWorkletNode(ac, "beeps");
   ac.createMediaStreamSource(new MediaStream([track])).connect(node);
@@ -231,7 +231,12 @@ async def main(seconds: float, video_delay_ms: float, msid: str, warmup_s: float
             while time.monotonic() - t0 < seconds:
                 await asyncio.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - t0))))
                 cur = await view.evaluate("() => window.stats()")
-                series.append({k: delay_of(prev, cur, k) for k in ("audio", "video")})
+                entry = {k: delay_of(prev, cur, k) for k in ("audio", "video")}
+                # what the receivers play now, on the publisher's clock (the SFU's SRs): equal when
+                # Chromium believes them in sync
+                a_ept, v_ept = ((cur.get(k) or {}).get("estimatedPlayoutTimestamp") for k in ("audio", "video"))
+                entry["ept_video_minus_audio"] = v_ept - a_ept if a_ept and v_ept else None
+                series.append(entry)
                 prev = cur
             stats1 = prev
             got = await view.evaluate("() => ({flashes: window.flashes, beeps: window.beeps, frames: window.frames,"
