@@ -155,8 +155,11 @@ async def whip_publish(request: web.Request) -> web.Response:
     return _answer(request, "whip", room, p, sdp)
 
 
-def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer: Participant) -> Optional[sfu.Producer]:
+def _pick_producer(room: Room, kind: str, participant_id: Optional[str],
+                   viewer: Participant) -> tuple[Optional[sfu.Producer], Optional[str]]:
+    """The newest producer of `kind` (of `participant_id` if given) and its participant's id."""
     newest: Optional[sfu.Producer] = None
+    owner: Optional[str] = None
     for p in room.participants.values():
         if p.id == viewer.id or (participant_id and p.id != participant_id):
             continue
@@ -164,8 +167,8 @@ def _pick_producer(room: Room, kind: str, participant_id: Optional[str], viewer:
             continue  # a call participant's own media
         for prod in p.producers.values():
             if prod.kind == kind and not prod.closed:
-                newest = prod  # dicts keep insertion order: the last one is the newest
-    return newest
+                newest, owner = prod, p.id  # dicts keep insertion order: the last one is the newest
+    return newest, owner
 
 
 @_sdp_errors_are_400
@@ -185,11 +188,11 @@ async def whep_view(request: web.Request) -> web.Response:
         answers: list[Optional[dict[str, Any]]] = []
         consumers: list[sfu.Consumer] = []
         for section in offer.media:
-            producer = None
+            producer, owner = None, None
             # section.rejected is False for bundle-only sections (RFC 8843): they are viewed too
             if not section.rejected and section.mid is not None and section.kind in ("audio", "video") \
                     and section.direction in ("recvonly", "sendrecv"):
-                producer = _pick_producer(room, section.kind, wanted, p)
+                producer, owner = _pick_producer(room, section.kind, wanted, p)
             if producer is None:
                 answers.append(None)
                 continue
@@ -204,7 +207,10 @@ async def whep_view(request: web.Request) -> web.Response:
                 answers.append(None)
                 continue
             consumers.append(consumer)
-            answers.append({"direction": "sendonly", "rtp_parameters": consumer.rtp_parameters})
+            # one stream id per publisher: the viewer puts a publisher's audio and video into one
+            # MediaStream, and Chromium synchronizes (lip sync) only the receivers of one stream
+            answers.append({"direction": "sendonly", "rtp_parameters": consumer.rtp_parameters,
+                            "msid": f"sfu-{owner} {section.kind}-{section.mid}"})
         if not consumers:
             raise ApiError(404 if not any(pp.producers for pp in room.participants.values()) else 400,
                            "nothing to view: no producer in this room matches the offer's recvonly sections")

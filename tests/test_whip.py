@@ -67,6 +67,10 @@ async def test_whip_publisher_and_two_whep_viewers_decode(client):
             v.addTransceiver("video", direction="recvonly")
             v.on("track", lambda track, i=i: tracks[i].__setitem__(track.kind, track))
             await negotiate(client, v, "/whep/live")
+            # one stream for the publisher's audio and video (a=msid stream id): a browser
+            # synchronizes only the tracks of one stream (lip sync)
+            streams = {ln.split()[0] for ln in v.remoteDescription.sdp.splitlines() if ln.startswith("a=msid:")}
+            assert len(streams) == 1, v.remoteDescription.sdp
         for i in range(2):
             for _ in range(100):
                 if len(tracks[i]) == 2:
