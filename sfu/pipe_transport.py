@@ -204,7 +204,7 @@ class PipeTransport(PlainTransport):
                     self.id,
                     {
                         "consumerId": part_id,
-                        "producerId": producer_id,
+                        "producerId": producer._handler_id,
                         "kind": producer.kind,
                         "ssrc": enc["ssrc"],
                         "rtxSsrc": None,

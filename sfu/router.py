@@ -245,6 +245,9 @@ class Router(EventEmitter):
             pipe_producer = await remote.produce(
                 pipe_consumer.kind, pipe_consumer.rtp_parameters, paused=producer.paused,
                 app_data=producer.app_data, producer_id=producer.id,
+                # one worker knows each id once: the piped producer of a router
+                # of the same worker is known there by another
+                _handler_id=f"{producer.id}@{router.id}" if router.worker is self.worker else None,
             )
             if producer.closed or pipe_consumer.closed:
                 raise InvalidStateError(f"producer {producer_id} closed while it was being piped")
