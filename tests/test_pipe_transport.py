@@ -414,3 +414,23 @@ async def test_aiortc_publisher_on_worker_1_viewer_on_worker_2_through_the_pipe(
     finally:
         await pub.close()
         await sub.close()
+
+
+def test_bench_pipe_quick_runs_and_times_both_paths(tmp_path):
+    """benchmarks/bench_pipe.py --quick (2 s points): both viewers got the
+    probe and the table has the hop's figures (not asserted: a benchmark)."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_json = tmp_path / "pipe.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipe", "--quick", "--json", str(out_json)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "hop p50 us" in proc.stdout
+    results = json.loads(out_json.read_text())["results"]
+    assert [r["load_streams"] for r in results] == [0, 4]
+    for r in results:
+        assert r["recv_a"] >= 0.95 * r["probe_sent"] and r["recv_b"] >= 0.95 * r["probe_sent"]
+        assert r["hop_p50_us"] is not None
