@@ -480,8 +480,7 @@ class Room:
                     worker = min(free, key=manager.worker_consumers)
                     chosen = await worker.create_router(manager.media_codecs)
                     self.routers.append(chosen)
-                    chosen.observer.once("close", lambda r=chosen: self.routers.remove(r) if r in self.routers
-                                         else None)
+                    chosen.observer.once("close", lambda r=chosen: self._extra_router_closed(r))
                     manager.rooms_spread += 1
                     logger.info("room %s: worker(s) %s at the budget of %d consumers; participants now also "
                                 "go to router %s on worker %d", self.id, sorted(used), budget, chosen.id,
@@ -492,6 +491,22 @@ class Room:
                     chosen = min(routers, key=lambda r: manager.worker_consumers(r.worker))
             p.router = chosen
             return chosen
+
+    def _extra_router_closed(self, router: sfu.Router) -> None:
+        """A router the room added on another worker is gone. When its
+        worker died, its participants leave the room (``participant-left``;
+        their WebSockets close, so their clients join again, on a router
+        that runs); the room and its other participants go on."""
+        if router in self.routers:
+            self.routers.remove(router)
+        if not router.worker.died or self.router.closed:
+            return
+        gone = [p for p in self.participants.values() if p.router is router]
+        logger.warning("room %s: router %s on worker %d lost with its worker: %d participant(s) leave", self.id,
+                       router.id, router.worker.pid, len(gone))
+        for p in gone:
+            p.router = None
+            asyncio.ensure_future(self.leave(p))
 
     def _room_producers(self) -> list[tuple[sfu.Router, sfu.Producer]]:
         """The participants' own producers (not the piped copies), with their router."""

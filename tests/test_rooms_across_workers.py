@@ -5,6 +5,8 @@ clients) placed on routers of two workers, media piped between them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 
@@ -112,9 +114,23 @@ async def test_a_room_spreads_over_two_workers_and_everyone_sees_everyone(server
         await asyncio.gather(decodes(v1_tracks), decodes(v2_tracks), decodes(v3_tracks))
         assert len(room.routers) == 2
 
-        # the room closes: both routers go
+        # worker B dies: its participants leave the room, the room goes on
+        os.kill(router_b.worker.pid, signal.SIGKILL)
+        for _ in range(200):
+            if pub2_id not in room.participants and v2_id not in room.participants:
+                break
+            await asyncio.sleep(0.05)
+        assert pub2_id not in room.participants and v2_id not in room.participants
+        assert room.routers == [room.router] and not room.router.closed
+        assert {pub1_id, v1_id, v3_id} <= set(room.participants)
+        for prod in room.participants[pub1_id].producers.values():
+            assert not prod.closed
+        for _ in range(10):
+            await asyncio.wait_for(v1_tracks["video"].recv(), 10)
+
+        # the room closes: its routers go
         rooms.close_room("wide")
-        assert room.router.closed and router_b.closed
+        assert room.router.closed
     finally:
         for pc in pcs:
             await pc.close()
