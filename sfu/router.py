@@ -253,10 +253,15 @@ class Router(EventEmitter):
                 raise InvalidStateError(f"producer {producer_id} closed while it was being piped")
             if pipe_producer.paused != producer.paused:
                 await (pipe_producer.pause() if producer.paused else pipe_producer.resume())
-        except BaseException:
+        except BaseException as exc:
             pipe_consumer.close()
             if pipe_producer is not None:
                 pipe_producer.close()
+            other = router.get_producer(producer_id)
+            if pipe_producer is None and other is not None and isinstance(exc, Exception):
+                # a concurrent pipe_to_router of the same producer won
+                raise InvalidStateError(f"producer {producer_id} is already in router {router.id} "
+                                        "(piped concurrently)") from exc
             raise
         _mirror(pipe_consumer, pipe_producer)
         return PipeToRouterResult(pipe_consumer, pipe_producer)
@@ -282,8 +287,11 @@ class Router(EventEmitter):
                     if t is not None:
                         t.close()
                 self._forget_pipe_pair(router, fut)
-                fut.set_exception(exc)
-                fut.exception()  # retrieved: waiters get it, nobody else must
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: waiters get it, nobody else must
                 raise
             pair = {self.id: local, router.id: remote}
 

@@ -519,7 +519,7 @@ class Room:
             return
         try:
             await origin.pipe_to_router(producer_id, router)
-        except sfu.InvalidStateError:
+        except (sfu.InvalidStateError, sfu.ChannelError):
             if router.get_producer(producer_id) is None and origin.get_producer(producer_id) is not None:
                 raise  # not a concurrent pipe of the same producer: a real failure
 

@@ -179,6 +179,12 @@ async def test_pipe_pair_is_shared_and_errors_are_clear(two_routers, peers):
 
     with pytest.raises(sfu.InvalidStateError, match="already"):
         await ra.pipe_to_router(audio.id, rb)
+    raced = await ta.produce("audio", {"codecs": [OPUS], "encodings": [{"ssrc": 4}]})
+    outcomes = await asyncio.gather(*(ra.pipe_to_router(raced.id, rb) for _ in range(3)), return_exceptions=True)
+    won = [o for o in outcomes if isinstance(o, sfu.PipeToRouterResult)]
+    assert len(won) == 1 and rb.get_producer(raced.id) is won[0].pipe_producer
+    assert all(isinstance(o, sfu.InvalidStateError) for o in outcomes if o not in won), outcomes
+    assert len(r1.pipe_consumer.transport.consumers) == 3  # the losers' pipe consumers are gone
     with pytest.raises(sfu.InvalidParametersError, match="own router"):
         await ra.pipe_to_router(audio.id, ra)
     with pytest.raises(sfu.InvalidParametersError, match="not found"):
