@@ -113,6 +113,8 @@ async def test_a_room_spreads_over_two_workers_and_everyone_sees_everyone(server
 
         await asyncio.gather(decodes(v1_tracks), decodes(v2_tracks), decodes(v3_tracks))
         assert len(room.routers) == 2
+        metrics = await (await client.get("/metrics")).text()
+        assert "sfu_room_routers_added_total 1.0" in metrics
 
         # worker B dies: its participants leave the room, the room goes on
         os.kill(router_b.worker.pid, signal.SIGKILL)
