@@ -124,6 +124,39 @@ async def test_pipe_carries_every_encoding_with_its_own_ssrc_and_contiguous_sequ
     assert plis_for(pub, 2222) > before, "the PLI did not reach the publisher's second encoding"
 
 
+async def test_a_vp9_svc_stream_crosses_the_pipe_whole(two_routers, peers):
+    """One VP9 stream with three spatial layers: the pipe consumer forwards
+    every layer of every picture (no SVC layer filter), in order."""
+    from test_svc_vp9 import descriptor
+
+    ra, _ = two_routers
+    vp9_codecs = MEDIA_CODECS + [{"kind": "video", "mimeType": "video/VP9", "clockRate": 90000}]
+    router = await ra.worker.create_router(vp9_codecs)
+    pub, far = peers(), peers()
+    tp = await plain(router, pub)
+    producer = await tp.produce("video", {"codecs": [{"mimeType": "video/VP9", "payloadType": 98,
+                                                      "clockRate": 90000}], "encodings": [{"ssrc": 909}]})
+    pipe = await router.create_pipe_transport()
+    await pipe.connect(ip="127.0.0.1", port=far.port)
+    pc = await pipe.consume(producer.id)
+    sent = []
+    seq = 0
+    for pic in range(12):
+        for sid in range(3):
+            payload = descriptor(pic, sid, key=pic == 0, begin=True, end=True, tl0=pic) + f"{pic}/{sid}".encode()
+            pub.send(build_rtp(98, seq, 3000 * pic, 909, payload, marker=sid == 2), tp.tuple["localPort"])
+            sent.append(payload)
+            seq += 1
+        await asyncio.sleep(0.003)
+    await far.wait_for(len(sent))
+    got = far.rtp()
+    assert [r.payload for r in got] == sent
+    assert {r.ssrc for r in got} == {pc.rtp_parameters["encodings"][0]["ssrc"]}
+    seqs = [r.seq for r in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    assert [r.marker for r in got] == [sid == 2 for _ in range(12) for sid in range(3)]
+
+
 async def test_simulcast_survives_the_pipe_and_viewers_on_b_pick_layers(two_routers, peers):
     ra, rb = two_routers
     pub, v_low, v_high = peers(), peers(), peers()
