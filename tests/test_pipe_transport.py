@@ -473,3 +473,29 @@ def test_bench_pipe_quick_runs_and_times_both_paths(tmp_path):
     for r in results:
         assert r["recv_a"] >= 0.95 * r["probe_sent"] and r["recv_b"] >= 0.95 * r["probe_sent"]
         assert r["hop_p50_us"] is not None
+
+
+def test_sfu_bench_room_spread_over_two_workers_keeps_simulcast(tmp_path):
+    """sfu-bench --target embedded --workers 2: participants alternate
+    between two workers' routers, every producer piped to the other; with
+    simulcast publishers and viewers asking layers 2,1,0, every viewer (half
+    of them across a pipe) gets the layer it asked for, nothing lost."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_json = tmp_path / "b.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "--target", "embedded", "--transport", "plain",
+         "--participants", "4", "--duration", "3", "--workers", "2", "--simulcast", "--viewer-layers", "2,1,0",
+         "--vp8-picture-id", "--no-wait-idle", "--quiet", "--json", str(out_json), "--markdown", ""],
+        cwd=root, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (r,) = json.loads(out_json.read_text())["results"]
+    sc = r["simulcast"]
+    assert sc["producer_streams_receiving"] == [3, 3, 3, 3]
+    assert sc["consumers"] == 12 and sc["consumers_as_asked"] == 12
+    for s in sc["viewer_streams"]:
+        assert max(s["layer_packets"]) >= 0.9 * sum(s["layer_packets"]), s
+    assert r["seq_loss_pct"] < 2.0
