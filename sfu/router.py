@@ -177,10 +177,12 @@ class Router(EventEmitter):
         return transport
 
     async def create_pipe_transport(self, listen_ip: str = "127.0.0.1", port: int = 0,
-                                    app_data: Any = None) -> "PipeTransport":
-        """Creates one end of a pipe (plain RTP, RTCP-muxed, no SRTP); connect
-        it to the other end's ``tuple`` with :meth:`PipeTransport.connect`.
-        :meth:`pipe_to_router` makes and connects the pairs itself."""
+                                    enable_srtp: bool = False, app_data: Any = None) -> "PipeTransport":
+        """Creates one end of a pipe (plain RTP, RTCP-muxed; SRTP with
+        ``enable_srtp``, AES_CM_128_HMAC_SHA1_80); connect it to the other
+        end's ``tuple`` (and ``srtp_parameters``) with
+        :meth:`PipeTransport.connect`. :meth:`pipe_to_router` makes and
+        connects the pairs itself."""
         from .pipe_transport import PipeTransport
 
         self._check_open()
@@ -190,7 +192,7 @@ class Router(EventEmitter):
             "router.createPlainTransport",
             self.id,
             {"transportId": transport_id, "listenIp": listen_ip, "announcedIp": None, "port": port,
-             "portRange": None, "rtcpMux": True, "comedia": False, "enableSrtp": False,
+             "portRange": None, "rtcpMux": True, "comedia": False, "enableSrtp": bool(enable_srtp),
              "srtpCryptoSuite": "AES_CM_128_HMAC_SHA1_80"},
         )
         transport = PipeTransport(transport_id, self, data, rtcp_mux=True, comedia=False, app_data=app_data)
@@ -198,14 +200,15 @@ class Router(EventEmitter):
         return transport
 
     async def pipe_to_router(self, producer_id: str, router: "Router",
-                             listen_ip: str = "127.0.0.1") -> "PipeToRouterResult":
+                             listen_ip: str = "127.0.0.1", enable_srtp: bool = False) -> "PipeToRouterResult":
         """Makes a producer of this router consumable in ``router`` too
         (mediasoup's ``pipeToRouter``), for a router of another worker of this
         host or of the same worker.
 
         The two routers share one pair of pipe transports (created at the
         first call, over UDP on ``listen_ip``, and reused for every producer
-        piped either way). This router consumes the producer on its end
+        piped either way; ``enable_srtp`` encrypts it, as decided by the
+        call that creates the pair). This router consumes the producer on its end
         (a :class:`~sfu.pipe_transport.PipeConsumer`: every encoding, so
         simulcast survives), and ``router`` gets a producer with the same id
         and the pipe consumer's RTP parameters. Pausing or resuming the
@@ -237,7 +240,7 @@ class Router(EventEmitter):
             raise InvalidParametersError(f"producer_id: producer {producer_id!r} not found in this router")
         if router.get_producer(producer_id) is not None:
             raise InvalidStateError(f"producer {producer_id} is already in router {router.id} (piped before)")
-        pair = await self._pipe_pair(router, listen_ip)
+        pair = await self._pipe_pair(router, listen_ip, enable_srtp)
         local, remote = pair[self.id], pair[router.id]
         pipe_consumer = await local.consume(producer_id)
         pipe_producer = None
@@ -266,7 +269,7 @@ class Router(EventEmitter):
         _mirror(pipe_consumer, pipe_producer)
         return PipeToRouterResult(pipe_consumer, pipe_producer)
 
-    async def _pipe_pair(self, router: "Router", listen_ip: str) -> dict[str, "PipeTransport"]:
+    async def _pipe_pair(self, router: "Router", listen_ip: str, enable_srtp: bool) -> dict[str, "PipeTransport"]:
         """The pipe transports shared with ``router``, made and connected once."""
         fut = self._pipe_pairs.get(router.id)
         if fut is None:
@@ -276,11 +279,14 @@ class Router(EventEmitter):
             local: Optional["PipeTransport"] = None
             remote: Optional["PipeTransport"] = None
             try:
-                local, remote = await asyncio.gather(self.create_pipe_transport(listen_ip),
-                                                     router.create_pipe_transport(listen_ip))
+                local, remote = await asyncio.gather(
+                    self.create_pipe_transport(listen_ip, enable_srtp=enable_srtp),
+                    router.create_pipe_transport(listen_ip, enable_srtp=enable_srtp))
                 await asyncio.gather(
-                    local.connect(ip=remote.tuple["localIp"], port=remote.tuple["localPort"]),
-                    remote.connect(ip=local.tuple["localIp"], port=local.tuple["localPort"]),
+                    local.connect(ip=remote.tuple["localIp"], port=remote.tuple["localPort"],
+                                  srtp_parameters=remote.srtp_parameters),
+                    remote.connect(ip=local.tuple["localIp"], port=local.tuple["localPort"],
+                                   srtp_parameters=local.srtp_parameters),
                 )
             except BaseException as exc:
                 for t in (local, remote):

@@ -313,6 +313,21 @@ async def test_pause_resume_and_close_are_mirrored(two_routers, peers):
     assert pc3.closed and not p2.closed
 
 
+async def test_an_srtp_pipe_carries_media_encrypted(two_routers, peers):
+    ra, rb = two_routers
+    pub, viewer = peers(), peers()
+    tp = await plain(ra, pub)
+    producer = await tp.produce("audio", {"codecs": [OPUS], "encodings": [{"ssrc": 6}]})
+    pipe_consumer, _ = await ra.pipe_to_router(producer.id, rb, enable_srtp=True)
+    assert pipe_consumer.transport.srtp_parameters is not None
+    consumer = await (await plain(rb, viewer)).consume(producer.id, rb.rtp_capabilities)
+    for k in range(30):
+        pub.send(build_rtp(111, k, 960 * k, 6, bytes([k]) * 40), tp.tuple["localPort"])
+    await viewer.wait_for(30)
+    assert [r.payload for r in viewer.rtp()] == [bytes([k]) * 40 for k in range(30)]
+    assert {r.ssrc for r in viewer.rtp()} == {consumer.rtp_parameters["encodings"][0]["ssrc"]}
+
+
 async def test_routers_of_one_worker_pipe_too(worker, peers):
     ra, rb = await worker.create_router(MEDIA_CODECS), await worker.create_router(MEDIA_CODECS)
     pub, viewer = peers(), peers()
