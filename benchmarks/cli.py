@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DTLS-SRTP profile the participants offer (default %(default)s)")
     ap.add_argument("--target", choices=("server", "embedded"), default="server",
                     help="a real sfu-server subprocess (default) or a worker embedded in this process")
-    ap.add_argument("--workers", type=int, default=1, help="sfu-server workers (one room uses one)")
+    ap.add_argument("--workers", type=int, default=1, help="sfu-server workers (one room uses one); with --target embedded, the room "
+                         "is spread over this many workers, producers piped between their routers")
     ap.add_argument("--decrypt-every", type=int, default=8,
                     help="with SRTP, decrypt one packet in this many per stream for latency (default 8)")
     ap.add_argument("--no-feedback", dest="feedback", action="store_false",

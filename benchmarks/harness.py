@@ -403,7 +403,12 @@ class ServerTarget:
 
 
 class EmbeddedTarget:
-    """A worker of this process's own, driven through the library API."""
+    """A worker of this process's own, driven through the library API.
+
+    With ``workers`` > 1, the room is spread: that many workers, one router
+    each, participant i on router i % workers, and every producer piped
+    (``Router.pipe_to_router``) to the other routers, so that a viewer and a
+    publisher on different workers are joined by a pipe hop."""
 
     name = "embedded"
     MEDIA_CODECS = [
@@ -414,24 +419,27 @@ class EmbeddedTarget:
     def __init__(self, cfg: PointConfig) -> None:
         self.cfg = cfg
         self.worker: Any = None
+        self.workers: list[Any] = []
         self.pids: list[int] = []
         self.producers: list[Any] = []
 
     async def start(self) -> None:
         import sfu
 
-        self.worker = await sfu.create_worker(log_level="warning")
-        self.pids = [self.worker.pid, os.getpid()]
+        self.workers = [await sfu.create_worker(log_level="warning") for _ in range(max(1, self.cfg.workers))]
+        self.worker = self.workers[0]
+        self.pids = [w.pid for w in self.workers] + [os.getpid()]
 
     async def setup(self, n: int, audio_ssrcs: list[int], video_ssrcs: list[list[int]], gen: LoadGenerator,
                     transport: str) -> list[Participant]:
-        router = await self.worker.create_router(self.MEDIA_CODECS)
+        routers = [await w.create_router(self.MEDIA_CODECS) for w in self.workers]
+        router = routers[0]
         caps = client_capabilities(router.rtp_capabilities, self.cfg.feedback, self.cfg.bwe())
         parts = [Participant() for _ in range(n)]
         transports = []
         if transport == "webrtc":
-            for p in parts:
-                t = await router.create_webrtc_transport(listen_ip="127.0.0.1")
+            for i, p in enumerate(parts):
+                t = await routers[i % len(routers)].create_webrtc_transport(listen_ip="127.0.0.1")
                 cand = t.ice_candidates[0]
                 p.remote = {"iceParameters": t.ice_parameters, "candidate": [cand["ip"], cand["port"]],
                             "dtlsParameters": t.dtls_parameters}
@@ -442,8 +450,9 @@ class EmbeddedTarget:
                 await t.connect(dtls)
             await gen.handshake([p.remote for p in parts])
         else:
-            for p, port in zip(parts, gen.ports):
-                t = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True, comedia=False)
+            for i, (p, port) in enumerate(zip(parts, gen.ports)):
+                t = await routers[i % len(routers)].create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True,
+                                                                           comedia=False)
                 await t.connect(ip="127.0.0.1", port=port)
                 p.dest = ("127.0.0.1", t.tuple["localPort"])
                 transports.append(t)
@@ -452,6 +461,10 @@ class EmbeddedTarget:
             v = await t.produce("video", video_parameters(video_ssrcs[i], self.cfg.feedback))
             p.producers = [(a.id, "audio"), (v.id, "video")]
             self.producers.append(v)
+            for other in routers:  # a spread room: every producer consumable on every router
+                if other is not t.router:
+                    for prod in (a, v):
+                        await t.router.pipe_to_router(prod.id, other)
         for j, t in enumerate(transports):
             for i, pub in enumerate(parts):
                 if i == j:
@@ -482,13 +495,19 @@ class EmbeddedTarget:
         return [await v.get_stats() for v in self.producers]
 
     async def counters(self) -> dict[str, int]:
-        return await self.worker.get_counters()
+        total: dict[str, int] = {}
+        for w in self.workers:
+            for k, v in (await w.get_counters()).items():
+                if isinstance(v, int):
+                    total[k] = total.get(k, 0) + v
+        return total
 
     async def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            await asyncio.wait_for(self.worker.wait_closed(), 10)
-            self.worker = None
+        for w in self.workers:
+            w.close()
+            await asyncio.wait_for(w.wait_closed(), 10)
+        self.workers = []
+        self.worker = None
 
 
 def make_target(cfg: PointConfig) -> Any:

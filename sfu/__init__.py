@@ -30,6 +30,7 @@ from .errors import (
     WorkerDiedError,
 )
 from .direct_transport import DirectTransport
+from .pipe_transport import PipeConsumer, PipeToRouterResult, PipeTransport
 from .plain_transport import PlainTransport
 from .producer import Producer
 from .router import Router
@@ -45,6 +46,9 @@ __all__ = [
     "InvalidParametersError",
     "InvalidStateError",
     "DirectTransport",
+    "PipeConsumer",
+    "PipeToRouterResult",
+    "PipeTransport",
     "PlainTransport",
     "Producer",
     "Router",

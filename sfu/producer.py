@@ -36,6 +36,9 @@ class Producer(EventEmitter):
         self._closed = False
         self.app_data = app_data
         self.observer = EventEmitter()
+        # the id the worker knows it by: the id, but for a producer piped to
+        # another router of the same worker, whose worker already has the id
+        self._handler_id = producer_id
 
     @property
     def closed(self) -> bool:
@@ -52,7 +55,7 @@ class Producer(EventEmitter):
         """Stops forwarding this producer's media to its consumers."""
         if self._closed:
             raise InvalidStateError(f"producer {self.id} is closed")
-        await self._worker()._request("producer.pause", self.id)
+        await self._worker()._request("producer.pause", self._handler_id)
         if not self._paused:
             self._paused = True
             self.observer.emit("pause")
@@ -61,7 +64,7 @@ class Producer(EventEmitter):
         """Resumes forwarding (consumers continue without sequence gaps)."""
         if self._closed:
             raise InvalidStateError(f"producer {self.id} is closed")
-        await self._worker()._request("producer.resume", self.id)
+        await self._worker()._request("producer.resume", self._handler_id)
         if self._paused:
             self._paused = False
             self.observer.emit("resume")
@@ -70,14 +73,14 @@ class Producer(EventEmitter):
         """Per-stream packet and byte counts received."""
         if self._closed:
             raise InvalidStateError(f"producer {self.id} is closed")
-        return await self._worker()._request("producer.getStats", self.id)
+        return await self._worker()._request("producer.getStats", self._handler_id)
 
     def close(self) -> None:
         """Closes the producer; its consumers close with ``"producerclose"``."""
         if self._closed:
             return
         self._closed = True
-        self._worker()._request_nowait("producer.close", self.id)
+        self._worker()._request_nowait("producer.close", self._handler_id)
         self.observer.emit("close")
 
     def _transport_closed(self) -> None:

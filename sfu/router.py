@@ -3,6 +3,7 @@ so any transport of the router can consume any of them."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from typing import TYPE_CHECKING, Any, Optional
@@ -14,6 +15,7 @@ from .rtp_parameters import RtpCapabilities
 
 if TYPE_CHECKING:
     from .direct_transport import DirectTransport
+    from .pipe_transport import PipeToRouterResult, PipeTransport
     from .plain_transport import PlainTransport
     from .producer import Producer
     from .transport import Transport
@@ -34,6 +36,9 @@ class Router(EventEmitter):
         self._producers: dict[str, "Producer"] = {}
         self.app_data = app_data
         self.observer = EventEmitter()
+        # the pipe transport pair shared with each other router (keyed by its
+        # id), as a future: concurrent pipe_to_router calls wait for one pair
+        self._pipe_pairs: dict[str, "asyncio.Future[dict[str, PipeTransport]]"] = {}
 
     @property
     def closed(self) -> bool:
@@ -171,6 +176,148 @@ class Router(EventEmitter):
         self._add_transport(transport)
         return transport
 
+    async def create_pipe_transport(self, listen_ip: str = "127.0.0.1", port: int = 0,
+                                    enable_srtp: bool = False, app_data: Any = None) -> "PipeTransport":
+        """Creates one end of a pipe (plain RTP, RTCP-muxed; SRTP with
+        ``enable_srtp``, AES_CM_128_HMAC_SHA1_80); connect it to the other
+        end's ``tuple`` (and ``srtp_parameters``) with
+        :meth:`PipeTransport.connect`. :meth:`pipe_to_router` makes and
+        connects the pairs itself."""
+        from .pipe_transport import PipeTransport
+
+        self._check_open()
+        _validate_listen(listen_ip, port, None)
+        transport_id = str(uuid.uuid4())
+        data = await self.worker._request(
+            "router.createPlainTransport",
+            self.id,
+            {"transportId": transport_id, "listenIp": listen_ip, "announcedIp": None, "port": port,
+             "portRange": None, "rtcpMux": True, "comedia": False, "enableSrtp": bool(enable_srtp),
+             "srtpCryptoSuite": "AES_CM_128_HMAC_SHA1_80"},
+        )
+        transport = PipeTransport(transport_id, self, data, rtcp_mux=True, comedia=False, app_data=app_data)
+        self._add_transport(transport)
+        return transport
+
+    async def pipe_to_router(self, producer_id: str, router: "Router",
+                             listen_ip: str = "127.0.0.1", enable_srtp: bool = False) -> "PipeToRouterResult":
+        """Makes a producer of this router consumable in ``router`` too
+        (mediasoup's ``pipeToRouter``), for a router of another worker of this
+        host or of the same worker.
+
+        The two routers share one pair of pipe transports (created at the
+        first call, over UDP on ``listen_ip``, and reused for every producer
+        piped either way; ``enable_srtp`` encrypts it, as decided by the
+        call that creates the pair). This router consumes the producer on its end
+        (a :class:`~sfu.pipe_transport.PipeConsumer`: every encoding, so
+        simulcast survives), and ``router`` gets a producer with the same id
+        and the pipe consumer's RTP parameters. Pausing or resuming the
+        producer pauses or resumes the piped one; closing the producer (or
+        the pipe consumer, or the pipe transports) closes the piped one, and
+        closing the piped producer closes the pipe consumer. Keyframe requests
+        of ``router``'s consumers travel back over the pipe's RTCP to the
+        producer's publisher.
+
+        Returns ``(pipe_consumer, pipe_producer)``. Raises
+        :class:`~sfu.errors.InvalidParametersError` for an unknown producer or
+        when ``router`` is this router, and
+        :class:`~sfu.errors.InvalidStateError` when either router is closed or
+        the producer is already in ``router`` (piped before: as mediasoup, a
+        second pipe of one producer to one router is an error; use
+        ``router.get_producer(producer_id)``).
+        """
+        from .pipe_transport import PipeToRouterResult
+
+        self._check_open()
+        if not isinstance(router, Router):
+            raise InvalidParametersError(f"router: a Router, got {type(router).__name__}")
+        if router is self:
+            raise InvalidParametersError("router: cannot pipe a producer to its own router")
+        if router.closed:
+            raise InvalidStateError(f"router {router.id} (the destination) is closed")
+        producer = self._producers.get(producer_id)
+        if producer is None:
+            raise InvalidParametersError(f"producer_id: producer {producer_id!r} not found in this router")
+        if router.get_producer(producer_id) is not None:
+            raise InvalidStateError(f"producer {producer_id} is already in router {router.id} (piped before)")
+        pair = await self._pipe_pair(router, listen_ip, enable_srtp)
+        local, remote = pair[self.id], pair[router.id]
+        pipe_consumer = await local.consume(producer_id)
+        pipe_producer = None
+        try:
+            pipe_producer = await remote.produce(
+                pipe_consumer.kind, pipe_consumer.rtp_parameters, paused=producer.paused,
+                app_data=producer.app_data, producer_id=producer.id,
+                # one worker knows each id once: the piped producer of a router
+                # of the same worker is known there by another
+                _handler_id=f"{producer.id}@{router.id}" if router.worker is self.worker else None,
+            )
+            if producer.closed or pipe_consumer.closed:
+                raise InvalidStateError(f"producer {producer_id} closed while it was being piped")
+            if pipe_producer.paused != producer.paused:
+                await (pipe_producer.pause() if producer.paused else pipe_producer.resume())
+        except BaseException as exc:
+            pipe_consumer.close()
+            if pipe_producer is not None:
+                pipe_producer.close()
+            other = router.get_producer(producer_id)
+            if pipe_producer is None and other is not None and isinstance(exc, Exception):
+                # a concurrent pipe_to_router of the same producer won
+                raise InvalidStateError(f"producer {producer_id} is already in router {router.id} "
+                                        "(piped concurrently)") from exc
+            raise
+        _mirror(pipe_consumer, pipe_producer)
+        return PipeToRouterResult(pipe_consumer, pipe_producer)
+
+    async def _pipe_pair(self, router: "Router", listen_ip: str, enable_srtp: bool) -> dict[str, "PipeTransport"]:
+        """The pipe transports shared with ``router``, made and connected once."""
+        fut = self._pipe_pairs.get(router.id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._pipe_pairs[router.id] = fut
+            router._pipe_pairs[self.id] = fut
+            local: Optional["PipeTransport"] = None
+            remote: Optional["PipeTransport"] = None
+            try:
+                local, remote = await asyncio.gather(
+                    self.create_pipe_transport(listen_ip, enable_srtp=enable_srtp),
+                    router.create_pipe_transport(listen_ip, enable_srtp=enable_srtp))
+                await asyncio.gather(
+                    local.connect(ip=remote.tuple["localIp"], port=remote.tuple["localPort"],
+                                  srtp_parameters=remote.srtp_parameters),
+                    remote.connect(ip=local.tuple["localIp"], port=local.tuple["localPort"],
+                                   srtp_parameters=local.srtp_parameters),
+                )
+            except BaseException as exc:
+                for t in (local, remote):
+                    if t is not None:
+                        t.close()
+                self._forget_pipe_pair(router, fut)
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: waiters get it, nobody else must
+                raise
+            pair = {self.id: local, router.id: remote}
+
+            def on_close() -> None:
+                local.close()
+                remote.close()
+                self._forget_pipe_pair(router, fut)
+
+            local.observer.once("close", on_close)
+            remote.observer.once("close", on_close)
+            fut.set_result(pair)
+            return pair
+        return await asyncio.shield(fut)
+
+    def _forget_pipe_pair(self, router: "Router", fut: "asyncio.Future[Any]") -> None:
+        if self._pipe_pairs.get(router.id) is fut:
+            del self._pipe_pairs[router.id]
+        if router._pipe_pairs.get(self.id) is fut:
+            del router._pipe_pairs[self.id]
+
     def _add_transport(self, transport: "Transport") -> None:
         self._transports[transport.id] = transport
         self.worker._register(transport.id, transport)
@@ -231,3 +378,29 @@ def _validate_listen(listen_ip: str, port: int, port_range: Optional[tuple[int, 
         len(port_range) != 2 or not (1 <= port_range[0] <= port_range[1] <= 65535)
     ):
         raise InvalidParametersError(f"port_range: invalid range {port_range!r}")
+
+
+def _mirror(pipe_consumer: Any, pipe_producer: "Producer") -> None:
+    """Pause/resume/close of the pipe consumer (the source producer's) onto
+    the piped producer, in order, and the piped producer's close back."""
+    chain: list[Optional[asyncio.Future[Any]]] = [None]
+
+    def later(action: str) -> None:
+        prev = chain[0]
+
+        async def run() -> None:
+            if prev is not None:
+                await asyncio.wait([prev])
+            if pipe_producer.closed:
+                return
+            try:
+                await (pipe_producer.pause() if action == "pause" else pipe_producer.resume())
+            except InvalidStateError:
+                pass  # closed meanwhile
+
+        chain[0] = asyncio.ensure_future(run())
+
+    pipe_consumer.observer.on("pause", lambda: later("pause"))
+    pipe_consumer.observer.on("resume", lambda: later("resume"))
+    pipe_consumer.observer.once("close", pipe_producer.close)
+    pipe_producer.observer.once("close", pipe_consumer.close)

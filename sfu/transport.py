@@ -80,6 +80,7 @@ class Transport(EventEmitter):
         paused: bool = False,
         app_data: Any = None,
         producer_id: Optional[str] = None,
+        _handler_id: Optional[str] = None,
     ) -> Producer:
         """Starts receiving a media stream described by ``rtp_parameters``.
 
@@ -126,7 +127,7 @@ class Transport(EventEmitter):
             "transport.produce",
             self.id,
             {
-                "producerId": pid,
+                "producerId": _handler_id or pid,
                 "kind": kind,
                 "streams": streams,
                 "ptMap": {str(m["payloadType"]): m["mappedPayloadType"] for m in mapping["codecs"]},
@@ -147,6 +148,7 @@ class Transport(EventEmitter):
             },
         )
         producer = Producer(pid, kind, params, consumable, self, paused, app_data)
+        producer._handler_id = _handler_id or pid
         self._producers[pid] = producer
         self.router._add_producer(producer)
         producer.observer.once("close", lambda: self._producers.pop(pid, None))
@@ -205,7 +207,7 @@ class Transport(EventEmitter):
             self.id,
             {
                 "consumerId": cid,
-                "producerId": producer_id,
+                "producerId": producer._handler_id,
                 "kind": producer.kind,
                 "ssrc": encoding["ssrc"],
                 "rtxSsrc": (encoding.get("rtx") or {}).get("ssrc"),

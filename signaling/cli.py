@@ -123,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="highest UDP port for per-transport ports (SFU_RTC_MAX_PORT)")
     p.add_argument("--workers", type=int, default=int(_env("SFU_WORKERS", str(os.cpu_count() or 1)) or 1),
                    help="media workers, one per core by default (SFU_WORKERS)")
+    p.add_argument("--consumers-per-worker", type=int, metavar="N",
+                   default=int(_env("SFU_CONSUMERS_PER_WORKER", "0") or 0),
+                   help="consumer budget of a worker: past it, a room's new participants go to a router of the "
+                        "room on another worker, producers piped between them (0, the default: a room stays on "
+                        "one worker) (SFU_CONSUMERS_PER_WORKER)")
     p.add_argument("--keyframe-interval-ms", type=int, default=int(_env("SFU_KEYFRAME_INTERVAL_MS", "350") or 350),
                    help="keyframe requests (PLI) to a publisher are coalesced to one per interval; Chrome ignores "
                         "requests less than 300 ms apart, so shorter intervals lose requests "
@@ -218,6 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--record-publishers needs --recordings-dir")
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    if args.consumers_per_worker < 0:
+        p.error("--consumers-per-worker must be >= 0")
     if args.empty_room_grace < 0:
         p.error("--empty-room-grace / SFU_EMPTY_ROOM_GRACE: must not be negative (0 keeps empty rooms)")
     for name, kind in (("socketio_disconnect_after", _count), ("socketio_max_event", _size)):
@@ -331,6 +338,7 @@ async def serve(args: argparse.Namespace) -> None:
         rtc_min_port=args.rtc_min_port, rtc_max_port=args.rtc_max_port,
         log_level="warning" if args.log_level == "info" else args.log_level,
         keyframe_request_interval_ms=args.keyframe_interval_ms, limits=args.limits,
+        consumers_per_worker=args.consumers_per_worker,
     )
     state["rooms"] = rooms
     cluster = None

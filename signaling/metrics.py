@@ -120,6 +120,7 @@ class MediaSnapshot:
     worker_replacement_failures: int = 0
     workers_replacing: int = 0
     rooms_lost: int = 0
+    rooms_spread: int = 0
     admission_rejected: dict[str, int] = field(default_factory=dict)  # limit -> refusals
     transports_closed_unconnected: int = 0
     fds: list[dict[str, Any]] = field(default_factory=list)  # RoomManager.fd_state()
@@ -147,7 +148,9 @@ class _MediaCollector:
                  s.worker_replacements),
                 ("sfu_worker_replacement_failures", "Attempts to start a replacement worker that failed "
                  "(each is retried).", s.worker_replacement_failures),
-                ("sfu_rooms_lost", "Rooms closed because their worker died.", s.rooms_lost)):
+                ("sfu_rooms_lost", "Rooms closed because their worker died.", s.rooms_lost),
+                ("sfu_room_routers_added", "Routers added to rooms on other workers (consumer budget per "
+                 "worker reached; producers piped to them).", s.rooms_spread)):
             yield CounterMetricFamily(name, doc, value=value)
         rejected = CounterMetricFamily("sfu_admission_rejected", "Requests refused by an admission limit, by limit.",
                                        labels=["limit"])
@@ -276,6 +279,7 @@ class Metrics:
         s.worker_replacements = getattr(rooms, "worker_replacements", 0)
         s.worker_replacement_failures = getattr(rooms, "worker_replacement_failures", 0)
         s.rooms_lost = getattr(rooms, "rooms_lost", 0)
+        s.rooms_spread = getattr(rooms, "rooms_spread", 0)
         s.workers_replacing = len(rooms.replacing()) if hasattr(rooms, "replacing") else 0
         limits = getattr(rooms, "limits", None)
         if limits is not None:

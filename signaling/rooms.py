@@ -236,6 +236,9 @@ class Participant:
     #: §4.3) and the client's current username fragment
     ice_etag: Optional[str] = None
     remote_ice_ufrag: Optional[str] = None
+    #: the room's router its transports are on (set at its first transport;
+    #: another worker's when the room's worker is over its consumer budget)
+    router: Optional[sfu.Router] = None
 
     def transport(self, transport_id: str) -> sfu.WebRtcTransport:
         t = self.transports.get(transport_id)
@@ -280,6 +283,12 @@ class Room:
         self._connect_watched: set[str] = set()  # transports whose connect timer runs
         self._pending_consumers: dict[str, int] = {}
         self.router = router
+        #: every router of the room: the first one, then those on other
+        #: workers that took participants when the first one's worker was
+        #: over the manager's consumer budget (each producer of the room is
+        #: piped to all of them)
+        self.routers: list[sfu.Router] = [router]
+        self._placement_lock = asyncio.Lock()
         self.webrtc_server = webrtc_server
         self.listen_ip = listen_ip
         self.announced_ip = announced_ip
@@ -416,18 +425,22 @@ class Room:
         limits.check_count("transports_per_participant", len(p.transports) + p.pending_transports)
         limits.check_count("transports_per_room", self.transport_count() + self._pending_transports,
                            f" in room {self.id}")
-        if self.webrtc_server is None and self.manager is not None:  # a UDP socket (fd) per transport
-            self.manager.check_fds(self.router.worker)
+        router = await self.router_for(p)
+        server = self.webrtc_server
+        if router is not self.router and self.manager is not None:
+            server = self.manager.servers.get(router.worker.pid) if self.webrtc_server is not None else None
+        if server is None and self.manager is not None:  # a UDP socket (fd) per transport
+            self.manager.check_fds(router.worker)
         p.pending_transports += 1
         self._pending_transports += 1
         if self.manager is not None:
             self.manager.pending_transports += 1
         try:
-            if self.webrtc_server is not None:
-                t = await self.router.create_webrtc_transport(
-                    webrtc_server=self.webrtc_server, app_data={"participantId": p.id, "direction": direction})
+            if server is not None:
+                t = await router.create_webrtc_transport(
+                    webrtc_server=server, app_data={"participantId": p.id, "direction": direction})
             else:
-                t = await self.router.create_webrtc_transport(
+                t = await router.create_webrtc_transport(
                     listen_ip=self.listen_ip, announced_ip=self.announced_ip,
                     app_data={"participantId": p.id, "direction": direction})
         finally:
@@ -435,12 +448,80 @@ class Room:
             self._pending_transports -= 1
             if self.manager is not None:
                 self.manager.pending_transports -= 1
-        if p.id not in self.participants or self.router.closed:
+        if p.id not in self.participants or self.router.closed or router.closed:
             t.close()  # the participant left (or the room closed) while the transport was made
             raise ApiError(409, f"participant {p.id} left room {self.id} while its transport was created")
         p.transports[t.id] = t
         t.observer.once("close", lambda: p.transports.pop(t.id, None))
         return t
+
+    async def router_for(self, p: Participant) -> sfu.Router:
+        """The router ``p``'s transports go to: the one it has; else the
+        room's first router on a worker under the manager's consumer budget
+        (``consumers_per_worker``; 0, the default: always the first router);
+        else a new router of the room on the worker with the fewest consumers
+        that has none of the room yet, to which every producer of the room
+        is piped (or, when every worker has one, the room's router on the
+        least-loaded worker)."""
+        if p.router is not None and not p.router.closed:
+            return p.router
+        manager = self.manager
+        budget = manager.consumers_per_worker if manager is not None else 0
+        if manager is None or budget <= 0:
+            p.router = self.router
+            return self.router
+        async with self._placement_lock:
+            routers = [r for r in self.routers if not r.closed]
+            chosen = next((r for r in routers if manager.worker_consumers(r.worker) < budget), None)
+            if chosen is None:
+                used = {r.worker.pid for r in routers}
+                free = [w for w in manager.workers if not w.closed and w.pid not in used]
+                if free:
+                    worker = min(free, key=manager.worker_consumers)
+                    chosen = await worker.create_router(manager.media_codecs)
+                    self.routers.append(chosen)
+                    chosen.observer.once("close", lambda r=chosen: self._extra_router_closed(r))
+                    manager.rooms_spread += 1
+                    logger.info("room %s: worker(s) %s at the budget of %d consumers; participants now also "
+                                "go to router %s on worker %d", self.id, sorted(used), budget, chosen.id,
+                                worker.pid)
+                    for origin, producer in self._room_producers():
+                        await self._pipe(origin, producer.id, chosen)
+                else:
+                    chosen = min(routers, key=lambda r: manager.worker_consumers(r.worker))
+            p.router = chosen
+            return chosen
+
+    def _extra_router_closed(self, router: sfu.Router) -> None:
+        """A router the room added on another worker is gone. When its
+        worker died, its participants leave the room (``participant-left``;
+        their WebSockets close, so their clients join again, on a router
+        that runs); the room and its other participants go on."""
+        if router in self.routers:
+            self.routers.remove(router)
+        if not router.worker.died or self.router.closed:
+            return
+        gone = [p for p in self.participants.values() if p.router is router]
+        logger.warning("room %s: router %s on worker %d lost with its worker: %d participant(s) leave", self.id,
+                       router.id, router.worker.pid, len(gone))
+        for p in gone:
+            p.router = None
+            asyncio.ensure_future(self.leave(p))
+
+    def _room_producers(self) -> list[tuple[sfu.Router, sfu.Producer]]:
+        """The participants' own producers (not the piped copies), with their router."""
+        return [(prod.transport.router, prod) for q in self.participants.values()
+                for prod in q.producers.values() if not prod.closed]
+
+    async def _pipe(self, origin: sfu.Router, producer_id: str, router: sfu.Router) -> None:
+        """Pipes a producer of the room to another router of the room, once."""
+        if router.closed or origin.closed or router is origin or router.get_producer(producer_id) is not None:
+            return
+        try:
+            await origin.pipe_to_router(producer_id, router)
+        except (sfu.InvalidStateError, sfu.ChannelError):
+            if router.get_producer(producer_id) is None and origin.get_producer(producer_id) is not None:
+                raise  # not a concurrent pipe of the same producer: a real failure
 
     def transport_count(self) -> int:
         """Open transports of the room's participants."""
@@ -497,13 +578,20 @@ class Room:
 
         def closed() -> None:
             p.producers.pop(producer.id, None)
-            if self.router.worker.died:  # the whole room goes: "room-closed" will name it
+            if t.router.worker.died and t.router is self.router:  # the whole room goes: "room-closed" will name it
                 self._lost_producers.append({"participantId": p.id, "producerId": producer.id, "kind": kind})
                 return
             asyncio.ensure_future(self.broadcast("producer-closed", {"participantId": p.id,
                                                                       "producerId": producer.id}))
 
         producer.observer.once("close", closed)
+        for router in list(self.routers):  # consumable on every router of the room
+            if router is not t.router:
+                try:
+                    await self._pipe(t.router, producer.id, router)
+                except sfu.SfuError as exc:  # that router's consumers pipe it on demand (consume)
+                    logger.warning("room %s: producer %s not piped to router %s: %s", self.id, producer.id,
+                                   router.id, exc)
         await self.broadcast("new-producer", {"participantId": p.id, "producerId": producer.id, "kind": kind},
                              exclude=p.id)
         return producer
@@ -514,8 +602,11 @@ class Room:
         mediasoup-client app resumes it once its side is ready); ``mid`` is the
         viewer's m-section for it when the viewer's SDP chose one (WHEP)."""
         t = self.transport_of(p, transport_id)
-        if self.router.get_producer(producer_id) is None:
-            raise ApiError(404, f"producerId: producer {producer_id} not found in room {self.id}")
+        if t.router.get_producer(producer_id) is None:
+            origin = next((r for r, prod in self._room_producers() if prod.id == producer_id), None)
+            if origin is None:
+                raise ApiError(404, f"producerId: producer {producer_id} not found in room {self.id}")
+            await self._pipe(origin, producer_id, t.router)  # made while this router was being added
         if self.guard is not None:
             self.guard.check_consume(self, p, self.producer_owner(producer_id))
         if not isinstance(caps, dict):
@@ -550,6 +641,9 @@ class Room:
     def close(self) -> None:
         """Closes the router (and with it every transport of the room)."""
         self._cancel_empty_close()
+        for router in list(self.routers[1:]):
+            if not router.closed:
+                router.close()
         if not self.router.closed:
             self.router.close()
 
@@ -653,12 +747,21 @@ class RoomManager:
                  media_codecs: Optional[list[dict[str, Any]]] = None, *,
                  settings: Optional[WorkerSettings] = None, retry_s: float = 0.1, retry_max_s: float = 2.0,
                  crash_loop_s: float = 10.0, limits: Optional[Limits] = None,
-                 empty_room_grace_s: float = 30.0) -> None:
+                 empty_room_grace_s: float = 30.0, consumers_per_worker: int = 0) -> None:
+        if consumers_per_worker < 0:
+            raise ValueError("consumers_per_worker: must be >= 0 (0: no budget)")
         if empty_room_grace_s < 0:
             raise ValueError("empty_room_grace_s: must be >= 0 (0 keeps empty rooms open)")
         self.workers = workers
         #: Seconds an empty room stays open before it is closed (0: forever).
         self.empty_room_grace_s = empty_room_grace_s
+        #: Consumers a worker should carry: a room whose routers' workers are
+        #: all at it places new participants on a router of the room on
+        #: another worker, producers piped between them (0: no budget, a
+        #: room stays on one worker).
+        self.consumers_per_worker = consumers_per_worker
+        #: Routers added to rooms on other workers (since start).
+        self.rooms_spread = 0
         #: Rooms closed because they stayed empty (since start).
         self.rooms_closed_empty = 0
         #: Admission limits of every room (see :class:`Limits`).
@@ -828,6 +931,11 @@ class RoomManager:
             current = self._replacing.get(slot)
             if current is not None and current[0] is death:
                 del self._replacing[slot]
+
+    @staticmethod
+    def worker_consumers(worker: sfu.Worker) -> int:
+        """Consumers (pipe consumers included) on the routers of ``worker``."""
+        return sum(len(t.consumers) for r in worker.routers for t in r.transports)
 
     def _least_loaded(self) -> sfu.Worker:
         alive = [w for w in self.workers if not w.closed]

@@ -940,13 +940,16 @@ async def start_rooms(
     announced_rtc_port: int | None = None,
     keyframe_request_interval_ms: int | None = None,
     limits: Limits | None = None,
+    consumers_per_worker: int = 0,
 ) -> RoomManager:
     """Starts the workers (and, with ``rtc_port``, one shared WebRTC port per
     worker: rtc_port, rtc_port+1, ...). ``keyframe_request_interval_ms``:
     the workers' PLI coalescing interval (None: the worker default). A worker
     that dies is replaced with the same settings, its port included (see
     :class:`~signaling.rooms.RoomManager`). ``limits``: the admission limits
-    (None: :class:`~signaling.rooms.Limits`' defaults).
+    (None: :class:`~signaling.rooms.Limits`' defaults). ``consumers_per_worker``:
+    the consumer budget of a worker, past which a room's new participants go
+    to a router of the room on another worker (0: rooms stay on one worker).
 
     The open-files soft limit is first raised to the hard limit (the workers
     inherit it); the descriptor budget is logged."""
@@ -968,7 +971,8 @@ async def start_rooms(
         for w in started:
             w.close()
         raise
-    manager = RoomManager(started, servers, listen_ip, announced_ip, settings=settings, limits=limits)
+    manager = RoomManager(started, servers, listen_ip, announced_ip, settings=settings, limits=limits,
+                          consumers_per_worker=consumers_per_worker)
     _log_fd_budget(manager, before, soft, hard)
     return manager
 

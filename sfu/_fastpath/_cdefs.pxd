@@ -228,6 +228,7 @@ cdef extern from "src/engine.h" nogil:
     int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused)
     int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream)
     int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t c, int priority)
+    int sfu_consumer_set_fixed_stream_locked(sfu_engine_t *e, uint32_t c, int stream)
     int sfu_consumer_set_temporal_locked(sfu_engine_t *e, uint32_t c, int temporal)
     int sfu_consumer_set_twcc_locked(sfu_engine_t *e, uint32_t c, uint8_t ext_id, int remb)
     int sfu_consumer_request_keyframe_locked(sfu_engine_t *e, uint32_t c, uint64_t now_ms)

@@ -536,6 +536,17 @@ cdef class Engine:
         if rc != 0:
             raise MemoryError("could not allocate the layer's retransmission store")
 
+    def set_consumer_fixed_stream(self, uint32_t h, int stream):
+        """Pins the consumer to one producer stream, forwarded whole and from
+        a keyframe of it on (a pipe consumer's part: one per encoding)."""
+        sfu_engine_lock(self.e)
+        rc = sfu_consumer_set_fixed_stream_locked(self.e, h, stream)
+        sfu_engine_unlock(self.e)
+        if rc == -1:
+            raise KeyError(f"unknown consumer handle {h}")
+        if rc == -2:
+            raise ValueError(f"the producer has no stream {stream}")
+
     def set_consumer_temporal_layer(self, uint32_t h, int temporal):
         """The highest VP8 temporal layer the consumer forwards (negative: all)."""
         sfu_engine_lock(self.e)

@@ -512,6 +512,12 @@ class WorkerState:
             self.engine.set_consumer_mid(handle, int(data["midExtId"]), str(data["mid"]))
         if fb.get("twccExtId") or fb.get("remb"):
             self.engine.set_consumer_twcc(handle, int(fb.get("twccExtId") or 0), bool(fb.get("remb")))
+        if data.get("fixedStream") is not None:  # a pipe consumer's part: one encoding, whole
+            try:
+                self.engine.set_consumer_fixed_stream(handle, int(data["fixedStream"]))
+            except ValueError:
+                self.engine.remove_consumer(handle)
+                raise
         self.consumers[cid] = ConsumerState(cid, handle, tid, p.id)
         self.consumer_by_handle[handle] = cid
         t.consumer_ids.add(cid)

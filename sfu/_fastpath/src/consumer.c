@@ -208,6 +208,34 @@ int sfu_consumer_set_temporal_locked(sfu_engine_t *e, uint32_t h, int temporal)
     return 0;
 }
 
+int sfu_consumer_set_fixed_stream_locked(sfu_engine_t *e, uint32_t h, int stream)
+{
+    sfu_consumer_t *c = sfu_consumer_get(e, h);
+    if (!c)
+        return -1;
+    sfu_producer_t *p = c->producer;
+    if (!p)
+        return 0;
+    if (stream < 0 || stream >= p->nstreams)
+        return -2;
+    if (c->svc) { /* the whole VP9 stream, every spatial layer, unfiltered */
+        free(c->vp9);
+        c->vp9 = NULL;
+        c->svc = 0;
+        c->svc_sid = -1;
+        c->svc_key_wanted = 0;
+    }
+    if (c->simulcast) { /* out of the transport's layer allocation */
+        c->simulcast = 0;
+        c->transport->nsimulcast--;
+        sfu_allocator_request(e, c->transport);
+    }
+    c->stream = c->target_stream = c->preferred_stream = stream;
+    c->keyframe_wanted = 0;
+    sfu_keyframe_consumer_waits(e, c); /* it starts at a keyframe of that stream */
+    return 0;
+}
+
 int sfu_consumer_set_priority_locked(sfu_engine_t *e, uint32_t h, int priority)
 {
     sfu_consumer_t *c = sfu_consumer_get(e, h);

@@ -471,6 +471,11 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t c, int paused);
  * until a keyframe of the target one arrives (the engine asks for it), then
  * switches with sequence numbers and timestamps continuing. */
 int sfu_consumer_set_target_stream_locked(sfu_engine_t *e, uint32_t c, int stream);
+/* A pipe consumer's part (one per encoding of the producer): forwards the
+ * producer stream `stream` and no other, whole (no simulcast allocation, no
+ * VP9 layer filtering, no layer switch), from a keyframe of it on, with its
+ * own SSRC and continuous sequence numbers. -2: no such stream. */
+int sfu_consumer_set_fixed_stream_locked(sfu_engine_t *e, uint32_t c, int stream);
 /* The highest layer is the preferred one (set_target_stream); on a transport
  * with a bandwidth estimate (bwe.h) the allocation (allocator.h) may give
  * less. Priority (1..255, higher first) orders the allocation. */
