@@ -60,6 +60,7 @@ class RecordingInfo:
     nacked: int = 0                   # sequence numbers asked again (generic NACK to the SFU)
     error: Optional[str] = None
     tracks: list[dict[str, Any]] = field(default_factory=list)
+    thread_id: Optional[int] = None   # the session thread's native id (its CPU: /proc/<pid>/task/<id>/stat)
 
 
 class RecordingSession:
@@ -197,6 +198,8 @@ class RecordingSession:
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        with self._lock:
+            self._info.thread_id = threading.get_native_id()
         sock = self._sock
         next_poll = 0.0
         try:
