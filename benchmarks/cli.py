@@ -60,7 +60,7 @@ from typing import Any, Optional
 
 from .common import dump_json, machine_info
 from .harness import PointConfig, run_point
-from .report import (compare_markdown, compare_rows, markdown, plot, recording_compare_markdown,
+from .report import (LOSS_LIMIT_PCT, compare_markdown, compare_rows, markdown, plot, recording_compare_markdown,
                      recording_compare_rows, recording_lines, summary_lines)
 
 DEFAULT_COUNTS = "3,10,25,50"
@@ -302,7 +302,7 @@ async def side_by_side_recordings(args: argparse.Namespace) -> int:
                 got[nrec]["round"] = rnd + 1
                 got[nrec]["loadavg_before"] = loads[-1]
             pairs.append((got[0], got[k]))
-    rows, means = recording_compare_rows(pairs)
+    rows, means = recording_compare_rows(pairs, args.max_other_cpu)
     title = (f"sfu-bench side by side: no recording vs {k} recordings, {args.transport}"
              + (f" ({args.srtp_profile})" if args.transport == "webrtc" else "")
              + f", {args.bitrate:g} Mbit/s video, {args.target}, {args.duration:g} s per point, {args.rounds} rounds, "
@@ -314,10 +314,14 @@ async def side_by_side_recordings(args: argparse.Namespace) -> int:
              f"{m['threads_cpu_pct'] or 0:.1f}% of a core ({m['threads_us_per_packet'] or 0:.1f} us per recorded "
              f"packet); control process {m['control_cpu_pct_without']:.0f}% without, "
              f"{m['control_cpu_pct_with']:.0f}% with"
+             + (f"; over the {m['clean_rounds']} round(s) that other processes did not disturb (both points "
+                f"under {args.max_other_cpu:g}% other CPU and {LOSS_LIMIT_PCT}% loss): {m['clean_with_us']:.2f} vs "
+                f"{m['clean_without_us']:.2f} us, ratio {m['clean_ratio']:.3f}" if m.get("clean_rounds") else
+                "; no round free of other processes' load")
              for n, m in sorted(means.items())]
     lines.append(f"load average (1 min) before the points: {min(loads):.2f} to {max(loads):.2f}")
     lines += recording_lines([r for _, r in pairs])
-    text = (f"## {title}\n\n{recording_compare_markdown(pairs, k)}\n\n"
+    text = (f"## {title}\n\n{recording_compare_markdown(pairs, k, args.max_other_cpu)}\n\n"
             + "\n".join(f"- {ln}" for ln in lines) + "\n")
     print(text)
     if args.markdown:

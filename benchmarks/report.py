@@ -196,7 +196,13 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.0f}%"
 
 
-def recording_compare_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+def _clean(r: dict[str, Any], max_other: float) -> bool:
+    """A point other processes did not disturb: less than max_other % of a
+    core to them and loss under the limit."""
+    return (r.get("other_cpu_pct") or 0.0) < max_other and (r.get("loss_pct") or 0.0) < LOSS_LIMIT_PCT
+
+
+def recording_compare_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], max_other: float = 25.0
                            ) -> tuple[list[list[Any]], dict[int, dict[str, Any]]]:
     """Rows of the recordings side-by-side table (one per round and count,
     then a mean row per count) and, per count, the mean worker CPU per
@@ -241,14 +247,21 @@ def recording_compare_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]
                         "control_cpu_pct_without": sum(p.get("control_cpu_pct") or 0 for p, _ in ps) / len(ps),
                         "control_cpu_pct_with": sum(r.get("control_cpu_pct") or 0 for _, r in ps) / len(ps),
                         "all_wrote_frames": all(x.get("all_wrote_frames") for x in recs)}
+            # the rounds in which neither point was disturbed by other processes
+            clean = [(p, r) for p, r in ok if _clean(p, max_other) and _clean(r, max_other)]
+            if clean:
+                ca = sum(p["worker_us_per_packet"] for p, _ in clean) / len(clean)
+                cb = sum(r["worker_us_per_packet"] for _, r in clean) / len(clean)
+                means[n].update(clean_rounds=len(clean), clean_without_us=ca, clean_with_us=cb, clean_ratio=cb / ca)
             rows.append([n, "mean", _us(ma), _us(mb), f"**{mb / ma:.3f}**", "", "", "",
                          _pct(means[n]["threads_cpu_pct"]), _us(means[n]["threads_us_per_packet"]),
                          "", "", "", ""])
     return rows, means
 
 
-def recording_compare_markdown(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], k: int) -> str:
-    rows, _ = recording_compare_rows(pairs)
+def recording_compare_markdown(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], k: int,
+                               max_other: float = 25.0) -> str:
+    rows, _ = recording_compare_rows(pairs, max_other)
     return markdown_table([h.replace("With K", f"With {k}") for h in RECORDING_HEADERS], rows)
 
 
