@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--recordings", type=int, default=0,
                     help="K: the server records K participants (audio + video each) during the send window "
                          "(--target server); with --side-by-side: without and with them, alternately")
+    ap.add_argument("--control-cpu", type=int, default=None,
+                    help="pin the server's control process (where the recording threads run) to this CPU "
+                         "instead of the worker's CPU 0 (the generator is on CPU 1)")
     ap.add_argument("--side-by-side", action="store_true",
                     help="each count with 1 layer and with --layers (3 when not given), alternately; "
                          "with --recordings: without and with the recordings")
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int,
                  recordings: Optional[int] = None) -> PointConfig:
-    return PointConfig(recordings=args.recordings if recordings is None else recordings,participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
+    return PointConfig(recordings=args.recordings if recordings is None else recordings, control_cpu=args.control_cpu,participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
                        srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
                        decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
                        start_spread=args.start_spread, wait_idle=args.wait_idle, layers=layers,

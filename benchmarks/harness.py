@@ -73,6 +73,9 @@ class PointConfig:
     # recorded (audio + video, one file) by the server from the start of
     # the send window; server target only, files in a temporary directory
     recordings: int = 0
+    # with pin: the CPU of the server's control process (REST, and the
+    # recording sessions' threads), None: the worker's (CPU 0)
+    control_cpu: Optional[int] = None
 
     def bwe(self) -> bool:
         return self.layers == 1 if self.viewer_bwe is None else self.viewer_bwe
@@ -622,8 +625,9 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         parts = await target.setup(n, audio_ssrcs, video_ssrcs, gen, cfg.transport)
         pids = list(target.pids)
         if pinned:
-            for pid in pids:
-                pin_process(pid, {0})
+            for k, pid in enumerate(pids):
+                control = k == 0 and cfg.target == "server" and cfg.control_cpu is not None
+                pin_process(pid, {cfg.control_cpu if control else 0})
         setup_s = time.monotonic() - t0
         c0 = await target.counters()
         options: dict[str, Any] = dict(
