@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int,
                  recordings: Optional[int] = None) -> PointConfig:
-    return PointConfig(recordings=args.recordings if recordings is None else recordings, control_cpu=args.control_cpu,participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
+    return PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
+                       recordings=args.recordings if recordings is None else recordings, control_cpu=args.control_cpu,
                        srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
                        decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
                        start_spread=args.start_spread, wait_idle=args.wait_idle, layers=layers,
