@@ -107,6 +107,8 @@ class PointConfig:
             raise ValueError("recordings: 0 or more")
         if self.recordings and self.target != "server":
             raise ValueError("recordings need --target server (the server's REST API starts them)")
+        if self.control_cpu is not None and not 0 <= self.control_cpu < (os.cpu_count() or 1):
+            raise ValueError(f"control CPU: from 0 to {(os.cpu_count() or 1) - 1}")
         if self.recordings > self.participants:
             raise ValueError(f"recordings: at most one per participant ({self.participants})")
 
