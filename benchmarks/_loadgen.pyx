@@ -83,6 +83,7 @@ cdef extern from "_loadgen.h" nogil:
         const int *stun_len
         double stun_interval_s
         int keyframe_on_request
+        uint64_t *pid_ticks
     ctypedef struct lg_rx_stream_t:
         uint32_t ssrc
         uint32_t ssrc_changes
@@ -226,6 +227,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
     cdef int nx = len(extra_pids or [])
     cdef int nm = len(ssrc_map or [])
     cdef int *c_pids = <int *>calloc(nx + 1, sizeof(int))
+    cdef uint64_t *c_pid_ticks = <uint64_t *>calloc(2 * (nx + 1), sizeof(uint64_t))
     cdef void **c_out = <void **>calloc(n, sizeof(void *))
     cdef void **c_in = <void **>calloc(n, sizeof(void *))
     cdef uint32_t *c_mssrc = <uint32_t *>calloc(nm + 1, sizeof(uint32_t))
@@ -236,12 +238,13 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
     cdef int *c_stun_len = <int *>calloc(n, sizeof(int))
     cdef list keep = []
     try:
-        if not (c_pids and c_out and c_in and c_mssrc and c_msub and c_mpub and c_mkind and c_stun and c_stun_len):
+        if not (c_pids and c_pid_ticks and c_out and c_in and c_mssrc and c_msub and c_mpub and c_mkind and c_stun and c_stun_len):
             raise MemoryError()
         for i in range(nx):
             c_pids[i] = extra_pids[i]
         cfg.extra_pids = c_pids
         cfg.nextra_pids = nx
+        cfg.pid_ticks = c_pid_ticks
         if srtp_out is not None or srtp_in is not None:
             if srtp_out is None or srtp_in is None or len(srtp_out) != n or len(srtp_in) != n or not srtp_functions:
                 raise ValueError("SRTP needs srtp_out, srtp_in (one per participant) and srtp_functions")
@@ -384,6 +387,9 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
             "gen_cpu_pct": 100.0 * (res.self_utime_us + res.self_stime_us) / 1e6 / window if window else 0.0,
             "worker_cpu_pct": (100.0 * (res.worker_ticks_end - res.worker_ticks_start) / clk / window
                                if res.worker_sampled and window else None),
+            # each sampled process apart: [worker_pid, *extra_pids]
+            "pid_cpu_pct": ([100.0 * (c_pid_ticks[nx + 1 + i] - c_pid_ticks[i]) / clk / window
+                             for i in range(nx + 1)] if res.worker_sampled and window else None),
             "machine_busy_pct": (100.0 * (res.sys_busy_end - res.sys_busy_start) / sys_total if sys_total else None),
             "machine_softirq_pct": (100.0 * (res.sys_softirq_end - res.sys_softirq_start) / sys_total
                                     if sys_total else None),
@@ -407,6 +413,7 @@ def run(list fds, list dests, list audio_ssrcs, list video_ssrcs, list nsubscrib
         free(rx)
         free(hist)
         free(c_pids)
+        free(c_pid_ticks)
         free(c_out)
         free(c_in)
         free(c_mssrc)

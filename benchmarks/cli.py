@@ -33,6 +33,17 @@ of both and their ratio:
 
     sfu-bench --participants 10,25 --duration 8 --side-by-side --rounds 3
 
+Recordings (issue 14): --recordings K makes the server (--target server)
+record the first K participants (audio + video, one WebM file each, into a
+temporary directory removed afterwards), started at the beginning of the
+send window. With --side-by-side, each count runs without and with the K
+recordings alternately, and the report gives the worker process's CPU per
+forwarded packet in both and their ratio, the recording threads' CPU (in
+the server's control process) apart, and frames / bytes written per
+recording (a recording that wrote no frame fails the run):
+
+    sfu-bench --participants 25 --recordings 10 --side-by-side --rounds 3
+
 CPU per forwarded packet is the same in every mode: the server's CPU time
 over the send window divided by the packets the viewers received in it
 (packets sent by the SFU); packets/s in counts every encoding sent.
@@ -45,11 +56,12 @@ import asyncio
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 from .common import dump_json, machine_info
 from .harness import PointConfig, run_point
-from .report import compare_markdown, compare_rows, markdown, plot, summary_lines
+from .report import (LOSS_LIMIT_PCT, compare_markdown, compare_rows, markdown, plot, recording_compare_markdown,
+                     recording_compare_rows, recording_lines, summary_lines)
 
 DEFAULT_COUNTS = "3,10,25,50"
 
@@ -162,8 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="viewers advertise transport-cc / REMB (the generator never sends it, so the SFU's "
                          "estimate stays at its start value): auto = on with 1 layer, off with simulcast and "
                          "in --side-by-side (both modes)")
+    ap.add_argument("--recordings", type=int, default=0,
+                    help="K: the server records K participants (audio + video each) during the send window "
+                         "(--target server); with --side-by-side: without and with them, alternately")
+    ap.add_argument("--control-cpu", type=int, default=None,
+                    help="pin the server's control process (where the recording threads run) to this CPU "
+                         "instead of the worker's CPU 0 (the generator is on CPU 1)")
     ap.add_argument("--side-by-side", action="store_true",
-                    help="each count with 1 layer and with --layers (3 when not given), alternately")
+                    help="each count with 1 layer and with --layers (3 when not given), alternately; "
+                         "with --recordings: without and with the recordings")
     ap.add_argument("--rounds", type=int, default=3, help="alternations per count with --side-by-side (default 3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="sfu-bench.json", help="results as JSON (default %(default)s; '' to skip)")
@@ -173,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int) -> PointConfig:
+def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int,
+                 recordings: Optional[int] = None) -> PointConfig:
     return PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
+                       recordings=args.recordings if recordings is None else recordings, control_cpu=args.control_cpu,
                        srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
                        decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
                        start_spread=args.start_spread, wait_idle=args.wait_idle, layers=layers,
@@ -196,6 +217,14 @@ async def measure(cfg: PointConfig, args: argparse.Namespace, progress: Progress
         progress.done(f"{other:.0f}% of a core went to other processes"
                       + (": running the point again" if attempt < args.retries else ": kept, marked in the JSON"))
     lat = r["latency_us"]
+    rec = r.get("recording")
+    if rec:
+        progress.done(f"{rec['count']} recordings: {rec['frames_written']:,} frames written "
+                      f"(least {rec['min_frames_written']} in one), {rec['frames_dropped']:,} dropped, "
+                      f"{rec['bytes_written'] / 1e6:.1f} MB; their threads {rec['threads_cpu_pct'] or 0:.1f}% of a core")
+    if r.get("worker_us_per_packet") is not None:
+        progress.done(f"worker {r['worker_cpu_pct']:.0f}% ({r['worker_us_per_packet']:.2f} us per packet), "
+                      f"control process {r.get('control_cpu_pct') or 0:.0f}%")
     progress.done(f"CPU {r['server_cpu_pct'] or 0:.0f}%, loss {r['loss_pct'] or 0:.3f}%, "
                   f"p50 {(lat.get('p50') or 0) / 1000:.2f} ms, p99 {(lat.get('p99') or 0) / 1000:.2f} ms, "
                   f"{r['out_pps']:,.0f} packets/s out, {r['cpu_us_per_packet'] or 0:.2f} us CPU per packet")
@@ -251,7 +280,78 @@ async def side_by_side(args: argparse.Namespace) -> int:
     return 0
 
 
+async def side_by_side_recordings(args: argparse.Namespace) -> int:
+    """Without and with --recordings, alternating (the order flips every
+    round): worker CPU per forwarded packet of both, their ratio, the
+    recorder's CPU apart."""
+    counts = parse_counts(args.participants, args.bitrate)
+    k = args.recordings
+    info = machine_info()
+    progress = Progress(not args.quiet)
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    loads: list[float] = []
+    total = len(counts) * args.rounds * 2
+    done = 0
+    for rnd in range(args.rounds):
+        for n, mbps in counts:
+            order = (0, k) if rnd % 2 == 0 else (k, 0)
+            got: dict[int, dict[str, Any]] = {}
+            for nrec in order:
+                done += 1
+                cfg = point_config(args, n, mbps, args.layers, recordings=nrec)
+                cfg.check()
+                progress.prefix = (f"[{done}/{total}] round {rnd + 1} N={n} "
+                                   f"{'no recording' if nrec == 0 else f'{nrec} recordings'}: ")
+                loads.append(os.getloadavg()[0])
+                got[nrec] = await measure(cfg, args, progress)
+                got[nrec]["round"] = rnd + 1
+                got[nrec]["loadavg_before"] = loads[-1]
+            pairs.append((got[0], got[k]))
+    rows, means = recording_compare_rows(pairs, args.max_other_cpu)
+    title = (f"sfu-bench side by side: no recording vs {k} recordings, {args.transport}"
+             + (f" ({args.srtp_profile})" if args.transport == "webrtc" else "")
+             + f", {args.bitrate:g} Mbit/s video, {args.target}, {args.duration:g} s per point, {args.rounds} rounds, "
+             f"{info.get('Model name', '?')}, {info['nproc']} CPUs")
+    lines = [f"N={n}: worker CPU per forwarded packet {m['with_us']:.2f} us with {k} recordings vs "
+             f"{m['without_us']:.2f} us without, ratio {m['ratio']:.3f} (rounds: "
+             f"{', '.join(f'{x:.3f}' for x in m['round_ratios'])}); counting the packets sent to the "
+             f"recordings too: {m['with_us_incl_recording_packets'] or 0:.2f} us; recording threads "
+             f"{m['threads_cpu_pct'] or 0:.1f}% of a core ({m['threads_us_per_packet'] or 0:.1f} us per recorded "
+             f"packet); control process {m['control_cpu_pct_without']:.0f}% without, "
+             f"{m['control_cpu_pct_with']:.0f}% with"
+             + (f"; over the {m['clean_rounds']} round(s) that other processes did not disturb (both points "
+                f"under {args.max_other_cpu:g}% other CPU and {LOSS_LIMIT_PCT}% loss): {m['clean_with_us']:.2f} vs "
+                f"{m['clean_without_us']:.2f} us, ratio {m['clean_ratio']:.3f}" if m.get("clean_rounds") else
+                "; no round free of other processes' load")
+             for n, m in sorted(means.items())]
+    lines.append(f"load average (1 min) before the points: {min(loads):.2f} to {max(loads):.2f}")
+    lines += recording_lines([r for _, r in pairs])
+    text = (f"## {title}\n\n{recording_compare_markdown(pairs, k, args.max_other_cpu)}\n\n"
+            + "\n".join(f"- {ln}" for ln in lines) + "\n")
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    if args.json:
+        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+                              "pairs": [{"without": a, "with": b} for a, b in pairs],
+                              "means": {str(n): m for n, m in means.items()}, "summary": lines})
+    return check_recordings([r for _, r in pairs])
+
+
+def check_recordings(results: list[dict[str, Any]]) -> int:
+    """1 (with a message) when a point's recording wrote no audio or video
+    frame: then the benchmark measured nothing of the recorder."""
+    bad = [r for r in results if r.get("recordings") and not (r.get("recording") or {}).get("all_wrote_frames")]
+    for r in bad:
+        print(f"sfu-bench: N={r['participants']}: a recording wrote no frame of a track (or failed): "
+              f"{(r.get('recording') or {}).get('per_recording')}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 async def amain(args: argparse.Namespace) -> int:
+    if args.side_by_side and args.recordings:
+        return await side_by_side_recordings(args)
     if args.side_by_side:
         return await side_by_side(args)
     counts = parse_counts(args.participants, args.bitrate)
@@ -269,7 +369,7 @@ async def amain(args: argparse.Namespace) -> int:
              + f", {args.target}, {args.duration:g} s per point, "
              f"{info.get('Model name', '?')}, {info['nproc']} CPUs")
     table = markdown(results)
-    lines = summary_lines(results)
+    lines = summary_lines(results) + recording_lines(results)
     text = f"## {title}\n\n{table}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
     print(text)
     if args.markdown:
@@ -283,7 +383,7 @@ async def amain(args: argparse.Namespace) -> int:
     written = [p for p in (args.markdown, args.json, args.plot) if p]
     if written and not args.quiet:
         print("written: " + ", ".join(os.path.abspath(p) for p in written), file=sys.stderr)
-    return 0
+    return check_recordings(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_counts(args.participants, args.bitrate)
         if args.rounds < 1:
             raise ValueError("--rounds: at least 1")
-        point_config(args, 2, args.bitrate, args.layers if not args.side_by_side or args.layers > 1 else 3).check()
+        simulcast_pair = args.side_by_side and not args.recordings
+        for n, _ in parse_counts(args.participants, args.bitrate):
+            point_config(args, max(n, 2), args.bitrate,
+                         args.layers if not simulcast_pair or args.layers > 1 else 3).check()
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"sfu-bench: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,9 @@ import asyncio
 import os
 import random
 import socket
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
@@ -67,6 +69,13 @@ class PointConfig:
     # its start value and a simulcast consumer stays on a low layer: None
     # means on with one layer (as before), off with simulcast.
     viewer_bwe: Optional[bool] = None
+    # Recordings (issue 14): this many participants (the first ones) each
+    # recorded (audio + video, one file) by the server from the start of
+    # the send window; server target only, files in a temporary directory
+    recordings: int = 0
+    # with pin: the CPU of the server's control process (REST, and the
+    # recording sessions' threads), None: the worker's (CPU 0)
+    control_cpu: Optional[int] = None
 
     def bwe(self) -> bool:
         return self.layers == 1 if self.viewer_bwe is None else self.viewer_bwe
@@ -94,6 +103,14 @@ class PointConfig:
             raise ValueError(f"layer split: {self.layers} positive shares, lowest layer first")
         if any(not 0 <= v < self.layers for v in self.viewer_layers):
             raise ValueError(f"viewer layers: each from 0 to {self.layers - 1}")
+        if self.recordings < 0:
+            raise ValueError("recordings: 0 or more")
+        if self.recordings and self.target != "server":
+            raise ValueError("recordings need --target server (the server's REST API starts them)")
+        if self.control_cpu is not None and not 0 <= self.control_cpu < (os.cpu_count() or 1):
+            raise ValueError(f"control CPU: from 0 to {(os.cpu_count() or 1) - 1}")
+        if self.recordings > self.participants:
+            raise ValueError(f"recordings: at most one per participant ({self.participants})")
 
 
 def audio_parameters(ssrc: int, feedback: bool) -> dict[str, Any]:
@@ -256,15 +273,21 @@ class ServerTarget:
         self.caps: dict[str, Any] = {}
         self.log: list[str] = []
         self.secret = os.urandom(32).hex()
+        self.participant_ids: list[str] = []
+        self.recordings_dir: Optional[str] = None
 
     async def start(self) -> None:
         http_port, rtc_port = free_port(socket.SOCK_STREAM), free_port()
+        extra: list[str] = []
+        if self.cfg.recordings:
+            self.recordings_dir = tempfile.mkdtemp(prefix="sfu-bench-rec-")
+            extra = ["--recordings-dir", self.recordings_dir]
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "signaling.cli", "--listen-ip", "127.0.0.1", "--http-port", str(http_port),
             "--rtc-port", str(rtc_port), "--workers", str(self.cfg.workers), "--log-level", "warning",
-            *self.auth_args(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT, env=env)
+            *self.auth_args(), *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT, env=env)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -330,7 +353,7 @@ class ServerTarget:
         parts = [Participant() for _ in range(n)]
         transports: list[str] = []
         for p, tok in zip(parts, self.tokens):
-            await self._call("POST", f"{r}/participants", tok)
+            self.participant_ids.append((await self._call("POST", f"{r}/participants", tok))["participantId"])
             t = await self._call("POST", f"{r}/transports", tok, {"direction": "send"})
             transports.append(t["id"])
             cand = t["iceCandidates"][0]
@@ -385,6 +408,24 @@ class ServerTarget:
     async def producer_stats(self) -> list[list[dict[str, Any]]]:
         return []  # the REST API has no producer statistics
 
+    async def start_recordings(self, k: int) -> list[str]:
+        """Records the first ``k`` participants (one file each, audio +
+        video) over the REST API; returns the recording ids."""
+        r = f"/api/rooms/{self.room}/recordings"
+        got = await asyncio.gather(*(self._call("POST", r, self.tokens[i], {"participantId": self.participant_ids[i]})
+                                     for i in range(k)))
+        return [g["recordings"][0]["recordingId"] for g in got]
+
+    async def recordings(self) -> list[dict[str, Any]]:
+        """The room's recordings as the server reports them."""
+        return (await self._call("GET", f"/api/rooms/{self.room}/recordings", self.tokens[0]))["recordings"]
+
+    async def stop_recordings(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Stops them (each returns once its file is complete); their final counters."""
+        r = f"/api/rooms/{self.room}/recordings"
+        got = await asyncio.gather(*(self._call("POST", f"{r}/{rid}/stop", self.tokens[0]) for rid in ids))
+        return [g["recording"] for g in got]
+
     async def counters(self) -> dict[str, int]:
         return {}
 
@@ -400,6 +441,9 @@ class ServerTarget:
                 self.proc.kill()
                 await self.proc.wait()
         self.proc = None
+        if self.recordings_dir is not None:
+            shutil.rmtree(self.recordings_dir, ignore_errors=True)
+            self.recordings_dir = None
 
 
 class EmbeddedTarget:
@@ -528,6 +572,51 @@ async def _watch_rss(pids: list[int], stop: asyncio.Event, interval: float = 0.5
     return peak
 
 
+def thread_ticks(pid: int, tids: list[int]) -> dict[int, int]:
+    """utime+stime (clock ticks) of some threads of a process (a thread
+    that has ended is left out)."""
+    out = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        out[tid] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return out
+
+
+async def _record(target: Any, cfg: PointConfig, window_start: float, window_end: float) -> dict[str, Any]:
+    """Starts cfg.recordings recordings at the start of the send window and
+    measures their threads' CPU (in the server's control process) until its
+    end. Returns the ids, the thread ids and the CPU figures."""
+    await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+    t0 = time.monotonic()
+    ids = await target.start_recordings(cfg.recordings)
+    start_s = time.monotonic() - t0
+    views: list[dict[str, Any]] = []
+    for _ in range(100):  # each session's thread writes its id when it runs
+        views = [v for v in await target.recordings() if v["recordingId"] in ids]
+        if len(views) == len(ids) and all(v.get("threadId") for v in views):
+            break
+        await asyncio.sleep(0.02)
+    tids = [v["threadId"] for v in views if v.get("threadId")]
+    pid = target.pids[0]
+    t1, ticks1 = time.monotonic(), thread_ticks(pid, tids)
+    pk1 = sum(v.get("packetsReceived") or 0 for v in views)
+    await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+    t2, ticks2 = time.monotonic(), thread_ticks(pid, tids)
+    views = [v for v in await target.recordings() if v["recordingId"] in ids]
+    pk2 = sum(v.get("packetsReceived") or 0 for v in views)
+    clk = os.sysconf("SC_CLK_TCK")
+    cpu_s = sum(ticks2[t] - ticks1[t] for t in ticks2 if t in ticks1) / clk
+    packets = pk2 - pk1
+    return {"ids": ids, "thread_ids": tids, "start_request_s": start_s, "measured_s": t2 - t1,
+            "threads_cpu_s": cpu_s, "threads_cpu_pct": 100.0 * cpu_s / (t2 - t1) if t2 > t1 else None,
+            "packets_measured": packets, "us_per_packet": cpu_s * 1e6 / packets if packets else None}
+
+
 async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
     """Runs one point and returns its measurements (see `summarize`)."""
     cfg.check()
@@ -557,8 +646,9 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         parts = await target.setup(n, audio_ssrcs, video_ssrcs, gen, cfg.transport)
         pids = list(target.pids)
         if pinned:
-            for pid in pids:
-                pin_process(pid, {0})
+            for k, pid in enumerate(pids):
+                control = k == 0 and cfg.target == "server" and cfg.control_cpu is not None
+                pin_process(pid, {cfg.control_cpu if control else 0})
         setup_s = time.monotonic() - t0
         c0 = await target.counters()
         options: dict[str, Any] = dict(
@@ -581,12 +671,22 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
             gen.run([p.dest for p in parts], audio_ssrcs, [s for v in video_ssrcs for s in v], [n - 1] * n,
                     **options))
         started = time.monotonic()
+        rec_task = None
+        if cfg.recordings:
+            start_delay = float(options["start_delay"])
+            rec_task = asyncio.get_running_loop().create_task(
+                _record(target, cfg, started + start_delay, started + start_delay + cfg.duration))
         while not run_task.done():
             await asyncio.wait([run_task], timeout=1.0)
             elapsed = time.monotonic() - started
             if not run_task.done():
                 say(f"sending {min(elapsed, cfg.duration):.0f}/{cfg.duration:g} s")
         res = run_task.result()
+        recording: Optional[dict[str, Any]] = None
+        if rec_task is not None:
+            recording = await rec_task
+            say(f"stopping {cfg.recordings} recordings")
+            recording["final"] = await target.stop_recordings(recording["ids"])
         stop.set()
         rss = await rss_task
         c1 = await target.counters()
@@ -597,11 +697,12 @@ async def run_point(cfg: PointConfig, progress: Any = None) -> dict[str, Any]:
         await gen.close()
         await target.close()
     return summarize(cfg, res, rss, setup_s, pinned, {k: c1[k] - c0.get(k, 0) for k in c1 if isinstance(c1[k], int)},
-                     layers)
+                     layers, recording)
 
 
 def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, pinned: bool,
-              counters: dict[str, int], layers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+              counters: dict[str, int], layers: Optional[dict[str, Any]] = None,
+              recording: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     n = cfg.participants
     window = res["duration_s"]
     received = res["recv_packets"] - res["recv_foreign"]
@@ -664,9 +765,59 @@ def summarize(cfg: PointConfig, res: dict[str, Any], rss: int, setup_s: float, p
         "key_requests": res.get("key_requests"),
         "layers": cfg.layers,
     }
+    # the worker process(es) alone (forwarding) and the control process
+    # (REST, and the recording sessions' threads) apart, over the same window
+    per_pid = res.get("pid_cpu_pct")
+    if per_pid:
+        worker = sum(per_pid[1:]) if cfg.target == "server" else per_pid[0]
+        out["worker_cpu_pct"] = worker
+        out["control_cpu_pct"] = per_pid[0] if cfg.target == "server" else None
+        out["worker_us_per_packet"] = worker / 100.0 * 1e6 / (delivered / window) if delivered else None
     if cfg.layers > 1:
         out["simulcast"] = simulcast_summary(cfg, res, layers or {})
+    out["recordings"] = cfg.recordings
+    if recording is not None:
+        out["recording"] = recording_summary(recording, out)
     return out
+
+
+def recording_summary(rec: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """What the recordings of a point did: per recording frames written /
+    dropped, bytes, packets; their threads' CPU; the worker's CPU per packet
+    counting the packets it sent to the recordings too."""
+    final = rec.get("final") or []
+    per = [{"participant": v.get("participantId"), "frames_written": v.get("framesWritten") or 0,
+            "frames_dropped": v.get("framesDropped") or 0, "bytes_written": v.get("bytesWritten") or 0,
+            "packets_received": v.get("packetsReceived") or 0, "packets_dropped": v.get("packetsDropped") or 0,
+            "keyframes_asked": v.get("keyframesAsked") or 0, "nacked": v.get("nacked") or 0,
+            "tracks": [{"kind": t.get("kind"), "frames_written": t.get("frames_written")} for t in v.get("tracks") or []],
+            "error": v.get("error")} for v in final]
+    window = point["duration_s"]
+    rec_pps = rec["packets_measured"] / rec["measured_s"] if rec.get("measured_s") else 0.0
+    worker = point.get("worker_cpu_pct")
+    out_pps = point["out_pps"]
+    return {
+        "count": len(per),
+        "per_recording": per,
+        "frames_written": sum(p["frames_written"] for p in per),
+        "frames_dropped": sum(p["frames_dropped"] for p in per),
+        "bytes_written": sum(p["bytes_written"] for p in per),
+        "packets_dropped": sum(p["packets_dropped"] for p in per),
+        "min_frames_written": min((p["frames_written"] for p in per), default=0),
+        # every recording wrote video and audio frames
+        "all_wrote_frames": bool(per) and all(p["frames_written"] > 0 and not p["error"] and
+                                              all((t["frames_written"] or 0) > 0 for t in p["tracks"])
+                                              and len(p["tracks"]) == 2 for p in per),
+        "threads_cpu_pct": rec.get("threads_cpu_pct"),
+        "threads_us_per_packet": rec.get("us_per_packet"),
+        "threads_measured_s": rec.get("measured_s"),
+        "packets_per_s": rec_pps,
+        "start_request_s": rec.get("start_request_s"),
+        # the worker's CPU over viewers' packets + the recordings' packets
+        "worker_us_per_packet_incl_recordings": (worker / 100.0 * 1e6 / (out_pps + rec_pps)
+                                                 if worker is not None and out_pps + rec_pps else None),
+        "window_s": window,
+    }
 
 
 def simulcast_summary(cfg: PointConfig, res: dict[str, Any], layers: dict[str, Any]) -> dict[str, Any]:

@@ -182,3 +182,102 @@ def plot(results: Sequence[dict[str, Any]], path: str, title: str = "sfu-bench")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- recordings side by side
+
+RECORDING_HEADERS = ["Participants", "Round", "Without: worker CPU per packet", "With K: worker CPU per packet",
+                     "Ratio", "Packets/s out without / with", "Worker CPU without / with",
+                     "Control process CPU without / with", "Recording threads CPU", "Recorder CPU per packet",
+                     "Frames written (min per rec.) / dropped", "MB written", "Loss without / with", "Other CPU"]
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def _clean(r: dict[str, Any], max_other: float) -> bool:
+    """A point other processes did not disturb: less than max_other % of a
+    core to them and loss under the limit."""
+    return (r.get("other_cpu_pct") or 0.0) < max_other and (r.get("loss_pct") or 0.0) < LOSS_LIMIT_PCT
+
+
+def recording_compare_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], max_other: float = 25.0
+                           ) -> tuple[list[list[Any]], dict[int, dict[str, Any]]]:
+    """Rows of the recordings side-by-side table (one per round and count,
+    then a mean row per count) and, per count, the mean worker CPU per
+    forwarded packet without and with the recordings, their ratio, and the
+    recorder's CPU."""
+    rows: list[list[Any]] = []
+    means: dict[int, dict[str, Any]] = {}
+    by_n: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for plain, rec in pairs:
+        by_n.setdefault(plain["participants"], []).append((plain, rec))
+    for n, ps in sorted(by_n.items()):
+        for k, (plain, rec) in enumerate(ps):
+            a, b = plain.get("worker_us_per_packet"), rec.get("worker_us_per_packet")
+            r = rec.get("recording") or {}
+            rows.append([n, k + 1, _us(a), _us(b), f"{b / a:.3f}" if a and b else None,
+                         f"{plain['out_pps']:,.0f} / {rec['out_pps']:,.0f}",
+                         f"{_pct(plain.get('worker_cpu_pct'))} / {_pct(rec.get('worker_cpu_pct'))}",
+                         f"{_pct(plain.get('control_cpu_pct'))} / {_pct(rec.get('control_cpu_pct'))}",
+                         _pct(r.get("threads_cpu_pct")), _us(r.get("threads_us_per_packet")),
+                         f"{r.get('frames_written', 0):,} ({r.get('min_frames_written', 0)}) / "
+                         f"{r.get('frames_dropped', 0):,}",
+                         f"{(r.get('bytes_written') or 0) / 1e6:.1f}",
+                         f"{plain['loss_pct'] or 0:.3f}% / {rec['loss_pct'] or 0:.3f}%",
+                         f"{plain.get('other_cpu_pct') or 0:.0f}% / {rec.get('other_cpu_pct') or 0:.0f}%"])
+        ok = [(p, r) for p, r in ps if p.get("worker_us_per_packet") and r.get("worker_us_per_packet")]
+        if ok:
+            ma = sum(p["worker_us_per_packet"] for p, _ in ok) / len(ok)
+            mb = sum(r["worker_us_per_packet"] for _, r in ok) / len(ok)
+            recs = [r.get("recording") or {} for _, r in ps]
+
+            def mean(key: str) -> Optional[float]:
+                xs = [x[key] for x in recs if x.get(key) is not None]
+                return sum(xs) / len(xs) if xs else None
+
+            incl = [r["recording"]["worker_us_per_packet_incl_recordings"] for _, r in ok
+                    if (r.get("recording") or {}).get("worker_us_per_packet_incl_recordings")]
+            means[n] = {"without_us": ma, "with_us": mb, "ratio": mb / ma, "rounds": len(ok),
+                        "round_ratios": [r["worker_us_per_packet"] / p["worker_us_per_packet"] for p, r in ok],
+                        "with_us_incl_recording_packets": sum(incl) / len(incl) if incl else None,
+                        "recordings": max((r.get("recordings") or 0) for _, r in ps),
+                        "threads_cpu_pct": mean("threads_cpu_pct"), "threads_us_per_packet": mean("threads_us_per_packet"),
+                        "control_cpu_pct_without": sum(p.get("control_cpu_pct") or 0 for p, _ in ps) / len(ps),
+                        "control_cpu_pct_with": sum(r.get("control_cpu_pct") or 0 for _, r in ps) / len(ps),
+                        "all_wrote_frames": all(x.get("all_wrote_frames") for x in recs)}
+            # the rounds in which neither point was disturbed by other processes
+            clean = [(p, r) for p, r in ok if _clean(p, max_other) and _clean(r, max_other)]
+            if clean:
+                ca = sum(p["worker_us_per_packet"] for p, _ in clean) / len(clean)
+                cb = sum(r["worker_us_per_packet"] for _, r in clean) / len(clean)
+                means[n].update(clean_rounds=len(clean), clean_without_us=ca, clean_with_us=cb, clean_ratio=cb / ca)
+            rows.append([n, "mean", _us(ma), _us(mb), f"**{mb / ma:.3f}**", "", "", "",
+                         _pct(means[n]["threads_cpu_pct"]), _us(means[n]["threads_us_per_packet"]),
+                         "", "", "", ""])
+    return rows, means
+
+
+def recording_compare_markdown(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]], k: int,
+                               max_other: float = 25.0) -> str:
+    rows, _ = recording_compare_rows(pairs, max_other)
+    return markdown_table([h.replace("With K", f"With {k}") for h in RECORDING_HEADERS], rows)
+
+
+def recording_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Per point with recordings: frames written / dropped and bytes per recording."""
+    lines = []
+    for r in results:
+        rec = r.get("recording")
+        if not rec:
+            continue
+        per = ", ".join(f"{p['frames_written']}/{p['frames_dropped']}/{p['bytes_written'] / 1e6:.2f} MB"
+                        + (f" ({p['packets_dropped']} packets dropped by the kernel)" if p["packets_dropped"] else "")
+                        + (f" ERROR {p['error']}" if p["error"] else "")
+                        for p in rec["per_recording"])
+        lines.append(f"N={r['participants']} round {r.get('round', '-')}: {rec['count']} recordings, "
+                     f"frames written/dropped/bytes per recording: {per}; recording threads "
+                     f"{_pct(rec['threads_cpu_pct'])} of a core ({_us(rec['threads_us_per_packet'])} per packet, "
+                     f"{rec['packets_per_s']:,.0f} packets/s)")
+    return lines

@@ -100,6 +100,7 @@ class Recording:
             out.update({"framesWritten": info.frames_written, "framesDropped": info.frames_dropped,
                         "bytesWritten": info.bytes_written, "packetsDropped": info.packets_dropped,
                         "keyframesAsked": info.keyframes_asked, "nacked": info.nacked, "tracks": info.tracks,
+                        "packetsReceived": info.packets_received, "threadId": info.thread_id,
                         "error": info.error})
         return out
 

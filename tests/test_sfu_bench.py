@@ -176,3 +176,52 @@ def test_simulcast_options_are_checked():
     proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--layers", "4"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "layers" in proc.stderr
+
+
+# ---------------------------------------------------------------- recordings
+
+
+@pytest.mark.timeout(120)
+def test_recordings_point_writes_frames_and_reports_the_recorder_apart(tmp_path):
+    # a real sfu-server records 2 of 3 participants (audio + video each)
+    # while they forward; the files go to a temporary directory (TMPDIR
+    # here) that is removed afterwards
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out_json = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "--json", str(out_json), "--markdown", "", "--no-wait-idle",
+         "--retries", "0", "--quiet", "--participants", "3", "--duration", "3", "--recordings", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    assert proc.returncode == 0, f"sfu-bench failed:\n{proc.stdout}\n{proc.stderr}"
+    (r,) = json.loads(out_json.read_text())["results"]
+    rec = r["recording"]
+    assert r["recordings"] == 2 and rec["count"] == 2
+    for p in rec["per_recording"]:
+        # the generator's VP8-like keyframes and Opus-like packets went into the file
+        assert p["error"] is None, p
+        assert {t["kind"] for t in p["tracks"]} == {"audio", "video"}, p
+        assert all(t["frames_written"] > 0 for t in p["tracks"]), p
+        assert p["bytes_written"] > 10_000, p
+        assert p["packets_received"] > 0, p
+    assert rec["all_wrote_frames"] and rec["min_frames_written"] > 0
+    # the recorder's CPU is measured apart from the worker's
+    assert len(r["recording"]["per_recording"]) == 2
+    assert rec["threads_cpu_pct"] is not None and rec["threads_cpu_pct"] >= 0
+    assert rec["packets_per_s"] > 0
+    assert r["worker_cpu_pct"] is not None and r["control_cpu_pct"] is not None
+    assert r["worker_cpu_pct"] + r["control_cpu_pct"] == pytest.approx(r["server_cpu_pct"], abs=1e-6)
+    assert r["worker_us_per_packet"] > 0
+    assert r["out_pps"] > 0 and r["streams"] == r["streams_expected"]
+    # the recordings' temporary directory is gone
+    assert not [x for x in tmp.iterdir() if x.name.startswith("sfu-bench-rec-")]
+
+
+def test_recordings_options_are_checked():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--recordings", "2", "--target", "embedded",
+                           "--transport", "plain"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--target server" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--recordings", "4", "--participants", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "at most one per participant" in proc.stderr

@@ -752,10 +752,15 @@ static void sample(gen_t *g, int end)
     sys_ticks(&busy, &total, &softirq);
     uint64_t wt = 0;
     int ok = g->cfg->worker_pid > 0 && proc_ticks(g->cfg->worker_pid, &wt) == 0;
+    uint64_t *per_pid = g->cfg->pid_ticks ? g->cfg->pid_ticks + (end ? 1 + g->cfg->nextra_pids : 0) : NULL;
+    if (per_pid)
+        per_pid[0] = wt;
     for (int i = 0; ok && i < g->cfg->nextra_pids; i++) {
         uint64_t t = 0;
         if (proc_ticks(g->cfg->extra_pids[i], &t) == 0)
             wt += t;
+        if (per_pid)
+            per_pid[1 + i] = t;
     }
     if (!end) {
         ru0 = ru;

@@ -79,6 +79,10 @@ typedef struct {
     /* An encoder's answer to the SFU's PLI / FIR (RTCP on the participant's
      * socket): the next frame of the named video stream is a keyframe. */
     int keyframe_on_request;
+    /* Out (NULL: not kept): utime+stime ticks of each sampled process apart,
+     * [worker_pid, extra_pids...] at the start of the window, then the same
+     * at its end (2 * (1 + nextra_pids) entries). */
+    uint64_t *pid_ticks;
 } lg_config_t;
 
 /* What one participant received from one publisher's stream (key:

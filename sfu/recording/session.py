@@ -4,7 +4,10 @@ The router sends the producers' RTP (and the consumers' RTCP sender
 reports) through a :class:`~sfu.plain_transport.PlainTransport` to a UDP
 socket of this process on 127.0.0.1, as it would to any receiver: the
 worker's forwarding never waits for the recording. A thread of the session
-reads the socket (kernel buffer of ``socket_buffer`` bytes: when the thread
+reads the socket every ``read_interval`` (20 ms; each datagram keeps its
+kernel arrival time), not at every datagram, so that the worker does not
+pay a wake-up of the thread per packet it sends (kernel buffer of
+``socket_buffer`` bytes: when the thread
 falls behind, the kernel drops datagrams, counted as ``packets_dropped``),
 feeds the sans-IO :class:`~sfu.recording.Recorder` and writes the file. A
 video consumer starts at a keyframe, which the SFU asks the publisher for.
@@ -39,6 +42,12 @@ log = logging.getLogger(__name__)
 
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: drop count in each datagram's ancillary data
 _POLL_S = 0.05
+_SO_TIMESTAMPNS = 35  # Linux (SO_TIMESTAMPNS_OLD; SCM_TIMESTAMPNS is the same number): arrival time per datagram
+#: the thread drains its socket this often (seconds) instead of waking at
+#: every datagram: a sleeping reader costs the worker a wake-up per packet
+#: it sends (measured in docs/recording.md, "Cost of recording")
+READ_INTERVAL_S = 0.02
+_ANC_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(16)
 KEYFRAME_ASK_S = 0.5
 
 
@@ -60,13 +69,15 @@ class RecordingInfo:
     nacked: int = 0                   # sequence numbers asked again (generic NACK to the SFU)
     error: Optional[str] = None
     tracks: list[dict[str, Any]] = field(default_factory=list)
+    thread_id: Optional[int] = None   # the session thread's native id (its CPU: /proc/<pid>/task/<id>/stat)
 
 
 class RecordingSession:
     """Records ``producers`` of one router into one file (WebM: VP8/VP9 +
     Opus; Matroska, ``container="mkv"``: H.264 too). Use :meth:`start`."""
 
-    def __init__(self, path: Path, container: str, producers: list["Producer"], socket_buffer: int) -> None:
+    def __init__(self, path: Path, container: str, producers: list["Producer"], socket_buffer: int,
+                 read_interval: float = READ_INTERVAL_S) -> None:
         self.path = path
         self.container = container
         self.producers = producers
@@ -78,8 +89,16 @@ class RecordingSession:
             self._overflow = True
         except OSError:
             self._overflow = False
+        try:  # the kernel's arrival time, so that reading in batches does not move it
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
         self._sock.bind(("127.0.0.1", 0))
-        self._sock.settimeout(_POLL_S)
+        self._read_interval = max(0.0, read_interval)
+        if self._read_interval > 0:
+            self._sock.setblocking(False)
+        else:
+            self._sock.settimeout(_POLL_S)
         self._transport: Optional["PlainTransport"] = None
         self._consumers: list["Consumer"] = []
         self._tracks: dict[int, Any] = {}          # ssrc -> recorder Track
@@ -94,14 +113,16 @@ class RecordingSession:
 
     @classmethod
     async def start(cls, router: "Router", producers: list["Producer"], path: str | Path, *,
-                    container: str = "webm", socket_buffer: int = 4 << 20) -> "RecordingSession":
+                    container: str = "webm", socket_buffer: int = 4 << 20,
+                    read_interval: float = READ_INTERVAL_S) -> "RecordingSession":
         """Starts recording: one plain transport of ``router`` toward this
-        process, one consumer per producer. Raises :class:`RecordingError`
+        process, one consumer per producer; the thread reads the socket
+        every ``read_interval`` seconds (0: at every datagram). Raises :class:`RecordingError`
         when a producer's codec cannot go into ``container`` (nothing is
         left behind then)."""
         if not producers:
             raise RecordingError("nothing to record: no producer given")
-        self = cls(Path(path), container, list(producers), socket_buffer)
+        self = cls(Path(path), container, list(producers), socket_buffer, read_interval)
         try:
             port = self._sock.getsockname()[1]
             self._transport = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=True,
@@ -197,34 +218,40 @@ class RecordingSession:
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        with self._lock:
+            self._info.thread_id = threading.get_native_id()
         sock = self._sock
         next_poll = 0.0
         try:
             while not self._stop.is_set():
+                if self._read_interval > 0:
+                    t0 = time.monotonic()
+                    if not self._drain():
+                        break
+                    now = time.monotonic()
+                    if now >= next_poll:  # timers: losses declared, keyframes asked again
+                        next_poll = now + _POLL_S
+                        self._poll(now)
+                    self._stop.wait(max(0.0, self._read_interval - (time.monotonic() - t0)))
+                    continue
                 try:
-                    data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
+                    data, anc, _, _ = sock.recvmsg(2048, _ANC_SPACE)
                 except socket.timeout:
                     data = None
                 except OSError:
                     break
                 now = time.monotonic()
                 if data is not None:
-                    self._count_drops(anc)
+                    arrival = self._count_drops(anc, now - time.time())
                     with self._lock:
                         self._info.packets_received += 1
-                        self._feed(data, now)
+                        self._feed(data, now if arrival is None else arrival)
                 if now >= next_poll:  # timers: losses declared, keyframes asked again
                     next_poll = now + _POLL_S
                     self._poll(now)
             # what is still in the socket, then the tail of every track
             sock.setblocking(False)
-            while True:
-                try:
-                    data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
-                except (BlockingIOError, OSError):
-                    break
-                with self._lock:
-                    self._feed(data, time.monotonic())
+            self._drain()
         except Exception as exc:  # a recording error must not go unseen; forwarding is not affected
             log.exception("recording %s failed", self.path)
             with self._lock:
@@ -236,6 +263,27 @@ class RecordingSession:
                 except Exception as exc:
                     log.exception("recording %s: closing the file failed", self.path)
                     self._info.error = self._info.error or f"{type(exc).__name__}: {exc}"
+
+    def _drain(self) -> bool:
+        """Feeds what the (non-blocking) socket holds, each datagram at its
+        kernel arrival time; False once the socket is closed."""
+        batch = []
+        offset = time.monotonic() - time.time()  # CLOCK_REALTIME (the timestamps) to monotonic
+        while True:
+            try:
+                data, anc, _, _ = self._sock.recvmsg(2048, _ANC_SPACE)
+            except BlockingIOError:
+                break
+            except OSError:
+                return False
+            arrival = self._count_drops(anc, offset)
+            batch.append((data, time.monotonic() if arrival is None else arrival))
+        if batch:
+            with self._lock:
+                self._info.packets_received += len(batch)
+                for data, arrival in batch:
+                    self._feed(data, arrival)
+        return True
 
     def _feed(self, data: bytes, now: float) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
@@ -269,11 +317,21 @@ class RecordingSession:
                 with self._lock:
                     self._info.nacked += len(seqs)
 
-    def _count_drops(self, anc: list[tuple[int, int, bytes]]) -> None:
+    def _count_drops(self, anc: list[tuple[int, int, bytes]], offset: float) -> Optional[float]:
+        """Reads a datagram's ancillary data: the socket's drops so far into
+        the counters; returns its arrival time on the monotonic clock (the
+        kernel's realtime stamp + ``offset``), or None without one."""
+        arrival = None
         for level, kind, value in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
-                with self._lock:  # the socket's drops so far
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == _SO_RXQ_OVFL and len(value) >= 4:
+                with self._lock:
                     self._info.packets_dropped = struct.unpack("=I", value[:4])[0]
+            elif kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                sec, nsec = struct.unpack("=qq", value[:16])
+                arrival = sec + nsec * 1e-9 + offset
+        return arrival
 
 
 NACK_RETRY_S = 0.04
