@@ -1,0 +1,162 @@
+"""WHEP viewers served by an edge node (signaling/edge.py, ``--edge-viewers``).
+
+A real redis-server and two real sfu-server nodes: node A holds the room
+(its WHIP publisher, aiortc), node B runs with --edge-viewers and answers
+WHEP viewers itself, the room's media piped from A over UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from typing import Any, Optional
+
+import aiohttp
+import pytest
+
+pytest.importorskip("aiortc")
+pytest.importorskip("redis")
+from aiortc import RTCPeerConnection  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
+from cluster_nodes import Node, start_redis  # noqa: E402
+from test_cluster import SECRET, Viewer, bearer, publish  # noqa: E402
+
+from signaling.edge import AUTH_HEADER, sign  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    proc, url = start_redis(tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+async def nodes(tmp_path, redis_url):
+    started = [Node(tmp_path, "node-a", redis_url, SECRET),
+               Node(tmp_path, "node-b", redis_url, SECRET, "--edge-viewers")]
+    try:
+        for n in started:
+            await n.ready()
+        yield started
+    finally:
+        for n in started:
+            n.stop()
+
+
+class AvViewer(Viewer):
+    """A WHEP viewer counting decoded video frames and audio frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio = 0
+
+        @self.pc.on("track")
+        def on_audio(track: Any) -> None:
+            if track.kind == "audio":
+                self._tasks.append(asyncio.ensure_future(self._read_audio(track)))
+
+    async def _read_audio(self, track: Any) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.audio += 1
+        except MediaStreamError:
+            pass
+
+
+async def internal(http: aiohttp.ClientSession, node: Node, method: str, path: str,
+                   data: Optional[dict] = None, signed: bool = True) -> tuple[int, Any]:
+    body = json.dumps(data).encode() if data is not None else b""
+    headers = {AUTH_HEADER: sign(SECRET.encode(), method, path, body)} if signed else {}
+    async with http.request(method, node.base + path, data=body, headers=headers) as resp:
+        text = await resp.text()
+        return resp.status, (json.loads(text) if text.startswith("{") else text)
+
+
+async def rooms_metric(http: aiohttp.ClientSession, node: Node) -> float:
+    async with http.get(f"{node.base}/metrics") as resp:
+        text = await resp.text()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("sfu_rooms "))
+
+
+async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
+    a, b = nodes
+    viewers = [AvViewer(), AvViewer()]
+    pc: Optional[RTCPeerConnection] = None
+    async with aiohttp.ClientSession() as http:
+        try:
+            pc, pub = await publish(http, f"{a.base}/whip/show")
+            assert pub["X-Sfu-Node"] == "node-a", pub
+            # the first viewer: answered by B, media piped A -> B
+            t0 = time.monotonic()
+            headers = await viewers[0].start(http, f"{b.base}/whep/show")
+            setup_s = time.monotonic() - t0
+            assert headers["X-Sfu-Node"] == "node-b", headers
+            assert await viewers[0].wait_frames(15, 30), f"viewer decoded {viewers[0].frames} frames"
+            assert viewers[0].audio > 0
+            first_frame_s = time.monotonic() - t0
+            assert await rooms_metric(http, b) == 1.0
+            assert await rooms_metric(http, a) == 1.0
+            # the second viewer reuses B's pipe
+            headers = await viewers[1].start(http, f"{b.base}/whep/show")
+            assert headers["X-Sfu-Node"] == "node-b", headers
+            assert await viewers[1].wait_frames(15, 30), f"viewer 2 decoded {viewers[1].frames} frames"
+            status, state_b = await internal(http, b, "GET", "/_cluster/state")
+            assert status == 200, state_b
+            assert state_b["pipesMade"] == 1, state_b
+            assert len(state_b["edge"]["show"]["producers"]) == 2, state_b
+            status, state_a = await internal(http, a, "GET", "/_cluster/state")
+            assert status == 200 and len(state_a["owner"]) == 1, state_a
+            print(f"\nedge viewer: WHEP answer in {setup_s * 1000:.0f} ms (pipe set up), "
+                  f"15 frames after {first_frame_s:.2f} s")
+            # the publisher leaves: its producers go from B's edge room too
+            async with http.delete(a.base + pub["Location"], headers=bearer()) as resp:
+                assert resp.status == 200, await resp.text()
+            deadline = time.monotonic() + 5
+            while True:
+                _, state_b = await internal(http, b, "GET", "/_cluster/state")
+                if not state_b["edge"]["show"]["producers"] or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert state_b["edge"]["show"]["producers"] == [], state_b
+            # nothing left to view on B: a new viewer gets 404
+            v3 = AvViewer()
+            try:
+                await v3.pc.setLocalDescription(await v3.pc.createOffer())
+                async with http.post(f"{b.base}/whep/show", data=v3.pc.localDescription.sdp,
+                                     headers={"Content-Type": "application/sdp", **bearer()}) as resp:
+                    assert resp.status == 404, (resp.status, await resp.text())
+            finally:
+                await v3.close()
+        finally:
+            for v in viewers:
+                await v.close()
+            if pc is not None:
+                await pc.close()
+
+
+async def test_the_internal_api_refuses_unsigned_calls(nodes):
+    a, b = nodes
+    async with aiohttp.ClientSession() as http:
+        for node in (a, b):
+            status, body = await internal(http, node, "POST", "/_cluster/rooms/show/pipe",
+                                          {"ip": "127.0.0.1", "port": 9}, signed=False)
+            assert status == 403, (status, body)
+            assert "signed" in body["error"]
+            status, _ = await internal(http, node, "GET", "/_cluster/state", signed=False)
+            assert status == 403
+            # signed with another secret, or over another body
+            path = "/_cluster/rooms/show/pipe"
+            bad = {AUTH_HEADER: sign(b"not-the-secret-not-the-secret-0123", "POST", path, b"{}")}
+            async with http.post(node.base + path, data=b"{}", headers=bad) as resp:
+                assert resp.status == 403
+            other = {AUTH_HEADER: sign(SECRET.encode(), "POST", path, b"{}")}
+            async with http.post(node.base + path, data=b'{"ip": "10.0.0.1"}', headers=other) as resp:
+                assert resp.status == 403
