@@ -17,11 +17,11 @@ import pytest
 
 pytest.importorskip("aiortc")
 pytest.importorskip("redis")
-from aiortc import RTCPeerConnection  # noqa: E402
-from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
 from cluster_nodes import Node, start_redis  # noqa: E402
-from test_cluster import SECRET, Viewer, bearer, publish  # noqa: E402
+from test_cluster import SECRET, Viewer, bearer, post_sdp, publish  # noqa: E402
 
 from signaling.edge import AUTH_HEADER, sign  # noqa: E402
 
@@ -160,3 +160,98 @@ async def test_the_internal_api_refuses_unsigned_calls(nodes):
             other = {AUTH_HEADER: sign(SECRET.encode(), "POST", path, b"{}")}
             async with http.post(node.base + path, data=b'{"ip": "10.0.0.1"}', headers=other) as resp:
                 assert resp.status == 403
+
+
+class StampViewer(AvViewer):
+    """Also notes when each video frame was decoded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    async def _read(self, track: Any) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.arrivals.append(time.monotonic())
+                self.frames += 1
+                self.last_frame = self.arrivals[-1]
+        except MediaStreamError:
+            pass
+
+    def gap_ends(self, gap_s: float = 0.25) -> list[float]:
+        """When the first frame after each pause of the video was decoded."""
+        return [t for prev, t in zip(self.arrivals, self.arrivals[1:]) if t - prev > gap_s]
+
+
+class GappyTrack(VideoStreamTrack):
+    """Test video that pauses 0.4 s every 1.5 s: the first frame after a
+    pause marks the same moment on every path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    async def recv(self) -> Any:
+        self.n += 1
+        if self.n % 45 == 0:
+            await asyncio.sleep(0.4)
+        return await super().recv()
+
+
+async def publish_gappy(http: aiohttp.ClientSession, url: str) -> tuple[RTCPeerConnection, dict]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    pc.addTransceiver(GappyTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer, headers = await post_sdp(http, url, pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc, headers
+
+
+async def test_a_publisher_arriving_later_is_piped_at_the_next_offer_and_the_hop_is_measured(nodes):
+    """A second publisher joins the room on A after B became its edge: the
+    next WHEP offer on B pipes it too. A viewer on A and one on B watch the
+    same publisher: the decode times of the same frames give the added
+    latency of the node-to-node hop (loopback here)."""
+    a, b = nodes
+    pcs: list[RTCPeerConnection] = []
+    viewers = [StampViewer(), StampViewer(), StampViewer()]
+    async with aiohttp.ClientSession() as http:
+        try:
+            pc, pub1 = await publish(http, f"{a.base}/whip/late")
+            pcs.append(pc)
+            assert (await viewers[0].start(http, f"{b.base}/whep/late"))["X-Sfu-Node"] == "node-b"
+            assert await viewers[0].wait_frames(5, 30)
+            pc, pub2 = await publish_gappy(http, f"{a.base}/whip/late")
+            pcs.append(pc)
+            assert pub2["X-Sfu-Node"] == "node-a"
+            pid2 = pub2["X-Sfu-Participant-Id"]
+            headers = await viewers[1].start(http, f"{b.base}/whep/late?participant={pid2}")
+            assert headers["X-Sfu-Node"] == "node-b"
+            assert await viewers[1].wait_frames(15, 30), viewers[1].frames
+            _, state_b = await internal(http, b, "GET", "/_cluster/state")
+            assert state_b["pipesMade"] == 1 and len(state_b["edge"]["late"]["producers"]) == 4, state_b
+            # the same publisher (2) viewed on A directly
+            headers = await viewers[2].start(http, f"{a.base}/whep/late?participant={pid2}")
+            assert headers["X-Sfu-Node"] == "node-a"
+            assert await viewers[2].wait_frames(15, 30)
+            await asyncio.sleep(8)
+            direct = viewers[2].gap_ends()
+            hop = []
+            for t in viewers[1].gap_ends():
+                near = min(direct, key=lambda d: abs(d - t), default=None)
+                if near is not None and abs(near - t) < 0.2:
+                    hop.append((t - near) * 1000)
+            if len(hop) < 3:
+                pytest.skip(f"only {len(hop)} pauses of the video seen on both paths")
+            hop.sort()
+            med = hop[len(hop) // 2]
+            print(f"\nnode-to-node hop (edge viewer minus direct viewer, first frame after {len(hop)} pauses): "
+                  f"median {med:.2f} ms, min {hop[0]:.2f}, max {hop[-1]:.2f} ms")
+            assert med < 50, hop
+        finally:
+            for v in viewers:
+                await v.close()
+            for pc in pcs:
+                await pc.close()
