@@ -145,11 +145,10 @@ class EdgeViewers:
         resource = request.match_info.route.resource
         if request.method == "POST" and resource is not None and resource.canonical == "/whep/{roomId}":
             return True
-        return self.is_edge_room(room_id)
-
-    def is_edge_room(self, room_id: str) -> bool:
-        link = self.links.get(room_id)
-        return link is not None and not link.room.router.closed
+        # a session of a viewer here: a room of this id open on this node while another node
+        # holds it can only be an edge room (its pipe may have closed already)
+        room = self.rooms.rooms.get(room_id)
+        return room is not None and not room.router.closed
 
     async def prepare(self, room_id: str, owner: NodeInfo) -> Room:
         """The local edge room of ``room_id`` (held by ``owner``), its pipe
@@ -177,9 +176,19 @@ class EdgeViewers:
             t.close()
             raise
         self.pipes_made += 1
+        pipe_id = str(answer["pipeId"])
+
+        def closed() -> None:  # the edge room closed (or the owner told us): the owner's end closes too
+            link = self.links.get(room.id)
+            if link is not None and link.transport is t:
+                del self.links[room.id]
+                self._tell(owner.url, f"/_cluster/rooms/{room.id}/pipes/{pipe_id}/closed", {},
+                           f"room {room.id}: owner {owner.id} not told pipe {pipe_id} closed")
+
+        t.observer.once("close", closed)
         logger.info("room %s: edge of node %s, pipe %s:%s <-> %s:%s", room.id, owner.id, t.tuple["localIp"],
                     t.tuple["localPort"], answer["ip"], answer["port"])
-        return EdgeLink(room, owner, str(answer["pipeId"]), t)
+        return EdgeLink(room, owner, pipe_id, t)
 
     async def _sync(self, link: EdgeLink) -> None:
         """Pipes here the owner's producers this edge lacks."""
@@ -238,7 +247,13 @@ class EdgeViewers:
             raise
         pipe = OwnerPipe(room, t, str(data.get("edgeNode", "?")), str(data.get("edgeUrl", "")))
         self.pipes[t.id] = pipe
-        t.observer.once("close", lambda: self.pipes.pop(t.id, None))
+
+        def closed() -> None:  # the room closed here (or the edge asked): the edge's end closes too
+            if self.pipes.pop(t.id, None) is not None and pipe.edge_url:
+                self._tell(pipe.edge_url, f"/_cluster/rooms/{room.id}/pipes/{t.id}/closed", {},
+                           f"room {room.id}: edge {pipe.edge_node} not told pipe {t.id} closed")
+
+        t.observer.once("close", closed)
         logger.info("room %s: pipe %s to edge %s", room.id, t.id, pipe.edge_node)
         return web.json_response({"pipeId": t.id, "ip": t.tuple["localIp"], "port": t.tuple["localPort"]})
 
@@ -269,16 +284,20 @@ class EdgeViewers:
         pipe.consumers.pop(producer_id, None)
         if pipe.transport.closed or not pipe.edge_url:
             return
-        path = f"/_cluster/rooms/{pipe.room.id}/pipes/{pipe.transport.id}/producer-closed"
+        self._tell(pipe.edge_url, f"/_cluster/rooms/{pipe.room.id}/pipes/{pipe.transport.id}/producer-closed",
+                   {"producerId": producer_id},
+                   f"room {pipe.room.id}: edge {pipe.edge_node} not told producer {producer_id} closed")
 
-        async def tell() -> None:
+    def _tell(self, base: str, path: str, data: dict[str, Any], failure: str) -> None:
+        """A notification to another node, in the background (logged if it fails)."""
+
+        async def run() -> None:
             try:
-                await self._call(pipe.edge_url, "POST", path, {"producerId": producer_id})
+                await self._call(base, "POST", path, data)
             except ApiError as exc:
-                logger.warning("room %s: edge %s not told producer %s closed: %s", pipe.room.id, pipe.edge_node,
-                               producer_id, exc)
+                logger.warning("%s: %s", failure, exc.message)
 
-        asyncio.ensure_future(tell())
+        asyncio.ensure_future(run())
 
     async def producer_closed(self, request: web.Request) -> web.Response:
         """Edge: a producer closed on the owner; its piped copy closes."""
@@ -290,6 +309,23 @@ class EdgeViewers:
         if prod is not None:
             prod.close()
         return web.json_response({"closed": prod is not None})
+
+    async def pipe_closed(self, request: web.Request) -> web.Response:
+        """Either side: the other end of a pipe closed; this end closes too
+        (on the edge its piped producers close with it)."""
+        await self._body(request)
+        rid, pipe_id = request.match_info["rid"], request.match_info["pipeId"]
+        link = self.links.get(rid)
+        if link is not None and link.pipe_id == pipe_id:
+            del self.links[rid]
+            link.transport.close()
+            return web.json_response({"closed": True})
+        pipe = self.pipes.get(pipe_id)
+        if pipe is not None and pipe.room.id == rid:
+            pipe.edge_url = ""  # it knows
+            pipe.transport.close()
+            return web.json_response({"closed": True})
+        return web.json_response({"closed": False})
 
     async def state(self, request: web.Request) -> web.Response:
         """This node's pipes, both sides."""
@@ -308,6 +344,7 @@ class EdgeViewers:
         r.add_post("/_cluster/rooms/{rid}/pipe", self.open_pipe)
         r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/consume", self.consume)
         r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/producer-closed", self.producer_closed)
+        r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/closed", self.pipe_closed)
         r.add_get("/_cluster/state", self.state)
 
 

@@ -39,8 +39,9 @@ def redis_url(tmp_path):
 
 @pytest.fixture
 async def nodes(tmp_path, redis_url):
-    started = [Node(tmp_path, "node-a", redis_url, SECRET),
-               Node(tmp_path, "node-b", redis_url, SECRET, "--edge-viewers")]
+    # empty rooms close after 1 s (not 30): the test sees the edge room and the pipe go
+    started = [Node(tmp_path, "node-a", redis_url, SECRET, "--empty-room-grace", "1"),
+               Node(tmp_path, "node-b", redis_url, SECRET, "--edge-viewers", "--empty-room-grace", "1")]
     try:
         for n in started:
             await n.ready()
@@ -96,7 +97,9 @@ async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
             assert pub["X-Sfu-Node"] == "node-a", pub
             # the first viewer: answered by B, media piped A -> B
             t0 = time.monotonic()
+            sessions = []
             headers = await viewers[0].start(http, f"{b.base}/whep/show")
+            sessions.append(headers["Location"])
             setup_s = time.monotonic() - t0
             assert headers["X-Sfu-Node"] == "node-b", headers
             assert await viewers[0].wait_frames(15, 30), f"viewer decoded {viewers[0].frames} frames"
@@ -106,6 +109,7 @@ async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
             assert await rooms_metric(http, a) == 1.0
             # the second viewer reuses B's pipe
             headers = await viewers[1].start(http, f"{b.base}/whep/show")
+            sessions.append(headers["Location"])
             assert headers["X-Sfu-Node"] == "node-b", headers
             assert await viewers[1].wait_frames(15, 30), f"viewer 2 decoded {viewers[1].frames} frames"
             status, state_b = await internal(http, b, "GET", "/_cluster/state")
@@ -126,15 +130,24 @@ async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
                     break
                 await asyncio.sleep(0.05)
             assert state_b["edge"]["show"]["producers"] == [], state_b
-            # nothing left to view on B: a new viewer gets 404
-            v3 = AvViewer()
-            try:
-                await v3.pc.setLocalDescription(await v3.pc.createOffer())
-                async with http.post(f"{b.base}/whep/show", data=v3.pc.localDescription.sdp,
-                                     headers={"Content-Type": "application/sdp", **bearer()}) as resp:
-                    assert resp.status == 404, (resp.status, await resp.text())
-            finally:
-                await v3.close()
+            # A's room, empty, closes: the pipe closes on both ends
+            deadline = time.monotonic() + 10
+            while True:
+                _, state_a = await internal(http, a, "GET", "/_cluster/state")
+                _, state_b = await internal(http, b, "GET", "/_cluster/state")
+                if (not state_a["owner"] and not state_b["edge"]) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert not state_a["owner"] and not state_b["edge"], (state_a, state_b)
+            # the viewers' sessions end on B (which answers for them), and B's edge room closes
+            for location in sessions:
+                async with http.delete(b.base + location, headers=bearer()) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert resp.headers["X-Sfu-Node"] == "node-b"
+            deadline = time.monotonic() + 10
+            while await rooms_metric(http, b) != 0.0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert await rooms_metric(http, b) == 0.0
         finally:
             for v in viewers:
                 await v.close()
