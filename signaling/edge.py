@@ -5,8 +5,9 @@ In a cluster (:mod:`signaling.cluster`) a room is held by one node, its
 forwarded: that node becomes an *edge* of the room. It makes a local room
 (viewers only; its publishers are the owner's, seen through a pipe), joins
 its router to the owner's room router with a pair of
-:class:`~sfu.pipe_transport.PipeTransport` (plain RTP over UDP between the
-nodes' listen IPs, one pair per room and edge, reused by every viewer), and
+:class:`~sfu.pipe_transport.PipeTransport` (SRTP over UDP between the
+nodes' listen IPs, keys exchanged in the signed requests; one pair per room
+and edge, reused by every viewer), and
 for each producer of the owner's room the owner consumes it on its end (a
 :class:`~sfu.pipe_transport.PipeConsumer`) and the edge produces it with the
 same id on its end. The viewer is then answered by the edge: media goes
@@ -21,6 +22,7 @@ HS256 JWT secret); others are refused with 403.
     POST /_cluster/rooms/{rid}/pipe                           (owner) make its pipe end, connect it to the edge's
     POST /_cluster/rooms/{rid}/pipes/{pipeId}/consume         (owner) pipe the producers the edge lacks
     POST /_cluster/rooms/{rid}/pipes/{pipeId}/producer-closed (edge)  a piped producer closed on the owner
+    POST /_cluster/rooms/{rid}/pipes/{pipeId}/closed          (either) the other end of the pipe closed
     GET  /_cluster/state                                      this node's pipes (owner and edge side)
 """
 
@@ -166,12 +168,12 @@ class EdgeViewers:
             return room
 
     async def _connect(self, room: Room, owner: NodeInfo) -> EdgeLink:
-        t = await room.router.create_pipe_transport(listen_ip=self.listen_ip)
+        t = await room.router.create_pipe_transport(listen_ip=self.listen_ip, enable_srtp=True)
         try:
             answer = await self._call(owner.url, "POST", f"/_cluster/rooms/{room.id}/pipe", {
                 "edgeNode": self.cluster.node_id, "edgeUrl": self.cluster.node_url,
-                "ip": t.tuple["localIp"], "port": t.tuple["localPort"]})
-            await t.connect(ip=answer["ip"], port=int(answer["port"]))
+                "ip": t.tuple["localIp"], "port": t.tuple["localPort"], "srtp": t.srtp_parameters})
+            await t.connect(ip=answer["ip"], port=int(answer["port"]), srtp_parameters=answer["srtp"])
         except BaseException:
             t.close()
             raise
@@ -237,11 +239,12 @@ class EdgeViewers:
         """Owner: makes its pipe end for an edge, connected to the edge's."""
         data = await self._body(request)
         room = self.rooms.room(request.match_info["rid"])
-        if not isinstance(data.get("ip"), str) or not isinstance(data.get("port"), int):
-            raise ApiError(400, "ip, port: the edge's pipe tuple")
-        t = await room.router.create_pipe_transport(listen_ip=self.listen_ip)
+        if not isinstance(data.get("ip"), str) or not isinstance(data.get("port"), int) \
+                or not isinstance(data.get("srtp"), dict):
+            raise ApiError(400, "ip, port, srtp: the edge's pipe tuple and SRTP parameters")
+        t = await room.router.create_pipe_transport(listen_ip=self.listen_ip, enable_srtp=True)
         try:
-            await t.connect(ip=data["ip"], port=data["port"])
+            await t.connect(ip=data["ip"], port=data["port"], srtp_parameters=data["srtp"])
         except BaseException:
             t.close()
             raise
@@ -255,7 +258,8 @@ class EdgeViewers:
 
         t.observer.once("close", closed)
         logger.info("room %s: pipe %s to edge %s", room.id, t.id, pipe.edge_node)
-        return web.json_response({"pipeId": t.id, "ip": t.tuple["localIp"], "port": t.tuple["localPort"]})
+        return web.json_response({"pipeId": t.id, "ip": t.tuple["localIp"], "port": t.tuple["localPort"],
+                                  "srtp": t.srtp_parameters})
 
     async def consume(self, request: web.Request) -> web.Response:
         """Owner: consumes on the pipe every producer of the room the edge
@@ -333,6 +337,7 @@ class EdgeViewers:
         return web.json_response({
             "pipesMade": self.pipes_made,
             "edge": {rid: {"owner": link.owner.id, "pipeId": link.pipe_id, "open": not link.transport.closed,
+                           "srtp": link.transport.srtp_parameters is not None,
                            "producers": sorted(p for p, prod in link.producers.items() if not prod.closed)}
                      for rid, link in self.links.items()},
             "owner": {pid: {"room": pipe.room.id, "edge": pipe.edge_node, "producers": sorted(pipe.consumers)}

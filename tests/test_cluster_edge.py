@@ -115,7 +115,7 @@ async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
             status, state_b = await internal(http, b, "GET", "/_cluster/state")
             assert status == 200, state_b
             assert state_b["pipesMade"] == 1, state_b
-            assert len(state_b["edge"]["show"]["producers"]) == 2, state_b
+            assert len(state_b["edge"]["show"]["producers"]) == 2 and state_b["edge"]["show"]["srtp"], state_b
             status, state_a = await internal(http, a, "GET", "/_cluster/state")
             assert status == 200 and len(state_a["owner"]) == 1, state_a
             print(f"\nedge viewer: WHEP answer in {setup_s * 1000:.0f} ms (pipe set up), "
