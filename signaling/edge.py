@@ -201,7 +201,9 @@ class EdgeViewers:
             pid, owner_id = str(item["producerId"]), str(item["participantId"])
             if pid in link.producers and not link.producers[pid].closed:
                 continue
-            prod = await link.transport.produce(item["kind"], item["rtpParameters"], paused=bool(item["paused"]),
+            # never paused here: pause/resume is not mirrored, the pipe consumer on the owner simply
+            # sends nothing while the producer is paused
+            prod = await link.transport.produce(item["kind"], item["rtpParameters"], paused=False,
                                                 producer_id=pid, app_data={"participantId": owner_id})
             link.producers[pid] = prod
             # the owner's publisher, as a participant of the edge room that only has producers
