@@ -107,10 +107,15 @@ async def test_whep_viewers_on_an_edge_node_see_the_owners_publisher(nodes):
             first_frame_s = time.monotonic() - t0
             assert await rooms_metric(http, b) == 1.0
             assert await rooms_metric(http, a) == 1.0
-            # the second viewer reuses B's pipe
+            # the second viewer reuses B's pipe. Its first frame needs a keyframe, which aiortc's
+            # VP8 encoder makes only on request (or every 3000 frames): B's keyframe request
+            # crossed the pipe to A's producer and on to the publisher
+            t1 = time.monotonic()
             headers = await viewers[1].start(http, f"{b.base}/whep/show")
             sessions.append(headers["Location"])
             assert headers["X-Sfu-Node"] == "node-b", headers
+            assert await viewers[1].wait_frames(1, 10), "no keyframe for the second edge viewer"
+            print(f"\nsecond edge viewer: first frame {time.monotonic() - t1:.2f} s after its offer")
             assert await viewers[1].wait_frames(15, 30), f"viewer 2 decoded {viewers[1].frames} frames"
             status, state_b = await internal(http, b, "GET", "/_cluster/state")
             assert status == 200, state_b
