@@ -216,9 +216,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     k.add_argument("--node-url", default=_env("SFU_NODE_URL", None),
                    help="how the other nodes reach this one over HTTP (SFU_NODE_URL, default "
                         "http://<listen-ip>:<http-port>)")
+    k.add_argument("--edge-viewers", action="store_true",
+                   default=_env("SFU_EDGE_VIEWERS", "") not in ("", "0"),
+                   help="answer WHEP offers for rooms held by other nodes here, with the room's media piped "
+                        "from its node (needs SFU_JWT_SECRET, the same on every node; see docs/cluster.md) "
+                        "(SFU_EDGE_VIEWERS=1)")
     args = p.parse_args(argv)
     if (args.node_id or args.node_url) and not args.redis_url:
         p.error("--node-id/--node-url need --redis-url")
+    if args.edge_viewers and not args.redis_url:
+        p.error("--edge-viewers needs --redis-url (a cluster)")
+    if args.edge_viewers and not args.jwt_secret:
+        p.error("--edge-viewers needs SFU_JWT_SECRET (--jwt-secret), the same on every node: it signs the "
+                "nodes' internal requests")
     if args.record_publishers and not args.recordings_dir:
         p.error("--record-publishers needs --recordings-dir")
     if args.workers < 1:
@@ -362,6 +372,17 @@ async def serve(args: argparse.Namespace) -> None:
                      recordings_dir=args.recordings_dir, recording_pattern=args.recording_pattern,
                      record_publishers=args.record_publishers, cluster=cluster)
     app[CALLS].socket_limits = socket_limits(args)
+    edge = None
+    if cluster is not None and args.jwt_secret:
+        # every node of the cluster answers the internal API (an owner pipes its rooms to edges);
+        # only --edge-viewers nodes act as edges
+        from .edge import EDGE, EdgeViewers
+
+        edge = EdgeViewers(cluster, rooms, args.jwt_secret, args.listen_ip)
+        edge.add_routes(app)
+        app[EDGE] = edge
+        if args.edge_viewers:
+            cluster.edge_here = edge.serves
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()
     site = web.TCPSite(runner, args.listen_ip, args.http_port)
@@ -380,6 +401,8 @@ async def serve(args: argparse.Namespace) -> None:
         await cluster.stop()  # its rooms are placed elsewhere from now on
     await drain(app, timeout_s=args.drain_timeout)
     await runner.cleanup()
+    if edge is not None:
+        await edge.close()
     await rooms.close()
     store.close()
     logger.info("sfu-server stopped")

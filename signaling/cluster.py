@@ -49,6 +49,9 @@ PROXIED_HEADER = "X-Sfu-Proxied-By"
 #: which node answered a request for a room
 NODE_HEADER = "X-Sfu-Node"
 
+#: request key: the room's owner, when this node answers as its edge
+EDGE_OWNER = "sfu_edge_owner"
+
 #: a room placed here and not open this long after is released
 RELEASE_GRACE_S = 30.0
 
@@ -121,6 +124,10 @@ class Cluster:
         self.started = time.time()
         #: whether a room (or call) is open on this node; set by the server
         self.is_open: Callable[[str], bool] = lambda room_id: True
+        #: whether this node answers a request for a room held by another
+        #: node itself, as an edge of that room (set by --edge-viewers: see
+        #: signaling/edge.py); the owner is then in ``request[EDGE_OWNER]``
+        self.edge_here: Callable[[web.Request, str], bool] = lambda request, room_id: False
         self.rooms_held: dict[str, float] = {}  # room id -> when placed here (monotonic)
         self.proxied = 0  # requests this node forwarded to another
 
@@ -390,6 +397,9 @@ def cluster_middleware(cluster: Cluster) -> Callable[..., Awaitable[web.StreamRe
             node: Optional[NodeInfo] = await cluster.place(room_id)
         else:
             node = await cluster.owner(room_id)
+        if node is not None and node.id != cluster.node_id and cluster.edge_here(request, room_id):
+            request[EDGE_OWNER] = node  # answered here, as an edge of the room
+            node = None
         if node is None or node.id == cluster.node_id:
             resp = await handler(request)
             _mark(resp, cluster.node_id)

@@ -40,6 +40,8 @@ from aiohttp import web
 
 import sfu
 
+from .cluster import CLUSTER, EDGE_OWNER
+from .edge import EDGE
 from .rooms import ApiError, Participant, Room
 from .sdp import (
     SdpError,
@@ -178,7 +180,17 @@ async def whep_view(request: web.Request) -> web.Response:
     request.app[ROOMS].limits.check_offer_sections("whep", len(offer.media))
     ident = identity(request)
     wanted = request.query.get("participant")
-    if _call_room(request):
+    edge_owner = request.get(EDGE_OWNER)
+    if edge_owner is not None:
+        # the room is held by another node: viewed here through a pipe from it (signaling/edge.py)
+        try:
+            room = await request.app[EDGE].prepare(request.match_info["roomId"], edge_owner)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return await request.app[CLUSTER].proxy(request, edge_owner)  # a call's room: its node answers
+        p = room.join(owner=ident.user_id if ident else None)
+    elif _call_room(request):
         room, p = request.app[CALLS].viewer_session(ident, request.match_info["roomId"], request.query.get("as"))
     else:
         room = request.app[ROOMS].room(request.match_info["roomId"])
