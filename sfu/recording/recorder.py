@@ -108,6 +108,7 @@ class Track:
         self.stream: av.stream.Stream | None = None
         self._held: tuple[int, Frame] | None = None  # written when the next frame gives its duration
         self._last_pts: int | None = None
+        self._last_ts: int | None = None  # RTP timestamp of the last frame written
         self._last_duration = 0
 
     @property
@@ -154,6 +155,13 @@ class Track:
     def _write(self, frame: Frame, zero: float) -> None:
         assert self.stream is not None
         pts = round((self.clock.local_time(frame.timestamp, frame.arrival) - zero) * 1000)
+        if self.kind == "audio" and self._last_pts is not None and self._last_ts is not None:
+            # audio frames never overlap: a sender report that moved the
+            # timeline back by a few ms would make decoders go back in time
+            step = (frame.timestamp - self._last_ts) & 0xFFFFFFFF
+            if step < self.clock.clock_rate:  # forward, under a second
+                pts = max(pts, self._last_pts + int(step * 1000 // self.clock.clock_rate))
+        self._last_ts = frame.timestamp
         if self._last_pts is not None and pts <= self._last_pts:
             log.debug("%s: timestamp %d not after %d, moved", self.codec, pts, self._last_pts)
             pts = self._last_pts + 1
