@@ -155,9 +155,12 @@ class Track:
     def _write(self, frame: Frame, zero: float) -> None:
         assert self.stream is not None
         pts = round((self.clock.local_time(frame.timestamp, frame.arrival) - zero) * 1000)
-        if self.kind == "audio" and self._last_pts is not None and self._last_ts is not None:
-            # audio frames never overlap: a sender report that moved the
-            # timeline back by a few ms would make decoders go back in time
+        if self._last_pts is not None and self._last_ts is not None:
+            # frames never come closer than their RTP spacing: a sender report
+            # that moved the timeline back by a few ms would overlap Opus
+            # frames (decoders go back in time) and put two video frames in
+            # one tick of a player's frame clock; a correction back waits for
+            # the mapping to move forward again instead
             step = (frame.timestamp - self._last_ts) & 0xFFFFFFFF
             if step < self.clock.clock_rate:  # forward, under a second
                 pts = max(pts, self._last_pts + int(step * 1000 // self.clock.clock_rate))

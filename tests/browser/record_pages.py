@@ -83,6 +83,28 @@ window.sent = async () => {
 </script>""".replace("ROOM", ROOM)
 
 
+def timing_faults(path: Path) -> dict[str, list]:
+    """Per stream, the packets of the file placed wrongly: a video frame not
+    after the previous one, an audio frame starting before the previous one
+    ends (overlapping audio); (index, pts, previous end) in ms."""
+    out: dict[str, list] = {}
+    with av.open(str(path)) as c:
+        last: dict[int, tuple[int, int]] = {}
+        for pkt in c.demux():
+            if pkt.pts is None:
+                continue
+            st = pkt.stream
+            tb = float(st.time_base) * 1000
+            pts, dur = round(pkt.pts * tb), round((pkt.duration or 0) * tb)
+            prev = last.get(st.index)
+            if prev is not None:
+                bad = pts <= prev[0] if st.type == "video" else pts < prev[0] + prev[1]
+                if bad:
+                    out.setdefault(st.type, []).append((pts, prev[0], prev[1]))
+            last[st.index] = (pts, dur)
+    return {k: v[:10] for k, v in out.items()}
+
+
 def flashes_and_beeps(path: Path) -> tuple[list[float], list[float], int]:
     """Start times (s) of the flashes (video luma jumps) and beeps (audio
     level jumps) in the file, and its video frame count."""
@@ -195,6 +217,9 @@ async def main(seconds: float, loss: float) -> dict:
                                        if "non monotonically increasing dts to muxer" not in ln)[-2000:],
             "null_muxer_warnings": sum("non monotonically increasing dts to muxer" in ln
                                        for ln in decode.stderr.splitlines()),
+            "null_muxer_lines": [ln for ln in decode.stderr.splitlines()
+                                 if "non monotonically increasing dts to muxer" in ln][:5],
+            "timing_faults": timing_faults(path),
             "file_frames": frames,
             "flashes": len(flashes), "beeps": len(beeps), "offsets_ms": offsets(flashes, beeps),
             "nat_dropped": nat.dropped if nat else 0,
