@@ -182,3 +182,14 @@ async def rooms():
         yield r
     finally:
         await r.close()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A redis-server of the test's own on a free loopback port (the cluster tests)."""
+    from cluster_nodes import start_redis
+
+    proc, url = start_redis(tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -21,7 +21,7 @@ redis = pytest.importorskip("redis")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
-from cluster_nodes import Node, start_redis  # noqa: E402
+from cluster_nodes import Node  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
@@ -36,14 +36,6 @@ def token(user: str) -> str:
 
 def bearer(user: str = "u") -> dict:
     return {"Authorization": f"Bearer {token(user)}"}
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    proc, url = start_redis(tmp_path)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture

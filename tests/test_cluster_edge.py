@@ -20,21 +20,13 @@ pytest.importorskip("redis")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
-from cluster_nodes import Node, start_redis  # noqa: E402
+from cluster_nodes import Node  # noqa: E402
 from test_cluster import SECRET, Viewer, bearer, post_sdp, publish  # noqa: E402
 
 from signaling.edge import AUTH_HEADER, sign  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    proc, url = start_redis(tmp_path)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture

@@ -132,6 +132,15 @@ int sfu_consumer_set_paused_locked(sfu_engine_t *e, uint32_t h, int paused)
     return 0;
 }
 
+/* A video producer's stream keeps its packets for retransmission from now
+ * on (its store allocated once); -1 when there is no memory for it. */
+static int consumer_keep_packets(sfu_producer_t *p, int stream)
+{
+    if (!p->kind_video || stream < 0 || stream >= p->nstreams || p->streams[stream].store.slots)
+        return 0;
+    return sfu_packet_store_init(&p->streams[stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0 ? -1 : 0;
+}
+
 int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream)
 {
     sfu_producer_t *p = c->producer;
@@ -165,8 +174,7 @@ int sfu_consumer_retarget(sfu_engine_t *e, sfu_consumer_t *c, int stream)
     c->target_stream = stream;
     if (stream != c->stream) {
         /* retransmissions after the switch come from that layer's store */
-        if (c->nack_enabled && p->kind_video && !p->streams[stream].store.slots &&
-            sfu_packet_store_init(&p->streams[stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+        if (c->nack_enabled && consumer_keep_packets(p, stream) < 0)
             return -2;
         /* the current layer flows until a keyframe of the target, which
          * the keyframe policy asks for (a consumer that has not started
@@ -315,14 +323,11 @@ int sfu_consumer_set_feedback_locked(sfu_engine_t *e, uint32_t h, int nack, uint
      * allocator may have retargeted it between add_consumer and this call,
      * when a retarget did not allocate a store, not knowing of NACK yet) */
     sfu_producer_t *p = c->producer;
-    if (nack && p && p->kind_video && !c->svc) {
-        int want[2] = {c->stream, c->target_stream};
-        for (int i = 0; i < 2; i++)
-            if (want[i] < p->nstreams && !p->streams[want[i]].store.slots &&
-                sfu_packet_store_init(&p->streams[want[i]].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
-                return -2;
-    } else if (nack && p && p->kind_video && c->stream < p->nstreams && !p->streams[c->stream].store.slots) {
-        if (sfu_packet_store_init(&p->streams[c->stream].store, SFU_STORE_DEFAULT_CAPACITY) < 0)
+    if (nack && p) {
+        if (consumer_keep_packets(p, c->stream) < 0)
+            return -2;
+        /* an SVC consumer's target is a spatial layer of its one stream */
+        if (!c->svc && consumer_keep_packets(p, c->target_stream) < 0)
             return -2;
     }
     return 0;
