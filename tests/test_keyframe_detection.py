@@ -21,6 +21,11 @@ VP8_OTHER_PARTITION = bytes([0x11, 0x50])                                   # PI
 VP9_KEY = bytes([0x8A, 0x80, 0x01])   # I, B, V: start of a non-inter-predicted frame
 VP9_DELTA = bytes([0xC8, 0x80, 0x02])  # P=1
 VP9_MIDDLE = bytes([0x80, 0x80])       # B=0
+# with layer indices (L): TID|U|SID|D after the picture id
+VP9_KEY_SID0 = bytes([0xAA, 0x80, 0x01, 0x00, 0x00])          # 15-bit id, SID 0: a decoder can start here
+VP9_KEY_SID1 = bytes([0xA8, 0x80, 0x01, 0x03, 0x00])          # SID 1 of the key picture (D=1): it cannot
+VP9_KEY_SID2_SHORT_ID = bytes([0xA8, 0x01, 0x05, 0x00])       # 7-bit id, SID 2
+VP9_KEY_SID0_SHORT_ID = bytes([0xA8, 0x01, 0x00, 0x00])       # 7-bit id, SID 0
 
 # H264 (RFC 6184)
 IDR = bytes([0x65, 0x88, 0x84])
@@ -51,6 +56,12 @@ def fu_a(nal: bytes, start: bool) -> bytes:
     ("vp9", VP9_DELTA, False),
     ("vp9", VP9_MIDDLE, False),
     ("vp9", b"", False),
+    ("vp9", VP9_KEY_SID0, True),
+    ("vp9", VP9_KEY_SID1, False),
+    ("vp9", VP9_KEY_SID2_SHORT_ID, False),
+    ("vp9", VP9_KEY_SID0_SHORT_ID, True),
+    ("vp9", VP9_KEY_SID0[:3], False),                # layer indices truncated
+    ("vp9", bytes([0xA8]), False),                   # picture id truncated
     ("h264", IDR, True),
     ("h264", SPS, True),
     ("h264", PPS, False),

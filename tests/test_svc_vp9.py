@@ -56,6 +56,7 @@ class Rig:
         self.remb_bps = 5_000_000
         self.got: list[tuple[int, int, bool, bool]] = []   # (seq, sid, end of layer frame, marker)
         self.plis = 0
+        self.before_packet = None   # called before each packet: (sid, first of its layer frame, key)
 
     def publish_picture(self) -> None:
         key = self.key_wanted
@@ -67,8 +68,10 @@ class Rig:
             size *= 2 if key else 1
             chunks = [min(1000, size - i) for i in range(0, size, 1000)]
             for k, n in enumerate(chunks):
-                self.seq += 1
                 begin, end = k == 0, k == len(chunks) - 1
+                if self.before_packet:
+                    self.before_packet(sid, begin, key)
+                self.seq += 1
                 marker = end and sid == len(LAYER_BYTES) - 1
                 pkt = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 98, self.seq & 0xFFFF, ts, SSRC)
                 pkt += descriptor(self.pid, sid, key, begin, end, self.tl0) + bytes(n)
@@ -179,3 +182,35 @@ def test_a_vp9_stream_without_layers_passes_whole():
     rig.run(3_000)
     got = rig.got
     assert len(got) >= len(sent) - 1 and all(g[3] for g in got)
+
+
+
+def test_a_consumer_resumed_inside_a_key_picture_starts_at_the_next_one():
+    """A viewer resumed between layer 0 and layer 1 of a key picture: the
+    upper layers' first packets also say P=0, B=1, but a decoder cannot start
+    there (they predict from layer 0). The consumer waits, the SFU asks for
+    a key picture, and the viewer starts at its layer 0. (The Chromium SVC
+    test once waited 30 s for video this way: the consumer took a layer-1
+    packet as its start, its VP9 filter dropped everything after, and no
+    keyframe was asked for again.)"""
+    rig = Rig()
+    rig.e.set_consumer_paused(rig.c, True)
+    rig.run(1_000)
+    assert not rig.got
+    plis = rig.plis
+    resumed_at: list[int] = []
+
+    def before_packet(sid: int, begin: bool, key: bool) -> None:
+        if key and sid == 1 and begin and not resumed_at:
+            rig.e.set_consumer_paused(rig.c, False)
+            resumed_at.append(rig.seq + 1)
+
+    rig.before_packet = before_packet
+    rig.key_wanted = True
+    rig.run(3_000)
+    assert resumed_at, "no key picture was sent"
+    assert rig.plis > plis, "the SFU did not ask for a key picture for the resumed viewer"
+    assert rig.got, "the resumed viewer never got video"
+    sent_seq, sid, _end, _marker = rig.got[0]
+    assert sid == 0, "the viewer started inside a key picture"
+    check_stream(rig.got, 2)

@@ -156,6 +156,8 @@ cdef extern from "src/engine.h" nogil:
         uint64_t layer_changes
         uint8_t paused
         uint8_t producer_paused
+        uint8_t sync_required
+        uint8_t svc_key_wanted
         uint32_t ssrc
         sfu_seqmgr_t seq
         sfu_count_t sent

@@ -606,7 +606,9 @@ cdef class Engine:
                     "targetSpatialLayer": c.target_stream, "svc": bool(c.svc),
                     "preferredSpatialLayer": c.preferred_stream, "priority": c.priority,
                     "preferredTemporalLayer": c.preferred_temporal,
-                    "layerChanges": c.layer_changes}
+                    "layerChanges": c.layer_changes,
+                    "enginePaused": bool(c.paused or c.producer_paused),
+                    "waitingForKeyframe": bool(c.sync_required or c.svc_key_wanted)}
         finally:
             sfu_engine_unlock(self.e)
 

@@ -310,6 +310,7 @@ async def _server_side(rooms: Any, room_id: str, pid: str, consumer_id: str) -> 
         part = rooms.rooms[room_id].participants[pid]
         consumer = part.consumers[consumer_id]
         out["consumer"] = (await consumer.get_stats())[0]
+        out["paused"] = [consumer.paused, consumer.producer_paused]
         out["currentLayers"] = consumer.current_layers
         out["preferredLayers"] = consumer.preferred_layers
         transport = (await consumer.transport.get_stats())[0]
@@ -361,6 +362,13 @@ async def bwe(s: Session, rooms: Any, args: list[str], codec: str = "vp8",
     out["relayed"] = stats[2]["relayed"] if stats[2] else None
     if not ok or not relays:
         out["stats"] = stats
+        # the server's side of each viewer's video consumer: why it did not flow
+        out["server_viewers"] = []
+        for st in stats[1:]:
+            if st and st.get("participantId"):
+                for rec in (r for r in st["remotes"] if r["kind"] == "video"):
+                    out["server_viewers"].append(
+                        await _server_side(rooms, room, st["participantId"], rec["consumerId"]))
         out["flowing"] = ok and bool(relays)
         await leave(ctx, pages)
         return out

@@ -41,11 +41,25 @@ static inline int sfu_vp8_is_keyframe(const uint8_t *p, size_t n)
     return (p[off] & 0x01) == 0; /* P bit: 0 = key frame */
 }
 
+/* The first packet of a VP9 key picture (RFC 9628): P=0 and B=1 in its
+ * spatial layer 0. The upper spatial layers of a key picture are not
+ * inter-picture predicted either (P=0, B=1 on their first packets), but a
+ * decoder cannot start there: they predict from layer 0. */
 static inline int sfu_vp9_is_keyframe(const uint8_t *p, size_t n)
 {
-    if (n < 1)
+    if (n < 1 || (p[0] & 0x40) || !(p[0] & 0x08))
         return 0;
-    return (p[0] & 0x40) == 0 && (p[0] & 0x08) != 0; /* P=0, B=1 */
+    if (!(p[0] & 0x20)) /* L=0: no layer indices, one spatial layer */
+        return 1;
+    size_t off = 1;
+    if (p[0] & 0x80) { /* I: a 7- or 15-bit picture id */
+        if (n < 2)
+            return 0;
+        off += (p[1] & 0x80) ? 2 : 1;
+    }
+    if (n < off + 1)
+        return 0;
+    return ((p[off] >> 1) & 0x07) == 0; /* SID */
 }
 
 static inline int sfu_h264_nal_is_key(uint8_t nal)
