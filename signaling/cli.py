@@ -221,7 +221,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="answer WHEP offers for rooms held by other nodes here, with the room's media piped "
                         "from its node (needs SFU_JWT_SECRET, the same on every node; see docs/cluster.md) "
                         "(SFU_EDGE_VIEWERS=1)")
+    k.add_argument("--edge-rooms", action="store_true",
+                   default=_env("SFU_EDGE_ROOMS", "") not in ("", "0"),
+                   help="answer every room request (room API, WHIP, WHEP) for rooms held by other nodes here: "
+                        "participants on this node and on the room's node see each other through pipes "
+                        "between the nodes (implies --edge-viewers; see docs/cluster.md) (SFU_EDGE_ROOMS=1)")
     args = p.parse_args(argv)
+    if args.edge_rooms:
+        args.edge_viewers = True
     if (args.node_id or args.node_url) and not args.redis_url:
         p.error("--node-id/--node-url need --redis-url")
     if args.edge_viewers and not args.redis_url:
@@ -381,7 +388,10 @@ async def serve(args: argparse.Namespace) -> None:
         edge = EdgeViewers(cluster, rooms, args.jwt_secret, args.listen_ip)
         edge.add_routes(app)
         app[EDGE] = edge
-        if args.edge_viewers:
+        if args.edge_rooms:
+            cluster.edge_here = edge.serves_rooms
+            cluster.edge_enter = lambda room_id, owner: edge.prepare(room_id, owner, sync=False)
+        elif args.edge_viewers:
             cluster.edge_here = edge.serves
     runner = web.AppRunner(app, shutdown_timeout=max(1.0, args.drain_timeout))
     await runner.setup()

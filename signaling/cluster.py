@@ -128,6 +128,9 @@ class Cluster:
         #: node itself, as an edge of that room (set by --edge-viewers: see
         #: signaling/edge.py); the owner is then in ``request[EDGE_OWNER]``
         self.edge_here: Callable[[web.Request, str], bool] = lambda request, room_id: False
+        #: awaited before a request answered here as an edge is handled: makes
+        #: the edge room and its pipe to the owner (--edge-rooms)
+        self.edge_enter: Optional[Callable[[str, "NodeInfo"], Awaitable[Any]]] = None
         self.rooms_held: dict[str, float] = {}  # room id -> when placed here (monotonic)
         self.proxied = 0  # requests this node forwarded to another
 
@@ -399,6 +402,8 @@ def cluster_middleware(cluster: Cluster) -> Callable[..., Awaitable[web.StreamRe
             node = await cluster.owner(room_id)
         if node is not None and node.id != cluster.node_id and cluster.edge_here(request, room_id):
             request[EDGE_OWNER] = node  # answered here, as an edge of the room
+            if cluster.edge_enter is not None:
+                await cluster.edge_enter(room_id, node)
             node = None
         if node is None or node.id == cluster.node_id:
             resp = await handler(request)

@@ -35,8 +35,9 @@ import json
 import logging
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import aiohttp
 from aiohttp import web
@@ -84,6 +85,8 @@ class OwnerPipe:
     edge_node: str
     edge_url: str
     consumers: dict[str, PipeConsumer] = field(default_factory=dict)  # producer id ->
+    #: producers of the edge's own participants, piped here (--edge-rooms)
+    inbound: dict[str, sfu.Producer] = field(default_factory=dict)  # producer id ->
 
 
 @dataclass
@@ -94,7 +97,9 @@ class EdgeLink:
     owner: NodeInfo
     pipe_id: str  # the owner's pipe transport id
     transport: PipeTransport
-    producers: dict[str, sfu.Producer] = field(default_factory=dict)
+    producers: dict[str, sfu.Producer] = field(default_factory=dict)  # the owner's, piped here
+    #: producers of this edge's own participants, piped to the owner (--edge-rooms)
+    pushed: dict[str, PipeConsumer] = field(default_factory=dict)  # producer id ->
 
 
 class EdgeViewers:
@@ -113,6 +118,7 @@ class EdgeViewers:
         self.pipes_made = 0  # edge side: pipe pairs set up
         self._locks: dict[str, asyncio.Lock] = {}
         self._http: Optional[aiohttp.ClientSession] = None
+        self._hooked: "weakref.WeakSet[Room]" = weakref.WeakSet()  # rooms whose producers reach the pipes
 
     # ------------------------------------------------------------ client
 
@@ -152,20 +158,93 @@ class EdgeViewers:
         room = self.rooms.rooms.get(room_id)
         return room is not None and not room.router.closed
 
-    async def prepare(self, room_id: str, owner: NodeInfo) -> Room:
+    def serves_rooms(self, request: web.Request, room_id: str) -> bool:
+        """``--edge-rooms``: whether this node answers ``request`` (for a room
+        held by another node) in its own edge room of it: the room API, WHIP
+        and WHEP (not a call's sessions, ``?as=``, nor recordings, which are
+        the owner's)."""
+        if "as" in request.query or "/recordings" in request.path:
+            return False
+        return request.path.startswith(("/whip/", "/whep/", "/api/rooms/"))
+
+    async def prepare(self, room_id: str, owner: NodeInfo, sync: bool = True) -> Room:
         """The local edge room of ``room_id`` (held by ``owner``), its pipe
-        made once and every producer of the owner's room piped here."""
-        lock = self._locks.setdefault(room_id, asyncio.Lock())
-        async with lock:
+        made once; with ``sync``, every producer of the owner's room is piped
+        here (without, each comes when a consumer asks for it, or when the
+        owner tells of it)."""
+        async with self._lock(room_id):
             room, _ = await self.rooms.create_room(room_id)
             link = self.links.get(room_id)
-            if link is None or link.room is not room or link.transport.closed or link.owner.id != owner.id:
+            fresh = link is None or link.room is not room or link.transport.closed or link.owner.id != owner.id
+            if fresh:
                 if link is not None:
                     link.transport.close()
                 link = await self._connect(room, owner)
                 self.links[room_id] = link
-            await self._sync(link)
+            if sync or fresh:
+                await self._sync(link)
             return room
+
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(room_id, asyncio.Lock())
+
+    async def _pull(self, room: Room, producer_id: str) -> bool:
+        """An edge room's consumer wants a producer it does not know: pipes
+        here what the owner has (True if that includes it)."""
+        link = self.links.get(room.id)
+        if link is None or link.room is not room or link.transport.closed:
+            return False
+        async with self._lock(room.id):
+            await self._sync(link)
+        return producer_id in link.producers
+
+    async def _push(self, p: Participant, prod: sfu.Producer) -> None:
+        """An edge room's own participant made a producer: it is piped to the
+        room's node, which adds it to the room (and tells its other edges)."""
+        link = next((lk for lk in self.links.values() if lk.room.participants.get(p.id) is p), None)
+        if link is None or link.transport.closed or prod.id in link.producers or prod.id in link.pushed:
+            return
+        router = link.transport.router
+        if router.get_producer(prod.id) is None:  # the participant is on another worker's router of the room
+            await link.room._pipe(prod.transport.router, prod.id, router)
+        consumer = await link.transport.consume(prod.id)
+        link.pushed[prod.id] = consumer
+        path = f"/_cluster/rooms/{link.room.id}/pipes/{link.pipe_id}"
+
+        def gone() -> None:
+            if link.pushed.pop(prod.id, None) is not None and not link.transport.closed:
+                self._tell(link.owner.url, f"{path}/producer-closed", {"producerId": prod.id},
+                           f"room {link.room.id}: owner {link.owner.id} not told producer {prod.id} closed")
+
+        consumer.observer.once("close", gone)
+        await self._call(link.owner.url, "POST", f"{path}/produce", {
+            "producerId": prod.id, "participantId": p.id, "kind": consumer.kind,
+            "rtpParameters": consumer.rtp_parameters})
+
+    def _adopt(self, room: Room, participant_id: str, prod: sfu.Producer, forget: Callable[[], None]) -> None:
+        """A producer piped in from another node joins ``room`` as a
+        producer of ``participant_id`` (a participant here with producers
+        only); the room's clients hear of it (new-producer), and of its end."""
+        p = room.participants.get(participant_id)
+        if p is None:
+            p = Participant(id=participant_id, token=secrets.token_urlsafe(24))
+            room.participants[participant_id] = p
+        p.producers[prod.id] = prod
+
+        def closed() -> None:
+            forget()
+            p.producers.pop(prod.id, None)
+            if not room.router.closed:
+                asyncio.ensure_future(room.broadcast("producer-closed", {"participantId": p.id,
+                                                                          "producerId": prod.id}))
+            if not p.producers and not p.transports and room.participants.get(p.id) is p:
+                del room.participants[p.id]
+                if not room.participants:
+                    room.schedule_empty_close()
+
+        prod.observer.once("close", closed)
+        asyncio.ensure_future(room.broadcast("new-producer", {"participantId": p.id, "producerId": prod.id,
+                                                              "kind": prod.kind}, exclude=p.id))
 
     async def _connect(self, room: Room, owner: NodeInfo) -> EdgeLink:
         t = await room.router.create_pipe_transport(listen_ip=self.listen_ip, enable_srtp=True)
@@ -188,13 +267,17 @@ class EdgeViewers:
                            f"room {room.id}: owner {owner.id} not told pipe {pipe_id} closed")
 
         t.observer.once("close", closed)
+        if room not in self._hooked:
+            self._hooked.add(room)
+            room.producer_hooks.append(self._push)
+            room.missing_producer = lambda producer_id: self._pull(room, producer_id)
         logger.info("room %s: edge of node %s, pipe %s:%s <-> %s:%s", room.id, owner.id, t.tuple["localIp"],
                     t.tuple["localPort"], answer["ip"], answer["port"])
         return EdgeLink(room, owner, pipe_id, t)
 
     async def _sync(self, link: EdgeLink) -> None:
         """Pipes here the owner's producers this edge lacks."""
-        have = [pid for pid, prod in link.producers.items() if not prod.closed]
+        have = [pid for pid, prod in link.producers.items() if not prod.closed] + list(link.pushed)
         answer = await self._call(link.owner.url, "POST",
                                   f"/_cluster/rooms/{link.room.id}/pipes/{link.pipe_id}/consume", {"have": have})
         for item in answer.get("producers", []):
@@ -207,20 +290,7 @@ class EdgeViewers:
                                                 producer_id=pid, app_data={"participantId": owner_id})
             link.producers[pid] = prod
             # the owner's publisher, as a participant of the edge room that only has producers
-            p = link.room.participants.get(owner_id)
-            if p is None:
-                p = Participant(id=owner_id, token=secrets.token_urlsafe(24))
-                link.room.participants[owner_id] = p
-            p.producers[pid] = prod
-            prod.observer.once("close", lambda p=p, pid=pid: self._gone(link, p, pid))
-
-    def _gone(self, link: EdgeLink, p: Participant, producer_id: str) -> None:
-        link.producers.pop(producer_id, None)
-        p.producers.pop(producer_id, None)
-        if not p.producers and not p.transports and link.room.participants.get(p.id) is p:
-            del link.room.participants[p.id]
-            if not link.room.participants:
-                link.room.schedule_empty_close()
+            self._adopt(link.room, owner_id, prod, lambda pid=pid: link.producers.pop(pid, None))
 
     # ------------------------------------------------------------ routes
 
@@ -259,6 +329,9 @@ class EdgeViewers:
                            f"room {room.id}: edge {pipe.edge_node} not told pipe {t.id} closed")
 
         t.observer.once("close", closed)
+        if room not in self._hooked:  # its new producers: the edges hear of them
+            self._hooked.add(room)
+            room.producer_hooks.append(self._tell_edges)
         logger.info("room %s: pipe %s to edge %s", room.id, t.id, pipe.edge_node)
         return web.json_response({"pipeId": t.id, "ip": t.tuple["localIp"], "port": t.tuple["localPort"],
                                   "srtp": t.srtp_parameters})
@@ -274,7 +347,8 @@ class EdgeViewers:
         room = pipe.room
         out = []
         for origin, prod in room._room_producers():
-            if prod.id in have or (prod.id in pipe.consumers and not pipe.consumers[prod.id].closed):
+            if prod.id in have or prod.id in pipe.inbound or \
+                    (prod.id in pipe.consumers and not pipe.consumers[prod.id].closed):
                 continue
             if room.router.get_producer(prod.id) is None:  # on another worker's router of the room
                 await room._pipe(origin, prod.id, room.router)
@@ -306,15 +380,72 @@ class EdgeViewers:
         asyncio.ensure_future(run())
 
     async def producer_closed(self, request: web.Request) -> web.Response:
-        """Edge: a producer closed on the owner; its piped copy closes."""
+        """Either side: a producer closed on the node it came from; its piped
+        copy here closes."""
         data = await self._body(request)
+        pid = str(data.get("producerId"))
         link = self.links.get(request.match_info["rid"])
-        if link is None or link.pipe_id != request.match_info["pipeId"]:
-            return web.json_response({"closed": False})
-        prod = link.producers.get(str(data.get("producerId")))
+        prod: Optional[sfu.Producer] = None
+        if link is not None and link.pipe_id == request.match_info["pipeId"]:
+            prod = link.producers.get(pid)
+        pipe = self.pipes.get(request.match_info["pipeId"])
+        if prod is None and pipe is not None and pipe.room.id == request.match_info["rid"]:
+            prod = pipe.inbound.get(pid)
         if prod is not None:
             prod.close()
         return web.json_response({"closed": prod is not None})
+
+    async def _tell_edges(self, p: Participant, prod: sfu.Producer, origin: Optional[OwnerPipe] = None) -> None:
+        """Owner: a new producer in a room; each of its edges (but the one it
+        came from) pulls it."""
+        for pipe_id, pipe in list(self.pipes.items()):
+            if pipe is origin or pipe.transport.closed or not pipe.edge_url or pipe.room.participants.get(p.id) is not p:
+                continue
+            self._tell(pipe.edge_url, f"/_cluster/rooms/{pipe.room.id}/pipes/{pipe_id}/producer-added",
+                       {"producerId": prod.id},
+                       f"room {pipe.room.id}: edge {pipe.edge_node} not told of producer {prod.id}")
+
+    async def produce(self, request: web.Request) -> web.Response:
+        """Owner: a producer of an edge's participant, piped here, joins the
+        room (as a producer of that participant)."""
+        data = await self._body(request)
+        pipe = self.pipes.get(request.match_info["pipeId"])
+        if pipe is None or pipe.transport.closed or pipe.room.id != request.match_info["rid"]:
+            raise ApiError(404, f"pipe {request.match_info['pipeId']} not found in room {request.match_info['rid']}")
+        pid, participant_id, kind = data.get("producerId"), data.get("participantId"), data.get("kind")
+        if not isinstance(pid, str) or not isinstance(participant_id, str) or kind not in ("audio", "video") \
+                or not isinstance(data.get("rtpParameters"), dict):
+            raise ApiError(400, "producerId, participantId, kind, rtpParameters: the edge's piped producer")
+        room = pipe.room
+        local = room.participants.get(participant_id)
+        if local is not None and local.transports:
+            raise ApiError(409, f"participantId: {participant_id} is a participant of this node")
+        prod = await pipe.transport.produce(kind, data["rtpParameters"], paused=False, producer_id=pid,
+                                            app_data={"participantId": participant_id})
+        pipe.inbound[pid] = prod
+        self._adopt(room, participant_id, prod, lambda: pipe.inbound.pop(pid, None))
+        owner = room.participants[participant_id]
+        await self._tell_edges(owner, prod, origin=pipe)
+        return web.json_response({"producerId": pid})
+
+    async def producer_added(self, request: web.Request) -> web.Response:
+        """Edge: the owner's room has a new producer; piped here (in the
+        background: the owner is not kept waiting)."""
+        await self._body(request)
+        link = self.links.get(request.match_info["rid"])
+        if link is None or link.pipe_id != request.match_info["pipeId"]:
+            return web.json_response({"pulled": False})
+        room = link.room
+
+        async def pull() -> None:
+            try:
+                await self._pull(room, "")
+            except (ApiError, sfu.SfuError) as exc:
+                logger.warning("room %s: producers of node %s not piped here: %s", room.id, link.owner.id,
+                               exc.message if isinstance(exc, ApiError) else exc)
+
+        asyncio.ensure_future(pull())
+        return web.json_response({"pulled": True})
 
     async def pipe_closed(self, request: web.Request) -> web.Response:
         """Either side: the other end of a pipe closed; this end closes too
@@ -340,9 +471,11 @@ class EdgeViewers:
             "pipesMade": self.pipes_made,
             "edge": {rid: {"owner": link.owner.id, "pipeId": link.pipe_id, "open": not link.transport.closed,
                            "srtp": link.transport.srtp_parameters is not None,
-                           "producers": sorted(p for p, prod in link.producers.items() if not prod.closed)}
+                           "producers": sorted(p for p, prod in link.producers.items() if not prod.closed),
+                           "pushed": sorted(link.pushed)}
                      for rid, link in self.links.items()},
-            "owner": {pid: {"room": pipe.room.id, "edge": pipe.edge_node, "producers": sorted(pipe.consumers)}
+            "owner": {pid: {"room": pipe.room.id, "edge": pipe.edge_node, "producers": sorted(pipe.consumers),
+                            "inbound": sorted(pipe.inbound)}
                       for pid, pipe in self.pipes.items() if not pipe.transport.closed},
         })
 
@@ -351,6 +484,8 @@ class EdgeViewers:
         r.add_post("/_cluster/rooms/{rid}/pipe", self.open_pipe)
         r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/consume", self.consume)
         r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/producer-closed", self.producer_closed)
+        r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/produce", self.produce)
+        r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/producer-added", self.producer_added)
         r.add_post("/_cluster/rooms/{rid}/pipes/{pipeId}/closed", self.pipe_closed)
         r.add_get("/_cluster/state", self.state)
 

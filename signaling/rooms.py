@@ -288,6 +288,13 @@ class Room:
         #: over the manager's consumer budget (each producer of the room is
         #: piped to all of them)
         self.routers: list[sfu.Router] = [router]
+        #: awaited after a participant's producer is made, before the answer
+        #: (in a cluster: an edge room pushes it to the room's node, the
+        #: room's node tells its edges; signaling/edge.py)
+        self.producer_hooks: list[Callable[[Participant, sfu.Producer], Awaitable[None]]] = []
+        #: asked by consume() for a producer the room does not know (an edge
+        #: room pulls it from the room's node): True once the room has it
+        self.missing_producer: Optional[Callable[[str], Awaitable[bool]]] = None
         self._placement_lock = asyncio.Lock()
         self.webrtc_server = webrtc_server
         self.listen_ip = listen_ip
@@ -594,6 +601,12 @@ class Room:
                                    router.id, exc)
         await self.broadcast("new-producer", {"participantId": p.id, "producerId": producer.id, "kind": kind},
                              exclude=p.id)
+        for hook in list(self.producer_hooks):
+            try:
+                await hook(p, producer)
+            except (ApiError, sfu.SfuError) as exc:  # it is still consumable here
+                logger.warning("room %s: producer %s: %s", self.id, producer.id,
+                               exc.message if isinstance(exc, ApiError) else exc)
         return producer
 
     async def consume(self, p: Participant, transport_id: str, producer_id: str, caps: Any,
@@ -604,6 +617,8 @@ class Room:
         t = self.transport_of(p, transport_id)
         if t.router.get_producer(producer_id) is None:
             origin = next((r for r, prod in self._room_producers() if prod.id == producer_id), None)
+            if origin is None and self.missing_producer is not None and await self.missing_producer(producer_id):
+                origin = next((r for r, prod in self._room_producers() if prod.id == producer_id), None)
             if origin is None:
                 raise ApiError(404, f"producerId: producer {producer_id} not found in room {self.id}")
             await self._pipe(origin, producer_id, t.router)  # made while this router was being added
