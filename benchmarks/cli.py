@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a real sfu-server subprocess (default) or a worker embedded in this process")
     ap.add_argument("--workers", type=int, default=1, help="sfu-server workers (one room uses one); with --target embedded, the room "
                          "is spread over this many workers, producers piped between their routers")
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="sfu-server nodes sharing a redis-server (--edge-rooms), participant i on node i %% N: "
+                         "streams between nodes cross a pipe (server target; with --side-by-side: 1 node vs N, "
+                         "alternately)")
     ap.add_argument("--decrypt-every", type=int, default=8,
                     help="with SRTP, decrypt one packet in this many per stream for latency (default 8)")
     ap.add_argument("--no-feedback", dest="feedback", action="store_false",
@@ -193,10 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def point_config(args: argparse.Namespace, n: int, mbps: float, layers: int,
-                 recordings: Optional[int] = None) -> PointConfig:
+                 recordings: Optional[int] = None, nodes: Optional[int] = None) -> PointConfig:
     return PointConfig(participants=n, duration=args.duration, video_bps=mbps * 1e6, transport=args.transport,
                        recordings=args.recordings if recordings is None else recordings, control_cpu=args.control_cpu,
-                       srtp_profile=args.srtp_profile, target=args.target, workers=args.workers,
+                       srtp_profile=args.srtp_profile, target=args.target, workers=args.workers, nodes=nodes or args.nodes,
                        decrypt_every=args.decrypt_every, pin=args.pin, seed=args.seed, feedback=args.feedback,
                        start_spread=args.start_spread, wait_idle=args.wait_idle, layers=layers,
                        layer_split=tuple(args.layer_split),
@@ -349,7 +353,91 @@ def check_recordings(results: list[dict[str, Any]]) -> int:
     return 1 if bad else 0
 
 
+async def side_by_side_nodes(args: argparse.Namespace) -> int:
+    """One node vs --nodes N, alternating (the order flips every round):
+    server CPU per forwarded packet (every node's processes, pinned to the
+    same core) and the latency the generator measures, for all streams;
+    with N nodes, the streams between participants on different nodes cross
+    the nodes' pipe (their share is printed)."""
+    counts = parse_counts(args.participants, args.bitrate)
+    k = args.nodes
+    info = machine_info()
+    progress = Progress(not args.quiet)
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    total = len(counts) * args.rounds * 2
+    done = 0
+    for rnd in range(args.rounds):
+        for n, mbps in counts:
+            order = (1, k) if rnd % 2 == 0 else (k, 1)
+            got: dict[int, dict[str, Any]] = {}
+            for nn in order:
+                done += 1
+                cfg = point_config(args, n, mbps, args.layers, nodes=nn)
+                cfg.check()
+                progress.prefix = f"[{done}/{total}] round {rnd + 1} N={n} {nn} node{'s' if nn > 1 else ''}: "
+                got[nn] = await measure(cfg, args, progress)
+                got[nn]["round"] = rnd + 1
+                got[nn]["nodes"] = nn
+            pairs.append((got[1], got[k]))
+
+    def ms(r: dict[str, Any], q: str) -> str:
+        v = (r.get("latency_us") or {}).get(q)
+        return f"{v / 1000:.2f}" if v is not None else "-"
+
+    def us(r: dict[str, Any]) -> str:
+        v = r.get("cpu_us_per_packet")
+        return f"{v:.2f}" if v else "-"
+
+    rows = ["| N | round | CPU us/packet, 1 node | CPU us/packet, %d nodes | ratio | p50 ms 1 / %d | p99 ms 1 / %d "
+            "| loss 1 / %d | other CPU 1 / %d |" % (k, k, k, k, k),
+            "|---|---|---|---|---|---|---|---|---|"]
+    lines: list[str] = []
+    by_n: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for a, b in pairs:
+        by_n.setdefault(a["participants"], []).append((a, b))
+    for n, ps in sorted(by_n.items()):
+        for i, (a, b) in enumerate(ps):
+            ratio = (b["cpu_us_per_packet"] / a["cpu_us_per_packet"]
+                     if a.get("cpu_us_per_packet") and b.get("cpu_us_per_packet") else None)
+            rows.append(f"| {n} | {i + 1} | {us(a)} | {us(b)} | {f'{ratio:.3f}' if ratio else '-'} "
+                        f"| {ms(a, 'p50')} / {ms(b, 'p50')} | {ms(a, 'p99')} / {ms(b, 'p99')} "
+                        f"| {a['loss_pct'] or 0:.3f}% / {b['loss_pct'] or 0:.3f}% "
+                        f"| {a.get('other_cpu_pct') or 0:.0f}% / {b.get('other_cpu_pct') or 0:.0f}% |")
+        # participant i on node i % k: the ordered pairs (viewer, publisher) on different nodes
+        per = [sum(1 for i in range(n) if i % k == j) for j in range(k)]
+        cross = sum(per[x] * per[y] for x in range(k) for y in range(k) if x != y) / (n * (n - 1))
+
+        def med(vals: list[float]) -> float:
+            vals = sorted(vals)
+            return vals[len(vals) // 2]
+
+        d50 = [(b["latency_us"]["p50"] - a["latency_us"]["p50"]) / 1000 for a, b in ps
+               if a["latency_us"].get("p50") is not None and b["latency_us"].get("p50") is not None]
+        d99 = [(b["latency_us"]["p99"] - a["latency_us"]["p99"]) / 1000 for a, b in ps
+               if a["latency_us"].get("p99") is not None and b["latency_us"].get("p99") is not None]
+        ratios = [b["cpu_us_per_packet"] / a["cpu_us_per_packet"] for a, b in ps
+                  if a.get("cpu_us_per_packet") and b.get("cpu_us_per_packet")]
+        lines.append(f"N={n}: {cross * 100:.0f}% of the streams cross nodes with {k}; CPU per forwarded packet "
+                     f"{k} nodes / 1 = {med(ratios) if ratios else float('nan'):.3f} (median of rounds: "
+                     f"{', '.join(f'{x:.3f}' for x in ratios)}); latency added (median of rounds, all streams): "
+                     f"p50 {med(d50) if d50 else float('nan'):+.2f} ms, p99 {med(d99) if d99 else float('nan'):+.2f} ms")
+    title = (f"sfu-bench side by side: 1 node vs {k} nodes (one room, --edge-rooms, redis-server), {args.transport}, "
+             f"{args.bitrate:g} Mbit/s video, {args.duration:g} s per point, {args.rounds} rounds, "
+             f"{info.get('Model name', '?')}, {info['nproc']} CPUs, every server process on one core")
+    text = f"## {title}\n\n" + "\n".join(rows) + "\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    if args.json:
+        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+                              "pairs": [{"one_node": a, "nodes": b} for a, b in pairs], "summary": lines})
+    return 0
+
+
 async def amain(args: argparse.Namespace) -> int:
+    if args.side_by_side and args.nodes > 1:
+        return await side_by_side_nodes(args)
     if args.side_by_side and args.recordings:
         return await side_by_side_recordings(args)
     if args.side_by_side:

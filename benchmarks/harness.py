@@ -76,6 +76,10 @@ class PointConfig:
     # with pin: the CPU of the server's control process (REST, and the
     # recording sessions' threads), None: the worker's (CPU 0)
     control_cpu: Optional[int] = None
+    # server target: this many sfu-server nodes sharing a redis-server
+    # (--edge-rooms), participant i on node i % nodes (issue 15); a stream
+    # between participants on different nodes crosses the nodes' pipe
+    nodes: int = 1
 
     def bwe(self) -> bool:
         return self.layers == 1 if self.viewer_bwe is None else self.viewer_bwe
@@ -109,6 +113,10 @@ class PointConfig:
             raise ValueError("recordings need --target server (the server's REST API starts them)")
         if self.control_cpu is not None and not 0 <= self.control_cpu < (os.cpu_count() or 1):
             raise ValueError(f"control CPU: from 0 to {(os.cpu_count() or 1) - 1}")
+        if self.nodes < 1 or (self.nodes > 1 and self.target != "server"):
+            raise ValueError("nodes: 1, or more with --target server (sfu-server nodes sharing a redis-server)")
+        if self.nodes > 1 and not shutil.which("redis-server"):
+            raise ValueError("nodes > 1 needs redis-server (Debian's redis-server package)")
         if self.recordings > self.participants:
             raise ValueError(f"recordings: at most one per participant ({self.participants})")
 
@@ -275,23 +283,65 @@ class ServerTarget:
         self.secret = os.urandom(32).hex()
         self.participant_ids: list[str] = []
         self.recordings_dir: Optional[str] = None
+        #: with nodes > 1: every node's process and base URL, the redis-server
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.bases: list[str] = []
+        self.redis: Optional[asyncio.subprocess.Process] = None
+        self.token_base: dict[str, str] = {}  # participant token -> its node's base URL
 
     async def start(self) -> None:
-        http_port, rtc_port = free_port(socket.SOCK_STREAM), free_port()
         extra: list[str] = []
         if self.cfg.recordings:
             self.recordings_dir = tempfile.mkdtemp(prefix="sfu-bench-rec-")
             extra = ["--recordings-dir", self.recordings_dir]
+        if self.cfg.nodes > 1:
+            redis_port = free_port(socket.SOCK_STREAM)
+            self.redis = await asyncio.create_subprocess_exec(
+                "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            await self._wait_port(redis_port, "redis-server")
+        for i in range(self.cfg.nodes):
+            node = [] if self.cfg.nodes == 1 else [
+                "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--node-id", f"bench-{i}", "--edge-rooms"]
+            proc, base = await self._start_node(extra + node)
+            self.procs.append(proc)
+            self.bases.append(base)
+        self.proc, self.base = self.procs[0], self.bases[0]
+        asyncio.get_running_loop().create_task(self._drain_output())
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+        # the control processes and their workers
+        for proc in self.procs:
+            for _ in range(50):
+                if len(children_of(proc.pid)) >= self.cfg.workers:
+                    break
+                await asyncio.sleep(0.1)
+        self.pids = [pid for proc in self.procs for pid in [proc.pid] + children_of(proc.pid)]
+
+    @staticmethod
+    async def _wait_port(port: int, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s") from None
+                await asyncio.sleep(0.05)
+
+    async def _start_node(self, extra: list[str]) -> tuple[asyncio.subprocess.Process, str]:
+        http_port, rtc_port = free_port(socket.SOCK_STREAM), free_port()
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "signaling.cli", "--listen-ip", "127.0.0.1", "--http-port", str(http_port),
             "--rtc-port", str(rtc_port), "--workers", str(self.cfg.workers), "--log-level", "warning",
             *self.auth_args(), *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT, env=env)
-        assert self.proc.stdout is not None
+        assert proc.stdout is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+            line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
             if not line:
                 raise RuntimeError("sfu-server exited: " + " | ".join(self.log[-10:]))
             text = line.decode(errors="replace").rstrip()
@@ -300,16 +350,7 @@ class ServerTarget:
                 break
         else:
             raise RuntimeError("sfu-server did not start within 30 s")
-        asyncio.get_running_loop().create_task(self._drain_output())
-        self.base = f"http://127.0.0.1:{http_port}"
-        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
-        # the control process and its workers
-        for _ in range(50):
-            kids = children_of(self.proc.pid)
-            if len(kids) >= self.cfg.workers:
-                break
-            await asyncio.sleep(0.1)
-        self.pids = [self.proc.pid] + children_of(self.proc.pid)
+        return proc, f"http://127.0.0.1:{http_port}"
 
     def auth_args(self) -> list[str]:
         # The server's JWT secret (HS256): the harness mints one token per
@@ -327,18 +368,22 @@ class ServerTarget:
         return jwt.encode({"sub": user, "iat": now, "exp": now + 24 * 3600}, self.secret, algorithm="HS256")
 
     async def _drain_output(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                return
-            self.log.append(line.decode(errors="replace").rstrip())
-            del self.log[:-200]
+        async def drain(proc: asyncio.subprocess.Process) -> None:
+            assert proc.stdout is not None
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    return
+                self.log.append(line.decode(errors="replace").rstrip())
+                del self.log[:-200]
+
+        await asyncio.gather(*(drain(p) for p in self.procs))
 
     async def _call(self, method: str, path: str, token: Optional[str] = None, body: Any = None) -> dict[str, Any]:
         assert self.http is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.request(method, self.base + path, json=body, headers=headers) as resp:
+        base = self.token_base.get(token or "", self.base)  # the participant's node
+        async with self.http.request(method, base + path, json=body, headers=headers) as resp:
             data = await resp.json(content_type=None)
             if resp.status >= 400:
                 raise RuntimeError(f"{method} {path}: {resp.status} {data}")
@@ -348,6 +393,7 @@ class ServerTarget:
                     transport: str) -> list[Participant]:
         r = f"/api/rooms/{self.room}"
         self.tokens = [self.mint(f"bench-{i}") for i in range(n)]
+        self.token_base = {tok: self.bases[i % len(self.bases)] for i, tok in enumerate(self.tokens)}
         self.caps = (await self._call("POST", f"{r}/create", self.tokens[0]))["rtpCapabilities"]
         caps = client_capabilities(self.caps, self.cfg.feedback, self.cfg.bwe())
         parts = [Participant() for _ in range(n)]
@@ -433,14 +479,15 @@ class ServerTarget:
         if self.http is not None:
             await self.http.close()
             self.http = None
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self.proc = None
+        for proc in self.procs + ([self.redis] if self.redis is not None else []):
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        self.procs, self.redis, self.proc = [], None, None
         if self.recordings_dir is not None:
             shutil.rmtree(self.recordings_dir, ignore_errors=True)
             self.recordings_dir = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,6 +63,19 @@ def test_three_participants_over_webrtc_give_the_seed_table(tmp_path):
     assert r["server_cpu_pct"] is not None and 0 < r["server_cpu_pct"] < 200
     assert 20 < r["server_rss_mb"] < 2000
     assert r["out_pps"] > 600  # 3 x 2 x ~170 packets/s, less the first second (joins spread over 1 s)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run installs it)")
+def test_a_room_over_two_nodes_forwards_every_stream(tmp_path):
+    """--nodes 2: two sfu-server nodes sharing a redis-server, participants
+    on both: every stream arrives, half of them through the nodes' pipe."""
+    proc, data = run_bench(tmp_path, "--participants", "4", "--nodes", "2", "--duration", "3", "--bitrate", "0.5")
+    (r,) = data["results"]
+    assert r["config"]["nodes"] == 2
+    assert r["streams"] == r["streams_expected"] == 24
+    assert r["loss_pct"] < 2.0, r
+    assert r["decrypt_errors"] == 0 and 0 < r["latency_us"]["p50"] <= r["latency_us"]["p99"]
 
 
 def test_bad_options_are_refused_with_a_message():
