@@ -24,6 +24,7 @@ from aiortc import RTCPeerConnection  # noqa: E402
 from cluster_nodes import Node  # noqa: E402
 from test_cluster import SECRET, bearer, publish  # noqa: E402
 from test_cluster_edge import AvViewer, internal  # noqa: E402
+from test_mediasoup_client import _assert_measured, bundle, run_msc, summary  # noqa: E402,F401
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
@@ -139,3 +140,20 @@ async def test_a_room_api_participant_on_the_edge_consumes_a_producer_of_the_own
         finally:
             for pc in pcs:
                 await pc.close()
+
+
+def test_mediasoup_client_pages_on_two_nodes_see_each_other(bundle):  # noqa: F811
+    """Chromium pages running the real mediasoup-client against the room API
+    (tests/browser/msc/): two on node A, two on node B (--edge-rooms), one
+    room. Each page consumes the others' producers as it lists them and as
+    the room WebSocket announces them, on its own node: every page decodes
+    every other's video and receives its audio, half of the pairs through
+    the pipe between the nodes."""
+    result = run_msc("nodes", "vp8", timeout=240)
+    print(summary(result["second"]))
+    _assert_measured(result, "video/VP8", "nodes")
+    owner = [name for name, st in result["state"].items() if st["owner"]]
+    edge = [name for name, st in result["state"].items() if st["edge"]]
+    assert len(owner) == 1 and len(edge) == 1 and owner != edge, result["state"]
+    pushed = next(iter(result["state"][edge[0]]["edge"].values()))["pushed"]
+    assert len(pushed) == 4, result["state"]   # the edge's two pages' audio and video went to the owner

@@ -37,6 +37,7 @@ tests/test_chromium.py `run_browser_script`). Usage:
         prints the time series (issue 12's bandwidth-estimation figures;
         benchmarks/plot_bwe.py plots them).
     python tests/browser/msc_pages.py svc [KBPS] [ON_S] [OFF_S] [END_S]
+    python tests/browser/msc_pages.py nodes [CODEC]      (a room over two cluster nodes: redis-server)
         The same with one VP9 encoding in scalabilityMode L3T3_KEY (three
         spatial layers, 240/480/960 px wide) instead of simulcast.
 
@@ -445,6 +446,53 @@ async def bwe(s: Session, rooms: Any, args: list[str], codec: str = "vp8",
     return out
 
 
+async def nodes(s: Session, codec: str) -> dict[str, Any]:
+    """Two sfu-server nodes sharing a redis-server, node B with --edge-rooms,
+    both letting the test's page origin call them (--cors-origin): two pages
+    on node A and two on node B (server=) join one room; every page must
+    decode every other, across the nodes' pipe for half of the pairs."""
+    import tempfile
+
+    import aiohttp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
+    from cluster_nodes import Node, start_redis
+
+    from signaling.edge import AUTH_HEADER, sign
+
+    tmp = Path(tempfile.mkdtemp(prefix="msc-nodes-"))
+    redis, url = start_redis(tmp)
+    origin = s.base_url
+    a = Node(tmp, "node-a", url, SECRET, "--cors-origin", origin)
+    b = Node(tmp, "node-b", url, SECRET, "--edge-rooms", "--cors-origin", origin)
+    out: dict[str, Any] = {}
+    try:
+        await a.ready()
+        await b.ready()
+        ctx = await s.browser.new_context()
+        room = f"nodes-{uuid.uuid4().hex[:8]}"
+        first = await s.open(ctx, room, codec, f"&server={a.base}")
+        rest = await asyncio.gather(*(s.open(ctx, room, codec, f"&server={n.base}") for n in (a, b, b)))
+        pages = [first, *rest]
+        out.update(await measure(pages))
+        out["pageNodes"] = ["node-a", "node-a", "node-b", "node-b"]
+        state = {}
+        async with aiohttp.ClientSession() as http:
+            for node in (a, b):
+                headers = {AUTH_HEADER: sign(SECRET.encode(), "GET", "/_cluster/state", b"")}
+                async with http.get(node.base + "/_cluster/state", headers=headers) as resp:
+                    state[node.name] = await resp.json()
+        out["state"] = state
+        await leave(ctx, pages)
+    finally:
+        for node in (a, b):
+            node.stop()
+        redis.kill()
+        redis.wait()
+        out["logs"] = {n.name: n.out.read_text()[-2000:] for n in (a, b)}
+    return out
+
+
 async def main(mode: str, args: list[str]) -> dict[str, Any]:
     if not BUNDLE.exists():
         raise SystemExit(f"{BUNDLE} is missing: build it (tests/test_mediasoup_client.py does)")
@@ -482,6 +530,8 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
                     result.update(await bwe(s, rooms, args, "vp9", "&svc=L3T3_KEY&layers=1"))
                 elif mode == "simulcast":
                     result.update(await simulcast(s))
+                elif mode == "nodes":
+                    result.update(await nodes(s, args[0] if args else "vp8"))
                 elif mode == "layers":
                     result.update(await layers(s))
                     close_pages = result.pop("leave", None)

@@ -39,7 +39,10 @@ const svcMode = query.get('svc') || '';
 const videoFirst = query.get('order') === 'video-first';
 const publish = query.get('publish') !== '0';
 const viaRelay = query.get('relay') === '1';
-const base = `/api/rooms/${encodeURIComponent(roomId)}`;
+// server=http://host:port: the SFU to use when it is not the page's own origin
+// (a cluster node; the node allows the page's origin with --cors-origin)
+const server = (query.get('server') || '').replace(/\/$/, '');
+const base = `${server}/api/rooms/${encodeURIComponent(roomId)}`;
 
 const state = {
   status: 'starting',
@@ -142,7 +145,9 @@ function closeRemote(producerId) {
 function openEvents() {
   return new Promise((resolve, reject) => {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${scheme}://${location.host}${base}/ws?token=${encodeURIComponent(bearer)}`
+    const wsBase = server ? server.replace(/^http/, 'ws') + base.slice(server.length)
+      : `${scheme}://${location.host}${base}`;
+    const ws = new WebSocket(`${wsBase}/ws?token=${encodeURIComponent(bearer)}`
                           + `&participantId=${encodeURIComponent(state.participantId)}`);
     ws.onopen = () => resolve(ws);
     ws.onerror = () => reject(new Error('WebSocket failed'));
