@@ -13,7 +13,7 @@ uint32_t sfu_allocator_layer_bps(const sfu_producer_t *p, int stream)
 {
     if (!p || stream < 0 || stream >= p->nstreams)
         return 0;
-    uint64_t r = p->streams[stream].rate_bps;
+    uint64_t r = p->streams[stream].alloc_rate_bps;
     return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
 }
 
@@ -131,7 +131,7 @@ uint32_t sfu_allocator_run(sfu_engine_t *e, sfu_transport_t *t, uint32_t estimat
         sfu_producer_t *p = c->producer;
         if (!p->kind_video || nlayers(c) < 2 || n == SFU_ALLOC_MAX ||
             (estimate_bps != UINT32_MAX && rates_unknown(c, now_ms))) {
-            fixed += c->svc ? p->streams[0].rate_bps : sfu_allocator_layer_bps(p, c->stream);
+            fixed += c->svc ? p->streams[0].alloc_rate_bps : sfu_allocator_layer_bps(p, c->stream);
             continue;
         }
         /* priority order, higher first (insertion: a transport has few) */

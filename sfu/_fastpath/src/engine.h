@@ -230,6 +230,10 @@ typedef struct {
     uint64_t rtx_received;
     uint64_t nack_packets_sent;
     uint64_t bytes_at_last_rate, rate_bps;
+    /* the rate the layer allocation uses: rate_bps averaged over ~3 s (a
+     * keyframe, several times a delta frame, must not read as a rate that
+     * sends every viewer of the layer down) */
+    uint64_t alloc_rate_bps;
     /* VP9 SVC: what each spatial layer (SID) of this stream sends
      * (producer_stream.c; the rates in reports.c), for the allocation */
     uint8_t svc_layers; /* highest SID seen + 1, or the SS's count (0: none) */

@@ -123,8 +123,10 @@ void sfu_reports_timers(sfu_engine_t *e, sfu_transport_t *t, uint64_t now_ms)
             if (r->is_rtx)
                 continue;
             sfu_producer_stream_t *st = &r->producer->streams[r->stream];
-            if (elapsed)
+            if (elapsed) {
                 st->rate_bps = (st->received.bytes - st->bytes_at_last_rate) * 8000 / elapsed;
+                st->alloc_rate_bps = st->alloc_rate_bps ? (2 * st->alloc_rate_bps + st->rate_bps) / 3 : st->rate_bps;
+            }
             st->bytes_at_last_rate = st->received.bytes;
             for (int l = 0; l < st->svc_layers && l < SFU_SVC_LAYERS; l++) {
                 if (elapsed) {
