@@ -56,7 +56,7 @@ import asyncio
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .common import dump_json, machine_info
 from .harness import PointConfig, run_point
@@ -235,31 +235,41 @@ async def measure(cfg: PointConfig, args: argparse.Namespace, progress: Progress
     return r
 
 
-async def side_by_side(args: argparse.Namespace) -> int:
-    """1 layer vs simulcast, alternating (the order flips every round, so a
-    drift of the machine's load hits both alike)."""
+async def alternate(args: argparse.Namespace, progress: Progress, a: Any, b: Any,
+                    config: Callable[[int, float, Any], PointConfig], label: Callable[[Any], str]
+                    ) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[float]]:
+    """Each count run in mode ``a`` and in mode ``b``, the order flipping
+    every round (a drift of the machine's load hits both alike): the pairs
+    (a's result, b's result) and the 1-minute load average before each point."""
     counts = parse_counts(args.participants, args.bitrate)
-    layers = args.layers if args.layers > 1 else 3
-    info = machine_info()
-    progress = Progress(not args.quiet)
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    loads: list[list[float]] = []
+    loads: list[float] = []
     total = len(counts) * args.rounds * 2
     done = 0
     for rnd in range(args.rounds):
         for n, mbps in counts:
-            order = (1, layers) if rnd % 2 == 0 else (layers, 1)
-            got: dict[int, dict[str, Any]] = {}
-            for nl in order:
+            got: dict[Any, dict[str, Any]] = {}
+            for mode in ((a, b) if rnd % 2 == 0 else (b, a)):
                 done += 1
-                cfg = point_config(args, n, mbps, nl)
+                cfg = config(n, mbps, mode)
                 cfg.check()
-                progress.prefix = f"[{done}/{total}] round {rnd + 1} N={n} {'1 layer' if nl == 1 else f'{nl} layers'}: "
-                loads.append(list(os.getloadavg()))
-                got[nl] = await measure(cfg, args, progress)
-                got[nl]["round"] = rnd + 1
-                got[nl]["loadavg_before"] = loads[-1]
-            pairs.append((got[1], got[layers]))
+                progress.prefix = f"[{done}/{total}] round {rnd + 1} N={n} {label(mode)}: "
+                loads.append(os.getloadavg()[0])
+                got[mode] = await measure(cfg, args, progress)
+                got[mode]["round"] = rnd + 1
+                got[mode]["loadavg_before"] = loads[-1]
+            pairs.append((got[a], got[b]))
+    return pairs, loads
+
+
+async def side_by_side(args: argparse.Namespace) -> int:
+    """1 layer vs simulcast, alternating (the order flips every round, so a
+    drift of the machine's load hits both alike)."""
+    layers = args.layers if args.layers > 1 else 3
+    info = machine_info()
+    progress = Progress(not args.quiet)
+    pairs, loads = await alternate(args, progress, 1, layers, lambda n, mbps, nl: point_config(args, n, mbps, nl),
+                                   lambda nl: "1 layer" if nl == 1 else f"{nl} layers")
     rows, means = compare_rows(pairs)
     split = "/".join(f"{x * 100:.0f}" for x in args.layer_split[:layers])
     title = (f"sfu-bench side by side: 1 layer vs {layers}-layer simulcast ({split} % of "
@@ -270,8 +280,7 @@ async def side_by_side(args: argparse.Namespace) -> int:
     lines = [f"N={n}: {m['simulcast_us']:.2f} us vs {m['single_us']:.2f} us CPU per forwarded packet, "
              f"simulcast / 1 layer = {m['ratio']:.3f} (rounds: {', '.join(f'{x:.3f}' for x in m['round_ratios'])})"
              for n, m in sorted(means.items())]
-    la = [x[0] for x in loads]
-    lines.append(f"load average (1 min) before the points: {min(la):.2f} to {max(la):.2f}")
+    lines.append(f"load average (1 min) before the points: {min(loads):.2f} to {max(loads):.2f}")
     text = f"## {title}\n\n{compare_markdown(pairs)}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
     print(text)
     if args.markdown:
@@ -288,29 +297,12 @@ async def side_by_side_recordings(args: argparse.Namespace) -> int:
     """Without and with --recordings, alternating (the order flips every
     round): worker CPU per forwarded packet of both, their ratio, the
     recorder's CPU apart."""
-    counts = parse_counts(args.participants, args.bitrate)
     k = args.recordings
     info = machine_info()
     progress = Progress(not args.quiet)
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    loads: list[float] = []
-    total = len(counts) * args.rounds * 2
-    done = 0
-    for rnd in range(args.rounds):
-        for n, mbps in counts:
-            order = (0, k) if rnd % 2 == 0 else (k, 0)
-            got: dict[int, dict[str, Any]] = {}
-            for nrec in order:
-                done += 1
-                cfg = point_config(args, n, mbps, args.layers, recordings=nrec)
-                cfg.check()
-                progress.prefix = (f"[{done}/{total}] round {rnd + 1} N={n} "
-                                   f"{'no recording' if nrec == 0 else f'{nrec} recordings'}: ")
-                loads.append(os.getloadavg()[0])
-                got[nrec] = await measure(cfg, args, progress)
-                got[nrec]["round"] = rnd + 1
-                got[nrec]["loadavg_before"] = loads[-1]
-            pairs.append((got[0], got[k]))
+    pairs, loads = await alternate(
+        args, progress, 0, k, lambda n, mbps, nrec: point_config(args, n, mbps, args.layers, recordings=nrec),
+        lambda nrec: "no recording" if nrec == 0 else f"{nrec} recordings")
     rows, means = recording_compare_rows(pairs, args.max_other_cpu)
     title = (f"sfu-bench side by side: no recording vs {k} recordings, {args.transport}"
              + (f" ({args.srtp_profile})" if args.transport == "webrtc" else "")
@@ -359,26 +351,14 @@ async def side_by_side_nodes(args: argparse.Namespace) -> int:
     same core) and the latency the generator measures, for all streams;
     with N nodes, the streams between participants on different nodes cross
     the nodes' pipe (their share is printed)."""
-    counts = parse_counts(args.participants, args.bitrate)
     k = args.nodes
     info = machine_info()
     progress = Progress(not args.quiet)
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    total = len(counts) * args.rounds * 2
-    done = 0
-    for rnd in range(args.rounds):
-        for n, mbps in counts:
-            order = (1, k) if rnd % 2 == 0 else (k, 1)
-            got: dict[int, dict[str, Any]] = {}
-            for nn in order:
-                done += 1
-                cfg = point_config(args, n, mbps, args.layers, nodes=nn)
-                cfg.check()
-                progress.prefix = f"[{done}/{total}] round {rnd + 1} N={n} {nn} node{'s' if nn > 1 else ''}: "
-                got[nn] = await measure(cfg, args, progress)
-                got[nn]["round"] = rnd + 1
-                got[nn]["nodes"] = nn
-            pairs.append((got[1], got[k]))
+    pairs, _ = await alternate(args, progress, 1, k,
+                               lambda n, mbps, nn: point_config(args, n, mbps, args.layers, nodes=nn),
+                               lambda nn: f"{nn} node{'s' if nn > 1 else ''}")
+    for a, b in pairs:
+        a["nodes"], b["nodes"] = 1, k
 
     def ms(r: dict[str, Any], q: str) -> str:
         v = (r.get("latency_us") or {}).get(q)

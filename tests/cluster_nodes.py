@@ -4,13 +4,18 @@ cluster tests (tests/test_cluster.py, tests/browser/call_pages.py cluster)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,3 +97,20 @@ class Node:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+#: the cluster tests need Debian's redis-server (.ci/run installs it)
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[list[Node]]:
+    """The nodes, once each is up; stopped (SIGTERM) at the end."""
+    try:
+        for n in nodes:
+            await n.ready()
+        yield list(nodes)
+    finally:
+        for n in nodes:
+            n.stop()

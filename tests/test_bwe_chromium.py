@@ -46,7 +46,11 @@ END_S = 35.0
 SETTLE_S = 5.0
 CLIMB_S = 10.0
 LOSS_WINDOW_S = 10.0
-MAX_LOSS = 0.02
+# "without sustained loss": B on a layer that does not fit loses 15-60% (the
+# 480 px layer through 300 kbit/s); a failed try of that layer (an estimate
+# overshoot, backed off 1.5 s -> 3 s -> 6 s) loses 0-5 packets of the ~210
+# B gets in the window (0 to 2.3% over twelve runs on the 2-vCPU VM)
+MAX_LOSS = 0.05
 
 
 # -- the bottleneck of the relay ------------------------------------------------

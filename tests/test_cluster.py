@@ -8,7 +8,6 @@ loopback UDP)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from typing import Optional
 
@@ -21,10 +20,9 @@ redis = pytest.importorskip("redis")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
-from cluster_nodes import Node  # noqa: E402
+from cluster_nodes import Node, needs_redis, running  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
+pytestmark = needs_redis
 
 SECRET = "cluster-test-secret-0123456789abcdef0123"
 
@@ -40,14 +38,8 @@ def bearer(user: str = "u") -> dict:
 
 @pytest.fixture
 async def nodes(tmp_path, redis_url):
-    started = [Node(tmp_path, "node-a", redis_url, SECRET), Node(tmp_path, "node-b", redis_url, SECRET)]
-    try:
-        for n in started:
-            await n.ready()
+    async with running(Node(tmp_path, "node-a", redis_url, SECRET), Node(tmp_path, "node-b", redis_url, SECRET)) as started:
         yield started
-    finally:
-        for n in started:
-            n.stop()
 
 
 async def post_sdp(http: aiohttp.ClientSession, url: str, sdp: str, retry_s: float = 0.0) -> tuple[str, dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from typing import Any, Optional
 
@@ -20,27 +19,21 @@ pytest.importorskip("redis")
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
 
-from cluster_nodes import Node  # noqa: E402
+from cluster_nodes import Node, needs_redis, running  # noqa: E402
 from test_cluster import SECRET, Viewer, bearer, post_sdp, publish  # noqa: E402
 
 from signaling.edge import AUTH_HEADER, sign  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
+pytestmark = needs_redis
 
 
 @pytest.fixture
 async def nodes(tmp_path, redis_url):
     # empty rooms close after 1 s (not 30): the test sees the edge room and the pipe go
-    started = [Node(tmp_path, "node-a", redis_url, SECRET, "--empty-room-grace", "1"),
-               Node(tmp_path, "node-b", redis_url, SECRET, "--edge-viewers", "--empty-room-grace", "1")]
-    try:
-        for n in started:
-            await n.ready()
+    async with running(Node(tmp_path, "node-a", redis_url, SECRET, "--empty-room-grace", "1"),
+                       Node(tmp_path, "node-b", redis_url, SECRET, "--edge-viewers", "--empty-room-grace", "1")
+                       ) as started:
         yield started
-    finally:
-        for n in started:
-            n.stop()
 
 
 class AvViewer(Viewer):

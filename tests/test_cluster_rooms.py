@@ -10,7 +10,6 @@ B pulls A's producers when a viewer asks for them."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from typing import Optional
 
@@ -21,26 +20,20 @@ pytest.importorskip("aiortc")
 pytest.importorskip("redis")
 from aiortc import RTCPeerConnection  # noqa: E402
 
-from cluster_nodes import Node  # noqa: E402
+from cluster_nodes import Node, needs_redis, running  # noqa: E402
 from test_cluster import SECRET, bearer, publish  # noqa: E402
 from test_cluster_edge import AvViewer, internal  # noqa: E402
 from test_mediasoup_client import _assert_measured, bundle, run_msc, summary  # noqa: E402,F401
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not installed (Debian's redis-server; .ci/run installs it)")
+pytestmark = needs_redis
 
 
 @pytest.fixture
 async def nodes(tmp_path, redis_url):
-    started = [Node(tmp_path, "node-a", redis_url, SECRET, "--empty-room-grace", "1"),
-               Node(tmp_path, "node-b", redis_url, SECRET, "--edge-rooms", "--empty-room-grace", "1")]
-    try:
-        for n in started:
-            await n.ready()
+    async with running(Node(tmp_path, "node-a", redis_url, SECRET, "--empty-room-grace", "1"),
+                       Node(tmp_path, "node-b", redis_url, SECRET, "--edge-rooms", "--empty-room-grace", "1")
+                       ) as started:
         yield started
-    finally:
-        for n in started:
-            n.stop()
 
 
 async def wait_state(http: aiohttp.ClientSession, node: Node, check, timeout: float = 10.0) -> dict:
