@@ -202,7 +202,8 @@ def test_three_pages_publish_vp8_simulcast_and_consume_each_other(bundle):
 
 
 def test_preferred_layers_move_a_viewer_between_simulcast_encodings(bundle):
-    """mediasoup-client publishing three RID encodings (scaled 4, 2 and 1);
+    """mediasoup-client publishing three RID encodings (scaled 4, 2 and 1),
+    each L1T3;
     a viewer's consumer moved to the top encoding and back through the REST
     route: its decoded width follows, and it keeps decoding through each
     switch (the SFU switches at a keyframe of the new encoding)."""
@@ -210,6 +211,9 @@ def test_preferred_layers_move_a_viewer_between_simulcast_encodings(bundle):
     assert result["flowing"], json.dumps(result)[-3000:]
     report = []
     assert [step["status"] for step in result["steps"]] == [200, 200, 200], result["steps"]
+    # three encodings, each with three temporal layers (L1T3), as the encoder reports them
+    modes = sorted((e["rid"], e["scalabilityMode"]) for e in result["publisher_encodings"])
+    assert modes == [("r0", "L1T3"), ("r1", "L1T3"), ("r2", "L1T3")], result["publisher_encodings"]
     for step in result["steps"][1:]:  # the first one puts the viewer on the lowest encoding
         samples = step["samples"]
         start_width = samples[0][1]

@@ -280,6 +280,8 @@ async def layers(s: Session) -> dict[str, Any]:
                                 inbound.get("framesDecoded", 0)))
                 await asyncio.sleep(0.05)
             out["steps"].append({"layer": layer, "status": resp.status, "answer": answer, "samples": samples})
+        # what the viewed page's encoder says it sends (its scalabilityMode per encoding)
+        out["publisher_encodings"] = await pages[1].evaluate("() => window.mscOutbound()")
     out["leave"] = lambda: leave(ctx, pages)
     return out
 

@@ -220,9 +220,10 @@ async function produceAll() {
       { track: stream.getVideoTracks()[0] },
       codec ? { codec } : {},
       simulcast ? { encodings: [
-        { rid: 'r0', scaleResolutionDownBy: 4, maxBitrate: 100000 },
-        { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 300000 },
-        { rid: 'r2', maxBitrate: 900000 },
+        // three temporal layers in each (L1T3, as most mediasoup-client apps publish)
+        { rid: 'r0', scaleResolutionDownBy: 4, maxBitrate: 100000, scalabilityMode: 'L1T3' },
+        { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 300000, scalabilityMode: 'L1T3' },
+        { rid: 'r2', maxBitrate: 900000, scalabilityMode: 'L1T3' },
       ] } : {},
       svcMode ? { encodings: [{ scalabilityMode: svcMode, maxBitrate: 1300000 }] } : {},
     )],
@@ -379,6 +380,7 @@ window.mscOutbound = async () => {
       targetBitrate: r.targetBitrate || 0,
       qualityLimitationReason: r.qualityLimitationReason || null,
       active: r.active ?? null,
+      scalabilityMode: r.scalabilityMode || null,
     });
   });
   return out;
