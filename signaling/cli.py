@@ -381,6 +381,7 @@ async def serve(args: argparse.Namespace) -> None:
     app[CALLS].socket_limits = socket_limits(args)
     edge = None
     if cluster is not None and args.jwt_secret:
+        cluster.secret = args.jwt_secret.encode()
         # every node of the cluster answers the internal API (an owner pipes its rooms to edges);
         # only --edge-viewers nodes act as edges
         from .edge import EDGE, EdgeViewers

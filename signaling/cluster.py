@@ -33,6 +33,8 @@ reached).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +50,35 @@ logger = logging.getLogger("sfu.signaling.cluster")
 PROXIED_HEADER = "X-Sfu-Proxied-By"
 #: which node answered a request for a room
 NODE_HEADER = "X-Sfu-Node"
+
+#: node-to-node requests are signed: ``<unix time>:<hex HMAC-SHA256>`` of the
+#: time, method, path and body, keyed with the cluster's shared secret (the
+#: HS256 JWT secret)
+AUTH_HEADER = "X-Sfu-Cluster-Auth"
+#: how far a signed request's time may be from ours
+MAX_SKEW_S = 60.0
+
+
+def sign(secret: bytes, method: str, path: str, body: bytes, now: Optional[float] = None) -> str:
+    """The value of :data:`AUTH_HEADER` for a request."""
+    ts = str(int(now if now is not None else time.time()))
+    mac = hmac.new(secret, b"\n".join([ts.encode(), method.upper().encode(), path.encode(), body]), hashlib.sha256)
+    return f"{ts}:{mac.hexdigest()}"
+
+
+def verify(secret: bytes, header: Optional[str], method: str, path: str, body: bytes) -> bool:
+    """Whether ``header`` signs this request (and is recent)."""
+    if not header or ":" not in header:
+        return False
+    ts, _, _mac = header.partition(":")
+    try:
+        when = int(ts)
+    except ValueError:
+        return False
+    if abs(time.time() - when) > MAX_SKEW_S:
+        return False
+    return hmac.compare_digest(sign(secret, method, path, body, when), header)
+
 
 #: request key: the room's owner, when this node answers as its edge
 EDGE_OWNER = "sfu_edge_owner"
@@ -131,6 +162,10 @@ class Cluster:
         #: awaited before a request answered here as an edge is handled: makes
         #: the edge room and its pipe to the owner (--edge-rooms)
         self.edge_enter: Optional[Callable[[str, "NodeInfo"], Awaitable[Any]]] = None
+        #: the cluster's shared secret (the HS256 JWT secret): signs the
+        #: requests this node forwards, so the owner knows them from a
+        #: client's (its rate limits counted them here already)
+        self.secret: Optional[bytes] = None
         self.rooms_held: dict[str, float] = {}  # room id -> when placed here (monotonic)
         self.proxied = 0  # requests this node forwarded to another
 
@@ -274,6 +309,13 @@ class Cluster:
 
     # ----------------------------------------------------------- proxy
 
+    def forwarded_by_node(self, request: web.Request) -> bool:
+        """Whether ``request`` was forwarded by another node of the cluster
+        (signed with the shared secret; False without one)."""
+        by = request.headers.get(PROXIED_HEADER)
+        return bool(self.secret and by and verify(self.secret, request.headers.get(AUTH_HEADER), request.method,
+                                                  request.rel_url.raw_path_qs, by.encode()))
+
     async def proxy(self, request: web.Request, node: NodeInfo) -> web.StreamResponse:
         """Forwards ``request`` to ``node`` and returns its answer; 503 with
         Retry-After when that node does not answer (it may be dying: its
@@ -282,6 +324,10 @@ class Cluster:
         url = node.url + request.rel_url.raw_path_qs
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers[PROXIED_HEADER] = self.node_id
+        headers.pop(AUTH_HEADER, None)
+        if self.secret:
+            headers[AUTH_HEADER] = sign(self.secret, request.method, request.rel_url.raw_path_qs,
+                                        self.node_id.encode())
         # the client's Host: the owner answers as this node would (same-origin
         # checks of Socket.IO pass; URLs it builds point the client back here)
         headers["Host"] = request.host

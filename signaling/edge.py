@@ -29,12 +29,9 @@ HS256 JWT secret); others are refused with 403.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import secrets
-import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -45,36 +42,10 @@ from aiohttp import web
 import sfu
 from sfu.pipe_transport import PipeConsumer, PipeTransport
 
-from .cluster import EDGE_OWNER, Cluster, NodeInfo
+from .cluster import AUTH_HEADER, EDGE_OWNER, Cluster, NodeInfo, sign, verify
 from .rooms import ApiError, Participant, Room, RoomManager
 
 logger = logging.getLogger("sfu.signaling.edge")
-
-AUTH_HEADER = "X-Sfu-Cluster-Auth"
-#: how far a signed request's time may be from ours
-MAX_SKEW_S = 60.0
-
-
-def sign(secret: bytes, method: str, path: str, body: bytes, now: Optional[float] = None) -> str:
-    """The value of :data:`AUTH_HEADER` for a request."""
-    ts = str(int(now if now is not None else time.time()))
-    mac = hmac.new(secret, b"\n".join([ts.encode(), method.upper().encode(), path.encode(), body]), hashlib.sha256)
-    return f"{ts}:{mac.hexdigest()}"
-
-
-def verify(secret: bytes, header: Optional[str], method: str, path: str, body: bytes) -> bool:
-    """Whether ``header`` signs this request (and is recent)."""
-    if not header or ":" not in header:
-        return False
-    ts, _, _mac = header.partition(":")
-    try:
-        when = int(ts)
-    except ValueError:
-        return False
-    if abs(time.time() - when) > MAX_SKEW_S:
-        return False
-    return hmac.compare_digest(sign(secret, method, path, body, when), header)
-
 
 @dataclass
 class OwnerPipe:

@@ -135,16 +135,19 @@ def rate_limit_middleware(
     limiter: RateLimiter,
     applies: Callable[[str], bool] = lambda path: path.startswith("/api/"),
     on_limited: Optional[Callable[[web.Request, float], None]] = None,
+    exempt: Callable[[web.Request], bool] = lambda request: False,
 ) -> Any:
     """aiohttp middleware: requests whose path ``applies`` pass the limiter
     (identity from ``request["identity"]``, so it goes after the auth
     middleware; IP from ``request.remote``) or get ``429`` with
     ``Retry-After`` (whole seconds, at least 1). ``on_limited`` (e.g. a
-    metrics counter) is called for each refusal."""
+    metrics counter) is called for each refusal. Requests that are
+    ``exempt`` pass uncounted (in a cluster: those another node forwarded,
+    counted there against the client's own user and address)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not applies(request.path):
+        if not applies(request.path) or exempt(request):
             return await handler(request)
         identity = _identity_key(request)
         wait = limiter.check(identity, request.remote)

@@ -836,8 +836,9 @@ def create_app(
         middlewares.append(auth_middleware(auth, exempt=lambda path: not _protected(path),
                                            on_failure=lambda exc, req: metrics.auth_failures.inc()))
     if limiter is not None:
-        middlewares.append(rate_limit_middleware(limiter, applies=_protected,
-                                                 on_limited=lambda req, wait: metrics.rate_limited.inc()))
+        middlewares.append(rate_limit_middleware(
+            limiter, applies=_protected, on_limited=lambda req, wait: metrics.rate_limited.inc(),
+            exempt=cluster.forwarded_by_node if cluster is not None else (lambda req: False)))
     middlewares.append(errors_middleware)
     middlewares.append(admission_middleware)
     if cluster is not None:

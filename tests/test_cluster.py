@@ -199,3 +199,34 @@ async def test_killing_a_node_its_participants_are_back_on_the_other_within_5_s(
             await new_viewer.close()
             if new_pc is not None:
                 await new_pc.close()
+
+
+async def test_a_forwarded_request_counts_against_the_client_not_the_forwarding_node(tmp_path, redis_url):
+    """Per-IP rate limits (burst 5 here): a request forwarded by node B is
+    counted on B against the client's address and user, not again on the
+    room's node A against B's address (which every client of B would share).
+    A client that claims to be a node (the header without the cluster's
+    signature) is counted like any client."""
+    limit = ("--rate-limit-ip", "1/s:5", "--rate-limit-user", "off")
+    async with running(Node(tmp_path, "node-a", redis_url, SECRET, *limit),
+                       Node(tmp_path, "node-b", redis_url, SECRET, *limit)) as (a, b):
+        async with aiohttp.ClientSession() as http:
+            async def create(node: Node, extra: Optional[dict] = None) -> tuple[int, str]:
+                async with http.post(f"{node.base}/api/rooms/limits/create",
+                                     headers={**bearer(), **(extra or {})}) as resp:
+                    await resp.read()
+                    return resp.status, resp.headers.get("X-Sfu-Node", "")
+
+            first = await create(a)
+            assert first[0] in (200, 201), first
+            owner, other = (a, b) if first[1] == "node-a" else (b, a)
+            statuses = []
+            while len(statuses) < 7 and 429 not in statuses:  # the owner's bucket for 127.0.0.1: used up
+                statuses.append((await create(owner))[0])
+            assert statuses[-1] == 429 and set(statuses[:-1]) <= {200, 201}, statuses
+            # through the other node: its own bucket counts it, the owner answers
+            got = [await create(other) for _ in range(3)]
+            assert all(status in (200, 201) and node == owner.name for status, node in got), got
+            # the header alone (not signed by a node) buys nothing
+            forged = await create(owner, {"X-Sfu-Proxied-By": other.name})
+            assert forged[0] == 429, forged
