@@ -203,17 +203,27 @@ def test_three_pages_publish_vp8_simulcast_and_consume_each_other(bundle):
 
 def test_preferred_layers_move_a_viewer_between_simulcast_encodings(bundle):
     """mediasoup-client publishing three RID encodings (scaled 4, 2 and 1),
-    each L1T3;
-    a viewer's consumer moved to the top encoding and back through the REST
-    route: its decoded width follows, and it keeps decoding through each
-    switch (the SFU switches at a keyframe of the new encoding)."""
-    result = run_msc("layers", timeout=120)
+    each L1T3; a viewer's consumer moved to the top encoding and back through
+    the REST route: its decoded width follows, and it keeps decoding through
+    each switch (the SFU switches at a keyframe of the new encoding)."""
+    check_layer_moves(run_msc("layers", timeout=120), "video/VP8")
+
+
+def test_preferred_layers_move_a_viewer_between_h264_simulcast_encodings(bundle):
+    """The same with H264 (Chromium's OpenH264, three encodings, L1T3): the
+    SFU switches at an IDR of the new encoding (no descriptor to rewrite)."""
+    check_layer_moves(run_msc("layers", "h264", timeout=120), "video/H264")
+
+
+def check_layer_moves(result: dict, codec: str) -> None:
+    """The viewer's decoded width follows each move, without a freeze."""
     assert result["flowing"], json.dumps(result)[-3000:]
-    report = []
+    assert (result.get("codec") or "").lower() == codec.lower(), result.get("codec")
     assert [step["status"] for step in result["steps"]] == [200, 200, 200], result["steps"]
     # three encodings, each with three temporal layers (L1T3), as the encoder reports them
     modes = sorted((e["rid"], e["scalabilityMode"]) for e in result["publisher_encodings"])
     assert modes == [("r0", "L1T3"), ("r1", "L1T3"), ("r2", "L1T3")], result["publisher_encodings"]
+    report = []
     for step in result["steps"][1:]:  # the first one puts the viewer on the lowest encoding
         samples = step["samples"]
         start_width = samples[0][1]
@@ -229,7 +239,7 @@ def test_preferred_layers_move_a_viewer_between_simulcast_encodings(bundle):
                 stalls.append(t - last_t)
                 last_t, last_n = t, n
         report.append((step["layer"], target, reached, max(stalls, default=None), samples[-1][2] - samples[0][2]))
-    print("layer, width, reached after ms, longest stall ms, frames in 4 s:", report)
+    print(f"\n{codec}: layer, width, reached after ms, longest stall ms, frames in 4 s:", report)
     (up_layer, up_width, up_at, _, up_frames), (down_layer, down_width, down_at, _, down_frames) = report
     assert up_width > down_width, report                 # the top encoding is wider than the first
     assert up_at is not None and down_at is not None, report

@@ -233,13 +233,13 @@ async def simulcast(s: Session) -> dict[str, Any]:
     return {"stats": st}
 
 
-async def layers(s: Session) -> dict[str, Any]:
+async def layers(s: Session, codec: str = "vp8") -> dict[str, Any]:
     import aiohttp
 
     ctx = await s.browser.new_context()
     room = f"layers-{uuid.uuid4().hex[:8]}"
     viewer_user = f"user{s._users + 1}"
-    pages = list(await asyncio.gather(*(s.open(ctx, room, "vp8", "&simulcast=1&layers=1") for _ in range(2))))
+    pages = list(await asyncio.gather(*(s.open(ctx, room, codec, "&simulcast=1&layers=1") for _ in range(2))))
     ok, stats = await wait_flowing(pages, 1, READY_S)
     out: dict[str, Any] = {"flowing": ok, "steps": []}
     if not ok:
@@ -248,6 +248,7 @@ async def layers(s: Session) -> dict[str, Any]:
         return out
     token = s.tokens[room, viewer_user]
     (rec,) = [r for r in stats[0]["remotes"] if r["kind"] == "video"]
+    out["codec"] = rec.get("codec")
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as http:
         # the publisher's bandwidth estimate grows until it sends all three
@@ -535,7 +536,7 @@ async def main(mode: str, args: list[str]) -> dict[str, Any]:
                 elif mode == "nodes":
                     result.update(await nodes(s, args[0] if args else "vp8"))
                 elif mode == "layers":
-                    result.update(await layers(s))
+                    result.update(await layers(s, args[0] if args else "vp8"))
                     close_pages = result.pop("leave", None)
                     result["producers"] = [
                         [{k: st.get(k) for k in ("ssrc", "packetCount", "bitrate", "keyframes", "keyframeRequests")}
