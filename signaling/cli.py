@@ -389,6 +389,7 @@ async def serve(args: argparse.Namespace) -> None:
         edge = EdgeViewers(cluster, rooms, args.jwt_secret, args.listen_ip)
         edge.add_routes(app)
         app[EDGE] = edge
+        cluster.edge_owned = edge.owned_here
         if args.edge_rooms:
             cluster.edge_here = edge.serves_rooms
             cluster.edge_enter = lambda room_id, owner: edge.prepare(room_id, owner, sync=False)

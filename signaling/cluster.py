@@ -162,6 +162,9 @@ class Cluster:
         #: awaited before a request answered here as an edge is handled: makes
         #: the edge room and its pipe to the owner (--edge-rooms)
         self.edge_enter: Optional[Callable[[str, "NodeInfo"], Awaitable[Any]]] = None
+        #: called when a request finds this node holding a room (placed here
+        #: after its node died, say): a pipe of it to its old node is stale
+        self.edge_owned: Optional[Callable[[str], None]] = None
         #: the cluster's shared secret (the HS256 JWT secret): signs the
         #: requests this node forwards, so the owner knows them from a
         #: client's (its rate limits counted them here already)
@@ -446,6 +449,8 @@ def cluster_middleware(cluster: Cluster) -> Callable[..., Awaitable[web.StreamRe
             node: Optional[NodeInfo] = await cluster.place(room_id)
         else:
             node = await cluster.owner(room_id)
+        if node is not None and node.id == cluster.node_id and cluster.edge_owned is not None:
+            cluster.edge_owned(room_id)
         if node is not None and node.id != cluster.node_id and cluster.edge_here(request, room_id):
             request[EDGE_OWNER] = node  # answered here, as an edge of the room
             if cluster.edge_enter is not None:

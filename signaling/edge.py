@@ -156,6 +156,15 @@ class EdgeViewers:
                 await self._sync(link)
             return room
 
+    def owned_here(self, room_id: str) -> None:
+        """This node holds ``room_id`` now (its node died and the room was
+        placed here): the edge room goes on as the room, its pipe to the old
+        node closes (the producers that came through it close with it)."""
+        link = self.links.pop(room_id, None)
+        if link is not None:
+            logger.info("room %s: held here now; pipe to node %s closed", room_id, link.owner.id)
+            link.transport.close()
+
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
 

@@ -150,3 +150,49 @@ def test_mediasoup_client_pages_on_two_nodes_see_each_other(bundle):  # noqa: F8
     assert len(owner) == 1 and len(edge) == 1 and owner != edge, result["state"]
     pushed = next(iter(result["state"][edge[0]]["edge"].values()))["pushed"]
     assert len(pushed) == 4, result["state"]   # the edge's two pages' audio and video went to the owner
+
+
+async def test_when_the_rooms_node_dies_the_edge_room_goes_on_as_the_room(nodes):
+    """Publishers on A and on B (B's in its edge room); A is killed (SIGKILL,
+    workers too). B's publisher never leaves: once A's registration expires,
+    the next new session places the room on B, B's edge room is the room
+    (its stale pipe to A closed, A's producers gone from it), and a new
+    viewer through B decodes B's publisher, whose session was never posted
+    again. A's publisher re-posts to B and is viewed there too."""
+    a, b = nodes
+    pcs: list[RTCPeerConnection] = []
+    viewers = [AvViewer(), AvViewer()]
+    async with aiohttp.ClientSession() as http:
+        try:
+            pc, pub_a = await publish(http, f"{a.base}/whip/survive")
+            pcs.append(pc)
+            assert pub_a["X-Sfu-Node"] == "node-a", pub_a
+            pc, pub_b = await publish(http, f"{b.base}/whip/survive")
+            pcs.append(pc)
+            pid_b = pub_b["X-Sfu-Participant-Id"]
+            await wait_state(http, a, lambda s: any(len(p["inbound"]) == 2 for p in s["owner"].values()))
+            t_kill = time.monotonic()
+            a.kill()
+            # A's publisher re-posts to B (answered by B, still as A's edge)
+            await pcs[0].close()
+            pc, pub_a2 = await publish(http, f"{b.base}/whip/survive", retry_s=10)
+            pcs[0] = pc
+            assert pub_a2["X-Sfu-Node"] == "node-b", pub_a2
+            # viewers come once A's registration has expired (2 s): their offers place the room on B
+            await asyncio.sleep(max(0.0, t_kill + 2.5 - time.monotonic()))
+            h = await viewers[0].start(http, f"{b.base}/whep/survive?participant={pid_b}", retry_s=10)
+            assert h["X-Sfu-Node"] == "node-b", h
+            h = await viewers[1].start(http, f"{b.base}/whep/survive?participant={pub_a2['X-Sfu-Participant-Id']}",
+                                       retry_s=10)
+            # the room is B's now: its stale pipe to A closed
+            state_b = await wait_state(http, b, lambda s: "survive" not in s["edge"])
+            assert "survive" not in state_b["edge"], state_b
+            for v in viewers:
+                assert await v.wait_frames(5, 20), f"viewer decoded {v.frames} frames"
+            print(f"\nnode A killed: both publishers viewed through node B {time.monotonic() - t_kill:.2f} s later "
+                  f"(B's publisher never re-posted)")
+        finally:
+            for v in viewers:
+                await v.close()
+            for pc in pcs:
+                await pc.close()
