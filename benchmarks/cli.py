@@ -235,6 +235,16 @@ async def measure(cfg: PointConfig, args: argparse.Namespace, progress: Progress
     return r
 
 
+def write_outputs(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
+    """A run's Markdown to stdout (and --markdown), its data to --json."""
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    if args.json:
+        dump_json(args.json, data)
+
+
 async def alternate(args: argparse.Namespace, progress: Progress, a: Any, b: Any,
                     config: Callable[[int, float, Any], PointConfig], label: Callable[[Any], str]
                     ) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[float]]:
@@ -282,12 +292,7 @@ async def side_by_side(args: argparse.Namespace) -> int:
              for n, m in sorted(means.items())]
     lines.append(f"load average (1 min) before the points: {min(loads):.2f} to {max(loads):.2f}")
     text = f"## {title}\n\n{compare_markdown(pairs)}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+    write_outputs(args, text, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
                               "pairs": [{"single": a, "simulcast": b} for a, b in pairs],
                               "means": {str(n): m for n, m in means.items()}, "summary": lines})
     return 0
@@ -324,12 +329,7 @@ async def side_by_side_recordings(args: argparse.Namespace) -> int:
     lines += recording_lines([r for _, r in pairs])
     text = (f"## {title}\n\n{recording_compare_markdown(pairs, k, args.max_other_cpu)}\n\n"
             + "\n".join(f"- {ln}" for ln in lines) + "\n")
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+    write_outputs(args, text, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
                               "pairs": [{"without": a, "with": b} for a, b in pairs],
                               "means": {str(n): m for n, m in means.items()}, "summary": lines})
     return check_recordings([r for _, r in pairs])
@@ -405,12 +405,7 @@ async def side_by_side_nodes(args: argparse.Namespace) -> int:
              f"{args.bitrate:g} Mbit/s video, {args.duration:g} s per point, {args.rounds} rounds, "
              f"{info.get('Model name', '?')}, {info['nproc']} CPUs, every server process on one core")
     text = f"## {title}\n\n" + "\n".join(rows) + "\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+    write_outputs(args, text, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
                               "pairs": [{"one_node": a, "nodes": b} for a, b in pairs], "summary": lines})
     return 0
 
@@ -439,12 +434,7 @@ async def amain(args: argparse.Namespace) -> int:
     table = markdown(results)
     lines = summary_lines(results) + recording_lines(results)
     text = f"## {title}\n\n{table}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
-    if args.json:
-        dump_json(args.json, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
+    write_outputs(args, text, {"machine": info, "command": " ".join(["sfu-bench"] + sys.argv[1:]),
                               "results": results, "summary": lines})
     if args.plot:
         plot(results, args.plot, title)
